@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* portfence check: validate a policy, and show what it does to given ports. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void check_help(FILE *f)
+{
+        fprintf(f, "usage: portfence check [-c FILE] [--json] [--address ADDR] [--program NAME]\n"
+                   "                       [PORT[/tcp|/udp]...]\n\n"
+                   "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports,\n"
+                   "print the verdict for a bind of each (default tcp, address 0.0.0.0).\n");
+}
+
+struct port_arg {
+        unsigned port;
+        enum pf_proto proto;
+};
+
+static int parse_port_arg(const char *text, struct port_arg *out)
+{
+        char number[8];
+        const char *slash = strchr(text, '/');
+        size_t len = slash ? (size_t)(slash - text) : strlen(text);
+
+        out->proto = PF_TCP;
+        if (slash && pf_proto_parse(slash + 1, &out->proto) < 0)
+                return -1;
+        if (len == 0 || len >= sizeof(number))
+                return -1;
+        memcpy(number, text, len);
+        number[len] = '\0';
+        return pf_cli_parse_uint(number, 0, PF_PORT_MAX, &out->port);
+}
+
+/* Why the verdict is what it is, e.g. "rule 1, FILE:12". */
+static void describe_reason(const struct pf_policy *policy, unsigned port,
+                            const struct pf_verdict *v, char *buf, size_t size)
+{
+        if (port == 0)
+                snprintf(buf, size, "port 0: the kernel chooses");
+        else if (v->rule)
+                snprintf(buf, size, "rule %u, %s:%u", v->rule, pf_policy_name(policy),
+                         pf_policy_rule_line(policy, v->rule));
+        else if (v->guarded)
+                snprintf(buf, size, "default_action for guarded ports");
+        else
+                snprintf(buf, size, "not guarded");
+}
+
+static void print_verdict(const struct pf_policy *policy, const struct port_arg *arg,
+                          const struct pf_verdict *v, bool json, bool first)
+{
+        char reason[512];
+
+        describe_reason(policy, arg->port, v, reason, sizeof(reason));
+        if (!json) {
+                printf("%u/%s %s", arg->port, pf_proto_name(arg->proto), pf_action_name(v->action));
+                if (v->action == PF_REMAP)
+                        printf(" -> %u", v->target);
+                else if (v->action == PF_REFUSE)
+                        printf(" %s", pf_errno_name(v->err));
+                printf(" (%s)\n", reason);
+                return;
+        }
+        printf("%s\n  {\"port\": %u, \"proto\": \"%s\", \"action\": \"%s\", \"target\": ",
+               first ? "" : ",", arg->port, pf_proto_name(arg->proto), pf_action_name(v->action));
+        if (v->action == PF_REMAP)
+                printf("%u", v->target);
+        else
+                printf("null");
+        printf(", \"errno\": ");
+        if (v->action == PF_REFUSE)
+                pf_json_string(stdout, pf_errno_name(v->err));
+        else
+                printf("null");
+        printf(", \"reason\": ");
+        pf_json_string(stdout, reason);
+        printf("}");
+}
+
+static void print_summary(const struct pf_policy *policy)
+{
+        char tcp[512], udp[512], pool[512];
+
+        pf_portset_format(pf_policy_guarded(policy, PF_TCP), tcp, sizeof(tcp));
+        pf_portset_format(pf_policy_guarded(policy, PF_UDP), udp, sizeof(udp));
+        pf_portset_format(pf_policy_pool(policy), pool, sizeof(pool));
+        printf("%s: valid, %u rule%s\n", pf_policy_name(policy), pf_policy_rule_count(policy),
+               pf_policy_rule_count(policy) == 1 ? "" : "s");
+        printf("guarded tcp: %s\nguarded udp: %s\nremap pool: %s\n", *tcp ? tcp : "none",
+               *udp ? udp : "none", *pool ? pool : "none");
+}
+
+int pf_cmd_check(int argc, char **argv)
+{
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "json", no_argument, NULL, 'j' },
+                { "address", required_argument, NULL, 'a' },
+                { "program", required_argument, NULL, 'p' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        const char *config = NULL, *program = NULL;
+        struct pf_query query = { .addr.family = PF_IPV4 };
+        struct pf_policy *policy;
+        bool json = false;
+        int opt;
+
+        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+                switch (opt) {
+                case 'c': config = optarg; break;
+                case 'j': json = true; break;
+                case 'p': program = optarg; break;
+                case 'a':
+                        if (pf_addr_parse(optarg, &query.addr) < 0) {
+                                pf_error("check", "bad address '%s'", optarg);
+                                return PF_EXIT_USAGE;
+                        }
+                        break;
+                case 'h': check_help(stdout); return PF_EXIT_OK;
+                default: check_help(stderr); return PF_EXIT_USAGE;
+                }
+        }
+        struct port_arg *ports = calloc((size_t)(argc - optind) + 1, sizeof(*ports));
+
+        if (!ports) {
+                pf_error("check", "out of memory");
+                return PF_EXIT_USAGE;
+        }
+        for (int i = optind; i < argc; i++) {
+                if (parse_port_arg(argv[i], &ports[i - optind]) < 0) {
+                        pf_error("check", "bad port '%s': expected PORT[/tcp|/udp], PORT 0-65535",
+                                 argv[i]);
+                        free(ports);
+                        return PF_EXIT_USAGE;
+                }
+        }
+        policy = pf_cli_load_policy("check", config);
+        if (!policy) {
+                free(ports);
+                return PF_EXIT_USAGE;
+        }
+        if (optind == argc && !json)
+                print_summary(policy);
+        if (json)
+                printf("[");
+        for (int i = optind; i < argc; i++) {
+                struct pf_verdict verdict;
+
+                query.proto = ports[i - optind].proto;
+                query.port = (uint16_t)ports[i - optind].port;
+                query.program = program;
+                pf_decide(policy, &query, &verdict);
+                print_verdict(policy, &ports[i - optind], &verdict, json, i == optind);
+        }
+        if (json)
+                printf("%s]\n", optind == argc ? "" : "\n");
+        pf_policy_free(policy);
+        free(ports);
+        return PF_EXIT_OK;
+}

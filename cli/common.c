@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pf_error(const char *command, const char *fmt, ...)
+{
+        va_list ap;
+
+        fprintf(stderr, "portfence: %s: ", command);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path)
+{
+        const char *path = pf_policy_path(explicit_path);
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        char line[1024];
+        int r = pf_policy_load(path, &policy, &diag);
+
+        if (r == -EINVAL) {
+                for (size_t i = 0; i < diag.count; i++)
+                        fprintf(stderr, "%s\n", pf_diag_format(&diag, i, line, sizeof(line)));
+        } else if (r < 0) {
+                pf_error(command, "%s: %s", path, strerror(-r));
+        }
+        pf_diag_free(&diag);
+        return r < 0 ? NULL : policy;
+}
+
+int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,
+                    size_t capacity)
+{
+        size_t table_count, n = 0;
+        const struct pf_profile *table = pf_profiles(&table_count);
+        char *copy = strdup(list), *save = NULL;
+
+        if (!copy) {
+                pf_error(command, "%s", strerror(ENOMEM));
+                return -1;
+        }
+        for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+                if (strcmp(name, "all") == 0) {
+                        for (size_t i = 0; i < table_count && n < capacity; i++)
+                                if (!table[i].live)
+                                        out[n++] = &table[i];
+                        continue;
+                }
+                const struct pf_profile *profile = pf_profile_find(name);
+
+                if (!profile) {
+                        pf_error(command, "unknown os '%s' (see 'portfence ranges')", name);
+                        free(copy);
+                        return -1;
+                }
+                if (n < capacity)
+                        out[n++] = profile;
+        }
+        free(copy);
+        if (n == 0) {
+                pf_error(command, "empty --os list");
+                return -1;
+        }
+        return (int)n;
+}
+
+int pf_cli_parse_uint(const char *text, unsigned min, unsigned max, unsigned *out)
+{
+        char *end;
+        unsigned long value;
+
+        if (*text < '0' || *text > '9')
+                return -1;
+        errno = 0;
+        value = strtoul(text, &end, 10);
+        if (errno || *end || value < min || value > max)
+                return -1;
+        *out = (unsigned)value;
+        return 0;
+}
+
+void pf_json_string(FILE *f, const char *s)
+{
+        fputc('"', f);
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+
+                if (c == '"' || c == '\\')
+                        fprintf(f, "\\%c", c);
+                else if (c < 0x20)
+                        fprintf(f, "\\u%04x", c);
+                else
+                        fputc(c, f);
+        }
+        fputc('"', f);
+}
+
+void pf_json_portset(FILE *f, const struct pf_portset *set)
+{
+        struct pf_range range = { 0, 0 };
+        const char *sep = "";
+
+        fputc('[', f);
+        while (pf_portset_next_range(set, &range)) {
+                if (range.lo == range.hi)
+                        fprintf(f, "%s\"%u\"", sep, range.lo);
+                else
+                        fprintf(f, "%s\"%u-%u\"", sep, range.lo, range.hi);
+                sep = ", ";
+        }
+        fputc(']', f);
+}

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* portfence: keep server ports out of the kernel's ephemeral range. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct pf_command commands[] = {
+        { "check", pf_cmd_check, "validate the policy; show the verdict for ports" },
+        { "ranges", pf_cmd_ranges, "show the port ranges of known stacks and of this host" },
+        { "suggest", pf_cmd_suggest, "suggest server ports safe on the named stacks" },
+};
+
+static void usage(FILE *f)
+{
+        fprintf(f, "usage: portfence COMMAND [OPTIONS] [ARGS]\n"
+                   "       portfence COMMAND --help\n"
+                   "       portfence --version\n\ncommands:\n");
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "\nThe policy is read from -c FILE, $PORTFENCE_CONFIG, %s, or the\n"
+                   "built-in default (guard this host's ephemeral range, refuse).\n",
+                PF_POLICY_SYSTEM);
+}
+
+int main(int argc, char **argv)
+{
+        if (argc < 2) {
+                usage(stderr);
+                return PF_EXIT_USAGE;
+        }
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+            strcmp(argv[1], "help") == 0) {
+                usage(stdout);
+                return PF_EXIT_OK;
+        }
+        if (strcmp(argv[1], "--version") == 0) {
+                printf("portfence %s\n", PF_VERSION);
+                return PF_EXIT_OK;
+        }
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (strcmp(argv[1], commands[i].name) == 0)
+                        return commands[i].run(argc - 1, argv + 1);
+        fprintf(stderr, "portfence: unknown command '%s' (see 'portfence --help')\n", argv[1]);
+        return PF_EXIT_USAGE;
+}

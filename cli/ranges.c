@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/* portfence ranges / suggest: what the profile table implies. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define MAX_OS 64
+
+struct os_args {
+        const struct pf_profile *list[MAX_OS];
+        int count;
+        enum pf_proto proto;
+        bool json;
+        unsigned n;
+};
+
+static void ranges_help(FILE *f)
+{
+        fprintf(f, "usage: portfence ranges [--os NAME,...|all] [--proto tcp|udp] [--json]\n\n"
+                   "Without --os: the profile table and this host's live ranges. With --os:\n"
+                   "the union of their dynamic ranges and the ports safe on all of them\n"
+                   "(well-known on none, dynamic on none). 'all' is every table row but host.\n");
+}
+
+static void suggest_help(FILE *f)
+{
+        fprintf(f, "usage: portfence suggest [--os NAME,...|all] [--proto tcp|udp] [-n N] [--json]\n\n"
+                   "Print N server ports (default 1) safe on the named stacks (default host),\n"
+                   "not listed in /etc/services and not bound on this host now. Exit 1 if\n"
+                   "fewer than N exist.\n");
+}
+
+/* Options shared by ranges and suggest; returns -1 on a usage error, 1 on
+ * --help, 0 to go on. */
+static int parse_os_args(const char *command, int argc, char **argv, struct os_args *a,
+                         void (*help)(FILE *))
+{
+        static const struct option options[] = {
+                { "os", required_argument, NULL, 'o' },
+                { "proto", required_argument, NULL, 'p' },
+                { "json", no_argument, NULL, 'j' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        int opt;
+
+        a->proto = PF_TCP;
+        a->n = 1;
+        while ((opt = getopt_long(argc, argv, "n:h", options, NULL)) != -1) {
+                switch (opt) {
+                case 'o':
+                        a->count = pf_cli_parse_os(command, optarg, a->list, MAX_OS);
+                        if (a->count < 0)
+                                return -1;
+                        break;
+                case 'p':
+                        if (pf_proto_parse(optarg, &a->proto) < 0) {
+                                pf_error(command, "unknown proto '%s' (tcp or udp)", optarg);
+                                return -1;
+                        }
+                        break;
+                case 'n':
+                        if (strcmp(command, "suggest") != 0 ||
+                            pf_cli_parse_uint(optarg, 1, PF_PORT_MAX, &a->n) < 0) {
+                                pf_error(command, "bad -n '%s': expected 1-65535", optarg);
+                                return -1;
+                        }
+                        break;
+                case 'j': a->json = true; break;
+                case 'h': help(stdout); return 1;
+                default: help(stderr); return -1;
+                }
+        }
+        if (optind != argc) {
+                pf_error(command, "unexpected argument '%s'", argv[optind]);
+                return -1;
+        }
+        return 0;
+}
+
+static void format_range(const struct pf_range *r, char *buf, size_t size)
+{
+        if (r->lo == 0)
+                snprintf(buf, size, "none");
+        else
+                snprintf(buf, size, "%u-%u", r->lo, r->hi);
+}
+
+static const char *protos_name(unsigned protos)
+{
+        return protos == PF_PROTO_BOTH ? "tcp,udp" : protos == PF_PROTO_BIT(PF_UDP) ? "udp" : "tcp";
+}
+
+static int print_table(bool json)
+{
+        size_t count;
+        const struct pf_profile *table = pf_profiles(&count);
+
+        if (!json)
+                printf("%-18s %-8s %-11s %-12s %-24s %s\n", "profile", "proto", "well-known",
+                       "registered", "dynamic", "stack");
+        else
+                printf("[");
+        for (size_t i = 0; i < count; i++) {
+                const struct pf_profile *p = &table[i];
+                char wk[16], reg[16], dyn[512];
+                struct pf_portset set;
+
+                format_range(&p->well_known, wk, sizeof(wk));
+                format_range(&p->registered, reg, sizeof(reg));
+                if (pf_profile_dynamic(p, PF_TCP, &set, dyn, sizeof(dyn)) < 0) {
+                        pf_error("ranges", "%s", dyn);
+                        return PF_EXIT_USAGE;
+                }
+                if (p->live)
+                        pf_portset_format(&set, dyn, sizeof(dyn));
+                else
+                        format_range(&p->dynamic, dyn, sizeof(dyn));
+                if (!json) {
+                        printf("%-18s %-8s %-11s %-12s %-24s %s\n", p->name, protos_name(p->protos),
+                               wk, reg, dyn, p->stack);
+                        continue;
+                }
+                printf("%s\n  {\"name\": \"%s\", \"stack\": ", i ? "," : "", p->name);
+                pf_json_string(stdout, p->stack);
+                printf(", \"proto\": \"%s\", \"well_known\": \"%s\", \"registered\": \"%s\", "
+                       "\"dynamic\": ", protos_name(p->protos), wk, reg);
+                pf_json_portset(stdout, &set);
+                printf("}");
+        }
+        if (json)
+                printf("\n]\n");
+        return PF_EXIT_OK;
+}
+
+static int combine(const char *command, const struct os_args *a, struct pf_portset *dynamic,
+                   struct pf_portset *safe)
+{
+        char why[512];
+
+        if (pf_profiles_combine(a->list, (size_t)a->count, a->proto, dynamic, safe, why,
+                                sizeof(why)) < 0) {
+                pf_error(command, "%s", why);
+                return -1;
+        }
+        return 0;
+}
+
+int pf_cmd_ranges(int argc, char **argv)
+{
+        struct os_args a = { .count = 0 };
+        struct pf_portset dynamic, safe;
+        char text[4096];
+        int r = parse_os_args("ranges", argc, argv, &a, ranges_help);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (a.count == 0)
+                return print_table(a.json);
+        if (combine("ranges", &a, &dynamic, &safe) < 0)
+                return PF_EXIT_USAGE;
+        if (a.json) {
+                printf("{\"os\": [");
+                for (int i = 0; i < a.count; i++)
+                        printf("%s\"%s\"", i ? ", " : "", a.list[i]->name);
+                printf("], \"proto\": \"%s\", \"dynamic\": ", pf_proto_name(a.proto));
+                pf_json_portset(stdout, &dynamic);
+                printf(", \"safe\": ");
+                pf_json_portset(stdout, &safe);
+                printf("}\n");
+                return PF_EXIT_OK;
+        }
+        printf("os: ");
+        for (int i = 0; i < a.count; i++)
+                printf("%s%s", i ? "," : "", a.list[i]->name);
+        pf_portset_format(&dynamic, text, sizeof(text));
+        printf("\nproto: %s\ndynamic: %s\n", pf_proto_name(a.proto), *text ? text : "none");
+        pf_portset_format(&safe, text, sizeof(text));
+        printf("safe: %s\n", *text ? text : "none");
+        return PF_EXIT_OK;
+}
+
+/* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
+static bool port_free(unsigned port, enum pf_proto proto)
+{
+        int type = proto == PF_UDP ? SOCK_DGRAM : SOCK_STREAM;
+        struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+                                    .sin6_addr = IN6ADDR_ANY_INIT };
+        int one = 1;
+        bool free4 = false, free6 = true;
+        int fd;
+
+        fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+                free4 = bind(fd, (struct sockaddr *)&in4, sizeof(in4)) == 0;
+                close(fd);
+        }
+        fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {  /* no IPv6 on this host: nothing to collide with */
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+                free6 = bind(fd, (struct sockaddr *)&in6, sizeof(in6)) == 0 || errno != EADDRINUSE;
+                close(fd);
+        }
+        return free4 && free6;
+}
+
+int pf_cmd_suggest(int argc, char **argv)
+{
+        struct os_args a = { .count = 0 };
+        struct pf_portset dynamic, safe;
+        unsigned found = 0;
+        int r = parse_os_args("suggest", argc, argv, &a, suggest_help);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (a.count == 0) {
+                a.list[0] = pf_profile_find("host");
+                a.count = 1;
+        }
+        if (combine("suggest", &a, &dynamic, &safe) < 0)
+                return PF_EXIT_USAGE;
+        if (a.json)
+                printf("[");
+        for (unsigned port = pf_portset_find(&safe, 1, true); port <= PF_PORT_MAX && found < a.n;
+             port = pf_portset_find(&safe, port + 1, true)) {
+                if (getservbyport(htons((uint16_t)port), pf_proto_name(a.proto)))
+                        continue;
+                if (!port_free(port, a.proto))
+                        continue;
+                printf(a.json ? "%s%u" : "%s%u\n", a.json && found ? ", " : "", port);
+                found++;
+        }
+        if (a.json)
+                printf("]\n");
+        endservent();
+        if (found < a.n) {
+                pf_error("suggest", "only %u safe free port%s, %u asked", found,
+                         found == 1 ? "" : "s", a.n);
+                return PF_EXIT_FOUND;
+        }
+        return PF_EXIT_OK;
+}

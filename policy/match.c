@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/* The small matchers decide() uses: addresses, CIDRs, program globs, and the
+ * names of enum values. All pure and allocation-free. */
+#include "policy-internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+static const struct {
+        const char *name;
+        int value;
+} errno_names[] = {
+        { "EADDRINUSE", EADDRINUSE },       { "EADDRNOTAVAIL", EADDRNOTAVAIL },
+        { "EACCES", EACCES },               { "EPERM", EPERM },
+        { "ECONNREFUSED", ECONNREFUSED },   { "EINVAL", EINVAL },
+        { "ENOBUFS", ENOBUFS },             { "ENOMEM", ENOMEM },
+        { "EAGAIN", EAGAIN },               { "ENETUNREACH", ENETUNREACH },
+        { "EHOSTUNREACH", EHOSTUNREACH },   { "EOPNOTSUPP", EOPNOTSUPP },
+        { "EAFNOSUPPORT", EAFNOSUPPORT },   { "EPROTONOSUPPORT", EPROTONOSUPPORT },
+        { "ETIMEDOUT", ETIMEDOUT },         { "EBUSY", EBUSY },
+        { "EINTR", EINTR },                 { "ENOTSUP", ENOTSUP },
+};
+
+const char *pf_errno_name(int err)
+{
+        for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
+                if (errno_names[i].value == err)
+                        return errno_names[i].name;
+        return "EUNKNOWN";
+}
+
+int pf_errno_parse(const char *name)
+{
+        for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
+                if (strcmp(errno_names[i].name, name) == 0)
+                        return errno_names[i].value;
+        return -EINVAL;
+}
+
+static const char *const action_names[] = {
+        [PF_ALLOW] = "allow", [PF_LOG] = "log", [PF_REFUSE] = "refuse", [PF_REMAP] = "remap",
+};
+
+const char *pf_action_name(enum pf_action action)
+{
+        return action_names[action];
+}
+
+int pf_action_parse(const char *name, enum pf_action *out)
+{
+        for (size_t i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++) {
+                if (strcmp(action_names[i], name) == 0) {
+                        *out = (enum pf_action)i;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+const char *pf_family_name(enum pf_family family)
+{
+        return family == PF_IPV6 ? "ipv6" : "ipv4";
+}
+
+void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in)
+{
+        memset(addr, 0, sizeof(*addr));
+        addr->family = PF_IPV4;
+        addr->v4 = *in;
+}
+
+void pf_addr_set_in6(struct pf_addr *addr, const struct in6_addr *in6)
+{
+        if (IN6_IS_ADDR_V4MAPPED(in6)) {
+                struct in_addr v4;
+
+                memcpy(&v4, &in6->s6_addr[12], sizeof(v4));
+                pf_addr_set_in4(addr, &v4);
+                return;
+        }
+        memset(addr, 0, sizeof(*addr));
+        addr->family = PF_IPV6;
+        addr->v6 = *in6;
+}
+
+int pf_addr_parse(const char *text, struct pf_addr *addr)
+{
+        struct in_addr v4;
+        struct in6_addr v6;
+
+        if (inet_pton(AF_INET, text, &v4) == 1) {
+                pf_addr_set_in4(addr, &v4);
+                return 0;
+        }
+        if (inet_pton(AF_INET6, text, &v6) == 1) {
+                pf_addr_set_in6(addr, &v6);
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int pf_cidr_parse(const char *text, struct pf_cidr *out)
+{
+        char buf[INET6_ADDRSTRLEN + 8];
+        const char *slash = strchr(text, '/');
+        size_t len = slash ? (size_t)(slash - text) : strlen(text);
+        struct in6_addr v6;
+        unsigned prefix, max;
+        bool mapped;
+
+        if (len == 0 || len >= sizeof(buf))
+                return -EINVAL;
+        memcpy(buf, text, len);
+        buf[len] = '\0';
+        if (pf_addr_parse(buf, &out->addr) < 0)
+                return -EINVAL;
+        /* A v4-mapped prefix counts its bits from the IPv6 form. */
+        mapped = inet_pton(AF_INET6, buf, &v6) == 1 && IN6_IS_ADDR_V4MAPPED(&v6);
+        max = out->addr.family == PF_IPV4 && !mapped ? 32 : 128;
+        prefix = max;
+        if (slash) {
+                const char *p = slash + 1;
+
+                if (*p < '0' || *p > '9' || strlen(p) > 3)
+                        return -EINVAL;
+                prefix = 0;
+                for (; *p; p++) {
+                        if (*p < '0' || *p > '9')
+                                return -EINVAL;
+                        prefix = prefix * 10 + (unsigned)(*p - '0');
+                }
+                if (prefix > max)
+                        return -EINVAL;
+        }
+        if (mapped) {
+                if (prefix < 96)
+                        return -EINVAL;
+                prefix -= 96;
+        }
+        out->prefix = prefix;
+        return 0;
+}
+
+bool pf_cidr_match(const struct pf_cidr *cidr, const struct pf_addr *addr)
+{
+        const uint8_t *a, *b;
+        unsigned full, rest;
+
+        if (cidr->addr.family != addr->family)
+                return false;
+        a = addr->family == PF_IPV4 ? (const uint8_t *)&addr->v4 : addr->v6.s6_addr;
+        b = cidr->addr.family == PF_IPV4 ? (const uint8_t *)&cidr->addr.v4 : cidr->addr.v6.s6_addr;
+        full = cidr->prefix / 8;
+        rest = cidr->prefix % 8;
+        for (unsigned i = 0; i < full; i++)
+                if (a[i] != b[i])
+                        return false;
+        if (rest) {
+                uint8_t mask = (uint8_t)(0xff << (8 - rest));
+
+                if ((a[full] & mask) != (b[full] & mask))
+                        return false;
+        }
+        return true;
+}
+
+/* Match one bracket expression at *pattern (just past '['); advances *pattern
+ * past the closing ']'. An unterminated '[' matches a literal '['. */
+static bool match_class(const char **pattern, char c)
+{
+        const char *p = *pattern;
+        bool negate = false, found = false;
+
+        if (*p == '!' || *p == '^') {
+                negate = true;
+                p++;
+        }
+        for (bool first = true; *p && (first || *p != ']'); first = false) {
+                char lo = *p, hi = lo;
+
+                if (p[1] == '-' && p[2] && p[2] != ']') {
+                        hi = p[2];
+                        p += 3;
+                } else {
+                        p++;
+                }
+                if (c >= lo && c <= hi)
+                        found = true;
+        }
+        if (*p != ']') {
+                *pattern = *pattern - 1;        /* literal '[' */
+                return false;
+        }
+        *pattern = p + 1;
+        return found != negate;
+}
+
+bool pf_glob_match(const char *pattern, const char *name)
+{
+        const char *star = NULL, *resume = NULL;
+
+        while (*name) {
+                if (*pattern == '*') {
+                        star = ++pattern;
+                        resume = name;
+                        continue;
+                }
+                if (*pattern == '[') {
+                        const char *p = pattern + 1;
+
+                        if (match_class(&p, *name)) {
+                                pattern = p;
+                                name++;
+                                continue;
+                        }
+                        if (p == pattern && *name == '[') {     /* literal '[' */
+                                pattern++;
+                                name++;
+                                continue;
+                        }
+                } else if (*pattern && (*pattern == '?' || *pattern == *name)) {
+                        pattern++;
+                        name++;
+                        continue;
+                }
+                if (!star)
+                        return false;
+                pattern = star;
+                name = ++resume;
+        }
+        while (*pattern == '*')
+                pattern++;
+        return *pattern == '\0';
+}

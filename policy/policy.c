@@ -1,0 +1,990 @@
+/* SPDX-License-Identifier: MIT */
+/* Load, validate and compile a policy; decide. */
+#include "policy-internal.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- diagnostics ------------------------------------------------------ */
+
+void pf_diag_free(struct pf_diag *diag)
+{
+        for (size_t i = 0; i < diag->count; i++)
+                free(diag->entries[i].text);
+        free(diag->entries);
+        free(diag->file);
+        memset(diag, 0, sizeof(*diag));
+}
+
+const char *pf_diag_format(const struct pf_diag *diag, size_t i, char *buf, size_t size)
+{
+        const struct pf_diag_entry *e = &diag->entries[i];
+
+        if (e->line)
+                snprintf(buf, size, "%s:%u: %s", diag->file, e->line, e->text);
+        else
+                snprintf(buf, size, "%s: %s", diag->file, e->text);
+        return buf;
+}
+
+struct loader {
+        struct pf_diag *diag;
+        struct pf_policy *policy;
+        unsigned errors;
+        bool out_of_memory;
+        bool remap_needs_pool;
+        unsigned pool_line;
+};
+
+__attribute__((format(printf, 3, 4)))
+static void report(struct loader *l, unsigned line, const char *fmt, ...)
+{
+        struct pf_diag_entry *entries;
+        va_list ap;
+        char *text;
+        int n;
+
+        l->errors++;
+        va_start(ap, fmt);
+        n = vasprintf(&text, fmt, ap);
+        va_end(ap);
+        entries = n < 0 ? NULL : realloc(l->diag->entries,
+                                         (l->diag->count + 1) * sizeof(*entries));
+        if (!entries) {
+                if (n >= 0)
+                        free(text);
+                l->out_of_memory = true;
+                return;
+        }
+        entries[l->diag->count++] = (struct pf_diag_entry){ line, text };
+        l->diag->entries = entries;
+}
+
+static unsigned line_of(const config_setting_t *s)
+{
+        return s ? config_setting_source_line(s) : 0;
+}
+
+/* ---- typed access to settings ------------------------------------------ */
+
+static const char *type_name(int type)
+{
+        switch (type) {
+        case CONFIG_TYPE_GROUP: return "a group";
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64: return "an integer";
+        case CONFIG_TYPE_FLOAT: return "a number";
+        case CONFIG_TYPE_STRING: return "a string";
+        case CONFIG_TYPE_BOOL: return "a boolean";
+        case CONFIG_TYPE_ARRAY: return "an array";
+        case CONFIG_TYPE_LIST: return "a list";
+        default: return "a value";
+        }
+}
+
+static bool expect_type(struct loader *l, const config_setting_t *s, int type, const char *what)
+{
+        int got = config_setting_type(s);
+
+        if (got == type || (type == CONFIG_TYPE_INT && got == CONFIG_TYPE_INT64))
+                return true;
+        report(l, line_of(s), "'%s' must be %s, not %s", what, type_name(type), type_name(got));
+        return false;
+}
+
+static const char *get_string(struct loader *l, const config_setting_t *s, const char *what)
+{
+        return expect_type(l, s, CONFIG_TYPE_STRING, what) ? config_setting_get_string(s) : NULL;
+}
+
+/* Edit distance, to suggest the key a typo meant. */
+static unsigned distance(const char *a, const char *b)
+{
+        unsigned row[64], lb = (unsigned)strlen(b);
+
+        if (lb >= 64 || strlen(a) >= 64)
+                return 64;
+        for (unsigned j = 0; j <= lb; j++)
+                row[j] = j;
+        for (unsigned i = 1; a[i - 1]; i++) {
+                unsigned diag = row[0];
+
+                row[0] = i;
+                for (unsigned j = 1; j <= lb; j++) {
+                        unsigned up = row[j];
+                        unsigned best = diag + (a[i - 1] != b[j - 1]);
+
+                        if (up + 1 < best)
+                                best = up + 1;
+                        if (row[j - 1] + 1 < best)
+                                best = row[j - 1] + 1;
+                        diag = up;
+                        row[j] = best;
+                }
+        }
+        return row[lb];
+}
+
+/* Every member of group must be one of keys: typos are errors, not ignored. */
+static void check_keys(struct loader *l, const config_setting_t *group,
+                       const char *const *keys, size_t count, const char *where)
+{
+        for (int i = 0; i < config_setting_length(group); i++) {
+                const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+                const char *name = config_setting_name(s);
+                const char *best = NULL;
+                unsigned best_distance = 3;
+                size_t k;
+
+                for (k = 0; k < count && strcmp(keys[k], name) != 0; k++) {
+                        unsigned d = distance(name, keys[k]);
+
+                        if (d < best_distance) {
+                                best_distance = d;
+                                best = keys[k];
+                        }
+                }
+                if (k < count)
+                        continue;
+                if (best)
+                        report(l, line_of(s), "unknown key '%s'%s (did you mean '%s'?)", name,
+                               where, best);
+                else
+                        report(l, line_of(s), "unknown key '%s'%s", name, where);
+        }
+}
+
+/* A port list setting: a range-list string or a single integer. */
+static bool get_ports(struct loader *l, const config_setting_t *s, const char *what,
+                      struct pf_portset *out)
+{
+        const char *why;
+
+        if (config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64) {
+                long long port = config_setting_get_int64(s);
+
+                if (port < 1 || port > PF_PORT_MAX) {
+                        report(l, line_of(s), "%s: port %lld outside 1-65535", what, port);
+                        return false;
+                }
+                pf_portset_clear(out);
+                pf_portset_add(out, (unsigned)port);
+                return true;
+        }
+        if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+                report(l, line_of(s), "%s must be a port list string or an integer, not %s",
+                       what, type_name(config_setting_type(s)));
+                return false;
+        }
+        if (pf_portset_parse(config_setting_get_string(s), out, &why) < 0) {
+                report(l, line_of(s), "%s: %s in '%s'", what, why, config_setting_get_string(s));
+                return false;
+        }
+        return true;
+}
+
+/* ---- top-level keys ------------------------------------------------------ */
+
+static void load_version(struct loader *l, const config_setting_t *root)
+{
+        const config_setting_t *s = config_setting_get_member(root, "version");
+
+        if (!s) {
+                report(l, 1, "'version' is missing: start the policy with 'version = 1;'");
+                return;
+        }
+        if (expect_type(l, s, CONFIG_TYPE_INT, "version") && config_setting_get_int64(s) != 1)
+                report(l, line_of(s), "unsupported version %lld: this portfence reads version 1",
+                       config_setting_get_int64(s));
+}
+
+static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
+{
+        struct pf_policy *p = l->policy;
+        const char *text = get_string(l, item, "ephemeral");
+        const struct pf_profile *profile;
+        struct pf_portset set;
+        char why[256];
+        const char *reason;
+
+        if (!text)
+                return;
+        profile = pf_profile_find(text);
+        if (profile) {
+                for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                        if (pf_profile_dynamic(profile, proto, &set, why, sizeof(why)) < 0) {
+                                report(l, line_of(item), "profile '%s': %s", text, why);
+                                return;
+                        }
+                        pf_portset_union(&p->guarded[proto], &set);
+                }
+                return;
+        }
+        if (text[0] < '0' || text[0] > '9') {
+                report(l, line_of(item), "unknown profile '%s' in 'ephemeral' (see 'portfence ranges')",
+                       text);
+                return;
+        }
+        if (pf_portset_parse(text, &set, &reason) < 0) {
+                report(l, line_of(item), "'ephemeral': %s in '%s'", reason, text);
+                return;
+        }
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                pf_portset_union(&p->guarded[proto], &set);
+}
+
+static void load_ephemeral(struct loader *l, const config_setting_t *root, bool *uses_host)
+{
+        const config_setting_t *s = config_setting_get_member(root, "ephemeral");
+        int type;
+
+        *uses_host = true;
+        if (!s) {
+                char why[256];
+                struct pf_portset set;
+
+                if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &set, why, sizeof(why)) < 0) {
+                        report(l, 0, "default 'ephemeral = \"host\"': %s", why);
+                        return;
+                }
+                for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                        l->policy->guarded[proto] = set;
+                return;
+        }
+        *uses_host = false;
+        type = config_setting_type(s);
+        if (type == CONFIG_TYPE_STRING) {
+                *uses_host = strcmp(config_setting_get_string(s), "host") == 0;
+                add_ephemeral_item(l, s);
+                return;
+        }
+        if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+                report(l, line_of(s), "'ephemeral' must be a string or a list of strings, not %s",
+                       type_name(type));
+                return;
+        }
+        if (config_setting_length(s) == 0)
+                report(l, line_of(s), "'ephemeral' is an empty list: name at least one profile or range");
+        for (int i = 0; i < config_setting_length(s); i++) {
+                const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
+
+                if (config_setting_type(item) == CONFIG_TYPE_STRING &&
+                    strcmp(config_setting_get_string(item), "host") == 0)
+                        *uses_host = true;
+                add_ephemeral_item(l, item);
+        }
+}
+
+/* what names the setting in messages: "default_action", "rule 3: action". */
+static bool get_action(struct loader *l, const config_setting_t *s, const char *what,
+                       enum pf_action *out)
+{
+        const char *text = get_string(l, s, what);
+
+        if (!text)
+                return false;
+        if (pf_action_parse(text, out) < 0) {
+                report(l, line_of(s), "%s: unknown action '%s' (allow, log, refuse or remap)",
+                       what, text);
+                return false;
+        }
+        return true;
+}
+
+/* A string setting whose value must be one of names; returns its index. */
+static int get_choice(struct loader *l, const config_setting_t *s, const char *what,
+                      const char *const *names, int count, int fallback)
+{
+        const char *text;
+
+        if (!s)
+                return fallback;
+        text = get_string(l, s, what);
+        if (!text)
+                return fallback;
+        for (int i = 0; i < count; i++)
+                if (strcmp(names[i], text) == 0)
+                        return i;
+        report(l, line_of(s), "unknown %s '%s'", what, text);
+        return fallback;
+}
+
+static void load_log(struct loader *l, const config_setting_t *root)
+{
+        static const char *const keys[] = { "to", "level", "format" };
+        static const char *const levels[] = { "error", "warn", "info", "debug" };
+        static const char *const formats[] = { "text", "json" };
+        struct pf_log_settings *log = &l->policy->log;
+        const config_setting_t *s = config_setting_get_member(root, "log");
+        const config_setting_t *to;
+        const char *text;
+
+        log->to = PF_LOG_STDERR;
+        log->level = PF_LEVEL_INFO;
+        log->format = PF_FORMAT_TEXT;
+        if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, "log"))
+                return;
+        check_keys(l, s, keys, 3, " in 'log'");
+        log->level = get_choice(l, config_setting_get_member(s, "level"), "log level", levels, 4,
+                                PF_LEVEL_INFO);
+        log->format = get_choice(l, config_setting_get_member(s, "format"), "log format",
+                                 formats, 2, PF_FORMAT_TEXT);
+        to = config_setting_get_member(s, "to");
+        if (!to || !(text = get_string(l, to, "log.to")))
+                return;
+        if (strcmp(text, "stderr") == 0) {
+                log->to = PF_LOG_STDERR;
+        } else if (strcmp(text, "syslog") == 0) {
+                log->to = PF_LOG_SYSLOG;
+        } else if (strncmp(text, "file:", 5) == 0 && text[5] == '/') {
+                log->to = PF_LOG_FILE;
+                log->path = strdup(text + 5);
+                if (!log->path)
+                        l->out_of_memory = true;
+        } else if (strncmp(text, "file:", 5) == 0) {
+                report(l, line_of(to), "log file '%s' must be an absolute path", text + 5);
+        } else {
+                report(l, line_of(to), "unknown log destination '%s' (stderr, syslog or file:PATH)",
+                       text);
+        }
+}
+
+static void load_scalars(struct loader *l, const config_setting_t *root)
+{
+        static const char *const on_error_names[] = { "refuse", "allow" };
+        struct pf_policy *p = l->policy;
+        const config_setting_t *s;
+
+        p->default_action = PF_REFUSE;
+        s = config_setting_get_member(root, "default_action");
+        if (s && get_action(l, s, "default_action", &p->default_action) &&
+            p->default_action == PF_REMAP) {
+                l->remap_needs_pool = true;
+                l->pool_line = line_of(s);
+        }
+
+        p->refuse_errno = EADDRINUSE;
+        s = config_setting_get_member(root, "refuse_errno");
+        if (s) {
+                const char *name = get_string(l, s, "refuse_errno");
+                int err = name ? pf_errno_parse(name) : 0;
+
+                if (err > 0)
+                        p->refuse_errno = err;
+                else if (name)
+                        report(l, line_of(s), "unknown errno name '%s' (e.g. EADDRINUSE, EACCES, EPERM)",
+                               name);
+        }
+
+        p->redirect_connect = true;
+        s = config_setting_get_member(root, "redirect_connect");
+        if (s && expect_type(l, s, CONFIG_TYPE_BOOL, "redirect_connect"))
+                p->redirect_connect = config_setting_get_bool(s);
+
+        p->on_error = get_choice(l, config_setting_get_member(root, "on_error"), "on_error value",
+                                 on_error_names, 2, PF_ON_ERROR_REFUSE);
+}
+
+/* The default pool: ports 1024-65535 outside this host's dynamic range and
+ * outside every guarded set. */
+static void load_pool(struct loader *l, const config_setting_t *root, bool uses_host)
+{
+        struct pf_policy *p = l->policy;
+        const config_setting_t *s = config_setting_get_member(root, "remap_pool");
+        struct pf_portset host;
+        char why[256];
+
+        if (s) {
+                if (!get_ports(l, s, "'remap_pool'", &p->pool))
+                        return;
+                for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                        struct pf_portset both = p->pool;
+                        char text[64];
+
+                        pf_portset_intersect(&both, &p->guarded[proto]);
+                        if (pf_portset_empty(&both))
+                                continue;
+                        pf_portset_format(&both, text, sizeof(text));
+                        report(l, line_of(s), "remap_pool ports %s%s are guarded (%s): a remap target must not be",
+                               text, strlen(text) >= sizeof(text) - 1 ? "..." : "",
+                               pf_proto_name(proto));
+                        return;
+                }
+                return;
+        }
+        pf_portset_clear(&p->pool);
+        pf_portset_add_range(&p->pool, 1024, PF_PORT_MAX);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                pf_portset_subtract(&p->pool, &p->guarded[proto]);
+        if (uses_host)
+                return;         /* already subtracted */
+        if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)) == 0)
+                pf_portset_subtract(&p->pool, &host);
+        /* Unreadable host range: the pool just keeps those ports. */
+}
+
+/* ---- rules ------------------------------------------------------------ */
+
+static bool push_range(struct loader *l, struct pf_range range)
+{
+        struct pf_policy *p = l->policy;
+
+        if ((p->range_count & (p->range_count - 1)) == 0) {      /* 0, 1, 2, 4, ... */
+                size_t capacity = p->range_count ? 2 * (size_t)p->range_count : 1;
+                struct pf_range *ranges = realloc(p->ranges, capacity * sizeof(*ranges));
+
+                if (!ranges) {
+                        l->out_of_memory = true;
+                        return false;
+                }
+                p->ranges = ranges;
+        }
+        p->ranges[p->range_count++] = range;
+        return true;
+}
+
+static void load_rule_ports(struct loader *l, const config_setting_t *group, struct pf_rule *rule,
+                            unsigned index)
+{
+        const config_setting_t *s = config_setting_get_member(group, "ports");
+        struct pf_portset set;
+        struct pf_range range = { 0, 0 };
+        char what[32];
+
+        rule->first_range = l->policy->range_count;
+        if (!s)
+                return;
+        snprintf(what, sizeof(what), "rule %u: 'ports'", index);
+        if (!get_ports(l, s, what, &set))
+                return;
+        rule->has_ports = true;
+        while (pf_portset_next_range(&set, &range) && push_range(l, range))
+                rule->range_count++;
+}
+
+static unsigned rule_port_count(const struct pf_policy *p, const struct pf_rule *rule)
+{
+        unsigned n = 0;
+
+        if (!rule->has_ports)
+                return PF_PORT_MAX;
+        for (uint32_t i = 0; i < rule->range_count; i++)
+                n += p->ranges[rule->first_range + i].hi - p->ranges[rule->first_range + i].lo + 1u;
+        return n;
+}
+
+static void load_rule_target(struct loader *l, const config_setting_t *group, struct pf_rule *rule,
+                             unsigned index)
+{
+        struct pf_policy *p = l->policy;
+        const config_setting_t *s = config_setting_get_member(group, "to");
+        long long to, last;
+        struct pf_portset targets;
+        char what[32];
+
+        if (!s) {
+                if (rule->action == PF_REMAP && !l->remap_needs_pool) {
+                        l->remap_needs_pool = true;
+                        l->pool_line = line_of(group);
+                }
+                return;
+        }
+        snprintf(what, sizeof(what), "rule %u: to", index);
+        if (!expect_type(l, s, CONFIG_TYPE_INT, what))
+                return;
+        if (rule->action != PF_REMAP) {
+                report(l, line_of(s), "rule %u: 'to' needs action = \"remap\", not \"%s\"", index,
+                       pf_action_name(rule->action));
+                return;
+        }
+        to = config_setting_get_int64(s);
+        if (to < 1 || to > PF_PORT_MAX) {
+                report(l, line_of(s), "rule %u: remap target %lld outside 1-65535", index, to);
+                return;
+        }
+        last = to + rule_port_count(p, rule) - 1;
+        if (last > PF_PORT_MAX) {
+                report(l, line_of(s), "rule %u: remap targets %lld-%lld run past 65535", index, to,
+                       last);
+                return;
+        }
+        pf_portset_clear(&targets);
+        pf_portset_add_range(&targets, (unsigned)to, (unsigned)last);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                if (!(rule->protos & PF_PROTO_BIT(proto)))
+                        continue;
+                if (pf_portset_overlaps(&targets, &p->guarded[proto])) {
+                        report(l, line_of(s), "rule %u: remap targets %lld-%lld are guarded (%s): choose ports outside 'ephemeral'",
+                               index, to, last, pf_proto_name(proto));
+                        return;
+                }
+        }
+        rule->has_to = true;
+        rule->to = (uint16_t)to;
+}
+
+static void load_rule_conditions(struct loader *l, const config_setting_t *group,
+                                 struct pf_rule *rule, unsigned index)
+{
+        static const char *const families[] = { "ipv4", "ipv6" };
+        const config_setting_t *s;
+        const char *text;
+
+        rule->protos = PF_PROTO_BOTH;
+        s = config_setting_get_member(group, "proto");
+        if (s && (text = get_string(l, s, "proto"))) {
+                enum pf_proto proto;
+
+                if (pf_proto_parse(text, &proto) == 0)
+                        rule->protos = PF_PROTO_BIT(proto);
+                else
+                        report(l, line_of(s), "rule %u: unknown proto '%s' (tcp or udp)", index, text);
+        }
+        s = config_setting_get_member(group, "family");
+        if (s) {
+                rule->has_family = true;
+                rule->family = get_choice(l, s, "family", families, 2, PF_IPV4);
+        }
+        s = config_setting_get_member(group, "address");
+        if (s && (text = get_string(l, s, "address"))) {
+                if (pf_cidr_parse(text, &rule->cidr) == 0)
+                        rule->has_cidr = true;
+                else
+                        report(l, line_of(s), "rule %u: bad address or CIDR '%s'", index, text);
+        }
+        s = config_setting_get_member(group, "program");
+        if (s && (text = get_string(l, s, "program"))) {
+                if (!*text)
+                        report(l, line_of(s), "rule %u: empty program pattern", index);
+                else if (!(rule->program = strdup(text)))
+                        l->out_of_memory = true;
+        }
+        rule->conditional = rule->has_family || rule->has_cidr || rule->program;
+}
+
+static void load_rule(struct loader *l, const config_setting_t *group, unsigned index)
+{
+        static const char *const keys[] = { "ports", "proto", "family", "address",
+                                             "program", "action", "to" };
+        struct pf_rule *rule = &l->policy->rules[index - 1];
+        const config_setting_t *s;
+        char where[32];
+
+        rule->line = line_of(group);
+        if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+                report(l, line_of(group), "rule %u must be a group { ... }, not %s", index,
+                       type_name(config_setting_type(group)));
+                return;
+        }
+        snprintf(where, sizeof(where), " in rule %u", index);
+        check_keys(l, group, keys, sizeof(keys) / sizeof(keys[0]), where);
+        load_rule_conditions(l, group, rule, index);
+        load_rule_ports(l, group, rule, index);
+        s = config_setting_get_member(group, "action");
+        if (!s) {
+                report(l, line_of(group), "rule %u: 'action' is missing", index);
+                return;
+        }
+        snprintf(where, sizeof(where), "rule %u: action", index);
+        if (get_action(l, s, where, &rule->action))
+                load_rule_target(l, group, rule, index);
+}
+
+static void load_rules(struct loader *l, const config_setting_t *root)
+{
+        const config_setting_t *s = config_setting_get_member(root, "rules");
+        unsigned count;
+
+        if (!s)
+                return;
+        if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+                report(l, line_of(s), "'rules' must be a list ( { ... }, ... ), not %s",
+                       type_name(config_setting_type(s)));
+                return;
+        }
+        count = (unsigned)config_setting_length(s);
+        if (count > UINT16_MAX) {
+                report(l, line_of(s), "too many rules: %u (at most %u)", count, UINT16_MAX);
+                return;
+        }
+        l->policy->rules = calloc(count ? count : 1, sizeof(struct pf_rule));
+        if (!l->policy->rules) {
+                l->out_of_memory = true;
+                return;
+        }
+        l->policy->rule_count = count;
+        for (unsigned i = 0; i < count; i++)
+                load_rule(l, config_setting_get_elem(s, i), i + 1);
+}
+
+/* ---- compile ------------------------------------------------------------ */
+
+static uint16_t pool_nth(const struct pf_policy *p, uint32_t n)
+{
+        uint32_t lo = 0, hi = p->pool_range_count - 1;
+
+        n %= p->pool_count;
+        while (lo < hi) {       /* last range with before <= n */
+                uint32_t mid = (lo + hi + 1) / 2;
+
+                if (p->pool_ranges[mid].before <= n)
+                        lo = mid;
+                else
+                        hi = mid - 1;
+        }
+        return (uint16_t)(p->pool_ranges[lo].range.lo + (n - p->pool_ranges[lo].before));
+}
+
+static uint32_t guarded_rank(const struct pf_policy *p, enum pf_proto proto, unsigned port)
+{
+        uint64_t below = p->guarded[proto].words[port / 64] & (((uint64_t)1 << (port % 64)) - 1);
+
+        return p->guarded_rank[proto][port / 64] + (uint32_t)__builtin_popcountll(below);
+}
+
+/* The port's offset within the rule's ports; the port must be covered. */
+static uint32_t rule_rank(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
+{
+        uint32_t rank = 0;
+
+        if (!rule->has_ports)
+                return port - 1;
+        for (uint32_t i = 0; i < rule->range_count; i++) {
+                const struct pf_range *r = &p->ranges[rule->first_range + i];
+
+                if (port <= r->hi)
+                        return rank + (port - r->lo);
+                rank += r->hi - r->lo + 1u;
+        }
+        return rank;
+}
+
+static uint16_t rule_target_at(const struct pf_policy *p, const struct pf_rule *rule, uint32_t rank)
+{
+        return rule->has_to ? (uint16_t)(rule->to + rank) : pool_nth(p, rank);
+}
+
+static bool rule_covers(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
+{
+        uint32_t lo = 0, hi = rule->range_count;
+
+        if (!rule->has_ports)
+                return true;
+        while (lo < hi) {       /* ranges are sorted and disjoint */
+                uint32_t mid = (lo + hi) / 2;
+                const struct pf_range *r = &p->ranges[rule->first_range + mid];
+
+                if (port < r->lo)
+                        hi = mid;
+                else if (port > r->hi)
+                        lo = mid + 1;
+                else
+                        return true;
+        }
+        return false;
+}
+
+static bool compile_pool(struct loader *l)
+{
+        struct pf_policy *p = l->policy;
+        struct pf_range range = { 0, 0 };
+        uint32_t n = 0;
+
+        p->pool_count = pf_portset_count(&p->pool);
+        while (pf_portset_next_range(&p->pool, &range))
+                n++;
+        p->pool_ranges = calloc(n ? n : 1, sizeof(*p->pool_ranges));
+        if (!p->pool_ranges)
+                return false;
+        range = (struct pf_range){ 0, 0 };
+        for (uint32_t before = 0; pf_portset_next_range(&p->pool, &range);) {
+                p->pool_ranges[p->pool_range_count++] = (struct pf_pool_range){ range, before };
+                before += range.hi - range.lo + 1u;
+        }
+        return true;
+}
+
+/* First match wins: each rule claims the ports no earlier rule claimed. */
+static void compile_slots(struct pf_policy *p, enum pf_proto proto)
+{
+        struct pf_slot *slots = p->slots[proto];
+        struct pf_portset claimed;
+        uint32_t rank = 0;
+
+        pf_portset_clear(&claimed);
+        for (unsigned i = 0; i < p->rule_count; i++) {
+                const struct pf_rule *rule = &p->rules[i];
+                const struct pf_range all = { 1, PF_PORT_MAX };
+                bool fixed_target = !rule->conditional && rule->action == PF_REMAP;
+
+                if (!(rule->protos & PF_PROTO_BIT(proto)))
+                        continue;
+                rank = 0;
+                for (uint32_t k = 0; k < (rule->has_ports ? rule->range_count : 1); k++) {
+                        const struct pf_range *r = rule->has_ports ? &p->ranges[rule->first_range + k] : &all;
+
+                        for (unsigned port = r->lo; port <= r->hi;) {
+                                if (claimed.words[port / 64] == UINT64_MAX) {
+                                        port = (port | 63) + 1;
+                                        continue;
+                                }
+                                if (!pf_portset_has(&claimed, port)) {
+                                        slots[port].rule = (uint16_t)(i + 1);
+                                        if (fixed_target)
+                                                slots[port].target = rule_target_at(p, rule, rank + port - r->lo);
+                                        pf_portset_add(&claimed, port);
+                                }
+                                port++;
+                        }
+                        rank += r->hi - r->lo + 1u;
+                }
+        }
+        rank = 0;
+        for (unsigned w = 0; w < PF_PORTSET_WORDS; w++) {
+                p->guarded_rank[proto][w] = (uint16_t)rank;
+                rank += (uint32_t)__builtin_popcountll(p->guarded[proto].words[w]);
+        }
+        if (p->default_action != PF_REMAP)
+                return;
+        for (unsigned port = pf_portset_find(&p->guarded[proto], 1, true); port <= PF_PORT_MAX;
+             port = pf_portset_find(&p->guarded[proto], port + 1, true))
+                if (!slots[port].rule)
+                        slots[port].target = pool_nth(p, guarded_rank(p, proto, port));
+}
+
+/* ---- load --------------------------------------------------------------- */
+
+void pf_policy_free(struct pf_policy *p)
+{
+        if (!p)
+                return;
+        for (unsigned i = 0; i < p->rule_count; i++)
+                free(p->rules[i].program);
+        free(p->rules);
+        free(p->ranges);
+        free(p->pool_ranges);
+        free((char *)p->log.path);
+        free(p->name);
+        free(p);
+}
+
+static void load_config(struct loader *l, const config_setting_t *root)
+{
+        static const char *const keys[] = {
+                "version", "ephemeral", "default_action", "refuse_errno", "remap_pool",
+                "redirect_connect", "on_error", "log", "rules",
+        };
+        bool uses_host;
+
+        check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), "");
+        load_version(l, root);
+        load_ephemeral(l, root, &uses_host);
+        load_scalars(l, root);
+        load_log(l, root);
+        load_pool(l, root, uses_host);
+        load_rules(l, root);
+        if (l->remap_needs_pool && pf_portset_empty(&l->policy->pool))
+                report(l, l->pool_line ? l->pool_line : 1,
+                       "remap needs a port to go to, but remap_pool is empty");
+}
+
+/* Messages in file order; stable, so one line's messages keep their order. */
+static void sort_diag(struct pf_diag *diag)
+{
+        for (size_t i = 1; i < diag->count; i++) {
+                struct pf_diag_entry e = diag->entries[i];
+                size_t j = i;
+
+                for (; j > 0 && diag->entries[j - 1].line > e.line; j--)
+                        diag->entries[j] = diag->entries[j - 1];
+                diag->entries[j] = e;
+        }
+}
+
+static int finish(struct loader *l, int r, struct pf_policy **out)
+{
+        sort_diag(l->diag);
+        if (r == 0 && l->out_of_memory)
+                r = -ENOMEM;
+        if (r == 0 && l->errors)
+                r = -EINVAL;
+        if (r == 0 && !compile_pool(l))
+                r = -ENOMEM;
+        if (r < 0) {
+                pf_policy_free(l->policy);
+                return r;
+        }
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                compile_slots(l->policy, proto);
+        *out = l->policy;
+        return 0;
+}
+
+typedef int (*config_reader)(config_t *cfg, const void *source);
+
+static int read_text(config_t *cfg, const void *source)
+{
+        return config_read_string(cfg, source);
+}
+
+static int read_stream(config_t *cfg, const void *source)
+{
+        return config_read(cfg, (FILE *)source);
+}
+
+static int load(config_reader reader, const void *source, const char *name,
+                struct pf_policy **out, struct pf_diag *diag)
+{
+        struct loader l = { .diag = diag };
+        config_t cfg;
+        int r = 0;
+
+        l.policy = calloc(1, sizeof(*l.policy));
+        if (!l.policy || !(l.policy->name = strdup(name))) {
+                free(l.policy);
+                return -ENOMEM;
+        }
+        config_init(&cfg);
+        if (reader(&cfg, source) != CONFIG_TRUE)
+                report(&l, (unsigned)config_error_line(&cfg), "%s", config_error_text(&cfg));
+        else
+                load_config(&l, config_root_setting(&cfg));
+        config_destroy(&cfg);
+        return finish(&l, r, out);
+}
+
+static int start_diag(struct pf_diag *diag, const char *name)
+{
+        memset(diag, 0, sizeof(*diag));
+        diag->file = strdup(name);
+        return diag->file ? 0 : -ENOMEM;
+}
+
+int pf_policy_load_text(const char *text, const char *name, struct pf_policy **out,
+                        struct pf_diag *diag)
+{
+        int r = start_diag(diag, name);
+
+        return r < 0 ? r : load(read_text, text, name, out, diag);
+}
+
+int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *diag)
+{
+        struct stat st;
+        FILE *f;
+        int r;
+
+        if (strcmp(path, PF_POLICY_BUILTIN) == 0)
+                return pf_policy_load_text("version = 1;\n", path, out, diag);
+        r = start_diag(diag, path);
+        if (r < 0)
+                return r;
+        f = fopen(path, "re");
+        if (!f || fstat(fileno(f), &st) < 0 || S_ISDIR(st.st_mode)) {
+                struct loader l = { .diag = diag };
+
+                r = !f ? -errno : S_ISDIR(st.st_mode) ? -EISDIR : -errno;
+                if (f)
+                        fclose(f);
+                report(&l, 0, "%s", strerror(-r));
+                return r;
+        }
+        r = load(read_stream, f, path, out, diag);
+        fclose(f);
+        return r;
+}
+
+const char *pf_policy_path(const char *explicit_path)
+{
+        const char *env;
+
+        if (explicit_path)
+                return explicit_path;
+        env = secure_getenv("PORTFENCE_CONFIG");
+        if (env && *env)
+                return env;
+        if (access(PF_POLICY_SYSTEM, F_OK) == 0)
+                return PF_POLICY_SYSTEM;
+        return PF_POLICY_BUILTIN;
+}
+
+/* ---- decide ------------------------------------------------------------- */
+
+static bool conditions_match(const struct pf_rule *rule, const struct pf_query *q)
+{
+        if (rule->has_family && rule->family != q->addr.family)
+                return false;
+        if (rule->has_cidr && !pf_cidr_match(&rule->cidr, &q->addr))
+                return false;
+        if (rule->program && !(q->program && pf_glob_match(rule->program, q->program)))
+                return false;
+        return true;
+}
+
+static void verdict_of(const struct pf_policy *p, enum pf_action action, uint16_t target,
+                       struct pf_verdict *out)
+{
+        out->action = action;
+        out->target = action == PF_REMAP ? target : 0;
+        out->err = action == PF_REFUSE ? p->refuse_errno : 0;
+}
+
+void pf_decide(const struct pf_policy *p, const struct pf_query *q, struct pf_verdict *out)
+{
+        const unsigned port = q->port;
+        const enum pf_proto proto = q->proto;
+        struct pf_slot slot;
+
+        *out = (struct pf_verdict){ .action = PF_ALLOW };
+        if (port == 0)
+                return;
+        out->guarded = pf_portset_has(&p->guarded[proto], port);
+        slot = p->slots[proto][port];
+        if (slot.rule && !p->rules[slot.rule - 1].conditional) {
+                out->rule = slot.rule;
+                verdict_of(p, p->rules[slot.rule - 1].action, slot.target, out);
+                return;
+        }
+        /* Conditional rules: only the ones after the first that covers port. */
+        for (unsigned i = slot.rule ? slot.rule - 1u : p->rule_count; i < p->rule_count; i++) {
+                const struct pf_rule *rule = &p->rules[i];
+
+                if (!(rule->protos & PF_PROTO_BIT(proto)) || !rule_covers(p, rule, port) ||
+                    !conditions_match(rule, q))
+                        continue;
+                out->rule = i + 1;
+                verdict_of(p, rule->action,
+                           rule->action == PF_REMAP ? rule_target_at(p, rule, rule_rank(p, rule, port)) : 0,
+                           out);
+                return;
+        }
+        if (!out->guarded)
+                return;
+        verdict_of(p, p->default_action,
+                   p->default_action != PF_REMAP ? 0 :
+                   slot.rule ? pool_nth(p, guarded_rank(p, proto, port)) : slot.target, out);
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+const char *pf_policy_name(const struct pf_policy *p) { return p->name; }
+const struct pf_portset *pf_policy_guarded(const struct pf_policy *p, enum pf_proto proto)
+{
+        return &p->guarded[proto];
+}
+const struct pf_portset *pf_policy_pool(const struct pf_policy *p) { return &p->pool; }
+unsigned pf_policy_rule_count(const struct pf_policy *p) { return p->rule_count; }
+unsigned pf_policy_rule_line(const struct pf_policy *p, unsigned rule)
+{
+        return rule >= 1 && rule <= p->rule_count ? p->rules[rule - 1].line : 0;
+}
+bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
+enum pf_on_error pf_policy_on_error(const struct pf_policy *p) { return p->on_error; }
+int pf_policy_refuse_errno(const struct pf_policy *p) { return p->refuse_errno; }
+const struct pf_log_settings *pf_policy_log(const struct pf_policy *p) { return &p->log; }

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/* The policy core: load a libconfig policy file, validate it whole, compile it
+ * into per-port tables, and answer "what happens to this bind?". Every
+ * enforcer asks pf_decide(); none re-implements a decision. */
+#pragma once
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "portset.h"
+#include "profiles.h"
+
+enum pf_action { PF_ALLOW, PF_LOG, PF_REFUSE, PF_REMAP };
+enum pf_family { PF_IPV4, PF_IPV6 };
+enum pf_on_error { PF_ON_ERROR_REFUSE, PF_ON_ERROR_ALLOW };
+enum pf_log_to { PF_LOG_STDERR, PF_LOG_SYSLOG, PF_LOG_FILE };
+enum pf_log_level { PF_LEVEL_ERROR, PF_LEVEL_WARN, PF_LEVEL_INFO, PF_LEVEL_DEBUG };
+enum pf_log_format { PF_FORMAT_TEXT, PF_FORMAT_JSON };
+
+/* Where the built-in default is used: no -c, no $PORTFENCE_CONFIG and no
+ * /etc/portfence.conf. */
+#define PF_POLICY_BUILTIN "(built-in)"
+#define PF_POLICY_SYSTEM "/etc/portfence.conf"
+
+/* A socket address as the policy sees it. An IPv4-mapped IPv6 address is
+ * stored as IPv4 (pf_addr_set_in6 does that). */
+struct pf_addr {
+        enum pf_family family;
+        union {
+                struct in_addr v4;
+                struct in6_addr v6;
+        };
+};
+
+struct pf_query {
+        enum pf_proto proto;
+        struct pf_addr addr;
+        uint16_t port;          /* host byte order; 0 = kernel's choice */
+        const char *program;    /* program name (basename), NULL if unknown */
+};
+
+struct pf_verdict {
+        enum pf_action action;
+        uint16_t target;        /* PF_REMAP: the port bound instead; else 0 */
+        int err;                /* PF_REFUSE: the errno to return; else 0 */
+        unsigned rule;          /* 1-based index of the matching rule; 0: none */
+        bool guarded;           /* the port is in the guarded (ephemeral) set */
+};
+
+/* Errors of one load, each "FILE:LINE: text" (or "FILE: text" if line 0). */
+struct pf_diag_entry {
+        unsigned line;
+        char *text;
+};
+
+struct pf_diag {
+        char *file;
+        struct pf_diag_entry *entries;
+        size_t count;
+};
+
+void pf_diag_free(struct pf_diag *diag);
+/* Format entry i as "FILE:LINE: text" into buf; returns buf. */
+const char *pf_diag_format(const struct pf_diag *diag, size_t i, char *buf, size_t size);
+
+struct pf_policy;
+
+/* Choose the policy file: explicit (-c) if not NULL, else $PORTFENCE_CONFIG
+ * (ignored in secure-execution mode), else /etc/portfence.conf if it exists,
+ * else PF_POLICY_BUILTIN. */
+const char *pf_policy_path(const char *explicit_path);
+
+/* Load and compile a policy. Returns 0 and sets *out, or a negative errno
+ * (-EINVAL for a broken policy, the I/O error otherwise) with every problem
+ * found in diag and *out untouched. path PF_POLICY_BUILTIN loads the default. */
+int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *diag);
+/* The same from text in memory; name is used in messages. */
+int pf_policy_load_text(const char *text, const char *name, struct pf_policy **out,
+                        struct pf_diag *diag);
+void pf_policy_free(struct pf_policy *policy);
+
+/* The decision for one bind. Pure: no syscall, no allocation, no lock. */
+void pf_decide(const struct pf_policy *policy, const struct pf_query *query,
+               struct pf_verdict *out);
+
+/* Accessors for enforcers and the command line. */
+const char *pf_policy_name(const struct pf_policy *policy);
+const struct pf_portset *pf_policy_guarded(const struct pf_policy *policy, enum pf_proto proto);
+const struct pf_portset *pf_policy_pool(const struct pf_policy *policy);
+unsigned pf_policy_rule_count(const struct pf_policy *policy);
+unsigned pf_policy_rule_line(const struct pf_policy *policy, unsigned rule);
+bool pf_policy_redirect_connect(const struct pf_policy *policy);
+enum pf_on_error pf_policy_on_error(const struct pf_policy *policy);
+int pf_policy_refuse_errno(const struct pf_policy *policy);
+
+struct pf_log_settings {
+        enum pf_log_to to;
+        const char *path;       /* PF_LOG_FILE */
+        enum pf_log_level level;
+        enum pf_log_format format;
+};
+const struct pf_log_settings *pf_policy_log(const struct pf_policy *policy);
+
+/* Names for the enums above, as the policy file spells them. */
+const char *pf_action_name(enum pf_action action);
+const char *pf_family_name(enum pf_family family);
+const char *pf_errno_name(int err);
+int pf_errno_parse(const char *name);   /* the errno, or -EINVAL */
+
+/* Fill a pf_addr from network-order data; maps ::ffff:a.b.c.d to IPv4. */
+void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in);
+void pf_addr_set_in6(struct pf_addr *addr, const struct in6_addr *in6);
+/* Parse "127.0.0.1", "::1" or "::ffff:10.0.0.1" into addr. */
+int pf_addr_parse(const char *text, struct pf_addr *addr);
+
+/* Glob match on a program name: '*', '?', '[...]' (with '!' or '^'). */
+bool pf_glob_match(const char *pattern, const char *name);

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+#include "portset.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+void pf_portset_clear(struct pf_portset *set)
+{
+        memset(set, 0, sizeof(*set));
+}
+
+void pf_portset_fill(struct pf_portset *set)
+{
+        memset(set, 0xff, sizeof(*set));
+        set->words[0] &= ~(uint64_t)1;  /* port 0 is never a member */
+}
+
+void pf_portset_add_range(struct pf_portset *set, unsigned lo, unsigned hi)
+{
+        if (lo == 0)
+                lo = 1;
+        if (hi > PF_PORT_MAX)
+                hi = PF_PORT_MAX;
+        for (unsigned port = lo; port <= hi;) {
+                unsigned bit = port % 64;
+                unsigned span = hi - port + 1;
+
+                if (bit == 0 && span >= 64) {
+                        set->words[port / 64] = UINT64_MAX;
+                        port += 64;
+                } else {
+                        set->words[port / 64] |= (uint64_t)1 << bit;
+                        port++;
+                }
+        }
+}
+
+void pf_portset_union(struct pf_portset *dst, const struct pf_portset *src)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                dst->words[i] |= src->words[i];
+}
+
+void pf_portset_intersect(struct pf_portset *dst, const struct pf_portset *src)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                dst->words[i] &= src->words[i];
+}
+
+void pf_portset_subtract(struct pf_portset *dst, const struct pf_portset *src)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                dst->words[i] &= ~src->words[i];
+}
+
+void pf_portset_complement(struct pf_portset *set)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                set->words[i] = ~set->words[i];
+        set->words[0] &= ~(uint64_t)1;
+}
+
+unsigned pf_portset_count(const struct pf_portset *set)
+{
+        unsigned n = 0;
+
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                n += (unsigned)__builtin_popcountll(set->words[i]);
+        return n;
+}
+
+bool pf_portset_empty(const struct pf_portset *set)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                if (set->words[i])
+                        return false;
+        return true;
+}
+
+bool pf_portset_overlaps(const struct pf_portset *a, const struct pf_portset *b)
+{
+        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
+                if (a->words[i] & b->words[i])
+                        return true;
+        return false;
+}
+
+unsigned pf_portset_find(const struct pf_portset *set, unsigned from, bool want)
+{
+        while (from <= PF_PORT_MAX) {
+                uint64_t word = set->words[from / 64];
+
+                if (!want)
+                        word = ~word;
+                word &= UINT64_MAX << (from % 64);
+                if (word)
+                        return (from & ~63u) + (unsigned)__builtin_ctzll(word);
+                from = (from & ~63u) + 64;
+        }
+        return PF_PORT_MAX + 1;
+}
+
+bool pf_portset_next_range(const struct pf_portset *set, struct pf_range *range)
+{
+        unsigned lo = pf_portset_find(set, (unsigned)range->hi + 1, true);
+
+        if (range->hi == PF_PORT_MAX || lo > PF_PORT_MAX)
+                return false;
+        range->lo = (uint16_t)lo;
+        range->hi = (uint16_t)(pf_portset_find(set, lo, false) - 1);
+        return true;
+}
+
+static const char *skip_spaces(const char *s)
+{
+        while (*s == ' ' || *s == '\t')
+                s++;
+        return s;
+}
+
+/* Parse one port number 1-65535 at *s, advancing *s past it. */
+static int parse_port(const char **s, unsigned *port, const char **why)
+{
+        const char *p = *s;
+        unsigned long value = 0;
+
+        if (*p < '0' || *p > '9') {
+                *why = "expected a port number";
+                return -EINVAL;
+        }
+        while (*p >= '0' && *p <= '9') {
+                value = value * 10 + (unsigned long)(*p - '0');
+                if (value > PF_PORT_MAX) {
+                        *why = "port outside 1-65535";
+                        return -EINVAL;
+                }
+                p++;
+        }
+        if (value == 0) {
+                *why = "port outside 1-65535";
+                return -EINVAL;
+        }
+        *port = (unsigned)value;
+        *s = p;
+        return 0;
+}
+
+int pf_portset_parse(const char *text, struct pf_portset *out, const char **why)
+{
+        struct pf_portset set;
+        const char *s = skip_spaces(text);
+
+        pf_portset_clear(&set);
+
+        if (*s == '\0') {
+                *why = "empty port list";
+                return -EINVAL;
+        }
+        for (;;) {
+                unsigned lo, hi;
+                int r = parse_port(&s, &lo, why);
+
+                if (r < 0)
+                        return r;
+                s = skip_spaces(s);
+                hi = lo;
+                if (*s == '-') {
+                        s = skip_spaces(s + 1);
+                        r = parse_port(&s, &hi, why);
+                        if (r < 0)
+                                return r;
+                        if (hi < lo) {
+                                *why = "range reversed";
+                                return -EINVAL;
+                        }
+                        s = skip_spaces(s);
+                }
+                pf_portset_add_range(&set, lo, hi);
+                if (*s == '\0')
+                        break;
+                if (*s != ',') {
+                        *why = "expected ',' or '-' between ports";
+                        return -EINVAL;
+                }
+                s = skip_spaces(s + 1);
+        }
+        *out = set;
+        return 0;
+}
+
+size_t pf_portset_format(const struct pf_portset *set, char *buf, size_t size)
+{
+        struct pf_range range = { 0, 0 };
+        size_t len = 0;
+
+        if (size)
+                buf[0] = '\0';
+        while (pf_portset_next_range(set, &range)) {
+                char item[16];
+                int n;
+
+                if (range.lo == range.hi)
+                        n = snprintf(item, sizeof(item), "%s%u", len ? "," : "", range.lo);
+                else
+                        n = snprintf(item, sizeof(item), "%s%u-%u", len ? "," : "",
+                                     range.lo, range.hi);
+                if (len + (size_t)n < size)
+                        memcpy(buf + len, item, (size_t)n + 1);
+                len += (size_t)n;
+        }
+        return len;
+}
