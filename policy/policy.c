@@ -308,10 +308,15 @@ static int get_choice(struct loader *l, const config_setting_t *s, const char *w
         text = get_string(l, s, what);
         if (!text)
                 return fallback;
-        for (int i = 0; i < count; i++)
+        char choices[128] = "";
+
+        for (int i = 0; i < count; i++) {
                 if (strcmp(names[i], text) == 0)
                         return i;
-        report(l, line_of(s), "unknown %s '%s'", what, text);
+                snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
+                         i == 0 ? "" : i == count - 1 ? " or " : ", ", names[i]);
+        }
+        report(l, line_of(s), "%s: unknown value '%s' (%s)", what, text, choices);
         return fallback;
 }
 
@@ -331,9 +336,9 @@ static void load_log(struct loader *l, const config_setting_t *root)
         if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, "log"))
                 return;
         check_keys(l, s, keys, 3, " in 'log'");
-        log->level = get_choice(l, config_setting_get_member(s, "level"), "log level", levels, 4,
+        log->level = get_choice(l, config_setting_get_member(s, "level"), "log.level", levels, 4,
                                 PF_LEVEL_INFO);
-        log->format = get_choice(l, config_setting_get_member(s, "format"), "log format",
+        log->format = get_choice(l, config_setting_get_member(s, "format"), "log.format",
                                  formats, 2, PF_FORMAT_TEXT);
         to = config_setting_get_member(s, "to");
         if (!to || !(text = get_string(l, to, "log.to")))
@@ -387,7 +392,7 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
         if (s && expect_type(l, s, CONFIG_TYPE_BOOL, "redirect_connect"))
                 p->redirect_connect = config_setting_get_bool(s);
 
-        p->on_error = get_choice(l, config_setting_get_member(root, "on_error"), "on_error value",
+        p->on_error = get_choice(l, config_setting_get_member(root, "on_error"), "on_error",
                                  on_error_names, 2, PF_ON_ERROR_REFUSE);
 }
 
@@ -548,8 +553,11 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
         }
         s = config_setting_get_member(group, "family");
         if (s) {
+                char what[32];
+
+                snprintf(what, sizeof(what), "rule %u: family", index);
                 rule->has_family = true;
-                rule->family = get_choice(l, s, "family", families, 2, PF_IPV4);
+                rule->family = get_choice(l, s, what, families, 2, PF_IPV4);
         }
         s = config_setting_get_member(group, "address");
         if (s && (text = get_string(l, s, "address"))) {

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "policy.h"
+
+static const char policy_a[] =
+        "version = 1;\n"
+        "ephemeral = \"40000-49999\";\n"
+        "refuse_errno = \"EACCES\";\n"
+        "remap_pool = \"7000-7009\";\n"
+        "rules = (\n"
+        "  { ports = \"8080\"; action = \"allow\"; },\n"                               /* 1 */
+        "  { ports = \"40000-40009\"; proto = \"tcp\"; action = \"remap\"; to = 7200; },\n" /* 2 */
+        "  { ports = \"41000-41019\"; action = \"remap\"; },\n"                         /* 3 */
+        "  { program = \"redis-*\"; action = \"log\"; },\n"                             /* 4 */
+        "  { address = \"127.0.0.0/8\"; ports = \"42000-42999\"; action = \"allow\"; },\n" /* 5 */
+        "  { family = \"ipv6\"; ports = \"43000\"; action = \"allow\"; },\n"            /* 6 */
+        "  { ports = \"44000\"; action = \"log\"; },\n"                                 /* 7 */
+        "  { ports = \"44000\"; action = \"allow\"; },\n"                               /* 8 */
+        "  { ports = \"9090\"; action = \"refuse\"; },\n"                               /* 9 */
+        "  { ports = \"46000-46003\"; program = \"app\"; action = \"remap\"; },\n"      /* 10 */
+        "  { ports = \"47000-47001,47010\"; action = \"remap\"; to = 7500; }\n"         /* 11 */
+        ");\n";
+
+struct decide_case {
+        const char *proto;
+        const char *addr;
+        unsigned port;
+        const char *program;
+        enum pf_action action;
+        unsigned target;
+        int err;
+        unsigned rule;
+        bool guarded;
+};
+
+static void run_cases(const char *text, const struct decide_case *cases, size_t count)
+{
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        assert_int_equal(pf_policy_load_text(text, "decide.conf", &policy, &diag), 0);
+        pf_diag_free(&diag);
+        for (size_t i = 0; i < count; i++) {
+                const struct decide_case *c = &cases[i];
+                struct pf_query q = { .port = (uint16_t)c->port, .program = c->program };
+                struct pf_verdict v;
+
+                print_message("case %zu: %u/%s %s %s\n", i, c->port, c->proto, c->addr,
+                              c->program ? c->program : "-");
+                assert_int_equal(pf_proto_parse(c->proto, &q.proto), 0);
+                assert_int_equal(pf_addr_parse(c->addr, &q.addr), 0);
+                pf_decide(policy, &q, &v);
+                assert_string_equal(pf_action_name(v.action), pf_action_name(c->action));
+                assert_int_equal(v.target, c->target);
+                assert_int_equal(v.err, c->err);
+                assert_int_equal(v.rule, c->rule);
+                assert_int_equal(v.guarded, c->guarded);
+        }
+        pf_policy_free(policy);
+}
+
+static void test_decide_rules(void **state)
+{
+        static const struct decide_case cases[] = {
+                /* port 0 always passes */
+                { "tcp", "0.0.0.0", 0, NULL, PF_ALLOW, 0, 0, 0, false },
+                { "udp", "::", 0, "redis-server", PF_ALLOW, 0, 0, 0, false },
+                /* unguarded, no rule */
+                { "tcp", "0.0.0.0", 8081, NULL, PF_ALLOW, 0, 0, 0, false },
+                { "tcp", "0.0.0.0", 8080, NULL, PF_ALLOW, 0, 0, 1, false },
+                /* a rule refuses an unguarded port too */
+                { "udp", "127.0.0.1", 9090, NULL, PF_REFUSE, 0, EACCES, 9, false },
+                /* remap with "to": port offset kept */
+                { "tcp", "0.0.0.0", 40000, NULL, PF_REMAP, 7200, 0, 2, true },
+                { "tcp", "::1", 40009, NULL, PF_REMAP, 7209, 0, 2, true },
+                /* proto = tcp: udp falls through to the default */
+                { "udp", "0.0.0.0", 40000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                /* remap into the pool, wrapping around */
+                { "tcp", "0.0.0.0", 41000, NULL, PF_REMAP, 7000, 0, 3, true },
+                { "udp", "0.0.0.0", 41009, NULL, PF_REMAP, 7009, 0, 3, true },
+                { "tcp", "0.0.0.0", 41010, NULL, PF_REMAP, 7000, 0, 3, true },
+                { "tcp", "0.0.0.0", 41019, NULL, PF_REMAP, 7009, 0, 3, true },
+                /* program globs */
+                { "tcp", "0.0.0.0", 45000, "redis-server", PF_LOG, 0, 0, 4, true },
+                { "tcp", "0.0.0.0", 45000, "redis", PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "0.0.0.0", 45000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "0.0.0.0", 8082, "redis-cli", PF_LOG, 0, 0, 4, false },
+                /* addresses, v4-mapped matching as IPv4 */
+                { "tcp", "127.0.0.1", 42000, NULL, PF_ALLOW, 0, 0, 5, true },
+                { "tcp", "127.255.0.9", 42999, NULL, PF_ALLOW, 0, 0, 5, true },
+                { "tcp", "::ffff:127.0.0.1", 42000, NULL, PF_ALLOW, 0, 0, 5, true },
+                { "tcp", "10.0.0.1", 42000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "::1", 42000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "0.0.0.0", 42000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                /* families */
+                { "tcp", "::", 43000, NULL, PF_ALLOW, 0, 0, 6, true },
+                { "udp", "::1", 43000, NULL, PF_ALLOW, 0, 0, 6, true },
+                { "tcp", "0.0.0.0", 43000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "::ffff:1.2.3.4", 43000, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                /* first match wins */
+                { "tcp", "0.0.0.0", 44000, NULL, PF_LOG, 0, 0, 7, true },
+                { "tcp", "0.0.0.0", 44000, "redis-server", PF_LOG, 0, 0, 4, true },
+                /* conditional remap into the pool, by offset in its own range */
+                { "tcp", "0.0.0.0", 46003, "app", PF_REMAP, 7003, 0, 10, true },
+                { "tcp", "0.0.0.0", 46003, "app2", PF_REFUSE, 0, EACCES, 0, true },
+                /* "to" over a range list: offset within the list */
+                { "tcp", "0.0.0.0", 47001, NULL, PF_REMAP, 7501, 0, 11, true },
+                { "tcp", "0.0.0.0", 47010, NULL, PF_REMAP, 7502, 0, 11, true },
+                { "tcp", "0.0.0.0", 47005, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                /* edges of the guarded set */
+                { "tcp", "0.0.0.0", 39999, NULL, PF_ALLOW, 0, 0, 0, false },
+                { "tcp", "0.0.0.0", 49999, NULL, PF_REFUSE, 0, EACCES, 0, true },
+                { "tcp", "0.0.0.0", 50000, NULL, PF_ALLOW, 0, 0, 0, false },
+                { "tcp", "0.0.0.0", 65535, NULL, PF_ALLOW, 0, 0, 0, false },
+        };
+        (void)state;
+        run_cases(policy_a, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* default_action = remap: the port's offset in the guarded set, wrapped into
+ * the pool; the same answer with or without a conditional rule in the way. */
+static void test_default_remap_wraps(void **state)
+{
+        static const char text[] =
+                "version = 1;\n"
+                "ephemeral = \"50000-50009\";\n"
+                "default_action = \"remap\";\n"
+                "remap_pool = \"7000-7002,7100\";\n"
+                "rules = ( { ports = \"50005\"; program = \"x\"; action = \"allow\"; } );\n";
+        static const struct decide_case cases[] = {
+                { "tcp", "0.0.0.0", 50000, NULL, PF_REMAP, 7000, 0, 0, true },
+                { "tcp", "0.0.0.0", 50002, NULL, PF_REMAP, 7002, 0, 0, true },
+                { "tcp", "0.0.0.0", 50003, NULL, PF_REMAP, 7100, 0, 0, true },
+                { "udp", "0.0.0.0", 50004, NULL, PF_REMAP, 7000, 0, 0, true },
+                { "tcp", "0.0.0.0", 50005, NULL, PF_REMAP, 7001, 0, 0, true },
+                { "tcp", "0.0.0.0", 50005, "x", PF_ALLOW, 0, 0, 1, true },
+                { "tcp", "0.0.0.0", 50009, NULL, PF_REMAP, 7001, 0, 0, true },
+        };
+        (void)state;
+        run_cases(text, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_glob(void **state)
+{
+        static const struct { const char *pattern, *name; bool match; } cases[] = {
+                { "redis-server", "redis-server", true },
+                { "redis-server", "redis-serve", false },
+                { "redis-*", "redis-server", true },
+                { "redis-*", "redis-", true },
+                { "redis-*", "redis", false },
+                { "*", "anything", true },
+                { "*", "", true },
+                { "", "", true },
+                { "", "a", false },
+                { "?ginx", "nginx", true },
+                { "?ginx", "ginx", false },
+                { "*sql*", "postgresql-15", true },
+                { "a*b*c", "aXbYbZc", true },
+                { "a*b*c", "aXbYbZ", false },
+                { "[np]ginx", "nginx", true },
+                { "[np]ginx", "pginx", true },
+                { "[!n]ginx", "nginx", false },
+                { "[^n]ginx", "xginx", true },
+                { "python3.[0-9]*", "python3.11", true },
+                { "python3.[0-9]*", "python3.x", false },
+                { "[abc", "[abc", true },       /* unterminated: literal */
+                { "java*", "javac", true },
+        };
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                print_message("%s ~ %s\n", cases[i].pattern, cases[i].name);
+                assert_int_equal(pf_glob_match(cases[i].pattern, cases[i].name), cases[i].match);
+        }
+}
+
+static void test_address_rules(void **state)
+{
+        static const char text[] =
+                "version = 1;\n"
+                "ephemeral = \"50000-50009\";\n"
+                "rules = (\n"
+                "  { address = \"::ffff:10.0.0.0/104\"; action = \"allow\"; },\n"
+                "  { address = \"fd00::/8\"; action = \"log\"; },\n"
+                "  { address = \"192.168.1.7\"; action = \"allow\"; }\n"
+                ");\n";
+        static const struct decide_case cases[] = {
+                { "tcp", "10.200.0.1", 50000, NULL, PF_ALLOW, 0, 0, 1, true },
+                { "tcp", "::ffff:10.1.2.3", 50000, NULL, PF_ALLOW, 0, 0, 1, true },
+                { "tcp", "11.0.0.1", 50000, NULL, PF_REFUSE, 0, EADDRINUSE, 0, true },
+                { "udp", "fd12:3456::1", 50001, NULL, PF_LOG, 0, 0, 2, true },
+                { "udp", "fe80::1", 50001, NULL, PF_REFUSE, 0, EADDRINUSE, 0, true },
+                { "tcp", "192.168.1.7", 50002, NULL, PF_ALLOW, 0, 0, 3, true },
+                { "tcp", "192.168.1.8", 50002, NULL, PF_REFUSE, 0, EADDRINUSE, 0, true },
+        };
+        (void)state;
+        run_cases(text, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_addr_set_in6_maps_v4(void **state)
+{
+        struct in6_addr mapped;
+        struct pf_addr addr;
+
+        (void)state;
+        assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped), 1);
+        pf_addr_set_in6(&addr, &mapped);
+        assert_int_equal(addr.family, PF_IPV4);
+        assert_int_equal(ntohl(addr.v4.s_addr), 0xc0000201);
+        assert_int_equal(pf_addr_parse("not-an-address", &addr), -EINVAL);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_decide_rules),
+                cmocka_unit_test(test_default_remap_wraps),
+                cmocka_unit_test(test_glob),
+                cmocka_unit_test(test_address_rules),
+                cmocka_unit_test(test_addr_set_in6_maps_v4),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

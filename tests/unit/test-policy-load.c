@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* Loading policies: every broken fixture names its line and its problem, and
+ * nothing of a broken policy loads. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "policy.h"
+
+static const struct {
+        const char *file;
+        unsigned line;
+        const char *text;
+} broken[] = {
+        { "bad-version.conf", 1, "unsupported version 2: this portfence reads version 1" },
+        { "missing-version.conf", 1, "'version' is missing: start the policy with 'version = 1;'" },
+        { "unknown-key.conf", 3, "unknown key 'defualt_action' (did you mean 'default_action'?)" },
+        { "wrong-type.conf", 3, "'default_action' must be a string, not an integer" },
+        { "unknown-action.conf", 4, "rule 1: action: unknown action 'deny' (allow, log, refuse or remap)" },
+        { "unknown-proto.conf", 5, "rule 1: unknown proto 'sctp' (tcp or udp)" },
+        { "unknown-family.conf", 4, "rule 1: family: unknown value 'ipv5' (ipv4 or ipv6)" },
+        { "unknown-profile.conf", 3, "unknown profile 'windows-xp' in 'ephemeral' (see 'portfence ranges')" },
+        { "unknown-errno.conf", 3, "unknown errno name 'EWHATEVER' (e.g. EADDRINUSE, EACCES, EPERM)" },
+        { "range-reversed.conf", 4, "rule 1: 'ports': range reversed in '9000-8000'" },
+        { "range-outside.conf", 4, "rule 1: 'ports': port outside 1-65535 in '1-65536'" },
+        { "port-zero.conf", 2, "'ephemeral': port outside 1-65535 in '0-1023'" },
+        { "bad-cidr.conf", 4, "rule 1: bad address or CIDR '10.0.0.0/40'" },
+        { "target-guarded.conf", 4, "rule 1: remap targets 49150-49159 are guarded (tcp): choose ports outside 'ephemeral'" },
+        { "target-outside.conf", 4, "rule 1: remap target 70000 outside 1-65535" },
+        { "target-past-end.conf", 6, "rule 1: remap targets 65500-65599 run past 65535" },
+        { "empty-pool.conf", 3, "remap needs a port to go to, but remap_pool is empty" },
+        { "pool-guarded.conf", 4, "remap_pool ports 49152-49199 are guarded (tcp): a remap target must not be" },
+        { "syntax-error.conf", 2, "syntax error" },
+        { "missing-action.conf", 4, "rule 1: 'action' is missing" },
+        { "to-without-remap.conf", 4, "rule 1: 'to' needs action = \"remap\", not \"allow\"" },
+        { "rule-unknown-key.conf", 4, "unknown key 'port' in rule 1 (did you mean 'ports'?)" },
+        { "bad-log.conf", 3, "log file 'relative.log' must be an absolute path" },
+        { "bad-on-error.conf", 3, "on_error: unknown value 'ignore' (refuse or allow)" },
+        { "rules-not-list.conf", 3, "'rules' must be a list ( { ... }, ... ), not a string" },
+};
+
+static char *fixture(const char *name)
+{
+        char *path;
+
+        assert_true(asprintf(&path, "%s/%s", PF_TEST_POLICIES, name) > 0);
+        return path;
+}
+
+static void test_broken_policies(void **state)
+{
+        (void)state;
+        for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+                char *path = fixture(broken[i].file);
+                char expect[1024], got[1024];
+                struct pf_policy *policy = NULL;
+                struct pf_diag diag;
+
+                print_message("%s\n", broken[i].file);
+                assert_int_equal(pf_policy_load(path, &policy, &diag), -EINVAL);
+                assert_null(policy);
+                assert_int_equal(diag.count, 1);
+                snprintf(expect, sizeof(expect), "%s:%u: %s", path, broken[i].line, broken[i].text);
+                assert_string_equal(pf_diag_format(&diag, 0, got, sizeof(got)), expect);
+                pf_diag_free(&diag);
+                free(path);
+        }
+}
+
+/* Every error of a file, in line order, not just the first. */
+static void test_every_error_reported(void **state)
+{
+        static const struct { unsigned line; const char *text; } expect[] = {
+                { 3, "default_action: unknown action 'deny' (allow, log, refuse or remap)" },
+                { 4, "unknown errno name 'ENOPE' (e.g. EADDRINUSE, EACCES, EPERM)" },
+                { 6, "rule 1: 'ports': port outside 1-65535 in '70000'" },
+                { 7, "unknown key 'progam' in rule 2 (did you mean 'program'?)" },
+        };
+        char *path = fixture("many-errors.conf");
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_int_equal(pf_policy_load(path, &policy, &diag), -EINVAL);
+        assert_null(policy);
+        assert_int_equal(diag.count, sizeof(expect) / sizeof(expect[0]));
+        for (size_t i = 0; i < diag.count; i++) {
+                assert_int_equal(diag.entries[i].line, expect[i].line);
+                assert_string_equal(diag.entries[i].text, expect[i].text);
+        }
+        pf_diag_free(&diag);
+        free(path);
+}
+
+static void test_missing_file(void **state)
+{
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        char got[256];
+
+        (void)state;
+        assert_int_equal(pf_policy_load("/nonexistent/portfence.conf", &policy, &diag), -ENOENT);
+        assert_null(policy);
+        assert_string_equal(pf_diag_format(&diag, 0, got, sizeof(got)),
+                            "/nonexistent/portfence.conf: No such file or directory");
+        pf_diag_free(&diag);
+        assert_int_equal(pf_policy_load("/tmp", &policy, &diag), -EISDIR);
+        assert_null(policy);
+        pf_diag_free(&diag);
+}
+
+static struct pf_policy *load_text(const char *text)
+{
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        int r = pf_policy_load_text(text, "test.conf", &policy, &diag);
+
+        for (size_t i = 0; i < diag.count; i++) {
+                char line[512];
+
+                print_error("%s\n", pf_diag_format(&diag, i, line, sizeof(line)));
+        }
+        pf_diag_free(&diag);
+        assert_int_equal(r, 0);
+        return policy;
+}
+
+static const char *format(const struct pf_portset *set)
+{
+        static char buf[8192];
+
+        pf_portset_format(set, buf, sizeof(buf));
+        return buf;
+}
+
+static void test_defaults(void **state)
+{
+        struct pf_policy *p = load_text("version = 1;\nephemeral = \"iana\";\nremap_pool = \"7000-7999\";\n");
+        const struct pf_log_settings *log = pf_policy_log(p);
+
+        (void)state;
+        assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), "49152-65535");
+        assert_string_equal(format(pf_policy_guarded(p, PF_UDP)), "49152-65535");
+        assert_string_equal(format(pf_policy_pool(p)), "7000-7999");
+        assert_int_equal(pf_policy_refuse_errno(p), EADDRINUSE);
+        assert_true(pf_policy_redirect_connect(p));
+        assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_REFUSE);
+        assert_int_equal(log->to, PF_LOG_STDERR);
+        assert_int_equal(log->level, PF_LEVEL_INFO);
+        assert_int_equal(log->format, PF_FORMAT_TEXT);
+        assert_int_equal(pf_policy_rule_count(p), 0);
+        pf_policy_free(p);
+}
+
+static void test_all_keys(void **state)
+{
+        struct pf_policy *p = load_text(
+                "version = 1;\n"
+                "ephemeral = [ \"stcp-pre-1098\", \"stcp-udp\" ];\n"
+                "default_action = \"log\";\n"
+                "refuse_errno = \"EACCES\";\n"
+                "remap_pool = \"1024-1100\";\n"
+                "redirect_connect = false;\n"
+                "on_error = \"allow\";\n"
+                "log = { to = \"file:/var/log/portfence.log\"; level = \"debug\"; format = \"json\"; };\n"
+                "rules = (\n"
+                "  { ports = 8080; action = \"allow\"; },\n"
+                "  { ports = \"40000-40009\"; proto = \"udp\"; action = \"remap\"; to = 6000; }\n"
+                ");\n");
+        const struct pf_log_settings *log = pf_policy_log(p);
+
+        (void)state;
+        /* Per-protocol rows: STCP's TCP row guards TCP only, its UDP row UDP. */
+        assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), "10000-65535");
+        assert_string_equal(format(pf_policy_guarded(p, PF_UDP)), "49152-65535");
+        assert_int_equal(pf_policy_refuse_errno(p), EACCES);
+        assert_false(pf_policy_redirect_connect(p));
+        assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_ALLOW);
+        assert_int_equal(log->to, PF_LOG_FILE);
+        assert_string_equal(log->path, "/var/log/portfence.log");
+        assert_int_equal(log->level, PF_LEVEL_DEBUG);
+        assert_int_equal(log->format, PF_FORMAT_JSON);
+        assert_int_equal(pf_policy_rule_count(p), 2);
+        assert_int_equal(pf_policy_rule_line(p, 1), 10);
+        assert_int_equal(pf_policy_rule_line(p, 2), 11);
+        pf_policy_free(p);
+}
+
+/* The pool of a policy without remap_pool: 1024-65535 outside the guarded
+ * ports and outside this host's dynamic range. */
+static void test_default_pool(void **state)
+{
+        struct pf_policy *p = load_text("version = 1;\nephemeral = [ \"iana\", \"1024-2047\" ];\n");
+        struct pf_portset expect, host;
+        char why[256];
+
+        (void)state;
+        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)), 0);
+        pf_portset_clear(&expect);
+        pf_portset_add_range(&expect, 2048, 49151);
+        pf_portset_subtract(&expect, &host);
+        assert_string_equal(format(pf_policy_pool(p)), format(&expect));
+        assert_false(pf_portset_overlaps(pf_policy_pool(p), pf_policy_guarded(p, PF_TCP)));
+        pf_policy_free(p);
+}
+
+static void test_builtin_default(void **state)
+{
+        struct pf_policy *p = NULL;
+        struct pf_portset host;
+        struct pf_diag diag;
+        char why[256];
+
+        (void)state;
+        assert_int_equal(pf_policy_load(PF_POLICY_BUILTIN, &p, &diag), 0);
+        pf_diag_free(&diag);
+        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)), 0);
+        assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), format(&host));
+        assert_string_equal(pf_policy_name(p), PF_POLICY_BUILTIN);
+        pf_policy_free(p);
+}
+
+static void test_policy_path_order(void **state)
+{
+        (void)state;
+        setenv("PORTFENCE_CONFIG", "/from/env.conf", 1);
+        assert_string_equal(pf_policy_path("/explicit.conf"), "/explicit.conf");
+        assert_string_equal(pf_policy_path(NULL), "/from/env.conf");
+        unsetenv("PORTFENCE_CONFIG");
+        assert_string_equal(pf_policy_path(NULL),
+                            access(PF_POLICY_SYSTEM, F_OK) == 0 ? PF_POLICY_SYSTEM : PF_POLICY_BUILTIN);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_broken_policies),
+                cmocka_unit_test(test_every_error_reported),
+                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_all_keys),
+                cmocka_unit_test(test_default_pool),
+                cmocka_unit_test(test_builtin_default),
+                cmocka_unit_test(test_policy_path_order),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
