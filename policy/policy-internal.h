@@ -35,6 +35,9 @@ struct pf_slot {
         uint16_t target;
 };
 
+#define PF_KIND_ACTION 0x0f
+#define PF_KIND_CONDITIONAL 0x80
+
 struct pf_pool_range {
         struct pf_range range;
         uint32_t before;        /* pool ports below this range */
@@ -55,6 +58,7 @@ struct pf_policy {
         struct pf_log_settings log;
         struct pf_rule *rules;
         unsigned rule_count;
+        uint8_t *rule_kind;     /* per rule: action | PF_KIND_CONDITIONAL, hot in cache */
         struct pf_range *ranges;
         uint32_t range_count;
         struct pf_slot slots[PF_PROTO_COUNT][PF_PORT_MAX + 1];

@@ -142,7 +142,11 @@ static void check_keys(struct loader *l, const config_setting_t *group,
                 unsigned best_distance = 3;
                 size_t k;
 
-                for (k = 0; k < count && strcmp(keys[k], name) != 0; k++) {
+                for (k = 0; k < count && strcmp(keys[k], name) != 0; k++)
+                        ;
+                if (k < count)
+                        continue;
+                for (k = 0; k < count; k++) {
                         unsigned d = distance(name, keys[k]);
 
                         if (d < best_distance) {
@@ -150,8 +154,6 @@ static void check_keys(struct loader *l, const config_setting_t *group,
                                 best = keys[k];
                         }
                 }
-                if (k < count)
-                        continue;
                 if (best)
                         report(l, line_of(s), "unknown key '%s'%s (did you mean '%s'?)", name,
                                where, best);
@@ -160,33 +162,43 @@ static void check_keys(struct loader *l, const config_setting_t *group,
         }
 }
 
-/* A port list setting: a range-list string or a single integer. */
-static bool get_ports(struct loader *l, const config_setting_t *s, const char *what,
-                      struct pf_portset *out)
+/* A port list setting: a range-list string or a single integer. Returns its
+ * sorted ranges in a new array (free() it), or NULL after reporting. */
+static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, const char *what,
+                                   size_t *count)
 {
+        int type = config_setting_type(s);
+        struct pf_range *ranges = NULL;
         const char *why;
+        int r;
 
-        if (config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64) {
+        if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) {
                 long long port = config_setting_get_int64(s);
 
                 if (port < 1 || port > PF_PORT_MAX) {
                         report(l, line_of(s), "%s: port %lld outside 1-65535", what, port);
-                        return false;
+                        return NULL;
                 }
-                pf_portset_clear(out);
-                pf_portset_add(out, (unsigned)port);
-                return true;
+                ranges = malloc(sizeof(*ranges));
+                if (!ranges) {
+                        l->out_of_memory = true;
+                        return NULL;
+                }
+                *ranges = (struct pf_range){ (uint16_t)port, (uint16_t)port };
+                *count = 1;
+                return ranges;
         }
-        if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        if (type != CONFIG_TYPE_STRING) {
                 report(l, line_of(s), "%s must be a port list string or an integer, not %s",
-                       what, type_name(config_setting_type(s)));
-                return false;
+                       what, type_name(type));
+                return NULL;
         }
-        if (pf_portset_parse(config_setting_get_string(s), out, &why) < 0) {
+        r = pf_ranges_parse(config_setting_get_string(s), &ranges, count, &why);
+        if (r == -ENOMEM)
+                l->out_of_memory = true;
+        else if (r < 0)
                 report(l, line_of(s), "%s: %s in '%s'", what, why, config_setting_get_string(s));
-                return false;
-        }
-        return true;
+        return r < 0 ? NULL : ranges;
 }
 
 /* ---- top-level keys ------------------------------------------------------ */
@@ -406,8 +418,15 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
         char why[256];
 
         if (s) {
-                if (!get_ports(l, s, "'remap_pool'", &p->pool))
+                size_t count;
+                struct pf_range *ranges = get_ranges(l, s, "'remap_pool'", &count);
+
+                if (!ranges)
                         return;
+                pf_portset_clear(&p->pool);
+                for (size_t i = 0; i < count; i++)
+                        pf_portset_add_range(&p->pool, ranges[i].lo, ranges[i].hi);
+                free(ranges);
                 for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
                         struct pf_portset both = p->pool;
                         char text[64];
@@ -458,19 +477,21 @@ static void load_rule_ports(struct loader *l, const config_setting_t *group, str
                             unsigned index)
 {
         const config_setting_t *s = config_setting_get_member(group, "ports");
-        struct pf_portset set;
-        struct pf_range range = { 0, 0 };
+        struct pf_range *ranges;
+        size_t count;
         char what[32];
 
         rule->first_range = l->policy->range_count;
         if (!s)
                 return;
         snprintf(what, sizeof(what), "rule %u: 'ports'", index);
-        if (!get_ports(l, s, what, &set))
+        ranges = get_ranges(l, s, what, &count);
+        if (!ranges)
                 return;
         rule->has_ports = true;
-        while (pf_portset_next_range(&set, &range) && push_range(l, range))
+        for (size_t i = 0; i < count && push_range(l, ranges[i]); i++)
                 rule->range_count++;
+        free(ranges);
 }
 
 static unsigned rule_port_count(const struct pf_policy *p, const struct pf_rule *rule)
@@ -490,7 +511,6 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
         struct pf_policy *p = l->policy;
         const config_setting_t *s = config_setting_get_member(group, "to");
         long long to, last;
-        struct pf_portset targets;
         char what[32];
 
         if (!s) {
@@ -519,12 +539,10 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
                        last);
                 return;
         }
-        pf_portset_clear(&targets);
-        pf_portset_add_range(&targets, (unsigned)to, (unsigned)last);
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
                 if (!(rule->protos & PF_PROTO_BIT(proto)))
                         continue;
-                if (pf_portset_overlaps(&targets, &p->guarded[proto])) {
+                if (pf_portset_overlaps_range(&p->guarded[proto], (unsigned)to, (unsigned)last)) {
                         report(l, line_of(s), "rule %u: remap targets %lld-%lld are guarded (%s): choose ports outside 'ephemeral'",
                                index, to, last, pf_proto_name(proto));
                         return;
@@ -718,6 +736,17 @@ static bool compile_pool(struct loader *l)
         return true;
 }
 
+static bool compile_rule_kinds(struct pf_policy *p)
+{
+        p->rule_kind = malloc(p->rule_count ? p->rule_count : 1);
+        if (!p->rule_kind)
+                return false;
+        for (unsigned i = 0; i < p->rule_count; i++)
+                p->rule_kind[i] = (uint8_t)(p->rules[i].action |
+                                            (p->rules[i].conditional ? PF_KIND_CONDITIONAL : 0));
+        return true;
+}
+
 /* First match wins: each rule claims the ports no earlier rule claimed. */
 static void compile_slots(struct pf_policy *p, enum pf_proto proto)
 {
@@ -775,6 +804,7 @@ void pf_policy_free(struct pf_policy *p)
         for (unsigned i = 0; i < p->rule_count; i++)
                 free(p->rules[i].program);
         free(p->rules);
+        free(p->rule_kind);
         free(p->ranges);
         free(p->pool_ranges);
         free((char *)p->log.path);
@@ -822,7 +852,7 @@ static int finish(struct loader *l, int r, struct pf_policy **out)
                 r = -ENOMEM;
         if (r == 0 && l->errors)
                 r = -EINVAL;
-        if (r == 0 && !compile_pool(l))
+        if (r == 0 && (!compile_pool(l) || !compile_rule_kinds(l->policy)))
                 r = -ENOMEM;
         if (r < 0) {
                 pf_policy_free(l->policy);
@@ -954,9 +984,9 @@ void pf_decide(const struct pf_policy *p, const struct pf_query *q, struct pf_ve
                 return;
         out->guarded = pf_portset_has(&p->guarded[proto], port);
         slot = p->slots[proto][port];
-        if (slot.rule && !p->rules[slot.rule - 1].conditional) {
+        if (slot.rule && !(p->rule_kind[slot.rule - 1] & PF_KIND_CONDITIONAL)) {
                 out->rule = slot.rule;
-                verdict_of(p, p->rules[slot.rule - 1].action, slot.target, out);
+                verdict_of(p, p->rule_kind[slot.rule - 1] & PF_KIND_ACTION, slot.target, out);
                 return;
         }
         /* Conditional rules: only the ones after the first that covers port. */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void pf_portset_clear(struct pf_portset *set)
@@ -86,6 +87,24 @@ bool pf_portset_overlaps(const struct pf_portset *a, const struct pf_portset *b)
         return false;
 }
 
+bool pf_portset_overlaps_range(const struct pf_portset *set, unsigned lo, unsigned hi)
+{
+        if (lo == 0)
+                lo = 1;
+        if (hi > PF_PORT_MAX)
+                hi = PF_PORT_MAX;
+        for (unsigned word = lo / 64; lo <= hi; word++) {
+                uint64_t mask = UINT64_MAX << (lo % 64);
+
+                if (hi / 64 == word)
+                        mask &= UINT64_MAX >> (63 - hi % 64);
+                if (set->words[word] & mask)
+                        return true;
+                lo = (word + 1) * 64;
+        }
+        return false;
+}
+
 unsigned pf_portset_find(const struct pf_portset *set, unsigned from, bool want)
 {
         while (from <= PF_PORT_MAX) {
@@ -146,46 +165,92 @@ static int parse_port(const char **s, unsigned *port, const char **why)
         return 0;
 }
 
-int pf_portset_parse(const char *text, struct pf_portset *out, const char **why)
+static int compare_ranges(const void *a, const void *b)
 {
-        struct pf_portset set;
+        const struct pf_range *x = a, *y = b;
+
+        return (int)x->lo - (int)y->lo;
+}
+
+/* Sort and merge overlapping or adjacent ranges in place; returns the count. */
+static size_t merge_ranges(struct pf_range *ranges, size_t count)
+{
+        size_t n = 0;
+
+        qsort(ranges, count, sizeof(*ranges), compare_ranges);
+        for (size_t i = 0; i < count; i++) {
+                if (n && ranges[i].lo <= (unsigned)ranges[n - 1].hi + 1) {
+                        if (ranges[i].hi > ranges[n - 1].hi)
+                                ranges[n - 1].hi = ranges[i].hi;
+                } else {
+                        ranges[n++] = ranges[i];
+                }
+        }
+        return n;
+}
+
+int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, const char **why)
+{
+        /* Every item takes at least two characters but the last. */
+        struct pf_range *ranges = malloc((strlen(text) / 2 + 1) * sizeof(*ranges));
         const char *s = skip_spaces(text);
+        size_t n = 0;
+        int r = -EINVAL;
 
-        pf_portset_clear(&set);
-
+        if (!ranges)
+                return -ENOMEM;
         if (*s == '\0') {
                 *why = "empty port list";
-                return -EINVAL;
+                goto fail;
         }
         for (;;) {
                 unsigned lo, hi;
-                int r = parse_port(&s, &lo, why);
 
-                if (r < 0)
-                        return r;
+                if (parse_port(&s, &lo, why) < 0)
+                        goto fail;
                 s = skip_spaces(s);
                 hi = lo;
                 if (*s == '-') {
                         s = skip_spaces(s + 1);
-                        r = parse_port(&s, &hi, why);
-                        if (r < 0)
-                                return r;
+                        if (parse_port(&s, &hi, why) < 0)
+                                goto fail;
                         if (hi < lo) {
                                 *why = "range reversed";
-                                return -EINVAL;
+                                goto fail;
                         }
                         s = skip_spaces(s);
                 }
-                pf_portset_add_range(&set, lo, hi);
+                ranges[n++] = (struct pf_range){ (uint16_t)lo, (uint16_t)hi };
                 if (*s == '\0')
                         break;
                 if (*s != ',') {
                         *why = "expected ',' or '-' between ports";
-                        return -EINVAL;
+                        goto fail;
                 }
                 s = skip_spaces(s + 1);
         }
-        *out = set;
+        *count = merge_ranges(ranges, n);
+        *out = ranges;
+        return 0;
+fail:
+        free(ranges);
+        return r;
+}
+
+int pf_portset_parse(const char *text, struct pf_portset *out, const char **why)
+{
+        struct pf_range *ranges;
+        size_t count;
+        int r = pf_ranges_parse(text, &ranges, &count, why);
+
+        if (r == -ENOMEM)
+                *why = "out of memory";
+        if (r < 0)
+                return r;
+        pf_portset_clear(out);
+        for (size_t i = 0; i < count; i++)
+                pf_portset_add_range(out, ranges[i].lo, ranges[i].hi);
+        free(ranges);
         return 0;
 }
 

@@ -51,9 +51,16 @@ unsigned pf_portset_find(const struct pf_portset *set, unsigned from, bool membe
  * *lo = 0; returns false when there is no range above the previous one. */
 bool pf_portset_next_range(const struct pf_portset *set, struct pf_range *range);
 
+/* Whether any port lo..hi is in the set; costs (hi - lo) / 64 word tests. */
+bool pf_portset_overlaps_range(const struct pf_portset *set, unsigned lo, unsigned hi);
+
 /* Parse "80", "1024-5000", "1-1023, 49152-65535" (spaces allowed around
- * items). On success fills *out (clearing it first) and returns 0; on error
- * returns -EINVAL, sets *why to a static reason and leaves *out untouched. */
+ * items) into sorted, merged ranges in a new array *out (free() it). Returns
+ * 0, -ENOMEM, or -EINVAL with *why set to a static reason; *out and *count
+ * are written only on success. */
+int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, const char **why);
+
+/* The same into a set (cleared first); *out untouched on error. */
 int pf_portset_parse(const char *text, struct pf_portset *out, const char **why);
 
 /* Format as the shortest range list ("1024-5000,49152-65535"; "" when
