@@ -1,8 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* The compiled policy, shared by the files of policy/ only. */
+/* The compiled policy, shared by the files of policy/ only.
+ *
+ * A compiled policy is one contiguous block: this header, then the rules,
+ * ranges, pool ranges, rule kinds and strings it points to by offset. The
+ * block can be written to a file and mapped back as it is (same build), so
+ * an enforcer that cannot link libconfig still decides from the very tables
+ * `portfence check` uses. */
 #pragma once
 
 #include "policy.h"
+
+#define PF_POLICY_MAGIC 0x31434650u     /* "PFC1" */
 
 struct pf_cidr {
         struct pf_addr addr;
@@ -10,21 +18,20 @@ struct pf_cidr {
 };
 
 struct pf_rule {
-        unsigned line;
-        unsigned protos;        /* PF_PROTO_BIT()s the rule applies to */
-        enum pf_action action;
-        bool has_ports;         /* false: every port 1-65535 */
-        uint32_t first_range;   /* into pf_policy.ranges */
+        uint32_t line;
+        uint32_t first_range;   /* into the ranges section */
         uint32_t range_count;
-        bool has_to;
-        uint16_t to;            /* first remap target */
-        /* Conditions checked per call; a rule with none is decided by table. */
-        bool has_family;
-        enum pf_family family;
-        bool has_cidr;
+        uint32_t program;       /* offset of the glob in the strings; 0: none */
         struct pf_cidr cidr;
-        char *program;          /* glob, or NULL */
-        bool conditional;
+        uint16_t to;            /* first remap target, when has_to */
+        uint8_t protos;         /* PF_PROTO_BIT()s the rule applies to */
+        uint8_t action;         /* enum pf_action */
+        uint8_t family;         /* enum pf_family, when has_family */
+        bool has_ports;         /* false: every port 1-65535 */
+        bool has_to;
+        bool has_family;
+        bool has_cidr;
+        bool conditional;       /* family, address or program: checked per call */
 };
 
 /* One entry per (proto, port): the first rule whose ports and proto cover
@@ -35,34 +42,63 @@ struct pf_slot {
         uint16_t target;
 };
 
-#define PF_KIND_ACTION 0x0f
-#define PF_KIND_CONDITIONAL 0x80
-
 struct pf_pool_range {
         struct pf_range range;
         uint32_t before;        /* pool ports below this range */
 };
 
+#define PF_KIND_ACTION 0x0f
+#define PF_KIND_CONDITIONAL 0x80
+
 struct pf_policy {
-        char *name;
+        uint32_t magic;
+        uint32_t header_size;   /* sizeof(struct pf_policy) of the writer */
+        uint64_t size;          /* of the whole block */
+
+        uint8_t default_action;
+        uint8_t redirect_connect;
+        uint8_t on_error;
+        uint8_t getsockname;    /* enum pf_getsockname */
+        uint8_t unbound_listen; /* enum pf_action: allow, log or refuse */
+        uint8_t log_to;
+        uint8_t log_level;
+        uint8_t log_format;
+        int32_t refuse_errno;
+        uint32_t name;          /* string offsets */
+        uint32_t log_path;
+
+        /* Sections, as offsets from the start of the block. */
+        uint32_t rules, rule_count;
+        uint32_t ranges, range_count;
+        uint32_t pool_ranges, pool_range_count, pool_count;
+        uint32_t rule_kind;     /* per rule: action | PF_KIND_CONDITIONAL */
+        uint32_t strings, strings_size;
+
         struct pf_portset guarded[PF_PROTO_COUNT];
         uint16_t guarded_rank[PF_PROTO_COUNT][PF_PORTSET_WORDS]; /* members below word */
         struct pf_portset pool;
-        struct pf_pool_range *pool_ranges;
-        uint32_t pool_range_count;
-        uint32_t pool_count;
-        enum pf_action default_action;
-        int refuse_errno;
-        bool redirect_connect;
-        enum pf_on_error on_error;
-        struct pf_log_settings log;
-        struct pf_rule *rules;
-        unsigned rule_count;
-        uint8_t *rule_kind;     /* per rule: action | PF_KIND_CONDITIONAL, hot in cache */
-        struct pf_range *ranges;
-        uint32_t range_count;
         struct pf_slot slots[PF_PROTO_COUNT][PF_PORT_MAX + 1];
 };
+
+/* What the loader has parsed, for pf_policy_pack(). */
+struct pf_policy_parts {
+        struct pf_policy *head;         /* settings, guarded sets and pool filled in */
+        const struct pf_rule *rules;
+        uint32_t rule_count;
+        const struct pf_range *ranges;
+        uint32_t range_count;
+        const char *strings;            /* starts with '\0': offset 0 is "none" */
+        uint32_t strings_size;
+        uint32_t name;                  /* offsets into strings */
+        uint32_t log_path;
+};
+
+/* Turn the parts into one compiled block. Takes over parts->head (realloc'd
+ * into the result, freed on failure). Returns NULL when out of memory. */
+struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts);
+
+/* The default settings (refuse, EADDRINUSE, redirect, ...) of a fresh head. */
+void pf_policy_head_defaults(struct pf_policy *head);
 
 int pf_action_parse(const char *name, enum pf_action *out);
 int pf_cidr_parse(const char *text, struct pf_cidr *out);

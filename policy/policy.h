@@ -17,6 +17,8 @@ enum pf_on_error { PF_ON_ERROR_REFUSE, PF_ON_ERROR_ALLOW };
 enum pf_log_to { PF_LOG_STDERR, PF_LOG_SYSLOG, PF_LOG_FILE };
 enum pf_log_level { PF_LEVEL_ERROR, PF_LEVEL_WARN, PF_LEVEL_INFO, PF_LEVEL_DEBUG };
 enum pf_log_format { PF_FORMAT_TEXT, PF_FORMAT_JSON };
+/* What getsockname() reports on a remapped socket. */
+enum pf_getsockname { PF_GETSOCKNAME_REQUESTED, PF_GETSOCKNAME_REAL };
 
 /* Where the built-in default is used: no -c, no $PORTFENCE_CONFIG and no
  * /etc/portfence.conf. */
@@ -58,6 +60,9 @@ struct pf_diag {
         char *file;
         struct pf_diag_entry *entries;
         size_t count;
+        /* The file's on_error when it could be read, else PF_ON_ERROR_REFUSE:
+         * what an enforcer does with a broken policy. */
+        enum pf_on_error on_error;
 };
 
 void pf_diag_free(struct pf_diag *diag);
@@ -80,6 +85,19 @@ int pf_policy_load_text(const char *text, const char *name, struct pf_policy **o
                         struct pf_diag *diag);
 void pf_policy_free(struct pf_policy *policy);
 
+/* The built-in default without any file: guard this host's ephemeral range,
+ * refuse. Returns 0, or a negative errno with a reason in why. */
+int pf_policy_default(struct pf_policy **out, char *why, size_t why_size);
+
+/* A compiled policy as a file: written whole (to a temporary name, then
+ * renamed), and mapped back read-only with every offset checked. For the
+ * enforcers that must not link libconfig. Negative errno on failure. */
+int pf_policy_save(const struct pf_policy *policy, const char *path);
+int pf_policy_map(const char *path, const struct pf_policy **out);
+void pf_policy_unmap(const struct pf_policy *policy);
+/* A hash of the compiled block, e.g. to name its file. */
+uint64_t pf_policy_hash(const struct pf_policy *policy);
+
 /* The decision for one bind. Pure: no syscall, no allocation, no lock. */
 void pf_decide(const struct pf_policy *policy, const struct pf_query *query,
                struct pf_verdict *out);
@@ -91,16 +109,18 @@ const struct pf_portset *pf_policy_pool(const struct pf_policy *policy);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);
 unsigned pf_policy_rule_line(const struct pf_policy *policy, unsigned rule);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
+enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);
+enum pf_action pf_policy_unbound_listen(const struct pf_policy *policy);
 enum pf_on_error pf_policy_on_error(const struct pf_policy *policy);
 int pf_policy_refuse_errno(const struct pf_policy *policy);
 
 struct pf_log_settings {
         enum pf_log_to to;
-        const char *path;       /* PF_LOG_FILE */
+        const char *path;       /* PF_LOG_FILE; points into the policy */
         enum pf_log_level level;
         enum pf_log_format format;
 };
-const struct pf_log_settings *pf_policy_log(const struct pf_policy *policy);
+void pf_policy_log(const struct pf_policy *policy, struct pf_log_settings *out);
 
 /* Names for the enums above, as the policy file spells them. */
 const char *pf_action_name(enum pf_action action);

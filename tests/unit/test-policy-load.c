@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "policy.h"
+#include "policy-internal.h"
 
 static const struct {
         const char *file;
@@ -142,9 +142,10 @@ static const char *format(const struct pf_portset *set)
 static void test_defaults(void **state)
 {
         struct pf_policy *p = load_text("version = 1;\nephemeral = \"iana\";\nremap_pool = \"7000-7999\";\n");
-        const struct pf_log_settings *log = pf_policy_log(p);
+        struct pf_log_settings settings, *log = &settings;
 
         (void)state;
+        pf_policy_log(p, log);
         assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), "49152-65535");
         assert_string_equal(format(pf_policy_guarded(p, PF_UDP)), "49152-65535");
         assert_string_equal(format(pf_policy_pool(p)), "7000-7999");
@@ -173,9 +174,10 @@ static void test_all_keys(void **state)
                 "  { ports = 8080; action = \"allow\"; },\n"
                 "  { ports = \"40000-40009\"; proto = \"udp\"; action = \"remap\"; to = 6000; }\n"
                 ");\n");
-        const struct pf_log_settings *log = pf_policy_log(p);
+        struct pf_log_settings settings, *log = &settings;
 
         (void)state;
+        pf_policy_log(p, log);
         /* Per-protocol rows: STCP's TCP row guards TCP only, its UDP row UDP. */
         assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), "10000-65535");
         assert_string_equal(format(pf_policy_guarded(p, PF_UDP)), "49152-65535");
@@ -237,6 +239,96 @@ static void test_policy_path_order(void **state)
                             access(PF_POLICY_SYSTEM, F_OK) == 0 ? PF_POLICY_SYSTEM : PF_POLICY_BUILTIN);
 }
 
+static char *temp_path(void)
+{
+        char *path = strdup("/tmp/pf-compiled-XXXXXX");
+        int fd = mkstemp(path);
+
+        assert_true(fd >= 0);
+        close(fd);
+        return path;
+}
+
+/* A compiled policy written to a file and mapped back answers exactly as
+ * the one loaded from text, for every port of both protocols. */
+static void test_save_and_map(void **state)
+{
+        struct pf_policy *p = load_text(
+                "version = 1;\nephemeral = \"40000-49999\";\ndefault_action = \"remap\";\n"
+                "remap_pool = \"7000-7099\";\ngetsockname = \"real\";\nunbound_listen = \"refuse\";\n"
+                "log = { to = \"file:/tmp/pf.log\"; };\n"
+                "rules = ( { ports = \"40000-40009\"; action = \"remap\"; to = 7200; },\n"
+                "          { program = \"srv*\"; ports = \"41000-41999\"; action = \"log\"; } );\n");
+        char *path = temp_path();
+        const struct pf_policy *mapped = NULL;
+        struct pf_log_settings log;
+
+        (void)state;
+        assert_int_equal(pf_policy_save(p, path), 0);
+        assert_int_equal(pf_policy_map(path, &mapped), 0);
+        assert_int_equal(pf_policy_hash(mapped), pf_policy_hash(p));
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                for (unsigned port = 0; port <= PF_PORT_MAX; port++) {
+                        struct pf_query q = { .proto = proto, .addr.family = PF_IPV4,
+                                              .port = (uint16_t)port, .program = "srv1" };
+                        struct pf_verdict a, b;
+
+                        pf_decide(p, &q, &a);
+                        pf_decide(mapped, &q, &b);
+                        assert_memory_equal(&a, &b, sizeof(a));
+                }
+        }
+        assert_string_equal(pf_policy_name(mapped), "test.conf");
+        assert_int_equal(pf_policy_getsockname(mapped), PF_GETSOCKNAME_REAL);
+        assert_int_equal(pf_policy_unbound_listen(mapped), PF_REFUSE);
+        pf_policy_log(mapped, &log);
+        assert_string_equal(log.path, "/tmp/pf.log");
+        pf_policy_unmap(mapped);
+        unlink(path);
+        free(path);
+        pf_policy_free(p);
+}
+
+static void corrupt(const char *path, long offset, const void *bytes, size_t size)
+{
+        FILE *f = fopen(path, "r+");
+
+        assert_non_null(f);
+        assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+        assert_int_equal(fwrite(bytes, 1, size, f), size);
+        fclose(f);
+}
+
+/* A damaged file is refused whole, never half-used. */
+static void test_map_rejects_damage(void **state)
+{
+        struct pf_policy *p = load_text("version = 1;\nephemeral = \"40000-49999\";\n"
+                                        "rules = ( { ports = \"8080\"; action = \"allow\"; } );\n");
+        const struct pf_policy *mapped = NULL;
+        char *path = temp_path();
+        uint16_t big = 999;
+        uint32_t wrong = 0xdeadbeef;
+
+        (void)state;
+        assert_int_equal(pf_policy_save(p, path), 0);
+        assert_int_equal(truncate(path, 4096), 0);
+        assert_int_equal(pf_policy_map(path, &mapped), -EINVAL);
+
+        assert_int_equal(pf_policy_save(p, path), 0);
+        corrupt(path, 0, &wrong, sizeof(wrong));                        /* magic */
+        assert_int_equal(pf_policy_map(path, &mapped), -EINVAL);
+
+        assert_int_equal(pf_policy_save(p, path), 0);
+        /* slot of port 8080/tcp names rule 999 of 1 */
+        corrupt(path, (long)offsetof(struct pf_policy, slots[PF_TCP][8080].rule), &big, sizeof(big));
+        assert_int_equal(pf_policy_map(path, &mapped), -EINVAL);
+        assert_null(mapped);
+        assert_int_equal(pf_policy_map("/nonexistent/policy.pfc", &mapped), -ENOENT);
+        unlink(path);
+        free(path);
+        pf_policy_free(p);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -248,6 +340,8 @@ int main(void)
                 cmocka_unit_test(test_default_pool),
                 cmocka_unit_test(test_builtin_default),
                 cmocka_unit_test(test_policy_path_order),
+                cmocka_unit_test(test_save_and_map),
+                cmocka_unit_test(test_map_rejects_damage),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

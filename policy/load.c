@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Load, validate and compile a policy; decide. */
+/* Load and validate a libconfig policy file, then hand it to compiled.c. */
 #include "policy-internal.h"
 
 #include <errno.h>
@@ -35,10 +35,18 @@ const char *pf_diag_format(const struct pf_diag *diag, size_t i, char *buf, size
 
 struct loader {
         struct pf_diag *diag;
-        struct pf_policy *policy;
+        struct pf_policy *policy;       /* the head: settings, guarded sets, pool */
+        struct pf_rule *rules;
+        uint32_t rule_count;
+        struct pf_range *ranges;
+        uint32_t range_count;
+        char *strings;                  /* '\0'-separated; offset 0 is "" */
+        uint32_t strings_size;
         unsigned errors;
         bool out_of_memory;
         bool remap_needs_pool;
+        uint32_t name;                  /* offsets into strings */
+        uint32_t log_path;
         unsigned pool_line;
 };
 
@@ -64,6 +72,24 @@ static void report(struct loader *l, unsigned line, const char *fmt, ...)
         }
         entries[l->diag->count++] = (struct pf_diag_entry){ line, text };
         l->diag->entries = entries;
+}
+
+/* Keep a copy of text in the policy's strings; returns its offset, 0 when
+ * out of memory. */
+static uint32_t add_string(struct loader *l, const char *text)
+{
+        size_t len = strlen(text) + 1;
+        char *strings = realloc(l->strings, l->strings_size + len);
+
+        if (!strings || l->strings_size + len > UINT32_MAX) {
+                free(strings == l->strings ? NULL : strings);
+                l->out_of_memory = true;
+                return 0;
+        }
+        memcpy(strings + l->strings_size, text, len);
+        l->strings = strings;
+        l->strings_size += (uint32_t)len;
+        return l->strings_size - (uint32_t)len;
 }
 
 static unsigned line_of(const config_setting_t *s)
@@ -337,33 +363,28 @@ static void load_log(struct loader *l, const config_setting_t *root)
         static const char *const keys[] = { "to", "level", "format" };
         static const char *const levels[] = { "error", "warn", "info", "debug" };
         static const char *const formats[] = { "text", "json" };
-        struct pf_log_settings *log = &l->policy->log;
+        struct pf_policy *p = l->policy;
         const config_setting_t *s = config_setting_get_member(root, "log");
         const config_setting_t *to;
         const char *text;
 
-        log->to = PF_LOG_STDERR;
-        log->level = PF_LEVEL_INFO;
-        log->format = PF_FORMAT_TEXT;
         if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, "log"))
                 return;
         check_keys(l, s, keys, 3, " in 'log'");
-        log->level = get_choice(l, config_setting_get_member(s, "level"), "log.level", levels, 4,
-                                PF_LEVEL_INFO);
-        log->format = get_choice(l, config_setting_get_member(s, "format"), "log.format",
-                                 formats, 2, PF_FORMAT_TEXT);
+        p->log_level = (uint8_t)get_choice(l, config_setting_get_member(s, "level"), "log.level",
+                                           levels, 4, PF_LEVEL_INFO);
+        p->log_format = (uint8_t)get_choice(l, config_setting_get_member(s, "format"),
+                                            "log.format", formats, 2, PF_FORMAT_TEXT);
         to = config_setting_get_member(s, "to");
         if (!to || !(text = get_string(l, to, "log.to")))
                 return;
         if (strcmp(text, "stderr") == 0) {
-                log->to = PF_LOG_STDERR;
+                p->log_to = PF_LOG_STDERR;
         } else if (strcmp(text, "syslog") == 0) {
-                log->to = PF_LOG_SYSLOG;
+                p->log_to = PF_LOG_SYSLOG;
         } else if (strncmp(text, "file:", 5) == 0 && text[5] == '/') {
-                log->to = PF_LOG_FILE;
-                log->path = strdup(text + 5);
-                if (!log->path)
-                        l->out_of_memory = true;
+                p->log_to = PF_LOG_FILE;
+                l->log_path = add_string(l, text + 5);
         } else if (strncmp(text, "file:", 5) == 0) {
                 report(l, line_of(to), "log file '%s' must be an absolute path", text + 5);
         } else {
@@ -375,18 +396,21 @@ static void load_log(struct loader *l, const config_setting_t *root)
 static void load_scalars(struct loader *l, const config_setting_t *root)
 {
         static const char *const on_error_names[] = { "refuse", "allow" };
+        static const char *const getsockname_names[] = { "requested", "real" };
+        static const char *const listen_names[] = { "allow", "log", "refuse" };
         struct pf_policy *p = l->policy;
         const config_setting_t *s;
+        enum pf_action action;
 
-        p->default_action = PF_REFUSE;
         s = config_setting_get_member(root, "default_action");
-        if (s && get_action(l, s, "default_action", &p->default_action) &&
-            p->default_action == PF_REMAP) {
-                l->remap_needs_pool = true;
-                l->pool_line = line_of(s);
+        if (s && get_action(l, s, "default_action", &action)) {
+                p->default_action = (uint8_t)action;
+                if (action == PF_REMAP) {
+                        l->remap_needs_pool = true;
+                        l->pool_line = line_of(s);
+                }
         }
 
-        p->refuse_errno = EADDRINUSE;
         s = config_setting_get_member(root, "refuse_errno");
         if (s) {
                 const char *name = get_string(l, s, "refuse_errno");
@@ -399,13 +423,18 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
                                name);
         }
 
-        p->redirect_connect = true;
         s = config_setting_get_member(root, "redirect_connect");
         if (s && expect_type(l, s, CONFIG_TYPE_BOOL, "redirect_connect"))
-                p->redirect_connect = config_setting_get_bool(s);
+                p->redirect_connect = (uint8_t)config_setting_get_bool(s);
 
-        p->on_error = get_choice(l, config_setting_get_member(root, "on_error"), "on_error",
-                                 on_error_names, 2, PF_ON_ERROR_REFUSE);
+        p->on_error = (uint8_t)get_choice(l, config_setting_get_member(root, "on_error"),
+                                          "on_error", on_error_names, 2, PF_ON_ERROR_REFUSE);
+        l->diag->on_error = p->on_error;
+        p->getsockname = (uint8_t)get_choice(l, config_setting_get_member(root, "getsockname"),
+                                             "getsockname", getsockname_names, 2,
+                                             PF_GETSOCKNAME_REQUESTED);
+        p->unbound_listen = (uint8_t)get_choice(l, config_setting_get_member(root, "unbound_listen"),
+                                                "unbound_listen", listen_names, 3, PF_ALLOW);
 }
 
 /* The default pool: ports 1024-65535 outside this host's dynamic range and
@@ -457,19 +486,17 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
 
 static bool push_range(struct loader *l, struct pf_range range)
 {
-        struct pf_policy *p = l->policy;
-
-        if ((p->range_count & (p->range_count - 1)) == 0) {      /* 0, 1, 2, 4, ... */
-                size_t capacity = p->range_count ? 2 * (size_t)p->range_count : 1;
-                struct pf_range *ranges = realloc(p->ranges, capacity * sizeof(*ranges));
+        if ((l->range_count & (l->range_count - 1)) == 0) {      /* 0, 1, 2, 4, ... */
+                size_t capacity = l->range_count ? 2 * (size_t)l->range_count : 1;
+                struct pf_range *ranges = realloc(l->ranges, capacity * sizeof(*ranges));
 
                 if (!ranges) {
                         l->out_of_memory = true;
                         return false;
                 }
-                p->ranges = ranges;
+                l->ranges = ranges;
         }
-        p->ranges[p->range_count++] = range;
+        l->ranges[l->range_count++] = range;
         return true;
 }
 
@@ -481,7 +508,7 @@ static void load_rule_ports(struct loader *l, const config_setting_t *group, str
         size_t count;
         char what[32];
 
-        rule->first_range = l->policy->range_count;
+        rule->first_range = l->range_count;
         if (!s)
                 return;
         snprintf(what, sizeof(what), "rule %u: 'ports'", index);
@@ -494,14 +521,15 @@ static void load_rule_ports(struct loader *l, const config_setting_t *group, str
         free(ranges);
 }
 
-static unsigned rule_port_count(const struct pf_policy *p, const struct pf_rule *rule)
+static unsigned rule_port_count(const struct loader *l, const struct pf_rule *rule)
 {
+        const struct pf_range *ranges = l->ranges + rule->first_range;
         unsigned n = 0;
 
         if (!rule->has_ports)
                 return PF_PORT_MAX;
         for (uint32_t i = 0; i < rule->range_count; i++)
-                n += p->ranges[rule->first_range + i].hi - p->ranges[rule->first_range + i].lo + 1u;
+                n += ranges[i].hi - ranges[i].lo + 1u;
         return n;
 }
 
@@ -525,7 +553,7 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
                 return;
         if (rule->action != PF_REMAP) {
                 report(l, line_of(s), "rule %u: 'to' needs action = \"remap\", not \"%s\"", index,
-                       pf_action_name(rule->action));
+                       pf_action_name((enum pf_action)rule->action));
                 return;
         }
         to = config_setting_get_int64(s);
@@ -533,7 +561,7 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
                 report(l, line_of(s), "rule %u: remap target %lld outside 1-65535", index, to);
                 return;
         }
-        last = to + rule_port_count(p, rule) - 1;
+        last = to + rule_port_count(l, rule) - 1;
         if (last > PF_PORT_MAX) {
                 report(l, line_of(s), "rule %u: remap targets %lld-%lld run past 65535", index, to,
                        last);
@@ -575,7 +603,7 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
 
                 snprintf(what, sizeof(what), "rule %u: family", index);
                 rule->has_family = true;
-                rule->family = get_choice(l, s, what, families, 2, PF_IPV4);
+                rule->family = (uint8_t)get_choice(l, s, what, families, 2, PF_IPV4);
         }
         s = config_setting_get_member(group, "address");
         if (s && (text = get_string(l, s, "address"))) {
@@ -588,8 +616,8 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
         if (s && (text = get_string(l, s, "program"))) {
                 if (!*text)
                         report(l, line_of(s), "rule %u: empty program pattern", index);
-                else if (!(rule->program = strdup(text)))
-                        l->out_of_memory = true;
+                else
+                        rule->program = add_string(l, text);
         }
         rule->conditional = rule->has_family || rule->has_cidr || rule->program;
 }
@@ -598,7 +626,8 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
 {
         static const char *const keys[] = { "ports", "proto", "family", "address",
                                              "program", "action", "to" };
-        struct pf_rule *rule = &l->policy->rules[index - 1];
+        struct pf_rule *rule = &l->rules[index - 1];
+        enum pf_action action;
         const config_setting_t *s;
         char where[32];
 
@@ -618,8 +647,10 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                 return;
         }
         snprintf(where, sizeof(where), "rule %u: action", index);
-        if (get_action(l, s, where, &rule->action))
+        if (get_action(l, s, where, &action)) {
+                rule->action = (uint8_t)action;
                 load_rule_target(l, group, rule, index);
+        }
 }
 
 static void load_rules(struct loader *l, const config_setting_t *root)
@@ -639,184 +670,23 @@ static void load_rules(struct loader *l, const config_setting_t *root)
                 report(l, line_of(s), "too many rules: %u (at most %u)", count, UINT16_MAX);
                 return;
         }
-        l->policy->rules = calloc(count ? count : 1, sizeof(struct pf_rule));
-        if (!l->policy->rules) {
+        l->rules = calloc(count ? count : 1, sizeof(struct pf_rule));
+        if (!l->rules) {
                 l->out_of_memory = true;
                 return;
         }
-        l->policy->rule_count = count;
+        l->rule_count = count;
         for (unsigned i = 0; i < count; i++)
                 load_rule(l, config_setting_get_elem(s, i), i + 1);
 }
 
-/* ---- compile ------------------------------------------------------------ */
-
-static uint16_t pool_nth(const struct pf_policy *p, uint32_t n)
-{
-        uint32_t lo = 0, hi = p->pool_range_count - 1;
-
-        n %= p->pool_count;
-        while (lo < hi) {       /* last range with before <= n */
-                uint32_t mid = (lo + hi + 1) / 2;
-
-                if (p->pool_ranges[mid].before <= n)
-                        lo = mid;
-                else
-                        hi = mid - 1;
-        }
-        return (uint16_t)(p->pool_ranges[lo].range.lo + (n - p->pool_ranges[lo].before));
-}
-
-static uint32_t guarded_rank(const struct pf_policy *p, enum pf_proto proto, unsigned port)
-{
-        uint64_t below = p->guarded[proto].words[port / 64] & (((uint64_t)1 << (port % 64)) - 1);
-
-        return p->guarded_rank[proto][port / 64] + (uint32_t)__builtin_popcountll(below);
-}
-
-/* The port's offset within the rule's ports; the port must be covered. */
-static uint32_t rule_rank(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
-{
-        uint32_t rank = 0;
-
-        if (!rule->has_ports)
-                return port - 1;
-        for (uint32_t i = 0; i < rule->range_count; i++) {
-                const struct pf_range *r = &p->ranges[rule->first_range + i];
-
-                if (port <= r->hi)
-                        return rank + (port - r->lo);
-                rank += r->hi - r->lo + 1u;
-        }
-        return rank;
-}
-
-static uint16_t rule_target_at(const struct pf_policy *p, const struct pf_rule *rule, uint32_t rank)
-{
-        return rule->has_to ? (uint16_t)(rule->to + rank) : pool_nth(p, rank);
-}
-
-static bool rule_covers(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
-{
-        uint32_t lo = 0, hi = rule->range_count;
-
-        if (!rule->has_ports)
-                return true;
-        while (lo < hi) {       /* ranges are sorted and disjoint */
-                uint32_t mid = (lo + hi) / 2;
-                const struct pf_range *r = &p->ranges[rule->first_range + mid];
-
-                if (port < r->lo)
-                        hi = mid;
-                else if (port > r->hi)
-                        lo = mid + 1;
-                else
-                        return true;
-        }
-        return false;
-}
-
-static bool compile_pool(struct loader *l)
-{
-        struct pf_policy *p = l->policy;
-        struct pf_range range = { 0, 0 };
-        uint32_t n = 0;
-
-        p->pool_count = pf_portset_count(&p->pool);
-        while (pf_portset_next_range(&p->pool, &range))
-                n++;
-        p->pool_ranges = calloc(n ? n : 1, sizeof(*p->pool_ranges));
-        if (!p->pool_ranges)
-                return false;
-        range = (struct pf_range){ 0, 0 };
-        for (uint32_t before = 0; pf_portset_next_range(&p->pool, &range);) {
-                p->pool_ranges[p->pool_range_count++] = (struct pf_pool_range){ range, before };
-                before += range.hi - range.lo + 1u;
-        }
-        return true;
-}
-
-static bool compile_rule_kinds(struct pf_policy *p)
-{
-        p->rule_kind = malloc(p->rule_count ? p->rule_count : 1);
-        if (!p->rule_kind)
-                return false;
-        for (unsigned i = 0; i < p->rule_count; i++)
-                p->rule_kind[i] = (uint8_t)(p->rules[i].action |
-                                            (p->rules[i].conditional ? PF_KIND_CONDITIONAL : 0));
-        return true;
-}
-
-/* First match wins: each rule claims the ports no earlier rule claimed. */
-static void compile_slots(struct pf_policy *p, enum pf_proto proto)
-{
-        struct pf_slot *slots = p->slots[proto];
-        struct pf_portset claimed;
-        uint32_t rank = 0;
-
-        pf_portset_clear(&claimed);
-        for (unsigned i = 0; i < p->rule_count; i++) {
-                const struct pf_rule *rule = &p->rules[i];
-                const struct pf_range all = { 1, PF_PORT_MAX };
-                bool fixed_target = !rule->conditional && rule->action == PF_REMAP;
-
-                if (!(rule->protos & PF_PROTO_BIT(proto)))
-                        continue;
-                rank = 0;
-                for (uint32_t k = 0; k < (rule->has_ports ? rule->range_count : 1); k++) {
-                        const struct pf_range *r = rule->has_ports ? &p->ranges[rule->first_range + k] : &all;
-
-                        for (unsigned port = r->lo; port <= r->hi;) {
-                                if (claimed.words[port / 64] == UINT64_MAX) {
-                                        port = (port | 63) + 1;
-                                        continue;
-                                }
-                                if (!pf_portset_has(&claimed, port)) {
-                                        slots[port].rule = (uint16_t)(i + 1);
-                                        if (fixed_target)
-                                                slots[port].target = rule_target_at(p, rule, rank + port - r->lo);
-                                        pf_portset_add(&claimed, port);
-                                }
-                                port++;
-                        }
-                        rank += r->hi - r->lo + 1u;
-                }
-        }
-        rank = 0;
-        for (unsigned w = 0; w < PF_PORTSET_WORDS; w++) {
-                p->guarded_rank[proto][w] = (uint16_t)rank;
-                rank += (uint32_t)__builtin_popcountll(p->guarded[proto].words[w]);
-        }
-        if (p->default_action != PF_REMAP)
-                return;
-        for (unsigned port = pf_portset_find(&p->guarded[proto], 1, true); port <= PF_PORT_MAX;
-             port = pf_portset_find(&p->guarded[proto], port + 1, true))
-                if (!slots[port].rule)
-                        slots[port].target = pool_nth(p, guarded_rank(p, proto, port));
-}
-
 /* ---- load --------------------------------------------------------------- */
-
-void pf_policy_free(struct pf_policy *p)
-{
-        if (!p)
-                return;
-        for (unsigned i = 0; i < p->rule_count; i++)
-                free(p->rules[i].program);
-        free(p->rules);
-        free(p->rule_kind);
-        free(p->ranges);
-        free(p->pool_ranges);
-        free((char *)p->log.path);
-        free(p->name);
-        free(p);
-}
 
 static void load_config(struct loader *l, const config_setting_t *root)
 {
         static const char *const keys[] = {
                 "version", "ephemeral", "default_action", "refuse_errno", "remap_pool",
-                "redirect_connect", "on_error", "log", "rules",
+                "redirect_connect", "on_error", "log", "rules", "getsockname", "unbound_listen",
         };
         bool uses_host;
 
@@ -845,23 +715,28 @@ static void sort_diag(struct pf_diag *diag)
         }
 }
 
-static int finish(struct loader *l, int r, struct pf_policy **out)
+/* Pack what was parsed into a compiled policy, or drop it all. */
+static int finish(struct loader *l, struct pf_policy **out)
 {
+        struct pf_policy_parts parts = {
+                .head = l->policy, .rules = l->rules, .rule_count = l->rule_count,
+                .ranges = l->ranges, .range_count = l->range_count,
+                .strings = l->strings, .strings_size = l->strings_size,
+                .name = l->name, .log_path = l->log_path,
+        };
+        int r = l->out_of_memory ? -ENOMEM : l->errors ? -EINVAL : 0;
+
         sort_diag(l->diag);
-        if (r == 0 && l->out_of_memory)
-                r = -ENOMEM;
-        if (r == 0 && l->errors)
-                r = -EINVAL;
-        if (r == 0 && (!compile_pool(l) || !compile_rule_kinds(l->policy)))
-                r = -ENOMEM;
-        if (r < 0) {
-                pf_policy_free(l->policy);
-                return r;
+        if (r == 0) {
+                *out = pf_policy_pack(&parts);  /* takes l->policy */
+                r = *out ? 0 : -ENOMEM;
+        } else {
+                free(l->policy);
         }
-        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
-                compile_slots(l->policy, proto);
-        *out = l->policy;
-        return 0;
+        free(l->rules);
+        free(l->ranges);
+        free(l->strings);
+        return r;
 }
 
 typedef int (*config_reader)(config_t *cfg, const void *source);
@@ -881,20 +756,20 @@ static int load(config_reader reader, const void *source, const char *name,
 {
         struct loader l = { .diag = diag };
         config_t cfg;
-        int r = 0;
 
         l.policy = calloc(1, sizeof(*l.policy));
-        if (!l.policy || !(l.policy->name = strdup(name))) {
-                free(l.policy);
+        if (!l.policy)
                 return -ENOMEM;
-        }
+        pf_policy_head_defaults(l.policy);
+        add_string(&l, "");
+        l.name = add_string(&l, name);
         config_init(&cfg);
         if (reader(&cfg, source) != CONFIG_TRUE)
                 report(&l, (unsigned)config_error_line(&cfg), "%s", config_error_text(&cfg));
         else
                 load_config(&l, config_root_setting(&cfg));
         config_destroy(&cfg);
-        return finish(&l, r, out);
+        return finish(&l, out);
 }
 
 static int start_diag(struct pf_diag *diag, const char *name)
@@ -918,11 +793,20 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
         FILE *f;
         int r;
 
-        if (strcmp(path, PF_POLICY_BUILTIN) == 0)
-                return pf_policy_load_text("version = 1;\n", path, out, diag);
         r = start_diag(diag, path);
         if (r < 0)
                 return r;
+        if (strcmp(path, PF_POLICY_BUILTIN) == 0) {
+                char why[512];
+
+                r = pf_policy_default(out, why, sizeof(why));
+                if (r < 0) {
+                        struct loader l = { .diag = diag };
+
+                        report(&l, 0, "%s", why);
+                }
+                return r;
+        }
         f = fopen(path, "re");
         if (!f || fstat(fileno(f), &st) < 0 || S_ISDIR(st.st_mode)) {
                 struct loader l = { .diag = diag };
@@ -952,77 +836,3 @@ const char *pf_policy_path(const char *explicit_path)
         return PF_POLICY_BUILTIN;
 }
 
-/* ---- decide ------------------------------------------------------------- */
-
-static bool conditions_match(const struct pf_rule *rule, const struct pf_query *q)
-{
-        if (rule->has_family && rule->family != q->addr.family)
-                return false;
-        if (rule->has_cidr && !pf_cidr_match(&rule->cidr, &q->addr))
-                return false;
-        if (rule->program && !(q->program && pf_glob_match(rule->program, q->program)))
-                return false;
-        return true;
-}
-
-static void verdict_of(const struct pf_policy *p, enum pf_action action, uint16_t target,
-                       struct pf_verdict *out)
-{
-        out->action = action;
-        out->target = action == PF_REMAP ? target : 0;
-        out->err = action == PF_REFUSE ? p->refuse_errno : 0;
-}
-
-void pf_decide(const struct pf_policy *p, const struct pf_query *q, struct pf_verdict *out)
-{
-        const unsigned port = q->port;
-        const enum pf_proto proto = q->proto;
-        struct pf_slot slot;
-
-        *out = (struct pf_verdict){ .action = PF_ALLOW };
-        if (port == 0)
-                return;
-        out->guarded = pf_portset_has(&p->guarded[proto], port);
-        slot = p->slots[proto][port];
-        if (slot.rule && !(p->rule_kind[slot.rule - 1] & PF_KIND_CONDITIONAL)) {
-                out->rule = slot.rule;
-                verdict_of(p, p->rule_kind[slot.rule - 1] & PF_KIND_ACTION, slot.target, out);
-                return;
-        }
-        /* Conditional rules: only the ones after the first that covers port. */
-        for (unsigned i = slot.rule ? slot.rule - 1u : p->rule_count; i < p->rule_count; i++) {
-                const struct pf_rule *rule = &p->rules[i];
-
-                if (!(rule->protos & PF_PROTO_BIT(proto)) || !rule_covers(p, rule, port) ||
-                    !conditions_match(rule, q))
-                        continue;
-                out->rule = i + 1;
-                verdict_of(p, rule->action,
-                           rule->action == PF_REMAP ? rule_target_at(p, rule, rule_rank(p, rule, port)) : 0,
-                           out);
-                return;
-        }
-        if (!out->guarded)
-                return;
-        verdict_of(p, p->default_action,
-                   p->default_action != PF_REMAP ? 0 :
-                   slot.rule ? pool_nth(p, guarded_rank(p, proto, port)) : slot.target, out);
-}
-
-/* ---- accessors ---------------------------------------------------------- */
-
-const char *pf_policy_name(const struct pf_policy *p) { return p->name; }
-const struct pf_portset *pf_policy_guarded(const struct pf_policy *p, enum pf_proto proto)
-{
-        return &p->guarded[proto];
-}
-const struct pf_portset *pf_policy_pool(const struct pf_policy *p) { return &p->pool; }
-unsigned pf_policy_rule_count(const struct pf_policy *p) { return p->rule_count; }
-unsigned pf_policy_rule_line(const struct pf_policy *p, unsigned rule)
-{
-        return rule >= 1 && rule <= p->rule_count ? p->rules[rule - 1].line : 0;
-}
-bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
-enum pf_on_error pf_policy_on_error(const struct pf_policy *p) { return p->on_error; }
-int pf_policy_refuse_errno(const struct pf_policy *p) { return p->refuse_errno; }
-const struct pf_log_settings *pf_policy_log(const struct pf_policy *p) { return &p->log; }
