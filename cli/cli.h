@@ -38,3 +38,4 @@ void pf_json_portset(FILE *f, const struct pf_portset *set);    /* ["lo-hi", ...
 int pf_cmd_check(int argc, char **argv);
 int pf_cmd_ranges(int argc, char **argv);
 int pf_cmd_suggest(int argc, char **argv);
+int pf_cmd_run(int argc, char **argv);

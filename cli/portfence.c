@@ -9,6 +9,7 @@ static const struct pf_command commands[] = {
         { "check", pf_cmd_check, "validate the policy; show the verdict for ports" },
         { "ranges", pf_cmd_ranges, "show the port ranges of known stacks and of this host" },
         { "suggest", pf_cmd_suggest, "suggest server ports safe on the named stacks" },
+        { "run", pf_cmd_run, "run a command with its binds fenced by the LD_PRELOAD shim" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/* The shim's log: each line formatted into a stack buffer without stdio and
+ * written with one write(2), so lines of many processes never interleave and
+ * logging is safe in a signal handler. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+extern char *program_invocation_short_name;
+
+static int log_fd = -1;
+static enum pf_log_to log_to;
+static enum pf_log_level log_level = PF_LEVEL_WARN;
+static enum pf_log_format log_format;
+
+struct line {
+        char text[768];
+        size_t len;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+        if (n > sizeof(l->text) - 1 - l->len)
+                n = sizeof(l->text) - 1 - l->len;
+        memcpy(l->text + l->len, s, n);
+        l->len += n;
+}
+
+static void put_str(struct line *l, const char *s)
+{
+        put(l, s, strlen(s));
+}
+
+static void put_uint(struct line *l, unsigned long value)
+{
+        char digits[24];
+        size_t n = sizeof(digits);
+
+        do {
+                digits[--n] = (char)('0' + value % 10);
+                value /= 10;
+        } while (value);
+        put(l, digits + n, sizeof(digits) - n);
+}
+
+/* A JSON string; program names are the only free text that reaches here. */
+static void put_json_str(struct line *l, const char *s)
+{
+        put(l, "\"", 1);
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+
+                if (c == '"' || c == '\\') {
+                        put(l, "\\", 1);
+                        put(l, s, 1);
+                } else if (c < 0x20) {
+                        put(l, "?", 1);
+                } else {
+                        put(l, s, 1);
+                }
+        }
+        put(l, "\"", 1);
+}
+
+static size_t format_hex16(uint16_t value, char *out)
+{
+        static const char hex[] = "0123456789abcdef";
+        size_t n = 0;
+        bool started = false;
+
+        for (int shift = 12; shift >= 0; shift -= 4) {
+                unsigned digit = (value >> shift) & 0xf;
+
+                if (digit || started || shift == 0) {
+                        out[n++] = hex[digit];
+                        started = true;
+                }
+        }
+        return n;
+}
+
+size_t shim_format_addr(const struct sockaddr *addr, char *buf, size_t size)
+{
+        struct line l = { .len = 0 };
+
+        if (addr->sa_family == AF_INET) {
+                const uint8_t *b = (const uint8_t *)&((const struct sockaddr_in *)(const void *)addr)->sin_addr;
+
+                for (int i = 0; i < 4; i++) {
+                        if (i)
+                                put(&l, ".", 1);
+                        put_uint(&l, b[i]);
+                }
+        } else if (addr->sa_family == AF_INET6) {
+                const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
+                uint16_t words[8];
+                int best = -1, best_len = 1;
+
+                for (int i = 0; i < 8; i++)
+                        words[i] = (uint16_t)(b[2 * i] << 8 | b[2 * i + 1]);
+                for (int i = 0; i < 8;) {       /* the longest run of zeros becomes "::" */
+                        int j = i;
+
+                        while (j < 8 && words[j] == 0)
+                                j++;
+                        if (j - i > best_len) {
+                                best = i;
+                                best_len = j - i;
+                        }
+                        i = j > i ? j : i + 1;
+                }
+                for (int i = 0; i < 8; i++) {
+                        char hex[4];
+
+                        if (i == best) {
+                                put(&l, "::", 2);
+                                i += best_len - 1;
+                                continue;
+                        }
+                        if (i && i != best + best_len)
+                                put(&l, ":", 1);
+                        put(&l, hex, format_hex16(words[i], hex));
+                }
+        } else {
+                put_str(&l, "?");
+        }
+        if (size) {
+                size_t n = l.len < size - 1 ? l.len : size - 1;
+
+                memcpy(buf, l.text, n);
+                buf[n] = '\0';
+        }
+        return l.len;
+}
+
+static int open_syslog(void)
+{
+        struct sockaddr_un sun = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+                close(fd);
+                fd = -1;
+        }
+        return fd;
+}
+
+void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level level)
+{
+        log_to = settings->to;
+        log_level = level;
+        log_format = settings->format;
+        if (log_to == PF_LOG_FILE)
+                log_fd = open(settings->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        else if (log_to == PF_LOG_SYSLOG)
+                log_fd = open_syslog();
+        if (log_fd < 0)
+                log_to = PF_LOG_STDERR;         /* say it somewhere rather than nowhere */
+}
+
+bool shim_log_enabled(enum pf_log_level level)
+{
+        return level <= log_level;
+}
+
+static void emit(enum pf_log_level level, struct line *l)
+{
+        static const int syslog_severity[] = { 3, 4, 6, 7 };    /* err, warning, info, debug */
+        int fd = log_to == PF_LOG_STDERR ? STDERR_FILENO : log_fd;
+        struct line framed = { .len = 0 };
+        int saved = errno;
+
+        if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user */
+                put(&framed, "<", 1);
+                put_uint(&framed, 8u + (unsigned)syslog_severity[level]);
+                put(&framed, ">", 1);
+                put(&framed, l->text, l->len);
+                l = &framed;
+        } else {
+                put(l, "\n", 1);
+        }
+        while (write(fd, l->text, l->len) < 0 && errno == EINTR)
+                ;
+        errno = saved;
+}
+
+static void put_prefix(struct line *l)
+{
+        put_str(l, "portfence[");
+        put_uint(l, (unsigned long)getpid());
+        put_str(l, "]: ");
+        put_str(l, program_invocation_short_name);
+        put_str(l, ": ");
+}
+
+void shim_log_text(enum pf_log_level level, const char *text)
+{
+        struct line l = { .len = 0 };
+
+        if (!shim_log_enabled(level))
+                return;
+        if (log_format == PF_FORMAT_JSON) {
+                put_str(&l, "{\"pid\": ");
+                put_uint(&l, (unsigned long)getpid());
+                put_str(&l, ", \"program\": ");
+                put_json_str(&l, program_invocation_short_name);
+                put_str(&l, ", \"message\": ");
+                put_json_str(&l, text);
+                put_str(&l, "}");
+        } else {
+                put_prefix(&l);
+                put_str(&l, text);
+        }
+        emit(level, &l);
+}
+
+static void put_json_event(struct line *l, const struct shim_event *e, const char *addr)
+{
+        struct timespec now;
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        put_str(l, "{\"time\": ");
+        put_uint(l, (unsigned long)now.tv_sec);
+        put_str(l, ".");
+        put_uint(l, (unsigned long)(now.tv_nsec / 100000000));
+        put_uint(l, (unsigned long)(now.tv_nsec / 10000000 % 10));
+        put_uint(l, (unsigned long)(now.tv_nsec / 1000000 % 10));
+        put_str(l, ", \"pid\": ");
+        put_uint(l, (unsigned long)getpid());
+        put_str(l, ", \"program\": ");
+        put_json_str(l, program_invocation_short_name);
+        put_str(l, ", \"call\": \"");
+        put_str(l, e->call);
+        put_str(l, "\", \"proto\": \"");
+        put_str(l, pf_proto_name(e->proto));
+        put_str(l, "\", \"family\": \"");
+        put_str(l, e->addr->sa_family == AF_INET6 ? "ipv6" : "ipv4");
+        put_str(l, "\", \"address\": \"");
+        put_str(l, addr);
+        put_str(l, "\", \"port\": ");
+        put_uint(l, e->port);
+        put_str(l, ", \"action\": \"");
+        put_str(l, pf_action_name(e->action));
+        put_str(l, "\", \"target\": ");
+        if (e->action == PF_REMAP)
+                put_uint(l, e->target);
+        else
+                put_str(l, "null");
+        put_str(l, ", \"errno\": ");
+        if (e->err)
+                put_json_str(l, pf_errno_name(e->err));
+        else
+                put_str(l, "null");
+        put_str(l, "}");
+}
+
+/* "bind 0.0.0.0:40000/tcp: remap -> 7000", "bind [::1]:41000/udp: log" */
+static void put_text_event(struct line *l, const struct shim_event *e, const char *addr)
+{
+        put_prefix(l);
+        put_str(l, e->call);
+        put_str(l, e->addr->sa_family == AF_INET6 ? " [" : " ");
+        put_str(l, addr);
+        put_str(l, e->addr->sa_family == AF_INET6 ? "]:" : ":");
+        put_uint(l, e->port);
+        put_str(l, "/");
+        put_str(l, pf_proto_name(e->proto));
+        put_str(l, ": ");
+        put_str(l, pf_action_name(e->action));
+        if (e->action == PF_REMAP) {
+                put_str(l, " -> ");
+                put_uint(l, e->target);
+        }
+        if (e->err) {
+                put_str(l, " (");
+                put_str(l, pf_errno_name(e->err));
+                put_str(l, ")");
+        }
+        if (e->note) {
+                put_str(l, ": ");
+                put_str(l, e->note);
+        }
+}
+
+void shim_log_event(enum pf_log_level level, const struct shim_event *e)
+{
+        struct line l = { .len = 0 };
+        char addr[64];
+
+        if (!shim_log_enabled(level))
+                return;
+        shim_format_addr(e->addr, addr, sizeof(addr));
+        if (log_format == PF_FORMAT_JSON)
+                put_json_event(&l, e, addr);
+        else
+                put_text_event(&l, e, addr);
+        emit(level, &l);
+}

@@ -1,0 +1,700 @@
+/* SPDX-License-Identifier: MIT */
+/* libportfence.so: an LD_PRELOAD shim that applies the policy to bind(),
+ * follows remaps on connect()/sendto()/sendmsg(), and reports the requested
+ * ports back through getsockname()/getpeername()/recvfrom()/recvmsg().
+ *
+ * Three layers per call (as socket_wrapper does): libc_X() calls the real
+ * symbol, pf_X() holds the logic, X() is the exported one-line forwarder.
+ * The call path takes no lock, allocates nothing, keeps errno on success and
+ * is async-signal-safe; what it does not guard goes to libc untouched. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern char *program_invocation_short_name;
+
+/* ---- the real functions ----------------------------------------------------- */
+
+enum real_symbol {
+        REAL_BIND, REAL_CONNECT, REAL_LISTEN, REAL_GETSOCKNAME, REAL_GETPEERNAME,
+        REAL_SENDTO, REAL_SENDMSG, REAL_RECVFROM, REAL_RECVMSG, REAL_COUNT
+};
+
+static const char *const real_names[REAL_COUNT] = {
+        "bind", "connect", "listen", "getsockname", "getpeername",
+        "sendto", "sendmsg", "recvfrom", "recvmsg",
+};
+
+static void *real_functions[REAL_COUNT];
+static __thread int resolving __attribute__((tls_model("initial-exec")));
+
+/* The next definition of a symbol, resolved once. NULL while a resolution is
+ * under way on this thread (dlsym itself may bind or connect): the caller
+ * then makes the system call directly. */
+static void *real(enum real_symbol which)
+{
+        void *fn = __atomic_load_n(&real_functions[which], __ATOMIC_ACQUIRE);
+
+        if (fn || resolving)
+                return fn;
+        resolving = 1;
+        fn = dlsym(RTLD_NEXT, real_names[which]);
+        resolving = 0;
+        __atomic_store_n(&real_functions[which], fn, __ATOMIC_RELEASE);
+        return fn;
+}
+
+typedef int (*addr_fn)(int, const struct sockaddr *, socklen_t);
+typedef int (*name_fn)(int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
+
+static int libc_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        addr_fn fn = (addr_fn)real(REAL_BIND);
+
+        return fn ? fn(fd, addr, len) : (int)syscall(SYS_bind, fd, addr, len);
+}
+
+static int libc_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        addr_fn fn = (addr_fn)real(REAL_CONNECT);
+
+        return fn ? fn(fd, addr, len) : (int)syscall(SYS_connect, fd, addr, len);
+}
+
+static int libc_listen(int fd, int backlog)
+{
+        int (*fn)(int, int) = (int (*)(int, int))real(REAL_LISTEN);
+
+        return fn ? fn(fd, backlog) : (int)syscall(SYS_listen, fd, backlog);
+}
+
+static int libc_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        name_fn fn = (name_fn)real(REAL_GETSOCKNAME);
+
+        return fn ? fn(fd, addr, len) : (int)syscall(SYS_getsockname, fd, addr, len);
+}
+
+static int libc_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        name_fn fn = (name_fn)real(REAL_GETPEERNAME);
+
+        return fn ? fn(fd, addr, len) : (int)syscall(SYS_getpeername, fd, addr, len);
+}
+
+static ssize_t libc_sendto(int fd, const void *buf, size_t n, int flags,
+                           const struct sockaddr *addr, socklen_t len)
+{
+        sendto_fn fn = (sendto_fn)real(REAL_SENDTO);
+
+        return fn ? fn(fd, buf, n, flags, addr, len) : syscall(SYS_sendto, fd, buf, n, flags, addr, len);
+}
+
+static ssize_t libc_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+        sendmsg_fn fn = (sendmsg_fn)real(REAL_SENDMSG);
+
+        return fn ? fn(fd, msg, flags) : syscall(SYS_sendmsg, fd, msg, flags);
+}
+
+static ssize_t libc_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                             socklen_t *len)
+{
+        recvfrom_fn fn = (recvfrom_fn)real(REAL_RECVFROM);
+
+        return fn ? fn(fd, buf, n, flags, addr, len) : syscall(SYS_recvfrom, fd, buf, n, flags, addr, len);
+}
+
+static ssize_t libc_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+        recvmsg_fn fn = (recvmsg_fn)real(REAL_RECVMSG);
+
+        return fn ? fn(fd, msg, flags) : syscall(SYS_recvmsg, fd, msg, flags);
+}
+
+/* ---- the policy ------------------------------------------------------------- */
+
+enum { POLICY_NONE, POLICY_LOADING, POLICY_READY };
+
+static const struct pf_policy *policy;  /* NULL when ready: everything passes */
+static int policy_state = POLICY_NONE;
+static pid_t policy_loader;
+
+/* The addresses of this host, read once: a connect() to one of them is local. */
+#define MAX_LOCAL 64
+static struct pf_addr local_addrs[MAX_LOCAL];
+static unsigned local_count;
+
+static void read_local_addresses(void)
+{
+        struct ifaddrs *list;
+
+        if (getifaddrs(&list) < 0)
+                return;
+        for (struct ifaddrs *i = list; i && local_count < MAX_LOCAL; i = i->ifa_next) {
+                if (!i->ifa_addr)
+                        continue;
+                if (i->ifa_addr->sa_family == AF_INET)
+                        pf_addr_set_in4(&local_addrs[local_count++],
+                                        &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr);
+                else if (i->ifa_addr->sa_family == AF_INET6)
+                        pf_addr_set_in6(&local_addrs[local_count++],
+                                        &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr);
+        }
+        freeifaddrs(list);
+}
+
+static enum pf_log_level env_level(enum pf_log_level level)
+{
+        const char *text = secure_getenv("PORTFENCE_LOG_LEVEL");
+        static const char *const names[] = { "error", "warn", "info", "debug" };
+
+        for (int i = 0; text && i < 4; i++)
+                if (strcmp(text, names[i]) == 0)
+                        return (enum pf_log_level)i;
+        return level;
+}
+
+/* A policy that cannot be used: on_error = refuse guards with the built-in
+ * default (this host's range, refuse); allow lets everything pass. */
+static const struct pf_policy *fallback_policy(void)
+{
+        const char *on_error = secure_getenv("PORTFENCE_ON_ERROR");
+        struct pf_policy *builtin = NULL;
+        char why[256];
+
+        if (on_error && strcmp(on_error, "allow") == 0) {
+                shim_log_text(PF_LEVEL_ERROR, "on_error = allow: every bind passes");
+                return NULL;
+        }
+        if (pf_policy_default(&builtin, why, sizeof(why)) < 0) {
+                shim_log_text(PF_LEVEL_ERROR, why);
+                return NULL;
+        }
+        shim_log_text(PF_LEVEL_ERROR, "on_error = refuse: guarding this host's ephemeral range");
+        return builtin;
+}
+
+static void load_policy(void)
+{
+        const char *path = secure_getenv("PORTFENCE_POLICY");
+        struct pf_log_settings log = { .to = PF_LOG_STDERR, .level = PF_LEVEL_INFO };
+        const struct pf_policy *loaded = NULL;
+        int r = path && *path ? pf_policy_map(path, &loaded) : -ENOENT;
+
+        read_local_addresses();
+        if (r == 0) {
+                pf_policy_log(loaded, &log);
+                shim_log_open(&log, env_level(log.level));
+                policy = loaded;
+                return;
+        }
+        shim_log_open(&log, env_level(log.level));
+        if (!path || !*path) {
+                char why[256];
+                struct pf_policy *builtin = NULL;
+
+                /* Preloaded without 'portfence run': the built-in default. */
+                if (pf_policy_default(&builtin, why, sizeof(why)) < 0)
+                        shim_log_text(PF_LEVEL_ERROR, why);
+                policy = builtin;
+                return;
+        }
+        shim_log_text(PF_LEVEL_ERROR, r == -EINVAL ?
+                      "the compiled policy in PORTFENCE_POLICY is damaged or of another build" :
+                      "cannot open the compiled policy in PORTFENCE_POLICY");
+        policy = fallback_policy();
+}
+
+/* The policy, loaded by the first caller (our constructor, or a guarded call
+ * that came before it). Other threads wait for that load; a signal handler
+ * interrupting the load on the loading thread passes through (NULL). */
+static const struct pf_policy *shim_policy(void)
+{
+        int state = __atomic_load_n(&policy_state, __ATOMIC_ACQUIRE);
+        int expected = POLICY_NONE;
+
+        if (state == POLICY_READY)
+                return policy;
+        if (__atomic_compare_exchange_n(&policy_state, &expected, POLICY_LOADING, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                __atomic_store_n(&policy_loader, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+                load_policy();
+                __atomic_store_n(&policy_state, POLICY_READY, __ATOMIC_RELEASE);
+                return policy;
+        }
+        if (__atomic_load_n(&policy_loader, __ATOMIC_ACQUIRE) == (pid_t)syscall(SYS_gettid))
+                return NULL;
+        while (__atomic_load_n(&policy_state, __ATOMIC_ACQUIRE) != POLICY_READY)
+                sched_yield();
+        return policy;
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+        for (int i = 0; i < REAL_COUNT; i++)
+                real(i);
+        shim_policy();
+}
+
+/* ---- remapped ports ------------------------------------------------------------ */
+
+/* (proto, family, real port) -> requested port, for the name calls. Keyed on
+ * ports, not fds, so dup/fork/close need no tracking. Each entry is one
+ * 64-bit word written atomically: no lock, no allocation. */
+#define REMAP_SLOTS 1024
+#define REMAP_PROBES 16
+static uint64_t remapped[REMAP_SLOTS];
+
+static uint64_t remap_key(enum pf_proto proto, int family, uint16_t real_port)
+{
+        return (uint64_t)1 << 40 | (uint64_t)proto << 33 | (uint64_t)(family == AF_INET6) << 32 |
+               (uint64_t)real_port << 16;
+}
+
+static unsigned remap_home(uint16_t real_port)
+{
+        return (real_port * 2654435761u >> 16) % REMAP_SLOTS;
+}
+
+static void remap_record(enum pf_proto proto, int family, uint16_t real_port, uint16_t requested)
+{
+        uint64_t key = remap_key(proto, family, real_port), entry = key | requested;
+        unsigned home = remap_home(real_port);
+
+        for (unsigned i = 0; i < REMAP_PROBES; i++) {
+                uint64_t *slot = &remapped[(home + i) % REMAP_SLOTS];
+                uint64_t old = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+
+                if ((old & ~(uint64_t)0xffff) == key) {
+                        __atomic_store_n(slot, entry, __ATOMIC_RELEASE);
+                        return;
+                }
+                if (old == 0 && __atomic_compare_exchange_n(slot, &old, entry, false,
+                                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                        return;
+        }
+        __atomic_store_n(&remapped[home], entry, __ATOMIC_RELEASE);     /* full: evict */
+}
+
+static bool remap_lookup(enum pf_proto proto, int family, uint16_t real_port, uint16_t *requested)
+{
+        uint64_t key = remap_key(proto, family, real_port);
+        unsigned home = remap_home(real_port);
+
+        for (unsigned i = 0; i < REMAP_PROBES; i++) {
+                uint64_t entry = __atomic_load_n(&remapped[(home + i) % REMAP_SLOTS], __ATOMIC_ACQUIRE);
+
+                if ((entry & ~(uint64_t)0xffff) == key) {
+                        *requested = (uint16_t)entry;
+                        return true;
+                }
+                if (entry == 0)
+                        return false;
+        }
+        return false;
+}
+
+/* ---- requests --------------------------------------------------------------- */
+
+/* An AF_INET/AF_INET6 address with a port, as the policy sees it. */
+struct request {
+        int family;
+        uint16_t port;
+        struct pf_query query;
+};
+
+/* Fill req from a caller's address; false for anything the shim does not
+ * guard (NULL, short, other families, port 0), which then goes to libc. */
+static bool read_request(const struct sockaddr *addr, socklen_t len, struct request *req)
+{
+        if (!addr || len < (socklen_t)sizeof(sa_family_t))
+                return false;
+        req->family = addr->sa_family;
+        if (req->family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)addr;
+
+                req->port = ntohs(in->sin_port);
+                pf_addr_set_in4(&req->query.addr, &in->sin_addr);
+        } else if (req->family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)addr;
+
+                req->port = ntohs(in6->sin6_port);
+                pf_addr_set_in6(&req->query.addr, &in6->sin6_addr);
+        } else {
+                return false;
+        }
+        req->query.port = req->port;
+        req->query.program = program_invocation_short_name;
+        return req->port != 0;
+}
+
+/* The socket's protocol, asked of the socket itself (flags such as
+ * SOCK_CLOEXEC do not matter). False for sockets that are not TCP or UDP and
+ * for bad descriptors, which then go to libc for the real error. */
+static bool socket_proto(int fd, enum pf_proto *proto)
+{
+        int value = 0;
+        socklen_t len = sizeof(value);
+        int saved = errno;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &value, &len) < 0) {
+                errno = saved;
+                return false;
+        }
+        if (value == IPPROTO_TCP)
+                *proto = PF_TCP;
+        else if (value == IPPROTO_UDP)
+                *proto = PF_UDP;
+        else
+                return false;
+        return true;
+}
+
+static bool socket_family_is(int fd, int family)
+{
+        int value = 0;
+        socklen_t len = sizeof(value);
+        int saved = errno;
+        bool same = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) == 0 && value == family;
+
+        errno = saved;
+        return same;
+}
+
+/* Decide a request for the socket's protocol. Returns false (pass through)
+ * when the policy lets both protocols pass without a word, so the common
+ * unguarded bind costs two table lookups and no extra system call. */
+static bool decide_request(const struct pf_policy *p, int fd, struct request *req,
+                           struct pf_verdict *out)
+{
+        struct pf_verdict tcp, udp;
+
+        req->query.proto = PF_TCP;
+        pf_decide(p, &req->query, &tcp);
+        req->query.proto = PF_UDP;
+        pf_decide(p, &req->query, &udp);
+        if (tcp.action == PF_ALLOW && udp.action == PF_ALLOW)
+                return false;
+        if (!socket_proto(fd, &req->query.proto))
+                return false;
+        *out = req->query.proto == PF_TCP ? tcp : udp;
+        return out->action != PF_ALLOW;
+}
+
+/* A copy of the caller's address with another port; the caller's stays as
+ * it was. */
+static socklen_t with_port(const struct sockaddr *addr, socklen_t len, uint16_t port,
+                           struct sockaddr_storage *copy)
+{
+        socklen_t n = len < (socklen_t)sizeof(*copy) ? len : (socklen_t)sizeof(*copy);
+
+        memcpy(copy, addr, (size_t)n);
+        if (copy->ss_family == AF_INET)
+                ((struct sockaddr_in *)(void *)copy)->sin_port = htons(port);
+        else
+                ((struct sockaddr_in6 *)(void *)copy)->sin6_port = htons(port);
+        return n;
+}
+
+static void log_decision(const char *call, const struct request *req, const struct sockaddr *addr,
+                         const struct pf_verdict *v, int err, enum pf_log_level level)
+{
+        struct shim_event event = {
+                .call = call, .proto = req->query.proto, .addr = addr, .port = req->port,
+                .action = v->action, .target = v->target, .err = err,
+        };
+
+        shim_log_event(level, &event);
+}
+
+/* ---- bind ------------------------------------------------------------------ */
+
+static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        const struct pf_policy *p;
+        struct sockaddr_storage copy;
+        struct pf_verdict v;
+        struct request req;
+        int saved = errno, r;
+
+        if (!read_request(addr, len, &req) || !(p = shim_policy()) ||
+            !decide_request(p, fd, &req, &v))
+                return libc_bind(fd, addr, len);
+        switch (v.action) {
+        case PF_REFUSE:
+                if (!socket_family_is(fd, req.family))
+                        return libc_bind(fd, addr, len);        /* the kernel's own error */
+                log_decision("bind", &req, addr, &v, v.err, PF_LEVEL_INFO);
+                errno = v.err;
+                return -1;
+        case PF_REMAP:
+                r = libc_bind(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
+                if (r == 0)
+                        remap_record(req.query.proto, req.family, v.target, req.port);
+                log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
+                break;
+        default:        /* PF_LOG */
+                r = libc_bind(fd, addr, len);
+                log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
+                break;
+        }
+        if (r == 0)
+                errno = saved;
+        return r;
+}
+
+EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        return pf_bind(fd, addr, len);
+}
+
+/* ---- connect, sendto, sendmsg: follow remaps to local servers ----------------- */
+
+static bool is_local(const struct pf_addr *addr)
+{
+        static const uint8_t zero[16];
+
+        if (addr->family == PF_IPV4) {
+                uint32_t a = ntohl(addr->v4.s_addr);
+
+                if (a >> 24 == 127 || a == 0)
+                        return true;
+        } else if (IN6_IS_ADDR_LOOPBACK(&addr->v6) || memcmp(&addr->v6, zero, 16) == 0) {
+                return true;
+        }
+        for (unsigned i = 0; i < local_count; i++)
+                if (local_addrs[i].family == addr->family &&
+                    memcmp(&local_addrs[i].v6, &addr->v6,
+                           addr->family == PF_IPV4 ? sizeof(addr->v4) : sizeof(addr->v6)) == 0)
+                        return true;
+        return false;
+}
+
+/* Where a local destination's server was moved to, if the policy moved it.
+ * The destination is decided as a bind of that address with no program:
+ * rules conditioned on a program cannot be followed from another process. */
+static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
+                            struct request *req, struct pf_verdict *v)
+{
+        const struct pf_policy *p;
+
+        if (!read_request(addr, len, req) || !(p = shim_policy()) ||
+            !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
+                return false;
+        req->query.program = NULL;
+        return decide_request(p, fd, req, v) && v->action == PF_REMAP;
+}
+
+static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        struct sockaddr_storage copy;
+        struct pf_verdict v;
+        struct request req;
+        int saved = errno, r;
+
+        if (!redirect_target(fd, addr, len, &req, &v))
+                return libc_connect(fd, addr, len);
+        r = libc_connect(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
+        if (r == 0 || errno == EINPROGRESS)
+                remap_record(req.query.proto, req.family, v.target, req.port);
+        log_decision("connect", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_DEBUG);
+        if (r == 0)
+                errno = saved;
+        return r;
+}
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        return pf_connect(fd, addr, len);
+}
+
+static ssize_t pf_sendto(int fd, const void *buf, size_t n, int flags,
+                         const struct sockaddr *addr, socklen_t len)
+{
+        struct sockaddr_storage copy;
+        struct pf_verdict v;
+        struct request req;
+
+        if (!redirect_target(fd, addr, len, &req, &v))
+                return libc_sendto(fd, buf, n, flags, addr, len);
+        remap_record(req.query.proto, req.family, v.target, req.port);
+        return libc_sendto(fd, buf, n, flags, (struct sockaddr *)&copy,
+                           with_port(addr, len, v.target, &copy));
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                      const struct sockaddr *addr, socklen_t len)
+{
+        return pf_sendto(fd, buf, n, flags, addr, len);
+}
+
+static ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+        struct sockaddr_storage copy;
+        struct msghdr moved;
+        struct pf_verdict v;
+        struct request req;
+
+        if (!msg || !redirect_target(fd, msg->msg_name, msg->msg_namelen, &req, &v))
+                return libc_sendmsg(fd, msg, flags);
+        moved = *msg;
+        moved.msg_namelen = with_port(msg->msg_name, msg->msg_namelen, v.target, &copy);
+        moved.msg_name = &copy;
+        remap_record(req.query.proto, req.family, v.target, req.port);
+        return libc_sendmsg(fd, &moved, flags);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+        return pf_sendmsg(fd, msg, flags);
+}
+
+/* ---- listen ------------------------------------------------------------------ */
+
+static uint16_t bound_port(int fd, int *family)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int saved = errno;
+
+        *family = AF_UNSPEC;
+        if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+                errno = saved;
+                return 0;
+        }
+        *family = ss.ss_family;
+        if (ss.ss_family == AF_INET)
+                return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
+        if (ss.ss_family == AF_INET6)
+                return ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+        return 0;
+}
+
+/* A listener that was never bound gets an ephemeral port from the kernel:
+ * the very collision portfence is about. unbound_listen says what to do. */
+static int pf_listen(int fd, int backlog)
+{
+        const struct pf_policy *p = shim_policy();
+        enum pf_action action = p ? pf_policy_unbound_listen(p) : PF_ALLOW;
+        int family, r;
+        enum pf_proto proto;
+
+        if (action == PF_ALLOW && !shim_log_enabled(PF_LEVEL_DEBUG))
+                return libc_listen(fd, backlog);
+        if (bound_port(fd, &family) != 0 || (family != AF_INET && family != AF_INET6) ||
+            !socket_proto(fd, &proto))
+                return libc_listen(fd, backlog);
+        if (action == PF_REFUSE) {
+                shim_log_text(PF_LEVEL_INFO, "listen on an unbound socket refused (unbound_listen)");
+                errno = pf_policy_refuse_errno(p);
+                return -1;
+        }
+        r = libc_listen(fd, backlog);
+        if (r == 0)
+                shim_log_text(action == PF_LOG ? PF_LEVEL_INFO : PF_LEVEL_DEBUG,
+                              "listen on an unbound socket: the kernel chose an ephemeral port");
+        return r;
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+        return pf_listen(fd, backlog);
+}
+
+/* ---- the name calls: report requested ports --------------------------------- */
+
+/* If addr holds a port this process remapped, put the requested one back.
+ * addr is the caller's output buffer: writing it is the call's job. */
+static void restore_port(int fd, struct sockaddr *addr, socklen_t len, bool peer)
+{
+        const struct pf_policy *p = shim_policy();
+        struct request req;
+        uint16_t requested, other;
+        enum pf_proto proto;
+
+        if (!p || pf_policy_getsockname(p) != PF_GETSOCKNAME_REQUESTED ||
+            !read_request(addr, len, &req) || (peer && !is_local(&req.query.addr)))
+                return;
+        if (!remap_lookup(PF_TCP, req.family, req.port, &requested) &&
+            !remap_lookup(PF_UDP, req.family, req.port, &other))
+                return;
+        if (!socket_proto(fd, &proto) || !remap_lookup(proto, req.family, req.port, &requested))
+                return;
+        if (req.family == AF_INET)
+                ((struct sockaddr_in *)(void *)addr)->sin_port = htons(requested);
+        else
+                ((struct sockaddr_in6 *)(void *)addr)->sin6_port = htons(requested);
+}
+
+static int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        int r = libc_getsockname(fd, addr, len);
+
+        if (r == 0 && len)
+                restore_port(fd, addr, *len, false);
+        return r;
+}
+
+EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        return pf_getsockname(fd, addr, len);
+}
+
+static int pf_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        int r = libc_getpeername(fd, addr, len);
+
+        if (r == 0 && len)
+                restore_port(fd, addr, *len, true);
+        return r;
+}
+
+EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        return pf_getpeername(fd, addr, len);
+}
+
+static ssize_t pf_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                           socklen_t *len)
+{
+        ssize_t r = libc_recvfrom(fd, buf, n, flags, addr, len);
+
+        if (r >= 0 && addr && len)
+                restore_port(fd, addr, *len, true);
+        return r;
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                        socklen_t *len)
+{
+        return pf_recvfrom(fd, buf, n, flags, addr, len);
+}
+
+static ssize_t pf_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+        ssize_t r = libc_recvmsg(fd, msg, flags);
+
+        if (r >= 0 && msg && msg->msg_name)
+                restore_port(fd, msg->msg_name, msg->msg_namelen, true);
+        return r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+        return pf_recvmsg(fd, msg, flags);
+}
