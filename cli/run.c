@@ -155,11 +155,10 @@ int pf_cmd_run(int argc, char **argv)
         if (!policy)
                 return PF_EXIT_USAGE;
         r = save_compiled(policy, compiled, sizeof(compiled));
-        if (r == 0 && strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) != 0 &&
+        source[0] = '\0';      /* the built-in default has no file */
+        if (strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) != 0 &&
             !realpath(pf_policy_name(policy), source))
                 snprintf(source, sizeof(source), "%s", pf_policy_name(policy));
-        else if (r == 0)
-                source[0] = '\0';
         if (r == 0) {
                 setenv("PORTFENCE_POLICY", compiled, 1);
                 setenv("PORTFENCE_CONFIG", source, 1);

@@ -98,6 +98,16 @@ size_t shim_format_addr(const struct sockaddr *addr, char *buf, size_t size)
                                 put(&l, ".", 1);
                         put_uint(&l, b[i]);
                 }
+        } else if (addr->sa_family == AF_INET6 &&
+                   IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr)) {
+                const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
+
+                put_str(&l, "::ffff:");
+                for (int i = 12; i < 16; i++) {
+                        if (i > 12)
+                                put(&l, ".", 1);
+                        put_uint(&l, b[i]);
+                }
         } else if (addr->sa_family == AF_INET6) {
                 const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
                 uint16_t words[8];

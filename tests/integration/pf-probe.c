@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/* pf-probe: runs a little script of socket calls given as arguments and
+ * prints one line per call, so integration tests can compare behaviour with
+ * and without portfence. Words:
+ *   tcp4 tcp6 udp4 udp6 unix devnull   open a socket (or /dev/null); it becomes current
+ *   fd N                               make descriptor N current
+ *   bind ADDR PORT | bindnull | bindshort ADDR PORT | bindunix PATH
+ *   connect ADDR PORT | listen | accept | close
+ *   sockname | peername                print the address the call reports
+ *   send MSG | recv | sendto ADDR PORT MSG | sendmsg ADDR PORT MSG
+ *   recvfrom | recvmsg | echo          (echo: recvfrom, then reply to the sender)
+ *   reuse                              set SO_REUSEADDR (servers restarted by tests)
+ *   ready                              print "ready" and flush (for fixtures)
+ *   wait                               read a line from stdin
+ * Each result line is "WORD RET ERRNO[ extra]", ERRNO a name or 0. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const char *errno_name(int err)
+{
+        const char *name = err ? strerrorname_np(err) : NULL;
+
+        return name ? name : "0";
+}
+
+static socklen_t make_addr(const char *host, const char *port, struct sockaddr_storage *ss)
+{
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+        memset(ss, 0, sizeof(*ss));
+        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                in->sin_port = htons((uint16_t)atoi(port));
+                return sizeof(*in);
+        }
+        if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1) {
+                fprintf(stderr, "pf-probe: bad address '%s'\n", host);
+                exit(2);
+        }
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)atoi(port));
+        return sizeof(*in6);
+}
+
+static void print_addr(const char *word, long ret, int err, const struct sockaddr_storage *ss)
+{
+        char text[INET6_ADDRSTRLEN] = "?";
+        unsigned port = 0;
+
+        if (ss->ss_family == AF_INET) {
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, text, sizeof(text));
+                port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+        } else if (ss->ss_family == AF_INET6) {
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, text, sizeof(text));
+                port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+        }
+        if (ret < 0)
+                printf("%s %ld %s\n", word, ret, errno_name(err));
+        else
+                printf("%s %ld 0 %s %u\n", word, ret, text, port);
+}
+
+static void need(int argc, char **argv, int i, int n)
+{
+        if (i + n >= argc) {
+                fprintf(stderr, "pf-probe: '%s' needs %d argument(s)\n", argv[i], n);
+                exit(2);
+        }
+}
+
+int main(int argc, char **argv)
+{
+        int fd = -1;
+
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        for (int i = 1; i < argc; i++) {
+                const char *w = argv[i];
+                struct sockaddr_storage ss;
+                socklen_t len = sizeof(ss);
+                char buf[512];
+                long r = 0;
+
+                errno = 0;
+                if (!strcmp(w, "tcp4") || !strcmp(w, "tcp6") || !strcmp(w, "udp4") ||
+                    !strcmp(w, "udp6") || !strcmp(w, "unix")) {
+                        int family = w[0] == 'u' && w[1] == 'n' ? AF_UNIX : w[3] == '6' ? AF_INET6 : AF_INET;
+                        int type = w[0] == 't' ? SOCK_STREAM | SOCK_CLOEXEC : SOCK_DGRAM;
+
+                        struct timeval bound = { .tv_sec = 5 };        /* no test waits forever */
+
+                        fd = socket(family, w[0] == 'u' && w[1] == 'n' ? SOCK_STREAM : type, 0);
+                        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+                        printf("%s %d %s\n", w, fd < 0 ? -1 : 0, errno_name(fd < 0 ? errno : 0));
+                        continue;
+                }
+                if (!strcmp(w, "devnull")) {
+                        fd = open("/dev/null", O_RDWR);
+                        printf("devnull %d 0\n", fd < 0 ? -1 : 0);
+                } else if (!strcmp(w, "fd")) {
+                        need(argc, argv, i, 1);
+                        fd = atoi(argv[++i]);
+                } else if (!strcmp(w, "bind") || !strcmp(w, "connect") || !strcmp(w, "bindshort")) {
+                        need(argc, argv, i, 2);
+                        len = make_addr(argv[i + 1], argv[i + 2], &ss);
+                        i += 2;
+                        if (w[0] == 'c')
+                                r = connect(fd, (struct sockaddr *)&ss, len);
+                        else
+                                r = bind(fd, (struct sockaddr *)&ss, w[4] ? sizeof(sa_family_t) + 2 : len);
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "bindnull")) {
+                        r = bind(fd, NULL, 0);
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "bindunix")) {
+                        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+                        need(argc, argv, i, 1);
+                        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", argv[++i]);
+                        unlink(sun.sun_path);
+                        r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "listen")) {
+                        r = listen(fd, 128);
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "accept")) {
+                        r = accept(fd, NULL, NULL);
+                        printf("%s %d %s\n", w, r < 0 ? -1 : 0, errno_name(r < 0 ? errno : 0));
+                        if (r >= 0)
+                                fd = (int)r;
+                } else if (!strcmp(w, "close")) {
+                        r = close(fd);
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "sockname") || !strcmp(w, "peername")) {
+                        memset(&ss, 0, sizeof(ss));
+                        r = w[0] == 's' ? getsockname(fd, (struct sockaddr *)&ss, &len)
+                                        : getpeername(fd, (struct sockaddr *)&ss, &len);
+                        print_addr(w, r, errno, &ss);
+                } else if (!strcmp(w, "send")) {
+                        need(argc, argv, i, 1);
+                        r = send(fd, argv[i + 1], strlen(argv[i + 1]), 0);
+                        i++;
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "sendto") || !strcmp(w, "sendmsg")) {
+                        need(argc, argv, i, 3);
+                        len = make_addr(argv[i + 1], argv[i + 2], &ss);
+                        if (w[4] == 't') {
+                                r = sendto(fd, argv[i + 3], strlen(argv[i + 3]), 0,
+                                           (struct sockaddr *)&ss, len);
+                        } else {
+                                struct iovec iov = { argv[i + 3], strlen(argv[i + 3]) };
+                                struct msghdr msg = { .msg_name = &ss, .msg_namelen = len,
+                                                      .msg_iov = &iov, .msg_iovlen = 1 };
+
+                                r = sendmsg(fd, &msg, 0);
+                        }
+                        i += 3;
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "recv")) {
+                        r = recv(fd, buf, sizeof(buf) - 1, 0);
+                        buf[r > 0 ? r : 0] = '\0';
+                        printf("%s %ld %s %s\n", w, r, errno_name(r < 0 ? errno : 0), buf);
+                } else if (!strcmp(w, "recvfrom") || !strcmp(w, "echo")) {
+                        memset(&ss, 0, sizeof(ss));
+                        r = recvfrom(fd, buf, sizeof(buf) - 1, 0, (struct sockaddr *)&ss, &len);
+                        print_addr(w, r, errno, &ss);
+                        if (r >= 0 && w[0] == 'e')
+                                sendto(fd, buf, (size_t)r, 0, (struct sockaddr *)&ss, len);
+                } else if (!strcmp(w, "recvmsg")) {
+                        struct iovec iov = { buf, sizeof(buf) - 1 };
+                        struct msghdr msg = { .msg_name = &ss, .msg_namelen = sizeof(ss),
+                                              .msg_iov = &iov, .msg_iovlen = 1 };
+
+                        memset(&ss, 0, sizeof(ss));
+                        r = recvmsg(fd, &msg, 0);
+                        print_addr(w, r, errno, &ss);
+                } else if (!strcmp(w, "reuse")) {
+                        int one = 1;
+
+                        r = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
+                } else if (!strcmp(w, "ready")) {
+                        printf("ready\n");
+                } else if (!strcmp(w, "wait")) {
+                        if (!fgets(buf, sizeof(buf), stdin))
+                                return 0;
+                } else {
+                        fprintf(stderr, "pf-probe: unknown word '%s'\n", w);
+                        return 2;
+                }
+        }
+        return 0;
+}
