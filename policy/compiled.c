@@ -221,8 +221,10 @@ struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts)
         p->strings_size = parts->strings_size;
         p->name = parts->name;
         p->log_path = parts->log_path;
-        memcpy((char *)p + rules, parts->rules, parts->rule_count * sizeof(struct pf_rule));
-        memcpy((char *)p + ranges, parts->ranges, parts->range_count * sizeof(struct pf_range));
+        if (parts->rule_count)
+                memcpy((char *)p + rules, parts->rules, parts->rule_count * sizeof(struct pf_rule));
+        if (parts->range_count)
+                memcpy((char *)p + ranges, parts->ranges, parts->range_count * sizeof(struct pf_range));
         memcpy((char *)p + strings, parts->strings, parts->strings_size);
         pool_ranges = (struct pf_pool_range *)(void *)((char *)p + pool);
         for (uint32_t i = 0, before = 0; pf_portset_next_range(&p->pool, &range); i++) {
