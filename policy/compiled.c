@@ -329,7 +329,8 @@ static bool section_fits(const struct pf_policy *p, uint64_t offset, uint64_t co
                count <= (p->size - offset) / item;
 }
 
-/* Every offset and index decide() follows stays inside the block. */
+/* Every offset and index decide() follows stays inside the block (slots:
+ * see pf_decide). */
 static bool policy_valid(const struct pf_policy *p, uint64_t file_size)
 {
         const struct pf_rule *rules;
@@ -359,13 +360,9 @@ static bool policy_valid(const struct pf_policy *p, uint64_t file_size)
                     (rules[i].action == PF_REMAP && !rules[i].has_to && p->pool_count == 0))
                         return false;
         }
-        if (p->default_action == PF_REMAP && p->pool_count == 0)
-                return false;
-        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
-                for (unsigned port = 0; port <= PF_PORT_MAX; port++)
-                        if (p->slots[proto][port].rule > p->rule_count)
-                                return false;
-        return true;
+        /* Slots are checked by decide() as it reads them: touching all
+         * 512 KiB here would cost every wrapped program that much memory. */
+        return !(p->default_action == PF_REMAP && p->pool_count == 0);
 }
 
 int pf_policy_map(const char *path, const struct pf_policy **out)
@@ -438,6 +435,8 @@ void pf_decide(const struct pf_policy *p, const struct pf_query *q, struct pf_ve
                 return;
         out->guarded = pf_portset_has(&p->guarded[proto], port);
         slot = p->slots[proto][port];
+        if (slot.rule > p->rule_count)          /* a damaged mapped file */
+                slot.rule = 0;
         if (slot.rule && !(kinds[slot.rule - 1] & PF_KIND_CONDITIONAL)) {
                 out->rule = slot.rule;
                 verdict_of(p, kinds[slot.rule - 1] & PF_KIND_ACTION, slot.target, out);

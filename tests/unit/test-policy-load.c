@@ -319,11 +319,21 @@ static void test_map_rejects_damage(void **state)
         assert_int_equal(pf_policy_map(path, &mapped), -EINVAL);
 
         assert_int_equal(pf_policy_save(p, path), 0);
-        /* slot of port 8080/tcp names rule 999 of 1 */
+        /* The slot of port 8080/tcp names rule 999 of 1: decide() ignores it. */
         corrupt(path, (long)offsetof(struct pf_policy, slots[PF_TCP][8080].rule), &big, sizeof(big));
-        assert_int_equal(pf_policy_map(path, &mapped), -EINVAL);
-        assert_null(mapped);
+        assert_int_equal(pf_policy_map(path, &mapped), 0);
+        {
+                struct pf_query q = { .proto = PF_TCP, .addr.family = PF_IPV4, .port = 8080 };
+                struct pf_verdict v;
+
+                pf_decide(mapped, &q, &v);
+                assert_int_equal(v.rule, 0);
+                assert_int_equal(v.action, PF_ALLOW);
+        }
+        pf_policy_unmap(mapped);
+        mapped = NULL;
         assert_int_equal(pf_policy_map("/nonexistent/policy.pfc", &mapped), -ENOENT);
+        assert_null(mapped);
         unlink(path);
         free(path);
         pf_policy_free(p);

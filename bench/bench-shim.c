@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/* Benchmark: the cost of libportfence.so, in one run. Children run the same
+ * loops with and without the shim preloaded; the parent prints ns per
+ * iteration and the ratios (targets: <= 1.05 for an allowed port, a remapped
+ * port and an unguarded call; start-up of /bin/true at most 1 ms slower;
+ * at most 1 MiB more RSS).
+ *
+ * usage: bench-shim PATH/TO/libportfence.so */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "policy.h"
+
+#define ROUNDS 7
+#define STARTS 300
+
+enum loop { BIND_ALLOWED, BIND_REMAPPED, BIND_UNGUARDED, CONNECT_ACCEPT, LOOP_COUNT };
+
+static const char *const loop_names[] = {
+        "socket+bind+close, allowed port  ",
+        "socket+bind+close, remapped port ",
+        "socket+bind+close, port 0        ",
+        "connect+accept+close, allowed    ",
+};
+
+static const unsigned iterations[] = { 20000, 20000, 20000, 5000 };
+
+static const char policy_text[] =
+        "version = 1;\n"
+        "ephemeral = \"20000-29999\";\n"
+        "remap_pool = \"7000-7099\";\n"
+        "rules = ( { ports = \"8080\"; action = \"allow\"; },\n"
+        "          { ports = \"20000-20099\"; action = \"remap\"; to = 7300; } );\n"
+        "log = { level = \"error\"; };\n";
+
+static double now_ns(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static struct sockaddr_in loopback(unsigned port)
+{
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        return in;
+}
+
+static void bind_loop(unsigned port, unsigned n)
+{
+        struct sockaddr_in in = loopback(port);
+
+        for (unsigned i = 0; i < n; i++) {
+                int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+                if (bind(fd, (struct sockaddr *)&in, sizeof(in)) < 0) {
+                        perror("bench-shim: bind");
+                        exit(1);
+                }
+                close(fd);
+        }
+}
+
+static void connect_loop(unsigned n)
+{
+        struct sockaddr_in in = loopback(7399);
+        struct linger reset = { 1, 0 };
+        int one = 1, server = socket(AF_INET, SOCK_STREAM, 0);
+
+        setsockopt(server, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(server, (struct sockaddr *)&in, sizeof(in)) < 0 || listen(server, 64) < 0) {
+                perror("bench-shim: listen");
+                exit(1);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                int c = socket(AF_INET, SOCK_STREAM, 0), a;
+
+                if (connect(c, (struct sockaddr *)&in, sizeof(in)) < 0 ||
+                    (a = accept(server, NULL, NULL)) < 0) {
+                        perror("bench-shim: connect");
+                        exit(1);
+                }
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+                close(c);
+                close(a);
+        }
+        close(server);
+}
+
+/* In a child: run one loop, print ns per iteration. */
+static int child_loop(enum loop which)
+{
+        unsigned n = iterations[which];
+        double start = now_ns();
+
+        switch (which) {
+        case BIND_ALLOWED: bind_loop(8080, n); break;
+        case BIND_REMAPPED: bind_loop(20001, n); break;
+        case BIND_UNGUARDED: bind_loop(0, n); break;
+        default: connect_loop(n); break;
+        }
+        printf("%.1f\n", (now_ns() - start) / n);
+        return 0;
+}
+
+static long rss_kib(void)
+{
+        char line[256];
+        long kib = -1;
+        FILE *f = fopen("/proc/self/status", "r");
+
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+                        break;
+        if (f)
+                fclose(f);
+        return kib;
+}
+
+/* Run argv with or without the shim; returns what it printed as a number,
+ * and its wall time in *ns. */
+static double spawn(char *const argv[], const char *shim, double *ns)
+{
+        int out[2];
+        char buf[64] = "";
+        double start = now_ns();
+        pid_t pid;
+        ssize_t n;
+
+        if (pipe(out) < 0)
+                exit(1);
+        pid = fork();
+        if (pid == 0) {
+                dup2(out[1], STDOUT_FILENO);
+                close(out[0]);
+                if (shim)
+                        setenv("LD_PRELOAD", shim, 1);
+                else
+                        unsetenv("LD_PRELOAD");
+                execv(argv[0], argv);
+                _exit(127);
+        }
+        close(out[1]);
+        n = read(out[0], buf, sizeof(buf) - 1);
+        close(out[0]);
+        waitpid(pid, NULL, 0);
+        if (ns)
+                *ns = now_ns() - start;
+        buf[n > 0 ? n : 0] = '\0';
+        return atof(buf);
+}
+
+int main(int argc, char **argv)
+{
+        char self[4096], which[8], compiled[] = "/tmp/bench-shim-XXXXXX";
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        ssize_t len;
+        int fd;
+
+        if (argc == 3 && strcmp(argv[1], "--loop") == 0)
+                return child_loop((enum loop)atoi(argv[2]));
+        if (argc == 2 && strcmp(argv[1], "--rss") == 0) {
+                printf("%ld\n", rss_kib());
+                return 0;
+        }
+        if (argc != 2) {
+                fprintf(stderr, "usage: bench-shim PATH/TO/libportfence.so\n");
+                return 2;
+        }
+        len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        fd = mkstemp(compiled);
+        if (len < 0 || fd < 0 || pf_policy_load_text(policy_text, "bench.conf", &policy, &diag) < 0 ||
+            pf_policy_save(policy, compiled) < 0) {
+                fprintf(stderr, "bench-shim: cannot prepare the policy\n");
+                return 1;
+        }
+        close(fd);
+        self[len] = '\0';
+        pf_diag_free(&diag);
+        pf_policy_free(policy);
+        setenv("PORTFENCE_POLICY", compiled, 1);
+
+        printf("loop                               without      with   ratio (target <= 1.05)\n");
+        for (int loop = 0; loop < LOOP_COUNT; loop++) {
+                double best_plain = 1e18, best_shim = 1e18;
+                char *args[] = { self, "--loop", which, NULL };
+
+                snprintf(which, sizeof(which), "%d", loop);
+                for (int round = 0; round < ROUNDS; round++) {  /* interleaved, best of */
+                        double plain = spawn(args, NULL, NULL), shim = spawn(args, argv[1], NULL);
+
+                        best_plain = plain < best_plain ? plain : best_plain;
+                        best_shim = shim < best_shim ? shim : best_shim;
+                }
+                printf("%s %7.0f ns %7.0f ns   %.3f\n", loop_names[loop], best_plain, best_shim,
+                       best_shim / best_plain);
+        }
+
+        /* The shim asks a guarded socket its protocol: one getsockopt(2). */
+        {
+                int probe = socket(AF_INET, SOCK_DGRAM, 0), value;
+                socklen_t size = sizeof(value);
+                double start = now_ns();
+
+                for (int i = 0; i < 100000; i++)
+                        getsockopt(probe, SOL_SOCKET, SO_PROTOCOL, &value, &size);
+                printf("for scale: one getsockopt(SO_PROTOCOL) costs %.0f ns here\n",
+                       (now_ns() - start) / 100000);
+                close(probe);
+        }
+
+        char *true_args[] = { "/bin/true", NULL };
+        double plain_total = 0, shim_total = 0, ns;
+
+        for (int i = 0; i < STARTS; i++) {
+                spawn(true_args, NULL, &ns);
+                plain_total += ns;
+                spawn(true_args, argv[1], &ns);
+                shim_total += ns;
+        }
+        printf("start-up of /bin/true: %.0f us without, %.0f us with: +%.0f us (target <= 1000 us)\n",
+               plain_total / STARTS / 1e3, shim_total / STARTS / 1e3,
+               (shim_total - plain_total) / STARTS / 1e3);
+
+        char *rss_args[] = { self, "--rss", NULL };
+        double rss_plain = spawn(rss_args, NULL, NULL), rss_shim = spawn(rss_args, argv[1], NULL);
+
+        printf("RSS: %.0f KiB without, %.0f KiB with: +%.0f KiB (target <= 1024 KiB)\n", rss_plain,
+               rss_shim, rss_shim - rss_plain);
+        unlink(compiled);
+        return 0;
+}
