@@ -403,6 +403,13 @@ void pf_policy_unmap(const struct pf_policy *p)
 
 /* ---- decide ---------------------------------------------------------------- */
 
+/* The default's remap target: in the slot, unless a rule owns the slot. */
+static uint16_t default_target(const struct pf_policy *p, enum pf_proto proto, unsigned port,
+                               struct pf_slot slot)
+{
+        return slot.rule ? pool_nth(p, guarded_rank(p, proto, port)) : slot.target;
+}
+
 static bool conditions_match(const struct pf_policy *p, const struct pf_rule *rule,
                              const struct pf_query *q)
 {
@@ -458,8 +465,63 @@ void pf_decide(const struct pf_policy *p, const struct pf_query *q, struct pf_ve
         if (!out->guarded)
                 return;
         verdict_of(p, p->default_action,
-                   p->default_action != PF_REMAP ? 0 :
-                   slot.rule ? pool_nth(p, guarded_rank(p, proto, port)) : slot.target, out);
+                   p->default_action == PF_REMAP ? default_target(p, proto, port, slot) : 0, out);
+}
+
+int pf_policy_chain(const struct pf_policy *p, enum pf_proto proto, unsigned port,
+                    struct pf_step *steps, unsigned max)
+{
+        struct pf_slot slot = p->slots[proto][port];
+        enum pf_action action;
+        unsigned n = 0;
+
+        if (port != 0 && slot.rule && slot.rule <= p->rule_count) {
+                for (uint32_t i = slot.rule - 1u; i < p->rule_count; i++) {
+                        const struct pf_rule *rule = &rules_of(p)[i];
+
+                        if (!(rule->protos & PF_PROTO_BIT(proto)) || !rule_covers(p, rule, port))
+                                continue;
+                        if (n == max)
+                                return -E2BIG;
+                        steps[n++] = (struct pf_step){
+                                .action = rule->action, .rule = i + 1, .conditional = rule->conditional,
+                                .target = rule->action == PF_REMAP ?
+                                          rule_target_at(p, rule, rule_rank(p, rule, port)) : 0,
+                        };
+                        if (!rule->conditional)
+                                return (int)n;
+                }
+        }
+        if (n == max)
+                return -E2BIG;
+        action = port != 0 && pf_portset_has(&p->guarded[proto], port) ? p->default_action : PF_ALLOW;
+        steps[n++] = (struct pf_step){
+                .action = action,
+                .target = action == PF_REMAP ? default_target(p, proto, port, slot) : 0,
+        };
+        return (int)n;
+}
+
+void pf_policy_conditions(const struct pf_policy *p, unsigned rule, struct pf_conditions *out)
+{
+        const struct pf_rule *r = &rules_of(p)[rule - 1];
+
+        *out = (struct pf_conditions){
+                .has_family = r->has_family, .family = r->family,
+                .has_cidr = r->has_cidr, .cidr_addr = r->cidr.addr, .cidr_prefix = r->cidr.prefix,
+                .program = r->program ? string_at(p, r->program) : NULL,
+        };
+}
+
+bool pf_conditions_match(const struct pf_conditions *c, const struct pf_query *q)
+{
+        struct pf_cidr cidr = { c->cidr_addr, c->cidr_prefix };
+
+        if (c->has_family && c->family != q->addr.family)
+                return false;
+        if (c->has_cidr && !pf_cidr_match(&cidr, &q->addr))
+                return false;
+        return !c->program || (q->program && pf_glob_match(c->program, q->program));
 }
 
 /* ---- accessors ------------------------------------------------------------- */

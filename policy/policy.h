@@ -102,6 +102,32 @@ uint64_t pf_policy_hash(const struct pf_policy *policy);
 void pf_decide(const struct pf_policy *policy, const struct pf_query *query,
                struct pf_verdict *out);
 
+/* For enforcers that cannot call pf_decide() (the BPF programs): the rules
+ * that can decide a bind of port, in order. Every step but the last has
+ * conditions (family, address, program) to check per call; the last has
+ * none: a rule, the default for a guarded port, or allow. Fills at most max
+ * steps and returns their count, or -E2BIG when the port needs more. */
+struct pf_step {
+        enum pf_action action;
+        uint16_t target;        /* PF_REMAP */
+        unsigned rule;          /* 1-based, 0 for the default / not guarded */
+        bool conditional;
+};
+int pf_policy_chain(const struct pf_policy *policy, enum pf_proto proto, unsigned port,
+                    struct pf_step *steps, unsigned max);
+
+/* The conditions of a rule, for the same enforcers. */
+struct pf_conditions {
+        bool has_family;
+        enum pf_family family;
+        bool has_cidr;
+        struct pf_addr cidr_addr;
+        unsigned cidr_prefix;
+        const char *program;    /* glob, or NULL */
+};
+void pf_policy_conditions(const struct pf_policy *policy, unsigned rule, struct pf_conditions *out);
+bool pf_conditions_match(const struct pf_conditions *conditions, const struct pf_query *query);
+
 /* Accessors for enforcers and the command line. */
 const char *pf_policy_name(const struct pf_policy *policy);
 const struct pf_portset *pf_policy_guarded(const struct pf_policy *policy, enum pf_proto proto);

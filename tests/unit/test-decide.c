@@ -217,6 +217,71 @@ static void test_addr_set_in6_maps_v4(void **state)
         assert_int_equal(pf_addr_parse("not-an-address", &addr), -EINVAL);
 }
 
+/* The chain of steps an enforcer walks gives what pf_decide() gives, for
+ * every port of both protocols and a spread of addresses and programs. */
+static void test_chain_matches_decide(void **state)
+{
+        static const struct { const char *addr, *program; } queries[] = {
+                { "0.0.0.0", NULL }, { "127.0.0.1", NULL }, { "::1", "redis-server" },
+                { "::ffff:127.0.0.5", "app" }, { "10.1.1.1", "app" }, { "::", "nginx" },
+        };
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_int_equal(pf_policy_load_text(policy_a, "decide.conf", &policy, &diag), 0);
+        pf_diag_free(&diag);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                for (unsigned port = 0; port <= PF_PORT_MAX; port++) {
+                        struct pf_step steps[4];
+                        int n = pf_policy_chain(policy, proto, port, steps, 4);
+
+                        assert_true(n >= 1);
+                        assert_false(steps[n - 1].conditional);
+                        for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+                                struct pf_query q = { .proto = proto, .port = (uint16_t)port,
+                                                      .program = queries[i].program };
+                                struct pf_verdict v;
+                                int k = 0;
+
+                                assert_int_equal(pf_addr_parse(queries[i].addr, &q.addr), 0);
+                                for (; k < n - 1; k++) {
+                                        struct pf_conditions c;
+
+                                        pf_policy_conditions(policy, steps[k].rule, &c);
+                                        if (pf_conditions_match(&c, &q))
+                                                break;
+                                }
+                                pf_decide(policy, &q, &v);
+                                assert_int_equal(steps[k].action, v.action);
+                                assert_int_equal(steps[k].target, v.target);
+                                assert_int_equal(steps[k].rule, v.rule);
+                        }
+                }
+        }
+        pf_policy_free(policy);
+}
+
+static void test_chain_too_long(void **state)
+{
+        static const char text[] =
+                "version = 1;\nephemeral = \"50000-50009\";\n"
+                "rules = ( { program = \"a\"; action = \"allow\"; },\n"
+                "          { program = \"b\"; action = \"allow\"; },\n"
+                "          { program = \"c\"; action = \"allow\"; } );\n";
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        struct pf_step steps[4];
+
+        (void)state;
+        assert_int_equal(pf_policy_load_text(text, "chain.conf", &policy, &diag), 0);
+        pf_diag_free(&diag);
+        assert_int_equal(pf_policy_chain(policy, PF_TCP, 50000, steps, 3), -E2BIG);
+        assert_int_equal(pf_policy_chain(policy, PF_TCP, 50000, steps, 4), 4);
+        assert_int_equal(steps[3].action, PF_REFUSE);
+        pf_policy_free(policy);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -225,6 +290,8 @@ int main(void)
                 cmocka_unit_test(test_glob),
                 cmocka_unit_test(test_address_rules),
                 cmocka_unit_test(test_addr_set_in6_maps_v4),
+                cmocka_unit_test(test_chain_matches_decide),
+                cmocka_unit_test(test_chain_too_long),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
