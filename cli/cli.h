@@ -39,3 +39,4 @@ int pf_cmd_check(int argc, char **argv);
 int pf_cmd_ranges(int argc, char **argv);
 int pf_cmd_suggest(int argc, char **argv);
 int pf_cmd_run(int argc, char **argv);
+int pf_cmd_cgroup(int argc, char **argv);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+
 #include "cli.h"
 
 static const struct pf_command commands[] = {
@@ -10,7 +11,18 @@ static const struct pf_command commands[] = {
         { "ranges", pf_cmd_ranges, "show the port ranges of known stacks and of this host" },
         { "suggest", pf_cmd_suggest, "suggest server ports safe on the named stacks" },
         { "run", pf_cmd_run, "run a command with its binds fenced by the LD_PRELOAD shim" },
+        { "cgroup", pf_cmd_cgroup, "fence every process of a cgroup v2 with BPF programs" },
 };
+
+#ifndef PF_HAVE_BPF
+int pf_cmd_cgroup(int argc, char **argv)
+{
+        (void)argc;
+        (void)argv;
+        pf_error("cgroup", "this portfence was built without BPF support (meson -Dbpf=enabled)");
+        return PF_EXIT_USAGE;
+}
+#endif
 
 static void usage(FILE *f)
 {

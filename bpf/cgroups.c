@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* Finding cgroup v2: its mount from /proc/self/mountinfo (hybrid hosts mount
+ * it at /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup), and the
+ * cgroup a user names. */
+#include <errno.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+#include "loader.h"
+
+/* Fields 5 (mount point) and, after " - ", the type and super options. */
+static bool mountinfo_line(char *line, char **point, char **type, char **options)
+{
+        char *dash = strstr(line, " - "), *save = NULL, *field = strtok_r(line, " ", &save);
+
+        for (int i = 1; field && i < 5; i++)
+                field = strtok_r(NULL, " ", &save);
+        if (!field || !dash)
+                return false;
+        *point = field;
+        save = NULL;
+        *type = strtok_r(dash + 3, " ", &save);
+        strtok_r(NULL, " ", &save);     /* source */
+        *options = strtok_r(NULL, " \n", &save);
+        return *type && *options;
+}
+
+int pf_cgroup_mount(char *out, size_t size, char *why, size_t why_size)
+{
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        char line[4096], *point, *type, *options;
+        int r = -ENOENT;
+
+        if (!f) {
+                r = -errno;
+                snprintf(why, why_size, "/proc/self/mountinfo: %s", strerror(-r));
+                return r;
+        }
+        while (r < 0 && fgets(line, sizeof(line), f)) {
+                if (mountinfo_line(line, &point, &type, &options) && strcmp(type, "cgroup2") == 0 &&
+                    (size_t)snprintf(out, size, "%s", point) < size)
+                        r = 0;
+        }
+        fclose(f);
+        if (r < 0)
+                snprintf(why, why_size, "no cgroup v2 mount in /proc/self/mountinfo");
+        return r;
+}
+
+bool pf_cgroup_v1_net_controllers(void)
+{
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        char line[4096], *point, *type, *options;
+        bool found = false;
+
+        while (f && !found && fgets(line, sizeof(line), f))
+                found = mountinfo_line(line, &point, &type, &options) &&
+                        strcmp(type, "cgroup") == 0 &&
+                        (strstr(options, "net_cls") || strstr(options, "net_prio"));
+        if (f)
+                fclose(f);
+        return found;
+}
+
+/* "0::/some/path" from /proc/PID/cgroup. */
+static int pid_cgroup(const char *pid, char *out, size_t size, char *why, size_t why_size)
+{
+        char path[64], line[4096];
+        FILE *f;
+        int r = -ENOENT;
+
+        if (!*pid || strspn(pid, "0123456789") != strlen(pid)) {
+                snprintf(why, why_size, "pid:%s: not a process id", pid);
+                return -EINVAL;
+        }
+        snprintf(path, sizeof(path), "/proc/%s/cgroup", pid);
+        f = fopen(path, "re");
+        if (!f) {
+                r = -errno;
+                snprintf(why, why_size, "pid:%s: %s", pid, r == -ENOENT ? "no such process" : strerror(-r));
+                return r;
+        }
+        while (r < 0 && fgets(line, sizeof(line), f)) {
+                if (strncmp(line, "0::", 3) == 0) {
+                        line[strcspn(line, "\n")] = '\0';
+                        snprintf(out, size, "%s", line + 3);
+                        r = 0;
+                }
+        }
+        fclose(f);
+        if (r < 0)
+                snprintf(why, why_size, "pid:%s: in no cgroup v2", pid);
+        return r;
+}
+
+int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why, size_t why_size)
+{
+        char mount[4096], below[4096], real[4096];
+        struct statfs fs;
+        struct stat st;
+        size_t len;
+        int n, r = pf_cgroup_mount(mount, sizeof(mount), why, why_size);
+
+        if (r < 0)
+                return r;
+        if (strncmp(arg, "pid:", 4) == 0) {
+                r = pid_cgroup(arg + 4, below, sizeof(below), why, why_size);
+                if (r < 0)
+                        return r;
+                n = snprintf(out->path, sizeof(out->path), "%s%s", mount, below);
+        } else if (arg[0] == '/') {
+                n = snprintf(out->path, sizeof(out->path), "%s", arg);
+        } else {
+                n = snprintf(out->path, sizeof(out->path), "%s/%s", mount, arg);
+        }
+        if (n >= (int)sizeof(out->path)) {
+                snprintf(why, why_size, "%s: %s", arg, strerror(ENAMETOOLONG));
+                return -ENAMETOOLONG;
+        }
+        if (!realpath(out->path, real)) {
+                r = -errno;
+                snprintf(why, why_size, "%s: %s", out->path, strerror(-r));
+                return r;
+        }
+        len = strlen(mount);
+        if (statfs(real, &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC || stat(real, &st) < 0 ||
+            !S_ISDIR(st.st_mode) || strncmp(real, mount, len) != 0 ||
+            (real[len] != '/' && real[len] != '\0')) {
+                snprintf(why, why_size, "%s: not a cgroup v2 directory (the v2 mount is %s)", arg, mount);
+                return -ENOTDIR;
+        }
+        snprintf(out->path, sizeof(out->path), "%s", real);
+        snprintf(out->relative, sizeof(out->relative), "%s", real[len] ? real + len : "/");
+        out->id = st.st_ino;
+        return 0;
+}

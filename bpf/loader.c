@@ -1,0 +1,634 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <ifaddrs.h>
+#include <linux/magic.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "loader.h"
+#include "portfence-api.bpf.h"
+#include "portfence.skel.h"
+
+/* The pinned objects of one fenced cgroup, below PF_BPF_PIN_ROOT/<id>/. */
+static const char *const hook_names[] = {
+        "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
+        "getsockname4", "getsockname6", "getpeername4", "getpeername6", "recvmsg4", "recvmsg6",
+};
+static const char *const map_names[] = { "verdicts", "rules", "settings", "live", "events", "counters" };
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+__attribute__((format(printf, 3, 4)))
+static int fail(int r, char *why, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, 512, fmt, ap);
+        va_end(ap);
+        return r < 0 ? r : -EINVAL;
+}
+
+static bool verbose_libbpf;
+
+/* libbpf's chatter (the verifier's log among it) only under -v. */
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+        (void)level;
+        return verbose_libbpf ? vfprintf(stderr, fmt, ap) : 0;
+}
+
+static void pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
+{
+        snprintf(out, size, "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
+}
+
+/* bpffs at /sys/fs/bpf, mounted if it is not. */
+static int ensure_bpffs(char *why)
+{
+        struct statfs fs;
+
+        if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
+                return 0;
+        if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
+                return fail(-errno, why, "cannot mount bpffs at /sys/fs/bpf: %s", strerror(errno));
+        return 0;
+}
+
+/* ---- filling the maps from the compiled policy ------------------------------ */
+
+bool pf_bpf_glob_exact(const char *glob, char *note, size_t note_size)
+{
+        const char *star = strchr(glob, '*');
+        size_t head = star ? (size_t)(star - glob) : strlen(glob);
+        size_t tail = star ? strlen(star + 1) : 0;
+
+        if (strchr(glob, '[') || (star && strchr(star + 1, '*'))) {
+                snprintf(note, note_size, "program glob '%s' cannot be matched in the kernel "
+                         "(it matches the 16-byte comm against HEAD or HEAD*TAIL, '?' for one character)",
+                         glob);
+                return false;
+        }
+        if (head > 15 || tail > 15 || (!star && head == 15)) {
+                snprintf(note, note_size, "program glob '%s' is matched in the kernel against the "
+                         "comm, which keeps only the first 15 characters of a name", glob);
+                return false;
+        }
+        return true;
+}
+
+/* HEAD or HEAD*TAIL, each cut to the 15 characters a comm keeps. */
+static int fill_rule_program(struct pf_bpf_rule *out, const char *glob, unsigned rule, char *why)
+{
+        const char *star = strchr(glob, '*');
+        size_t head = star ? (size_t)(star - glob) : strlen(glob);
+        char note[512];
+
+        if (!pf_bpf_glob_exact(glob, note, sizeof(note)) && strchr(note, '('))
+                return fail(-EINVAL, why, "rule %u: %s", rule, note);
+        out->has_program = 1;
+        out->has_star = star != NULL;
+        out->head_len = (uint8_t)(head > 15 ? 15 : head);
+        memcpy(out->head, glob, out->head_len);
+        if (!star && head >= 15) {      /* a long name: its comm is its first 15 characters */
+                out->head_len = 15;
+        } else if (star) {
+                size_t tail = strlen(star + 1);
+
+                out->tail_len = (uint8_t)(tail > 15 ? 15 : tail);
+                memcpy(out->tail, star + 1 + (tail - out->tail_len), out->tail_len);
+        }
+        return 0;
+}
+
+static void addr_words(const struct pf_addr *addr, uint32_t words[4])
+{
+        memset(words, 0, 16);
+        if (addr->family == PF_IPV4)
+                memcpy(words, &addr->v4, 4);
+        else
+                memcpy(words, &addr->v6, 16);
+}
+
+static int fill_rules(const struct pf_policy *p, int fd, uint32_t generation, char *why)
+{
+        for (unsigned rule = 1; rule <= pf_policy_rule_count(p); rule++) {
+                struct pf_conditions c;
+                struct pf_bpf_rule value = { 0 };
+                uint32_t key;
+                int r;
+
+                pf_policy_conditions(p, rule, &c);
+                if (!c.has_family && !c.has_cidr && !c.program)
+                        continue;
+                if (rule > PF_BPF_RULES)
+                        return fail(-E2BIG, why, "rule %u has conditions, but the kernel checks those "
+                                    "of the first %d rules only", rule, PF_BPF_RULES);
+                value.has_family = c.has_family;
+                value.family = (uint8_t)c.family;
+                value.has_cidr = c.has_cidr;
+                value.cidr_family = (uint8_t)c.cidr_addr.family;
+                value.prefix = (uint8_t)c.cidr_prefix;
+                addr_words(&c.cidr_addr, value.addr);
+                if (c.program && (r = fill_rule_program(&value, c.program, rule, why)) < 0)
+                        return r;
+                key = PF_BPF_RULE(generation, rule);
+                if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) < 0)
+                        return fail(-errno, why, "cannot fill the rules map: %s", strerror(errno));
+        }
+        return 0;
+}
+
+static int fill_verdicts(const struct pf_policy *p, int fd, uint32_t generation, char *why)
+{
+        const uint32_t count = 2 * PF_BPF_PORTS;
+        struct pf_bpf_slot *slots = calloc(count, sizeof(*slots));
+        uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
+        int r = 0;
+
+        if (!slots || !keys) {
+                r = fail(-ENOMEM, why, "%s", strerror(ENOMEM));
+                goto out;
+        }
+        for (uint32_t proto = 0; proto < 2; proto++) {
+                for (uint32_t port = 0; port < PF_BPF_PORTS; port++) {
+                        struct pf_bpf_slot *slot = &slots[proto * PF_BPF_PORTS + port];
+                        struct pf_step steps[PF_BPF_CHAIN];
+                        int n = pf_policy_chain(p, proto, port, steps, PF_BPF_CHAIN);
+
+                        if (n < 0) {
+                                r = fail(n, why, "port %u/%s is covered by more than %d rules with "
+                                         "conditions: the kernel checks at most %d",
+                                         port, pf_proto_name(proto), PF_BPF_CHAIN - 1, PF_BPF_CHAIN - 1);
+                                goto out;
+                        }
+                        slot->count = (uint8_t)n;
+                        for (int i = 0; i < PF_BPF_CHAIN; i++) {        /* unused steps repeat the last */
+                                const struct pf_step *s = &steps[i < n ? i : n - 1];
+
+                                slot->step[i] = (struct pf_bpf_step){
+                                        .rule = (uint16_t)s->rule, .target = s->target,
+                                        .action = (uint8_t)(s->action | PF_BPF_FILLED),
+                                        .conditional = s->conditional && i < n - 1,
+                                };
+                        }
+                        keys[proto * PF_BPF_PORTS + port] = PF_BPF_SLOT(generation, proto, port);
+                }
+        }
+        if (bpf_map_update_batch(fd, keys, slots, &done, NULL) < 0)
+                r = fail(-errno, why, "cannot fill the verdicts map: %s", strerror(errno));
+out:
+        free(slots);
+        free(keys);
+        return r;
+}
+
+static void fill_locals(struct pf_bpf_settings *s)
+{
+        struct ifaddrs *list;
+
+        if (getifaddrs(&list) < 0)
+                return;
+        for (struct ifaddrs *i = list; i; i = i->ifa_next) {
+                if (!i->ifa_addr)
+                        continue;
+                if (i->ifa_addr->sa_family == AF_INET && s->local4_count < PF_BPF_LOCALS)
+                        memcpy(&s->local4[s->local4_count++],
+                               &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr, 4);
+                else if (i->ifa_addr->sa_family == AF_INET6 && s->local6_count < PF_BPF_LOCALS)
+                        memcpy(s->local6[s->local6_count++],
+                               &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr, 16);
+        }
+        freeifaddrs(list);
+}
+
+static int fill_settings(const struct pf_policy *p, const char *policy_path, int fd,
+                         uint32_t generation, char *why)
+{
+        struct pf_bpf_settings s = {
+                .magic = PF_BPF_MAGIC,
+                .refuse_errno = pf_policy_refuse_errno(p),
+                .redirect_connect = pf_policy_redirect_connect(p),
+                .getsockname_requested = pf_policy_getsockname(p) == PF_GETSOCKNAME_REQUESTED,
+                .policy_hash = pf_policy_hash(p),
+        };
+
+        snprintf(s.policy_path, sizeof(s.policy_path), "%s", policy_path);
+        fill_locals(&s);
+        if (bpf_map_update_elem(fd, &generation, &s, BPF_ANY) < 0)
+                return fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
+        return 0;
+}
+
+/* Fill every map's half `generation`; the programs do not look at it until
+ * live[0] says so. */
+static int fill_policy(const struct pf_policy *p, const char *policy_path, int verdicts, int rules,
+                       int settings, uint32_t generation, char *why)
+{
+        int r = fill_verdicts(p, verdicts, generation, why);
+
+        if (r == 0)
+                r = fill_rules(p, rules, generation, why);
+        if (r == 0)
+                r = fill_settings(p, policy_path, settings, generation, why);
+        return r;
+}
+
+/* ---- attach, reload, detach ---------------------------------------------------- */
+
+static void unpin_all(const char *dir)
+{
+        char path[4200];
+
+        for (size_t i = 0; i < COUNT(hook_names); i++) {
+                int fd;
+
+                snprintf(path, sizeof(path), "%s/%s", dir, hook_names[i]);
+                fd = bpf_obj_get(path);
+                if (fd >= 0) {
+                        bpf_link_detach(fd);
+                        close(fd);
+                }
+                unlink(path);
+        }
+        for (size_t i = 0; i < COUNT(map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, map_names[i]);
+                unlink(path);
+        }
+        rmdir(dir);
+}
+
+static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char *dir, char *why)
+{
+        struct bpf_program *prog;
+        struct bpf_map *map;
+        char path[4200];
+
+        bpf_object__for_each_program(prog, skel->obj) {
+                const char *name = bpf_program__name(prog) + 3;        /* "pf_bind4" */
+                struct bpf_link *link = bpf_program__attach_cgroup(prog, cgroup_fd);
+                int r;
+
+                if (!link)
+                        return fail(-errno, why, "cannot attach %s: %s", name, strerror(errno));
+                r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
+                    bpf_link__pin(link, path) : -ENAMETOOLONG;
+                bpf_link__disconnect(link);     /* the pin keeps it attached */
+                bpf_link__destroy(link);
+                if (r < 0)
+                        return fail(r, why, "cannot pin %s: %s", path, strerror(-r));
+        }
+        bpf_object__for_each_map(map, skel->obj) {
+                const char *name = bpf_map__name(map);
+                int r;
+
+                if (strcmp(name, "socks") == 0 || strchr(name, '.'))    /* per socket; .rodata */
+                        continue;
+                r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
+                    bpf_map__pin(map, path) : -ENAMETOOLONG;
+                if (r < 0)
+                        return fail(r, why, "cannot pin %s: %s", path, strerror(-r));
+        }
+        return 0;
+}
+
+int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
+                  const struct pf_cgroup *cgroup, bool verbose, char *why, size_t why_size)
+{
+        struct portfence_bpf *skel = NULL;
+        char dir[4200];
+        int cgroup_fd = -1, r;
+
+        (void)why_size;
+        verbose_libbpf = verbose;
+        libbpf_set_print(libbpf_print);
+        r = ensure_bpffs(why);
+        if (r < 0)
+                return r;
+        if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
+                return fail(-errno, why, "%s: %s", PF_BPF_PIN_ROOT, strerror(errno));
+        pin_dir(cgroup, dir, sizeof(dir));
+        if (mkdir(dir, 0700) < 0)
+                return errno == EEXIST ?
+                       fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
+                            cgroup->path) :
+                       fail(-errno, why, "%s: %s", dir, strerror(errno));
+        skel = portfence_bpf__open();
+        if (!skel) {
+                r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
+                goto out;
+        }
+        r = portfence_bpf__load(skel);
+        if (r < 0) {
+                r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
+                         "sock_addr hooks, bpf_set_retval and socket storage is needed; -v shows "
+                         "the verifier's log)", strerror(-r));
+                goto out;
+        }
+        /* Filled before attached: the cgroup is never fenced by empty maps. */
+        r = fill_policy(policy, policy_path, bpf_map__fd(skel->maps.verdicts),
+                        bpf_map__fd(skel->maps.rules), bpf_map__fd(skel->maps.settings), 0, why);
+        if (r < 0)
+                goto out;
+        cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cgroup_fd < 0) {
+                r = fail(-errno, why, "%s: %s", cgroup->path, strerror(errno));
+                goto out;
+        }
+        r = attach_and_pin(skel, cgroup_fd, dir, why);
+out:
+        if (r < 0)
+                unpin_all(dir);
+        if (cgroup_fd >= 0)
+                close(cgroup_fd);
+        portfence_bpf__destroy(skel);
+        return r;
+}
+
+static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *why)
+{
+        char path[4200];
+        int fd;
+
+        pin_dir(cgroup, path, sizeof(path));
+        if (access(path, F_OK) < 0)
+                return fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
+        snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", name);
+        fd = bpf_obj_get(path);
+        if (fd < 0)
+                return fail(-errno, why, "%s: %s", path, strerror(errno));
+        return fd;
+}
+
+int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
+                  const struct pf_cgroup *cgroup, char *why, size_t why_size)
+{
+        int fds[4] = { -1, -1, -1, -1 };
+        static const char *const names[] = { "verdicts", "rules", "settings", "live" };
+        uint32_t zero = 0, generation = 0, next;
+        int r = 0;
+
+        (void)why_size;
+        for (int i = 0; i < 4 && r == 0; i++) {
+                fds[i] = open_pinned(cgroup, names[i], why);
+                if (fds[i] < 0)
+                        r = fds[i];
+        }
+        if (r == 0 && bpf_map_lookup_elem(fds[3], &zero, &generation) < 0)
+                r = fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
+        next = (generation & 1) ^ 1;
+        if (r == 0)
+                r = fill_policy(policy, policy_path, fds[0], fds[1], fds[2], next, why);
+        /* One 4-byte write switches every map to the new half at once. */
+        if (r == 0 && bpf_map_update_elem(fds[3], &zero, &next, BPF_ANY) < 0)
+                r = fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
+        for (int i = 0; i < 4; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        return r;
+}
+
+int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why, size_t why_size)
+{
+        char dir[4200];
+
+        (void)why_size;
+        pin_dir(cgroup, dir, sizeof(dir));
+        if (access(dir, F_OK) < 0)
+                return fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
+        unpin_all(dir);
+        if (access(dir, F_OK) == 0)
+                return fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
+        rmdir(PF_BPF_PIN_ROOT);         /* only when no other cgroup is fenced */
+        return 0;
+}
+
+/* ---- status ---------------------------------------------------------------------- */
+
+static uint64_t wanted_id;
+static char found_path[4096];
+
+static int match_inode(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+        (void)ftw;
+        if (type == FTW_D && st->st_ino == wanted_id) {
+                snprintf(found_path, sizeof(found_path), "%s", path);
+                return 1;
+        }
+        return 0;
+}
+
+/* The cgroup directory whose inode is id, or "(removed)". */
+static const char *cgroup_path_of(uint64_t id)
+{
+        char mount[4096], why[512];
+
+        snprintf(found_path, sizeof(found_path), "(cgroup removed)");
+        wanted_id = id;
+        if (pf_cgroup_mount(mount, sizeof(mount), why, sizeof(why)) == 0)
+                nftw(mount, match_inode, 32, FTW_PHYS | FTW_MOUNT);
+        return found_path;
+}
+
+static const char *const counter_names[PF_BPF_COUNTERS] = { "allow", "log", "refuse", "remap", "redirect" };
+
+static int read_counters(int fd, uint64_t totals[PF_BPF_COUNTERS])
+{
+        int cpus = libbpf_num_possible_cpus();
+        uint64_t *values;
+
+        if (cpus <= 0 || !(values = calloc((size_t)cpus, sizeof(*values))))
+                return -ENOMEM;
+        for (uint32_t k = 0; k < PF_BPF_COUNTERS; k++) {
+                totals[k] = 0;
+                if (bpf_map_lookup_elem(fd, &k, values) == 0)
+                        for (int c = 0; c < cpus; c++)
+                                totals[k] += values[c];
+        }
+        free(values);
+        return 0;
+}
+
+static int status_one(FILE *out, uint64_t id, bool json, bool first, char *why)
+{
+        struct pf_cgroup cgroup = { .id = id };
+        struct pf_bpf_settings s;
+        uint64_t totals[PF_BPF_COUNTERS] = { 0 };
+        uint32_t zero = 0, generation = 0;
+        int settings = open_pinned(&cgroup, "settings", why);
+        int live = open_pinned(&cgroup, "live", why);
+        int counters = open_pinned(&cgroup, "counters", why);
+        const char *path = cgroup_path_of(id);
+        int r = settings < 0 ? settings : live < 0 ? live : counters < 0 ? counters : 0;
+
+        if (r == 0 && (bpf_map_lookup_elem(live, &zero, &generation) < 0 ||
+                       bpf_map_lookup_elem(settings, &generation, &s) < 0))
+                r = fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
+        if (r == 0)
+                r = read_counters(counters, totals);
+        if (r == 0 && json) {
+                fprintf(out, "%s\n  {\"cgroup\": \"%s\", \"id\": %llu, \"policy\": \"%s\", "
+                        "\"hash\": \"%016llx\"", first ? "" : ",", path, (unsigned long long)id,
+                        s.policy_path, (unsigned long long)s.policy_hash);
+                for (int k = 0; k < PF_BPF_COUNTERS; k++)
+                        fprintf(out, ", \"%s\": %llu", counter_names[k], (unsigned long long)totals[k]);
+                fprintf(out, "}");
+        } else if (r == 0) {
+                fprintf(out, "%s (id %llu): policy %s (hash %016llx):", path, (unsigned long long)id,
+                        s.policy_path[0] ? s.policy_path : PF_POLICY_BUILTIN,
+                        (unsigned long long)s.policy_hash);
+                for (int k = 0; k < PF_BPF_COUNTERS; k++)
+                        fprintf(out, " %s %llu", counter_names[k], (unsigned long long)totals[k]);
+                fprintf(out, "\n");
+        }
+        if (settings >= 0)
+                close(settings);
+        if (live >= 0)
+                close(live);
+        if (counters >= 0)
+                close(counters);
+        return r;
+}
+
+int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why, size_t why_size)
+{
+        struct dirent *e;
+        DIR *dir;
+        bool first = true;
+        int r = 0;
+
+        (void)why_size;
+        if (json)
+                fprintf(out, "[");
+        if (only) {
+                r = status_one(out, only->id, json, true, why);
+        } else if ((dir = opendir(PF_BPF_PIN_ROOT))) {
+                while (r == 0 && (e = readdir(dir))) {
+                        if (e->d_name[0] == '.')
+                                continue;
+                        r = status_one(out, strtoull(e->d_name, NULL, 10), json, first, why);
+                        first = false;
+                }
+                closedir(dir);
+        }
+        if (json)
+                fprintf(out, "%s]\n", first && !only ? "" : "\n");
+        return r;
+}
+
+/* ---- events ---------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_events;
+
+static void on_stop(int sig)
+{
+        (void)sig;
+        stop_events = 1;
+}
+
+struct event_sink {
+        FILE *out;
+        bool json;
+        bool skip;              /* draining what was decided before we started */
+        unsigned left;          /* 0: no limit */
+};
+
+static int print_event(void *ctx, void *data, size_t size)
+{
+        static const char *const hooks[] = { "bind", "connect", "sendmsg" };
+        struct event_sink *sink = ctx;
+        const struct pf_bpf_event *e = data;
+        char addr[INET6_ADDRSTRLEN], comm[17];
+        struct timespec now;
+
+        if (size < sizeof(*e) || sink->skip)
+                return 0;
+        if (stop_events)
+                return -ECANCELED;      /* --count reached: leave the rest unread */
+        inet_ntop(e->family ? AF_INET6 : AF_INET, e->addr, addr, sizeof(addr));
+        memcpy(comm, e->comm, 16);
+        comm[16] = '\0';
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (sink->json) {
+                fprintf(sink->out, "{\"time\": %lld.%03ld, \"pid\": %u, \"program\": \"%s\", "
+                        "\"cgroup_id\": %llu, \"call\": \"%s\", \"proto\": \"%s\", \"family\": \"%s\", "
+                        "\"address\": \"%s\", \"port\": %u, \"action\": \"%s\", \"target\": ",
+                        (long long)now.tv_sec, now.tv_nsec / 1000000, e->pid, comm,
+                        (unsigned long long)e->cgroup_id, hooks[e->hook % 3], e->proto ? "udp" : "tcp",
+                        e->family ? "ipv6" : "ipv4", addr, e->port, pf_action_name(e->action & 3));
+                if ((e->action & 3) == PF_REMAP)
+                        fprintf(sink->out, "%u", e->target);
+                else
+                        fprintf(sink->out, "null");
+                fprintf(sink->out, ", \"errno\": ");
+                if ((e->action & 3) == PF_REFUSE)
+                        fprintf(sink->out, "\"%s\"", pf_errno_name(e->err));
+                else
+                        fprintf(sink->out, "null");
+                fprintf(sink->out, ", \"rule\": %u}\n", e->rule);
+        } else {
+                fprintf(sink->out, "%s[%u]: %s %s%s%s:%u/%s: %s", comm, e->pid, hooks[e->hook % 3],
+                        e->family ? "[" : "", addr, e->family ? "]" : "", e->port,
+                        e->proto ? "udp" : "tcp", pf_action_name(e->action & 3));
+                if ((e->action & 3) == PF_REMAP)
+                        fprintf(sink->out, " -> %u", e->target);
+                if ((e->action & 3) == PF_REFUSE)
+                        fprintf(sink->out, " (%s)", pf_errno_name(e->err));
+                fprintf(sink->out, "\n");
+        }
+        fflush(sink->out);
+        if (sink->left && --sink->left == 0)
+                stop_events = 1;
+        return 0;
+}
+
+int pf_bpf_events(FILE *out, const struct pf_cgroup *cgroup, bool json, unsigned count,
+                  char *why, size_t why_size)
+{
+        struct event_sink sink = { .out = out, .json = json, .skip = true, .left = count };
+        struct sigaction sa = { .sa_handler = on_stop };
+        struct ring_buffer *rb;
+        int fd = open_pinned(cgroup, "events", why), r = 0;
+
+        (void)why_size;
+        if (fd < 0)
+                return fd;
+        rb = ring_buffer__new(fd, print_event, &sink, NULL);
+        if (!rb) {
+                close(fd);
+                return fail(-errno, why, "cannot read the events: %s", strerror(errno));
+        }
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        ring_buffer__consume(rb);
+        sink.skip = false;
+        while (!stop_events) {
+                r = ring_buffer__poll(rb, 200);
+                if (r == -EINTR || r == -ECANCELED) {
+                        r = 0;
+                        continue;
+                }
+                if (r < 0) {
+                        r = fail(r, why, "reading the events: %s", strerror(-r));
+                        break;
+                }
+                r = 0;
+        }
+        ring_buffer__free(rb);
+        close(fd);
+        return r;
+}

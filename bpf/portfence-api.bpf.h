@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/* What the BPF programs and their loader share: fixed-width structs only,
+ * included by portfence.bpf.c and by the loader. The programs know nothing
+ * of the policy file; the loader fills these maps from the compiled policy. */
+#pragma once
+
+#include <linux/types.h>
+
+#define PF_BPF_PORTS 65536
+#define PF_BPF_CHAIN 3          /* steps per port: up to 2 conditional rules, then a verdict */
+#define PF_BPF_RULES 1024       /* conditional rules the kernel can check */
+#define PF_BPF_LOCALS 16        /* addresses of this host per family */
+#define PF_BPF_MAGIC 0x50464231 /* "PFB1": settings filled by the loader */
+
+/* Actions, as enum pf_action. */
+#define PF_BPF_ALLOW 0
+#define PF_BPF_LOG 1
+#define PF_BPF_REFUSE 2
+#define PF_BPF_REMAP 3
+#define PF_BPF_FILLED 0x80      /* set in every step the loader wrote */
+
+struct pf_bpf_step {
+        __u16 rule;             /* 1-based rule index, 0: default or not guarded */
+        __u16 target;           /* PF_BPF_REMAP: the port to use instead */
+        __u8 action;            /* PF_BPF_* | PF_BPF_FILLED */
+        __u8 conditional;       /* check pf_bpf_rule[rule] before taking this step */
+};
+
+/* verdicts[generation][proto][port]: proto 0 tcp, 1 udp. */
+#define PF_BPF_SLOT(generation, proto, port) \
+        (((generation) & 1) * 2 * PF_BPF_PORTS + ((proto) & 1) * PF_BPF_PORTS + (port))
+struct pf_bpf_slot {
+        struct pf_bpf_step step[PF_BPF_CHAIN];
+        __u8 count;             /* steps in use; the last one is unconditional */
+        __u8 pad;
+};
+
+/* The conditions of a conditional rule: rules[generation][rule number]. */
+#define PF_BPF_RULE(generation, rule) (((generation) & 1) * (PF_BPF_RULES + 1) + (rule))
+struct pf_bpf_rule {
+        __u8 has_family;
+        __u8 family;            /* 0 ipv4, 1 ipv6 */
+        __u8 has_cidr;
+        __u8 cidr_family;
+        __u8 prefix;            /* bits, in cidr_family */
+        __u8 has_program;
+        __u8 has_star;          /* the glob is HEAD*TAIL, else just HEAD */
+        __u8 head_len;
+        __u8 tail_len;
+        __u8 pad[3];
+        __u32 addr[4];          /* network order; IPv4 in addr[0] */
+        char head[16];          /* glob on the 16-byte comm; '?' matches any character */
+        char tail[16];
+};
+
+/* settings[generation]; the generation in force is live[0]. Every map of a
+ * policy has two halves: a reload fills the idle one, then flips live[0]
+ * with one 4-byte write, so no call ever sees half a policy. */
+struct pf_bpf_settings {
+        __u32 magic;            /* PF_BPF_MAGIC once the loader filled everything */
+        __s32 refuse_errno;
+        __u8 redirect_connect;
+        __u8 getsockname_requested;
+        __u8 local4_count;
+        __u8 local6_count;
+        __u32 local4[PF_BPF_LOCALS];            /* network order */
+        __u32 local6[PF_BPF_LOCALS][4];
+        __u64 policy_hash;
+        char policy_path[256];  /* for 'portfence cgroup status' */
+};
+
+/* Per-socket state: the port the program asked for, for the name calls. */
+struct pf_bpf_sock {
+        __u16 requested;        /* bind: the port asked for (0: not remapped) */
+        __u16 bound;            /* bind: the port it got */
+        __u16 peer_requested;   /* connect/sendmsg: the destination port asked for */
+        __u16 peer_target;      /* connect/sendmsg: where it went */
+};
+
+#define PF_BPF_HOOK_BIND 0
+#define PF_BPF_HOOK_CONNECT 1
+#define PF_BPF_HOOK_SENDMSG 2
+
+/* Counters, per action, then redirects. */
+#define PF_BPF_COUNT_REDIRECT 4
+#define PF_BPF_COUNTERS 5
+
+struct pf_bpf_event {
+        __u64 cgroup_id;
+        __u32 pid;
+        __s32 err;              /* PF_BPF_REFUSE: the errno returned */
+        char comm[16];
+        __u32 addr[4];          /* network order; IPv4 in addr[0] */
+        __u16 port;
+        __u16 target;
+        __u16 rule;
+        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 family;            /* 0 ipv4, 1 ipv6 */
+        __u8 action;            /* PF_BPF_* */
+        __u8 hook;              /* PF_BPF_HOOK_* */
+        __u8 pad[2];
+};

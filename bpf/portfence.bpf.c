@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/* portfence's cgroup programs: the policy's decisions for every process of a
+ * cgroup v2, static binaries and raw system calls included. The decisions
+ * come from maps the loader fills from the compiled policy; nothing here
+ * knows the policy file. */
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "portfence-api.bpf.h"
+
+#define EPERM 1
+#define ALLOW_CALL 1
+#define REJECT_CALL 0
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 2 * 2 * PF_BPF_PORTS);
+        __type(key, __u32);
+        __type(value, struct pf_bpf_slot);
+} verdicts SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 2 * (PF_BPF_RULES + 1));
+        __type(key, __u32);
+        __type(value, struct pf_bpf_rule);
+} rules SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 2);
+        __type(key, __u32);
+        __type(value, struct pf_bpf_settings);
+} settings SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 1);
+        __type(key, __u32);
+        __type(value, __u32);
+} live SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+        __uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);  /* accepted sockets inherit */
+        __type(key, int);
+        __type(value, struct pf_bpf_sock);
+} socks SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_RINGBUF);
+        __uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+        __uint(max_entries, PF_BPF_COUNTERS);
+        __type(key, __u32);
+        __type(value, __u64);
+} counters SEC(".maps");
+
+/* A socket address as the policy sees it: v4-mapped IPv6 is IPv4. */
+struct request {
+        __u32 addr[4];
+        __u16 port;
+        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 family;            /* 0 ipv4, 1 ipv6 */
+        __u8 with_program;      /* bind: the caller's comm counts; connect: it cannot */
+};
+
+struct decision {
+        __u8 action;
+        __u16 target;
+        __u16 rule;
+        int err;
+};
+
+static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request *r)
+{
+        if (ctx->protocol == IPPROTO_TCP)
+                r->proto = 0;
+        else if (ctx->protocol == IPPROTO_UDP)
+                r->proto = 1;
+        else
+                return false;
+        return true;
+}
+
+static __always_inline bool read_request4(struct bpf_sock_addr *ctx, struct request *r)
+{
+        r->family = 0;
+        r->addr[0] = ctx->user_ip4;
+        r->addr[1] = r->addr[2] = r->addr[3] = 0;
+        r->port = bpf_ntohs(ctx->user_port);
+        return read_proto(ctx, r) && r->port != 0;
+}
+
+static __always_inline bool read_request6(struct bpf_sock_addr *ctx, struct request *r)
+{
+        __u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2];
+        __u32 a3 = ctx->user_ip6[3];
+
+        if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {   /* ::ffff:a.b.c.d */
+                r->family = 0;
+                r->addr[0] = a3;
+                r->addr[1] = r->addr[2] = r->addr[3] = 0;
+        } else {
+                r->family = 1;
+                r->addr[0] = a0;
+                r->addr[1] = a1;
+                r->addr[2] = a2;
+                r->addr[3] = a3;
+        }
+        r->port = bpf_ntohs(ctx->user_port);
+        return read_proto(ctx, r) && r->port != 0;
+}
+
+/* The settings in force and their generation; NULL until the loader filled
+ * them. */
+static __always_inline struct pf_bpf_settings *get_settings(__u32 *generation)
+{
+        __u32 zero = 0, *gen = bpf_map_lookup_elem(&live, &zero);
+        struct pf_bpf_settings *s;
+
+        if (!gen)
+                return NULL;
+        *generation = *gen & 1;
+        s = bpf_map_lookup_elem(&settings, generation);
+        return s && s->magic == PF_BPF_MAGIC ? s : NULL;
+}
+
+static __always_inline void count(__u32 which)
+{
+        __u64 *n = bpf_map_lookup_elem(&counters, &which);
+
+        if (n)
+                *n += 1;
+}
+
+static __always_inline bool cidr_match(const struct pf_bpf_rule *rule, const struct request *r)
+{
+        if (rule->cidr_family != r->family)
+                return false;
+        for (int i = 0; i < 4; i++) {
+                int bits = (int)rule->prefix - 32 * i;
+                __u32 mask;
+
+                if (bits <= 0)
+                        break;
+                mask = bits >= 32 ? 0xffffffff : bpf_htonl(~0u << (32 - bits));
+                if ((r->addr[i] ^ rule->addr[i]) & mask)
+                        return false;
+        }
+        return true;
+}
+
+/* The comm against HEAD or HEAD*TAIL ('?' matches any one character): the
+ * globs the loader lets through to the kernel. Fixed cost, no backtracking. */
+static __always_inline bool comm_match(const struct pf_bpf_rule *rule, const char *comm)
+{
+        int len = 16;
+
+        for (int i = 0; i < 16; i++) {
+                if (comm[i] == 0) {
+                        len = i;
+                        break;
+                }
+        }
+        if (rule->has_star ? len < rule->head_len + rule->tail_len : len != rule->head_len)
+                return false;
+        for (int i = 0; i < 16; i++) {
+                if (i >= rule->head_len)
+                        break;
+                if (rule->head[i] != '?' && rule->head[i] != comm[i])
+                        return false;
+        }
+        for (int i = 0; i < 16; i++) {
+                int at = len - rule->tail_len + i;
+
+                if (i >= rule->tail_len)
+                        break;
+                if (at < 0 || at > 15)
+                        return false;
+                if (rule->tail[i] != '?' && rule->tail[i] != comm[at & 15])
+                        return false;
+        }
+        return true;
+}
+
+static __always_inline bool rule_matches(__u32 generation, __u32 number, const struct request *r)
+{
+        __u32 index = PF_BPF_RULE(generation, number);
+        struct pf_bpf_rule *rule = bpf_map_lookup_elem(&rules, &index);
+        char comm[16] = {};
+
+        if (!rule)
+                return false;
+        if (rule->has_family && rule->family != r->family)
+                return false;
+        if (rule->has_cidr && !cidr_match(rule, r))
+                return false;
+        if (rule->has_program) {
+                if (!r->with_program)
+                        return false;
+                bpf_get_current_comm(comm, sizeof(comm));
+                return comm_match(rule, comm);
+        }
+        return true;
+}
+
+/* The policy's verdict. A map the loader has not filled refuses (EPERM):
+ * an empty map must never mean "allow everything". */
+static __always_inline void decide(const struct request *r, struct decision *d)
+{
+        __u32 generation, index;
+        struct pf_bpf_settings *s = get_settings(&generation);
+        struct pf_bpf_slot *slot;
+
+        d->action = PF_BPF_REFUSE;
+        d->err = EPERM;
+        d->target = 0;
+        d->rule = 0;
+        if (!s)
+                return;
+        index = PF_BPF_SLOT(generation, r->proto, r->port);
+        slot = bpf_map_lookup_elem(&verdicts, &index);
+        if (!slot)
+                return;
+        for (int i = 0; i < PF_BPF_CHAIN; i++) {
+                struct pf_bpf_step step = slot->step[i];
+
+                if (!(step.action & PF_BPF_FILLED))
+                        return;
+                if (i + 1 < slot->count && step.conditional && !rule_matches(generation, step.rule, r))
+                        continue;
+                d->action = step.action & ~PF_BPF_FILLED;
+                d->target = step.target;
+                d->rule = step.rule;
+                d->err = d->action == PF_BPF_REFUSE ? s->refuse_errno : 0;
+                return;
+        }
+}
+
+static __always_inline void emit(const struct request *r, const struct decision *d, __u8 hook)
+{
+        struct pf_bpf_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+        if (!e)
+                return;
+        e->cgroup_id = bpf_get_current_cgroup_id();
+        e->pid = bpf_get_current_pid_tgid() >> 32;
+        e->err = d->err;
+        bpf_get_current_comm(e->comm, sizeof(e->comm));
+        e->addr[0] = r->addr[0];
+        e->addr[1] = r->addr[1];
+        e->addr[2] = r->addr[2];
+        e->addr[3] = r->addr[3];
+        e->port = r->port;
+        e->target = d->target;
+        e->rule = d->rule;
+        e->proto = r->proto;
+        e->family = r->family;
+        e->action = d->action;
+        e->hook = hook;
+        e->pad[0] = e->pad[1] = 0;
+        bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- bind: refuse or remap -------------------------------------------------- */
+
+static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
+{
+        struct decision d;
+        struct pf_bpf_sock *sk;
+
+        r->with_program = 1;
+        decide(r, &d);
+        count(d.action);
+        if (d.action == PF_BPF_ALLOW)
+                return ALLOW_CALL;
+        emit(r, &d, PF_BPF_HOOK_BIND);
+        if (d.action == PF_BPF_REFUSE) {
+                bpf_set_retval(-d.err);
+                return REJECT_CALL;
+        }
+        if (d.action == PF_BPF_REMAP) {
+                ctx->user_port = bpf_htons(d.target);
+                sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+                if (sk) {
+                        sk->requested = r->port;
+                        sk->bound = d.target;
+                }
+        }
+        return ALLOW_CALL;
+}
+
+SEC("cgroup/bind4")
+int pf_bind4(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request4(ctx, &r) ? on_bind(ctx, &r) : ALLOW_CALL;
+}
+
+SEC("cgroup/bind6")
+int pf_bind6(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request6(ctx, &r) ? on_bind(ctx, &r) : ALLOW_CALL;
+}
+
+/* ---- connect, sendmsg: follow remaps to local servers --------------------- */
+
+static __always_inline bool is_local(const struct pf_bpf_settings *s, const struct request *r)
+{
+        if (r->family == 0) {
+                if ((bpf_ntohl(r->addr[0]) >> 24) == 127 || r->addr[0] == 0)
+                        return true;
+                for (int i = 0; i < PF_BPF_LOCALS; i++)
+                        if (i < s->local4_count && s->local4[i] == r->addr[0])
+                                return true;
+                return false;
+        }
+        if (r->addr[0] == 0 && r->addr[1] == 0 && r->addr[2] == 0 &&
+            (r->addr[3] == 0 || r->addr[3] == bpf_htonl(1)))
+                return true;
+        for (int i = 0; i < PF_BPF_LOCALS; i++)
+                if (i < s->local6_count && s->local6[i][0] == r->addr[0] &&
+                    s->local6[i][1] == r->addr[1] && s->local6[i][2] == r->addr[2] &&
+                    s->local6[i][3] == r->addr[3])
+                        return true;
+        return false;
+}
+
+/* A destination on this host whose server the policy moved goes where the
+ * server went. Decided as a bind of that address with no program name, as
+ * the shim does. */
+static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request *r, __u8 hook)
+{
+        __u32 generation;
+        struct pf_bpf_settings *s = get_settings(&generation);
+        struct pf_bpf_sock *sk;
+        struct decision d;
+
+        if (!s || !s->redirect_connect || !is_local(s, r))
+                return ALLOW_CALL;
+        r->with_program = 0;
+        decide(r, &d);
+        if (d.action != PF_BPF_REMAP)
+                return ALLOW_CALL;
+        ctx->user_port = bpf_htons(d.target);
+        sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (sk) {
+                sk->peer_requested = r->port;
+                sk->peer_target = d.target;
+        }
+        count(PF_BPF_COUNT_REDIRECT);
+        emit(r, &d, hook);
+        return ALLOW_CALL;
+}
+
+SEC("cgroup/connect4")
+int pf_connect4(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request4(ctx, &r) ? on_connect(ctx, &r, PF_BPF_HOOK_CONNECT) : ALLOW_CALL;
+}
+
+SEC("cgroup/connect6")
+int pf_connect6(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request6(ctx, &r) ? on_connect(ctx, &r, PF_BPF_HOOK_CONNECT) : ALLOW_CALL;
+}
+
+SEC("cgroup/sendmsg4")
+int pf_sendmsg4(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request4(ctx, &r) ? on_connect(ctx, &r, PF_BPF_HOOK_SENDMSG) : ALLOW_CALL;
+}
+
+SEC("cgroup/sendmsg6")
+int pf_sendmsg6(struct bpf_sock_addr *ctx)
+{
+        struct request r;
+
+        return read_request6(ctx, &r) ? on_connect(ctx, &r, PF_BPF_HOOK_SENDMSG) : ALLOW_CALL;
+}
+
+/* ---- the name calls: report the ports asked for ---------------------------- */
+
+static __always_inline int restore_local(struct bpf_sock_addr *ctx)
+{
+        __u32 generation;
+        struct pf_bpf_settings *s = get_settings(&generation);
+        struct pf_bpf_sock *sk;
+
+        if (!s || !s->getsockname_requested)
+                return ALLOW_CALL;
+        sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
+        if (sk && sk->requested && bpf_ntohs(ctx->user_port) == sk->bound)
+                ctx->user_port = bpf_htons(sk->requested);
+        return ALLOW_CALL;
+}
+
+static __always_inline int restore_peer(struct bpf_sock_addr *ctx)
+{
+        struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
+
+        if (sk && sk->peer_requested && bpf_ntohs(ctx->user_port) == sk->peer_target)
+                ctx->user_port = bpf_htons(sk->peer_requested);
+        return ALLOW_CALL;
+}
+
+SEC("cgroup/getsockname4")
+int pf_getsockname4(struct bpf_sock_addr *ctx)
+{
+        return restore_local(ctx);
+}
+
+SEC("cgroup/getsockname6")
+int pf_getsockname6(struct bpf_sock_addr *ctx)
+{
+        return restore_local(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int pf_getpeername4(struct bpf_sock_addr *ctx)
+{
+        return restore_peer(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int pf_getpeername6(struct bpf_sock_addr *ctx)
+{
+        return restore_peer(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int pf_recvmsg4(struct bpf_sock_addr *ctx)
+{
+        return restore_peer(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int pf_recvmsg6(struct bpf_sock_addr *ctx)
+{
+        return restore_peer(ctx);
+}
