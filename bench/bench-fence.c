@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* Benchmark: the cost of libportfence.so, in one run. Children run the same
- * loops with and without the shim preloaded; the parent prints ns per
- * iteration and the ratios (targets: <= 1.05 for an allowed port, a remapped
- * port and an unguarded call; start-up of /bin/true at most 1 ms slower;
- * at most 1 MiB more RSS).
+/* Benchmark: the cost of each enforcer, in one run. Children run the same
+ * loops plain, with libportfence.so preloaded, and (as root, given the
+ * portfence command) inside a cgroup fenced by the BPF programs; the parent
+ * prints ns per iteration and the ratios (targets: <= 1.05 for an allowed
+ * port, a remapped port and an unguarded call; start-up of /bin/true at most
+ * 1 ms slower with the shim; at most 1 MiB more RSS).
  *
- * usage: bench-shim PATH/TO/libportfence.so */
+ * usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence] */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,9 +129,9 @@ static long rss_kib(void)
         return kib;
 }
 
-/* Run argv with or without the shim; returns what it printed as a number,
- * and its wall time in *ns. */
-static double spawn(char *const argv[], const char *shim, double *ns)
+/* Run argv with or without the shim, in a cgroup if one is given; returns
+ * what it printed as a number, and its wall time in *ns. */
+static double spawn_in(char *const argv[], const char *shim, const char *cgroup, double *ns)
 {
         int out[2];
         char buf[64] = "";
@@ -147,6 +149,15 @@ static double spawn(char *const argv[], const char *shim, double *ns)
                         setenv("LD_PRELOAD", shim, 1);
                 else
                         unsetenv("LD_PRELOAD");
+                if (cgroup) {
+                        char procs[4200];
+                        FILE *f;
+
+                        snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup);
+                        f = fopen(procs, "w");
+                        if (!f || fprintf(f, "%d\n", getpid()) < 0 || fclose(f) != 0)
+                                _exit(126);
+                }
                 execv(argv[0], argv);
                 _exit(127);
         }
@@ -160,9 +171,72 @@ static double spawn(char *const argv[], const char *shim, double *ns)
         return atof(buf);
 }
 
+static double spawn(char *const argv[], const char *shim, double *ns)
+{
+        return spawn_in(argv, shim, NULL, ns);
+}
+
+/* The loops plain and with an enforcer: the shim, or the cgroup. */
+static void compare_loops(const char *self, const char *shim, const char *cgroup)
+{
+        char which[8];
+
+        printf("loop                               without      with   ratio (target <= 1.05)\n");
+        for (int loop = 0; loop < LOOP_COUNT; loop++) {
+                double best_plain = 1e18, best_fenced = 1e18;
+                char *args[] = { (char *)self, "--loop", which, NULL };
+
+                snprintf(which, sizeof(which), "%d", loop);
+                for (int round = 0; round < ROUNDS; round++) {  /* interleaved, best of */
+                        double plain = spawn(args, NULL, NULL);
+                        double fenced = spawn_in(args, shim, cgroup, NULL);
+
+                        best_plain = plain < best_plain ? plain : best_plain;
+                        best_fenced = fenced < best_fenced ? fenced : best_fenced;
+                }
+                printf("%s %7.0f ns %7.0f ns   %.3f\n", loop_names[loop], best_plain, best_fenced,
+                       best_fenced / best_plain);
+        }
+}
+
+/* As root with cgroup v2: the same loops in a cgroup fenced by portfence. */
+static void bench_cgroup(const char *self, const char *portfence, const char *policy_path)
+{
+        char cgroup[4096], command[8192], line[4096];
+        FILE *mounts = fopen("/proc/self/mountinfo", "r");
+        bool found = false;
+
+        while (mounts && !found && fgets(line, sizeof(line), mounts)) {
+                char point[4096], type[64];
+                const char *dash = strstr(line, " - ");
+
+                found = dash && sscanf(dash, " - %63s", type) == 1 && strcmp(type, "cgroup2") == 0 &&
+                        sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1 &&
+                        snprintf(cgroup, sizeof(cgroup), "%s/bench-fence-%d", point, getpid()) > 0;
+        }
+        if (mounts)
+                fclose(mounts);
+        if (!found || geteuid() != 0 || mkdir(cgroup, 0755) < 0) {
+                printf("\ncgroup: skipped (needs root and cgroup v2)\n");
+                return;
+        }
+        snprintf(command, sizeof(command), "%s cgroup attach -c %s %s >/dev/null", portfence,
+                 policy_path, cgroup);
+        if (system(command) == 0) {
+                printf("\nBPF cgroup programs (the same loops inside a fenced cgroup):\n");
+                compare_loops(self, NULL, cgroup);
+                snprintf(command, sizeof(command), "%s cgroup detach %s >/dev/null", portfence, cgroup);
+                if (system(command) != 0)
+                        fprintf(stderr, "bench-fence: detach failed\n");
+        } else {
+                printf("\ncgroup: skipped (attach failed)\n");
+        }
+        rmdir(cgroup);
+}
+
 int main(int argc, char **argv)
 {
-        char self[4096], which[8], compiled[] = "/tmp/bench-shim-XXXXXX";
+        char self[4096], compiled[] = "/tmp/bench-fence-XXXXXX", source[] = "/tmp/bench-fence-XXXXXX";
         struct pf_policy *policy = NULL;
         struct pf_diag diag;
         ssize_t len;
@@ -174,8 +248,8 @@ int main(int argc, char **argv)
                 printf("%ld\n", rss_kib());
                 return 0;
         }
-        if (argc != 2) {
-                fprintf(stderr, "usage: bench-shim PATH/TO/libportfence.so\n");
+        if (argc != 2 && argc != 3) {
+                fprintf(stderr, "usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence]\n");
                 return 2;
         }
         len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -191,21 +265,8 @@ int main(int argc, char **argv)
         pf_policy_free(policy);
         setenv("PORTFENCE_POLICY", compiled, 1);
 
-        printf("loop                               without      with   ratio (target <= 1.05)\n");
-        for (int loop = 0; loop < LOOP_COUNT; loop++) {
-                double best_plain = 1e18, best_shim = 1e18;
-                char *args[] = { self, "--loop", which, NULL };
-
-                snprintf(which, sizeof(which), "%d", loop);
-                for (int round = 0; round < ROUNDS; round++) {  /* interleaved, best of */
-                        double plain = spawn(args, NULL, NULL), shim = spawn(args, argv[1], NULL);
-
-                        best_plain = plain < best_plain ? plain : best_plain;
-                        best_shim = shim < best_shim ? shim : best_shim;
-                }
-                printf("%s %7.0f ns %7.0f ns   %.3f\n", loop_names[loop], best_plain, best_shim,
-                       best_shim / best_plain);
-        }
+        printf("LD_PRELOAD shim:\n");
+        compare_loops(self, argv[1], NULL);
 
         /* The shim asks a guarded socket its protocol: one getsockopt(2). */
         {
@@ -239,5 +300,17 @@ int main(int argc, char **argv)
         printf("RSS: %.0f KiB without, %.0f KiB with: +%.0f KiB (target <= 1024 KiB)\n", rss_plain,
                rss_shim, rss_shim - rss_plain);
         unlink(compiled);
+
+        if (argc == 3) {
+                int fd = mkstemp(source);
+                bool written = fd >= 0 && write(fd, policy_text, strlen(policy_text)) ==
+                                                 (ssize_t)strlen(policy_text);
+
+                if (fd >= 0)
+                        close(fd);
+                if (written)
+                        bench_cgroup(self, argv[2], source);
+                unlink(source);
+        }
         return 0;
 }
