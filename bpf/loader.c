@@ -71,42 +71,20 @@ static int ensure_bpffs(char *why)
 
 /* ---- filling the maps from the compiled policy ------------------------------ */
 
-bool pf_bpf_glob_exact(const char *glob, char *note, size_t note_size)
-{
-        const char *star = strchr(glob, '*');
-        size_t head = star ? (size_t)(star - glob) : strlen(glob);
-        size_t tail = star ? strlen(star + 1) : 0;
-
-        if (strchr(glob, '[') || (star && strchr(star + 1, '*'))) {
-                snprintf(note, note_size, "program glob '%s' cannot be matched in the kernel "
-                         "(it matches the 16-byte comm against HEAD or HEAD*TAIL, '?' for one character)",
-                         glob);
-                return false;
-        }
-        if (head > 15 || tail > 15 || (!star && head == 15)) {
-                snprintf(note, note_size, "program glob '%s' is matched in the kernel against the "
-                         "comm, which keeps only the first 15 characters of a name", glob);
-                return false;
-        }
-        return true;
-}
-
 /* HEAD or HEAD*TAIL, each cut to the 15 characters a comm keeps. */
 static int fill_rule_program(struct pf_bpf_rule *out, const char *glob, unsigned rule, char *why)
 {
         const char *star = strchr(glob, '*');
         size_t head = star ? (size_t)(star - glob) : strlen(glob);
-        char note[512];
 
-        if (!pf_bpf_glob_exact(glob, note, sizeof(note)) && strchr(note, '('))
-                return fail(-EINVAL, why, "rule %u: %s", rule, note);
+        if (pf_glob_comm_form(glob) == PF_COMM_UNSUPPORTED)
+                return fail(-EINVAL, why, "rule %u: program glob '%s': %s", rule, glob,
+                            pf_comm_glob_note(PF_COMM_UNSUPPORTED));
         out->has_program = 1;
         out->has_star = star != NULL;
         out->head_len = (uint8_t)(head > 15 ? 15 : head);
         memcpy(out->head, glob, out->head_len);
-        if (!star && head >= 15) {      /* a long name: its comm is its first 15 characters */
-                out->head_len = 15;
-        } else if (star) {
+        if (star) {
                 size_t tail = strlen(star + 1);
 
                 out->tail_len = (uint8_t)(tail > 15 ? 15 : tail);

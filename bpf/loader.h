@@ -36,8 +36,3 @@ int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why,
 /* Print decisions as they happen until interrupted or count events. */
 int pf_bpf_events(FILE *out, const struct pf_cgroup *cgroup, bool json, unsigned count,
                   char *why, size_t why_size);
-
-/* Whether a rule's program glob reaches the kernel unchanged: the kernel
- * matches the 16-byte comm against HEAD or HEAD*TAIL, '?' for one character.
- * Returns false with a note saying what the kernel does instead. */
-bool pf_bpf_glob_exact(const char *glob, char *note, size_t note_size);

@@ -98,15 +98,7 @@ static struct pf_policy *load_for_kernel(const char *command, const char *config
 
         if (!policy)
                 return NULL;
-        for (unsigned rule = 1; rule <= pf_policy_rule_count(policy); rule++) {
-                struct pf_conditions c;
-                char note[512];
-
-                pf_policy_conditions(policy, rule, &c);
-                if (c.program && !pf_bpf_glob_exact(c.program, note, sizeof(note)))
-                        fprintf(stderr, "portfence: %s: note: rule %u (%s:%u): %s\n", command, rule,
-                                pf_policy_name(policy), pf_policy_rule_line(policy, rule), note);
-        }
+        pf_cli_comm_notes(command, policy);
         if (strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) == 0 ||
             !realpath(pf_policy_name(policy), source))
                 snprintf(source, size, "%s", pf_policy_name(policy));

@@ -146,6 +146,7 @@ int pf_cmd_check(int argc, char **argv)
         }
         if (optind == argc && !json)
                 print_summary(policy);
+        pf_cli_comm_notes("check", policy);
         if (json)
                 printf("[");
         for (int i = optind; i < argc; i++) {

@@ -23,6 +23,10 @@ void pf_error(const char *command, const char *fmt, ...);
  * NULL (the command exits PF_EXIT_USAGE). */
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path);
 
+/* A note on stderr for every rule whose program glob the cgroup programs
+ * cannot match exactly. */
+void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);
+
 /* Parse a comma-separated --os list ("all" = every table row but "host")
  * into profiles; returns the count or -1 after printing an error. */
 int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,

@@ -35,6 +35,21 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
         return r < 0 ? NULL : policy;
 }
 
+void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
+{
+        for (unsigned rule = 1; rule <= pf_policy_rule_count(policy); rule++) {
+                struct pf_conditions c;
+                enum pf_comm_glob form;
+
+                pf_policy_conditions(policy, rule, &c);
+                if (!c.program || (form = pf_glob_comm_form(c.program)) == PF_COMM_EXACT)
+                        continue;
+                fprintf(stderr, "portfence: %s: note: rule %u (%s:%u), program '%s': %s\n", command,
+                        rule, pf_policy_name(policy), pf_policy_rule_line(policy, rule), c.program,
+                        pf_comm_glob_note(form));
+        }
+}
+
 int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,
                     size_t capacity)
 {

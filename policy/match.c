@@ -233,3 +233,30 @@ bool pf_glob_match(const char *pattern, const char *name)
                 pattern++;
         return *pattern == '\0';
 }
+
+enum pf_comm_glob pf_glob_comm_form(const char *glob)
+{
+        const char *star = strchr(glob, '*');
+        size_t head = star ? (size_t)(star - glob) : strlen(glob);
+        size_t tail = star ? strlen(star + 1) : 0;
+
+        if (strchr(glob, '[') || (star && strchr(star + 1, '*')))
+                return PF_COMM_UNSUPPORTED;
+        if (head > 15 || tail > 15)
+                return PF_COMM_TRUNCATED;
+        return PF_COMM_EXACT;
+}
+
+const char *pf_comm_glob_note(enum pf_comm_glob form)
+{
+        switch (form) {
+        case PF_COMM_TRUNCATED:
+                return "the cgroup programs see the 16-byte comm, the first 15 characters of the "
+                       "name: they match this glob cut to 15 characters";
+        case PF_COMM_UNSUPPORTED:
+                return "the cgroup programs match the comm against HEAD or HEAD*TAIL with '?' only: "
+                       "'portfence cgroup attach' refuses this glob";
+        default:
+                return "matched exactly";
+        }
+}

@@ -162,3 +162,14 @@ int pf_addr_parse(const char *text, struct pf_addr *addr);
 
 /* Glob match on a program name: '*', '?', '[...]' (with '!' or '^'). */
 bool pf_glob_match(const char *pattern, const char *name);
+
+/* How a glob fares against the kernel's 16-byte comm (15 characters of the
+ * name), which the cgroup programs match as HEAD or HEAD*TAIL with '?'. */
+enum pf_comm_glob {
+        PF_COMM_EXACT,          /* matched as the shim matches it */
+        PF_COMM_TRUNCATED,      /* a part longer than 15 characters: cut to 15 */
+        PF_COMM_UNSUPPORTED,    /* '[' or more than one '*' */
+};
+enum pf_comm_glob pf_glob_comm_form(const char *glob);
+/* A note saying what the kernel does with such a glob. */
+const char *pf_comm_glob_note(enum pf_comm_glob form);

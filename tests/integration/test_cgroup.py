@@ -290,6 +290,14 @@ class Lifecycle(CgroupTest):
             self.assertEqual(r.returncode, 2)
             self.assertIn("needs root", r.stderr)
 
+    def test_unsupported_glob_refused(self):
+        policy = write_policy(POLICY.replace('program = "pf-prob?"', 'program = "*prob*"'))
+        self.addCleanup(os.unlink, policy)
+        r = self.cgroup.attach(policy)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("rule 5: program glob '*prob*': the cgroup programs match the comm", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(PIN_ROOT, str(os.stat(self.cgroup.path).st_ino))))
+
     def test_path_forms(self):
         relative = os.path.relpath(self.cgroup.path, cgroup_mount())
         r = portfence("cgroup", "attach", "-c", self.policy, relative)

@@ -117,6 +117,16 @@ class Check(unittest.TestCase):
         r = run("check", "-c", self.policy, "--json")
         self.assertEqual(json.loads(r.stdout), [])
 
+    def test_kernel_glob_notes(self):
+        policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { program = "*sql*"; action = "allow"; },'))
+        try:
+            r = run("check", "-c", policy)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"portfence: check: note: rule 1 ({policy}:5), program '*sql*': the cgroup "
+                          "programs match the comm against HEAD or HEAD*TAIL", r.stderr)
+        finally:
+            os.unlink(policy)
+
     def test_env_policy(self):
         r = run("check", "41000", env={"PORTFENCE_CONFIG": self.policy})
         self.assertEqual(r.returncode, 0, r.stderr)

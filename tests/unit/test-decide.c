@@ -282,6 +282,18 @@ static void test_chain_too_long(void **state)
         pf_policy_free(policy);
 }
 
+static void test_glob_comm_form(void **state)
+{
+        (void)state;
+        assert_int_equal(pf_glob_comm_form("redis-server"), PF_COMM_EXACT);
+        assert_int_equal(pf_glob_comm_form("redis-*"), PF_COMM_EXACT);
+        assert_int_equal(pf_glob_comm_form("*-server"), PF_COMM_EXACT);
+        assert_int_equal(pf_glob_comm_form("p?thon*3"), PF_COMM_EXACT);
+        assert_int_equal(pf_glob_comm_form("a-very-long-program-name"), PF_COMM_TRUNCATED);
+        assert_int_equal(pf_glob_comm_form("*sql*"), PF_COMM_UNSUPPORTED);
+        assert_int_equal(pf_glob_comm_form("[np]ginx"), PF_COMM_UNSUPPORTED);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -292,6 +304,7 @@ int main(void)
                 cmocka_unit_test(test_addr_set_in6_maps_v4),
                 cmocka_unit_test(test_chain_matches_decide),
                 cmocka_unit_test(test_chain_too_long),
+                cmocka_unit_test(test_glob_comm_form),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
