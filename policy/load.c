@@ -523,13 +523,12 @@ static void load_rule_ports(struct loader *l, const config_setting_t *group, str
 
 static unsigned rule_port_count(const struct loader *l, const struct pf_rule *rule)
 {
-        const struct pf_range *ranges = l->ranges + rule->first_range;
         unsigned n = 0;
 
         if (!rule->has_ports)
                 return PF_PORT_MAX;
-        for (uint32_t i = 0; i < rule->range_count; i++)
-                n += ranges[i].hi - ranges[i].lo + 1u;
+        for (uint32_t i = rule->first_range; i < rule->first_range + rule->range_count; i++)
+                n += l->ranges[i].hi - l->ranges[i].lo + 1u;
         return n;
 }
 

@@ -415,6 +415,16 @@ class EmptyMaps(CgroupTest):
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "0")[1], "bind 0 0")
 
 
+def tearDownModule():
+    """Nothing of the suite may outlive it: pinned objects, cgroups."""
+    mount = cgroup_mount()
+    left = [name for name in os.listdir(mount) if name.startswith(f"pf-test-{os.getpid()}-")]
+    if os.path.isdir(PIN_ROOT):
+        left += [os.path.join(PIN_ROOT, name) for name in os.listdir(PIN_ROOT)]
+    if left:
+        raise RuntimeError("left behind: " + ", ".join(left))
+
+
 if __name__ == "__main__":
     if skip_reason():
         print("skipped:", skip_reason())

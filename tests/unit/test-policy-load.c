@@ -34,6 +34,7 @@ static const struct {
         { "target-guarded.conf", 4, "rule 1: remap targets 49150-49159 are guarded (tcp): choose ports outside 'ephemeral'" },
         { "target-outside.conf", 4, "rule 1: remap target 70000 outside 1-65535" },
         { "target-past-end.conf", 6, "rule 1: remap targets 65500-65599 run past 65535" },
+        { "to-without-ports.conf", 4, "rule 1: remap targets 7000-72534 run past 65535" },
         { "empty-pool.conf", 3, "remap needs a port to go to, but remap_pool is empty" },
         { "pool-guarded.conf", 4, "remap_pool ports 49152-49199 are guarded (tcp): a remap target must not be" },
         { "syntax-error.conf", 2, "syntax error" },
