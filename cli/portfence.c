@@ -12,6 +12,9 @@ static const struct pf_command commands[] = {
         { "suggest", pf_cmd_suggest, "suggest server ports safe on the named stacks" },
         { "run", pf_cmd_run, "run a command with its binds fenced by the LD_PRELOAD shim" },
         { "cgroup", pf_cmd_cgroup, "fence every process of a cgroup v2 with BPF programs" },
+        { "squat", pf_cmd_squat, "hold ports as a client would, to reproduce collisions" },
+        { "scan", pf_cmd_scan, "find servers in guarded ranges and clients on server ports" },
+        { "export", pf_cmd_export, "print the policy as a sysctl or as systemd unit settings" },
 };
 
 #ifndef PF_HAVE_BPF

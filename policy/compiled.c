@@ -513,6 +513,36 @@ void pf_policy_conditions(const struct pf_policy *p, unsigned rule, struct pf_co
         };
 }
 
+void pf_policy_server_ports(const struct pf_policy *p, enum pf_proto proto, struct pf_portset *out)
+{
+        bool pool_used = p->default_action == PF_REMAP && !pf_portset_empty(&p->guarded[proto]);
+
+        pf_portset_clear(out);
+        for (uint32_t i = 0; i < p->rule_count; i++) {
+                const struct pf_rule *rule = &rules_of(p)[i];
+                struct pf_portset ports;
+
+                if (!(rule->protos & PF_PROTO_BIT(proto)))
+                        continue;
+                pf_portset_clear(&ports);
+                if (!rule->has_ports)
+                        pf_portset_fill(&ports);
+                for (uint32_t k = 0; k < rule->range_count; k++)
+                        pf_portset_add_range(&ports, ranges_of(p)[rule->first_range + k].lo,
+                                             ranges_of(p)[rule->first_range + k].hi);
+                if (rule->action == PF_ALLOW && !rule->conditional) {
+                        pf_portset_intersect(&ports, &p->guarded[proto]);
+                        pf_portset_union(out, &ports);
+                } else if (rule->action == PF_REMAP && rule->has_to) {
+                        pf_portset_add_range(out, rule->to, rule->to + pf_portset_count(&ports) - 1u);
+                } else if (rule->action == PF_REMAP) {
+                        pool_used = true;
+                }
+        }
+        if (pool_used)
+                pf_portset_union(out, &p->pool);
+}
+
 bool pf_conditions_match(const struct pf_conditions *c, const struct pf_query *q)
 {
         struct pf_cidr cidr = { c->cidr_addr, c->cidr_prefix };
@@ -532,10 +562,15 @@ const struct pf_portset *pf_policy_guarded(const struct pf_policy *p, enum pf_pr
         return &p->guarded[proto];
 }
 const struct pf_portset *pf_policy_pool(const struct pf_policy *p) { return &p->pool; }
+const struct pf_portset *pf_policy_client_ports(const struct pf_policy *p) { return &p->client_ports; }
 unsigned pf_policy_rule_count(const struct pf_policy *p) { return p->rule_count; }
 unsigned pf_policy_rule_line(const struct pf_policy *p, unsigned rule)
 {
         return rule >= 1 && rule <= p->rule_count ? rules_of(p)[rule - 1].line : 0;
+}
+enum pf_action pf_policy_rule_action(const struct pf_policy *p, unsigned rule)
+{
+        return rule >= 1 && rule <= p->rule_count ? rules_of(p)[rule - 1].action : PF_ALLOW;
 }
 bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *p) { return p->getsockname; }

@@ -439,6 +439,21 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
 
 /* The default pool: ports 1024-65535 outside this host's dynamic range and
  * outside every guarded set. */
+/* client_ports: where the shim takes the local port of outgoing connects
+ * from, to make a client collide with a server on purpose. */
+static void load_client_ports(struct loader *l, const config_setting_t *root)
+{
+        const config_setting_t *s = config_setting_get_member(root, "client_ports");
+        struct pf_range *ranges;
+        size_t count;
+
+        if (!s || !(ranges = get_ranges(l, s, "'client_ports'", &count)))
+                return;
+        for (size_t i = 0; i < count; i++)
+                pf_portset_add_range(&l->policy->client_ports, ranges[i].lo, ranges[i].hi);
+        free(ranges);
+}
+
 static void load_pool(struct loader *l, const config_setting_t *root, bool uses_host)
 {
         struct pf_policy *p = l->policy;
@@ -686,6 +701,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         static const char *const keys[] = {
                 "version", "ephemeral", "default_action", "refuse_errno", "remap_pool",
                 "redirect_connect", "on_error", "log", "rules", "getsockname", "unbound_listen",
+                "client_ports",
         };
         bool uses_host;
 
@@ -695,6 +711,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         load_scalars(l, root);
         load_log(l, root);
         load_pool(l, root, uses_host);
+        load_client_ports(l, root);
         load_rules(l, root);
         if (l->remap_needs_pool && pf_portset_empty(&l->policy->pool))
                 report(l, l->pool_line ? l->pool_line : 1,

@@ -77,6 +77,7 @@ struct pf_policy {
         struct pf_portset guarded[PF_PROTO_COUNT];
         uint16_t guarded_rank[PF_PROTO_COUNT][PF_PORTSET_WORDS]; /* members below word */
         struct pf_portset pool;
+        struct pf_portset client_ports; /* local ports for outgoing connects; empty: kernel's */
         struct pf_slot slots[PF_PROTO_COUNT][PF_PORT_MAX + 1];
 };
 

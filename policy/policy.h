@@ -132,8 +132,16 @@ bool pf_conditions_match(const struct pf_conditions *conditions, const struct pf
 const char *pf_policy_name(const struct pf_policy *policy);
 const struct pf_portset *pf_policy_guarded(const struct pf_policy *policy, enum pf_proto proto);
 const struct pf_portset *pf_policy_pool(const struct pf_policy *policy);
+/* client_ports: local ports outgoing connects take (empty: the kernel's). */
+const struct pf_portset *pf_policy_client_ports(const struct pf_policy *policy);
+/* The ports the policy gives to servers of proto: ports of unconditional
+ * allow rules on guarded ports, and every remap target (a rule's "to"
+ * range, the pool when a remap uses it). Clients must stay off them. */
+void pf_policy_server_ports(const struct pf_policy *policy, enum pf_proto proto,
+                            struct pf_portset *out);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);
 unsigned pf_policy_rule_line(const struct pf_policy *policy, unsigned rule);
+enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned rule);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *policy);

@@ -131,6 +131,7 @@ static ssize_t libc_recvmsg(int fd, struct msghdr *msg, int flags)
 enum { POLICY_NONE, POLICY_LOADING, POLICY_READY };
 
 static const struct pf_policy *policy;  /* NULL when ready: everything passes */
+static unsigned client_first;           /* the first of client_ports; 0: none */
 static int policy_state = POLICY_NONE;
 static pid_t policy_loader;
 
@@ -200,6 +201,9 @@ static void load_policy(void)
         if (r == 0) {
                 pf_policy_log(loaded, &log);
                 shim_log_open(&log, env_level(log.level));
+                client_first = pf_portset_find(pf_policy_client_ports(loaded), 1, true);
+                if (client_first > PF_PORT_MAX)
+                        client_first = 0;
                 policy = loaded;
                 return;
         }
@@ -500,6 +504,38 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
         return decide_request(p, fd, req, v) && v->action == PF_REMAP;
 }
 
+static uint16_t bound_port(int fd, int *family);
+
+/* client_ports: an unbound socket takes the first free one of them as its
+ * local port, as if the kernel had handed it out; a test's way to make a
+ * client sit on a server's port. */
+static void take_client_port(const struct pf_policy *p, int fd)
+{
+        const struct pf_portset *ports = pf_policy_client_ports(p);
+        struct sockaddr_storage ss;
+        int family, saved = errno;
+
+        if (bound_port(fd, &family) != 0 || (family != AF_INET && family != AF_INET6))
+                return;
+        for (unsigned port = client_first; port <= PF_PORT_MAX; port = pf_portset_find(ports, port + 1, true)) {
+                socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+
+                memset(&ss, 0, sizeof(ss));     /* the wildcard address */
+                ss.ss_family = (sa_family_t)family;
+                if (family == AF_INET)
+                        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
+                else
+                        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+                if (libc_bind(fd, (struct sockaddr *)&ss, len) == 0) {
+                        shim_log_text(PF_LEVEL_DEBUG, "connect: took a local port from client_ports");
+                        break;
+                }
+                if (errno != EADDRINUSE)
+                        break;
+        }
+        errno = saved;
+}
+
 static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
         struct sockaddr_storage copy;
@@ -507,6 +543,8 @@ static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
         struct request req;
         int saved = errno, r;
 
+        if (client_first && policy && addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
+                take_client_port(policy, fd);
         if (!redirect_target(fd, addr, len, &req, &v))
                 return libc_connect(fd, addr, len);
         r = libc_connect(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));

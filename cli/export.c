@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/* portfence export sysctl|systemd: the policy in the kernel's and systemd's
+ * own terms, for hosts and units that enforce it themselves. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void export_help(FILE *f)
+{
+        fprintf(f, "usage: portfence export sysctl [-c FILE]\n"
+                   "       portfence export systemd [-c FILE]\n\n"
+                   "sysctl: net.ipv4.ip_local_reserved_ports with every port the policy gives to\n"
+                   "servers, merged with this host's reservations: the kernel never hands them\n"
+                   "to clients. systemd: SocketBindAllow=/SocketBindDeny= lines for a unit, with\n"
+                   "a comment for each rule systemd cannot express.\n");
+}
+
+static int export_sysctl(const struct pf_policy *policy)
+{
+        struct pf_portset reserved, tcp;
+        char *text;
+        size_t size;
+        const char *why;
+        char current[65536] = "";
+        FILE *f = fopen(PF_PROC_RESERVED, "re");
+
+        if (!f || !fgets(current, sizeof(current), f))
+                current[0] = '\0';
+        if (f)
+                fclose(f);
+        current[strcspn(current, "\n")] = '\0';
+        pf_portset_clear(&reserved);
+        if (current[0] && pf_portset_parse(current, &reserved, &why) < 0) {
+                pf_error("export", "%s: %s in '%s'", PF_PROC_RESERVED, why, current);
+                return PF_EXIT_USAGE;
+        }
+        /* One list for both protocols: the kernel's reservations are too. */
+        pf_policy_server_ports(policy, PF_TCP, &tcp);
+        pf_portset_union(&reserved, &tcp);
+        pf_policy_server_ports(policy, PF_UDP, &tcp);
+        pf_portset_union(&reserved, &tcp);
+        size = pf_portset_format(&reserved, NULL, 0) + 1;
+        text = malloc(size);
+        if (!text) {
+                pf_error("export", "out of memory");
+                return PF_EXIT_USAGE;
+        }
+        pf_portset_format(&reserved, text, size);
+        printf("net.ipv4.ip_local_reserved_ports = %s\n", text);
+        free(text);
+        return PF_EXIT_OK;
+}
+
+/* "SocketBindDeny=ipv4:tcp:32768-60999" style lines for one set. */
+static void print_bind_lines(const char *key, const struct pf_portset *set, enum pf_proto proto)
+{
+        struct pf_range range = { 0, 0 };
+
+        while (pf_portset_next_range(set, &range)) {
+                if (range.lo == range.hi)
+                        printf("%s=%s:%u\n", key, pf_proto_name(proto), range.lo);
+                else
+                        printf("%s=%s:%u-%u\n", key, pf_proto_name(proto), range.lo, range.hi);
+        }
+}
+
+/* A comment for each rule systemd cannot express as it is. */
+static void comment_rules(const struct pf_policy *policy)
+{
+        for (unsigned rule = 1; rule <= pf_policy_rule_count(policy); rule++) {
+                struct pf_conditions c;
+                const char *note = NULL;
+
+                pf_policy_conditions(policy, rule, &c);
+                if (c.has_family || c.has_cidr || c.program)
+                        note = "its family, address or program conditions cannot be expressed: "
+                               "its ports are decided as if it never matched";
+                else if (pf_policy_rule_action(policy, rule) == PF_REMAP)
+                        note = "systemd cannot move a bind: its ports are denied instead";
+                else if (pf_policy_rule_action(policy, rule) == PF_LOG)
+                        note = "systemd does not log binds: its ports are allowed";
+                if (note)
+                        printf("# rule %u (%s:%u): %s\n", rule, pf_policy_name(policy),
+                               pf_policy_rule_line(policy, rule), note);
+        }
+}
+
+/* SocketBindDeny= over the guarded ranges and every refused port, and
+ * SocketBindAllow= (which takes precedence) for the guarded ports the policy
+ * lets through. A remap becomes a deny; conditions are dropped. */
+static int export_systemd(const struct pf_policy *policy)
+{
+        printf("# from %s by 'portfence export systemd'\n[Service]\n", pf_policy_name(policy));
+        comment_rules(policy);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                const struct pf_portset *guarded = pf_policy_guarded(policy, proto);
+                struct pf_portset deny = *guarded, allow;
+
+                pf_portset_clear(&allow);
+                for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
+                        struct pf_step steps[8];
+                        int n = pf_policy_chain(policy, proto, port, steps, 8);
+                        enum pf_action action = n > 0 ? steps[n - 1].action : PF_REFUSE;
+
+                        if (action == PF_REFUSE || action == PF_REMAP)
+                                pf_portset_add(&deny, port);
+                        else if (pf_portset_has(guarded, port))
+                                pf_portset_add(&allow, port);
+                }
+                print_bind_lines("SocketBindAllow", &allow, proto);
+                print_bind_lines("SocketBindDeny", &deny, proto);
+        }
+        return PF_EXIT_OK;
+}
+
+int pf_cmd_export(int argc, char **argv)
+{
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        const char *config = NULL, *what;
+        struct pf_policy *policy;
+        int opt, r;
+
+        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+                switch (opt) {
+                case 'c': config = optarg; break;
+                case 'h': export_help(stdout); return PF_EXIT_OK;
+                default: export_help(stderr); return PF_EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc || (strcmp(argv[optind], "sysctl") != 0 &&
+                                   strcmp(argv[optind], "systemd") != 0)) {
+                pf_error("export", "expected 'sysctl' or 'systemd' (see 'portfence export --help')");
+                return PF_EXIT_USAGE;
+        }
+        what = argv[optind];
+        policy = pf_cli_load_policy("export", config);
+        if (!policy)
+                return PF_EXIT_USAGE;
+        r = strcmp(what, "sysctl") == 0 ? export_sysctl(policy) : export_systemd(policy);
+        pf_policy_free(policy);
+        return r;
+}

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/* The TCP and UDP sockets of this network namespace, from sock_diag netlink,
+ * and their owners, from /proc/PID/fd (no parsing of ss output). */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sockets.h"
+
+#define TCP_LISTEN 10
+
+static int push(struct pf_socket **list, size_t *count, const struct pf_socket *s)
+{
+        if ((*count & (*count + 1)) == 0 || *count == 0) {      /* grow at 0, 1, 3, 7, ... */
+                struct pf_socket *grown = realloc(*list, (2 * *count + 2) * sizeof(**list));
+
+                if (!grown)
+                        return -ENOMEM;
+                *list = grown;
+        }
+        (*list)[(*count)++] = *s;
+        return 0;
+}
+
+static void to_socket(const struct inet_diag_msg *m, enum pf_proto proto, struct pf_socket *s)
+{
+        memset(s, 0, sizeof(*s));
+        s->proto = proto;
+        s->family = m->idiag_family;
+        memcpy(s->addr, m->id.idiag_src, m->idiag_family == AF_INET ? 4 : 16);
+        memcpy(s->peer, m->id.idiag_dst, m->idiag_family == AF_INET ? 4 : 16);
+        s->port = ntohs(m->id.idiag_sport);
+        s->peer_port = ntohs(m->id.idiag_dport);
+        s->listening = proto == PF_TCP ? m->idiag_state == TCP_LISTEN : s->peer_port == 0;
+        s->inode = m->idiag_inode;
+        snprintf(s->program, sizeof(s->program), "?");
+}
+
+/* One sock_diag dump: every socket of family and protocol, in any state. */
+static int dump(int family, enum pf_proto proto, struct pf_socket **list, size_t *count)
+{
+        struct {
+                struct nlmsghdr nlh;
+                struct inet_diag_req_v2 req;
+        } request = {
+                .nlh = { .nlmsg_len = sizeof(request), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                         .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+                .req = { .sdiag_family = (uint8_t)family,
+                         .sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP,
+                         .idiag_states = ~0u },
+        };
+        char buf[32768] __attribute__((aligned(8)));
+        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
+        bool done = false;
+
+        if (fd < 0)
+                return -errno;
+        if (send(fd, &request, sizeof(request), 0) < 0) {
+                r = -errno;
+                goto out;
+        }
+        while (!done && r == 0) {
+                ssize_t n = recv(fd, buf, sizeof(buf), 0);
+                struct nlmsghdr *h = (struct nlmsghdr *)buf;
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        r = n < 0 ? -errno : -EIO;
+                        break;
+                }
+                for (; NLMSG_OK(h, (size_t)n) && r == 0; h = NLMSG_NEXT(h, n)) {
+                        struct pf_socket s;
+
+                        if (h->nlmsg_type == NLMSG_DONE) {
+                                done = true;
+                                break;
+                        }
+                        if (h->nlmsg_type == NLMSG_ERROR) {
+                                r = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+                                r = r > 0 ? -r : r ? r : -EIO;
+                                break;
+                        }
+                        to_socket(NLMSG_DATA(h), proto, &s);
+                        r = push(list, count, &s);
+                }
+        }
+out:
+        close(fd);
+        return r;
+}
+
+int pf_sockets_read(struct pf_socket **list, size_t *count)
+{
+        static const int families[] = { AF_INET, AF_INET6 };
+        int r = 0;
+
+        *list = NULL;
+        *count = 0;
+        for (int f = 0; f < 2 && r == 0; f++)
+                for (int proto = 0; proto < PF_PROTO_COUNT && r == 0; proto++)
+                        r = dump(families[f], proto, list, count);
+        /* No IPv6 in this kernel: nothing to list there. */
+        if (r == -EAFNOSUPPORT || r == -ENOENT)
+                r = 0;
+        if (r < 0) {
+                free(*list);
+                *list = NULL;
+                *count = 0;
+        }
+        return r;
+}
+
+static void read_comm(const char *pid, char *out, size_t size)
+{
+        char path[64];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%s/comm", pid);
+        f = fopen(path, "re");
+        if (f && fgets(out, (int)size, f))
+                out[strcspn(out, "\n")] = '\0';
+        if (f)
+                fclose(f);
+}
+
+void pf_sockets_owners(struct pf_socket *list, size_t count)
+{
+        DIR *proc = opendir("/proc");
+        struct dirent *p;
+
+        while (proc && (p = readdir(proc))) {
+                char path[300], link[64];
+                struct dirent *f;
+                DIR *fds;
+
+                if (strspn(p->d_name, "0123456789") != strlen(p->d_name))
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%s/fd", p->d_name);
+                if (!(fds = opendir(path)))
+                        continue;
+                while ((f = readdir(fds))) {
+                        char fd_path[600];
+                        unsigned long inode;
+                        ssize_t n;
+
+                        snprintf(fd_path, sizeof(fd_path), "%s/%s", path, f->d_name);
+                        n = readlink(fd_path, link, sizeof(link) - 1);
+                        if (n <= 0)
+                                continue;
+                        link[n] = '\0';
+                        if (sscanf(link, "socket:[%lu]", &inode) != 1)
+                                continue;
+                        for (size_t i = 0; i < count; i++) {
+                                if (list[i].inode != inode || list[i].pid)
+                                        continue;
+                                list[i].pid = atoi(p->d_name);
+                                read_comm(p->d_name, list[i].program, sizeof(list[i].program));
+                        }
+                }
+                closedir(fds);
+        }
+        if (proc)
+                closedir(proc);
+}
+
+void pf_socket_address(const struct pf_socket *s, bool peer, char *buf, size_t size)
+{
+        if (!inet_ntop(s->family, peer ? s->peer : s->addr, buf, (socklen_t)size))
+                snprintf(buf, size, "?");
+}
+
+void pf_socket_format(const struct pf_socket *s, bool peer, char *buf, size_t size)
+{
+        char text[INET6_ADDRSTRLEN];
+
+        pf_socket_address(s, peer, text, sizeof(text));
+        snprintf(buf, size, s->family == AF_INET6 ? "[%s]:%u" : "%s:%u", text,
+                 peer ? s->peer_port : s->port);
+}
