@@ -15,6 +15,7 @@
 
 #include "sockets.h"
 
+#define TCP_TIME_WAIT 6
 #define TCP_LISTEN 10
 
 static int push(struct pf_socket **list, size_t *count, const struct pf_socket *s)
@@ -40,6 +41,7 @@ static void to_socket(const struct inet_diag_msg *m, enum pf_proto proto, struct
         s->port = ntohs(m->id.idiag_sport);
         s->peer_port = ntohs(m->id.idiag_dport);
         s->listening = proto == PF_TCP ? m->idiag_state == TCP_LISTEN : s->peer_port == 0;
+        s->time_wait = proto == PF_TCP && m->idiag_state == TCP_TIME_WAIT;
         s->inode = m->idiag_inode;
         snprintf(s->program, sizeof(s->program), "?");
 }

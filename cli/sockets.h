@@ -16,6 +16,7 @@ struct pf_socket {
         uint16_t port;
         uint16_t peer_port;
         bool listening;         /* TCP LISTEN, or UDP bound and not connected */
+        bool time_wait;         /* a closed TCP connection the kernel still keeps */
         unsigned long inode;
         pid_t pid;              /* 0 when no process of ours can be seen holding it */
         char program[32];

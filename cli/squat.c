@@ -68,15 +68,19 @@ static void describe_holder(enum pf_proto proto, unsigned port, char *out, size_
         struct pf_socket *list;
         size_t count;
 
-        snprintf(out, size, "a socket portfence cannot see the owner of");
+        snprintf(out, size, "a socket whose owner portfence cannot see");
         if (pf_sockets_read(&list, &count) < 0)
                 return;
         pf_sockets_owners(list, count);
         for (size_t i = 0; i < count; i++) {
-                if (list[i].proto == proto && list[i].port == port && list[i].pid) {
+                if (list[i].proto != proto || list[i].port != port)
+                        continue;
+                if (list[i].pid) {
                         snprintf(out, size, "pid %d (%s)", (int)list[i].pid, list[i].program);
                         break;
                 }
+                if (list[i].time_wait)
+                        snprintf(out, size, "a closed connection in TIME_WAIT (no process; gone within a minute)");
         }
         free(list);
 }
@@ -114,6 +118,18 @@ static int squat_one(struct held *h, enum pf_proto proto, int family, unsigned p
                 keep(h, peer_fd);
         }
         return 0;
+}
+
+/* Close everything with a reset: no TIME_WAIT is left holding a port. */
+static void release(struct held *h)
+{
+        struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+
+        for (unsigned i = 0; i < h->count; i++) {
+                setsockopt(h->fds[i], SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+                close(h->fds[i]);
+        }
+        h->count = 0;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -241,7 +257,6 @@ int pf_cmd_squat(int argc, char **argv)
                                 pause();
                 }
         }
-        for (unsigned i = 0; i < h.count; i++)
-                close(h.fds[i]);
+        release(&h);
         return status;
 }
