@@ -78,6 +78,8 @@ class Background:
     stops: as a context manager, or with stop() from a tearDown."""
 
     def __init__(self, cmd, env=None, ready=None, ready_port=None):
+        """ready: wait for a line of stdout starting with it; ready_port: for a
+        listener on that port of 127.0.0.1."""
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=base_env(env))
         self.lines = []
@@ -89,7 +91,7 @@ class Background:
                     if not line:
                         raise RuntimeError("exited before ready: " + self.proc.stderr.read())
                     self.lines.append(line.rstrip("\n"))
-                    if line.strip() == ready:
+                    if line.startswith(ready):
                         break
             if ready_port:
                 while not port_listening(ready_port):

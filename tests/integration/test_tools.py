@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""squat, scan, export, client_ports and the demo, as real processes."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pftest import (ASAN_RUNTIME, BUILD, SOURCE, Background, base_env, fenced, port_listening,  # noqa: E402
+                    portfence, probe, write_policy)
+
+# A narrow guarded range that nothing else on the host uses.
+POLICY = """version = 1;
+ephemeral = "29000-29099";
+default_action = "remap";
+remap_pool = "7700-7799";
+rules = (
+  { ports = "29050"; action = "allow"; },
+  { ports = "29060-29069"; action = "remap"; to = 7860; }
+);
+"""
+
+
+def lines(r):
+    return r.stdout.splitlines()
+
+
+class ToolTest(unittest.TestCase):
+    def setUp(self):
+        self.policy = write_policy(POLICY)
+        self.addCleanup(os.unlink, self.policy)
+        self.background = []
+        self.addCleanup(self.stop_all)
+
+    def stop_all(self):
+        for b in self.background:
+            b.stop()
+
+    def start(self, *args, **kw):
+        b = Background(*args, **kw)
+        self.background.append(b)
+        return b
+
+
+class Squat(ToolTest):
+    def test_collision_with_python_http_server(self):
+        r = portfence("squat", "29010", "--", sys.executable, "-m", "http.server", "29010",
+                      "--bind", "127.0.0.1")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("OSError: [Errno 98] Address already in use", r.stderr)
+        self.assertIn("portfence: squat: holding 29010/tcp on 127.0.0.1 and ::1", r.stderr)
+
+    def test_collision_with_test_server_tcp_and_udp(self):
+        for proto, sock, addr in (("tcp", "tcp4", "0.0.0.0"), ("tcp", "tcp6", "::"),
+                                  ("udp", "udp4", "127.0.0.1"), ("udp", "udp6", "::1")):
+            with self.subTest(proto=proto, sock=sock):
+                r = portfence("squat", "--proto", proto, "29011", "--", BUILD["probe"], sock, "reuse",
+                              "bind", addr, "29011")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(lines(r)[-1], "bind -1 EADDRINUSE")
+        # ...and released afterwards: the same bind now works.
+        self.assertEqual(lines(probe("tcp4", "bind", "0.0.0.0", "29011"))[1], "bind 0 0")
+
+    def test_exit_status_is_the_commands(self):
+        self.assertEqual(portfence("squat", "29012", "--", "sh", "-c", "exit 5").returncode, 5)
+
+    def test_hold_and_report(self):
+        holder = self.start([BUILD["portfence"], "squat", "-4", "--hold", "30", "29013"],
+                            ready="portfence: squat: holding")
+        self.assertEqual(holder.lines[0], "portfence: squat: holding 29013/tcp on 127.0.0.1 as a "
+                                          f"client would (pid {holder.proc.pid})")
+        r = portfence("squat", "29013")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, "portfence: squat: 29013/tcp on 127.0.0.1 is in use already, by "
+                                   f"pid {holder.proc.pid} (portfence)\n")
+        holder.proc.terminate()
+        holder.proc.wait(timeout=10)
+        self.assertEqual(lines(probe("tcp4", "bind", "127.0.0.1", "29013"))[1], "bind 0 0")
+
+    def test_usage(self):
+        for args in ((), ("0",), ("70000",), ("29014", "--"), ("--proto", "sctp", "29014")):
+            with self.subTest(args=args):
+                self.assertEqual(portfence("squat", *args).returncode, 2)
+
+
+class Scan(ToolTest):
+    def test_clean(self):
+        r = portfence("scan", "-c", self.policy, "--json")
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, []), r.stderr)
+
+    def test_finds_server_and_client(self):
+        server = self.start([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "29020", "listen", "ready",
+                             "wait"], ready="ready")
+        udp = self.start([BUILD["probe"], "udp6", "bind", "::1", "29021", "ready", "wait"], ready="ready")
+        # A client sitting on 7705, a port of the remap pool: a server's port.
+        client = self.start([BUILD["portfence"], "squat", "-4", "7705"], ready="portfence: squat: holding")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = portfence("scan", "-c", self.policy, "--json")
+            found = json.loads(r.stdout)
+            if len(found) >= 3:
+                break
+            time.sleep(0.1)
+        self.assertEqual(r.returncode, 1)
+        got = {(f["proto"], f["address"], f["port"], f["kind"], f["program"], f["pid"]) for f in found}
+        self.assertIn(("tcp", "127.0.0.1", 29020, "server-in-ephemeral", "pf-probe", server.proc.pid), got)
+        self.assertIn(("udp", "::1", 29021, "server-in-ephemeral", "pf-probe", udp.proc.pid), got)
+        self.assertIn(("tcp", "127.0.0.1", 7705, "client-on-server-port", "portfence", client.proc.pid), got)
+        text = portfence("scan", "-c", self.policy)
+        self.assertIn(f"tcp 127.0.0.1:29020 pid {server.proc.pid} (pf-probe): server-in-ephemeral",
+                      text.stdout)
+
+    def test_accepted_connections_are_not_clients(self):
+        """A server on an allowed port with a connection: not a collision."""
+        server = self.start([BUILD["probe"], "tcp4", "reuse", "bind", "127.0.0.1", "29050", "listen", "ready",
+                             "accept", "wait"], ready="ready")
+        with socket.create_connection(("127.0.0.1", 29050)):
+            time.sleep(0.2)
+            found = json.loads(portfence("scan", "-c", self.policy, "--json").stdout)
+        self.assertEqual([f for f in found if f["port"] == 29050 and f["kind"] != "server-in-ephemeral"], [])
+        server.stop()
+
+
+class Export(ToolTest):
+    def test_sysctl(self):
+        r = portfence("export", "sysctl", "-c", self.policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        key, value = r.stdout.strip().split(" = ")
+        self.assertEqual(key, "net.ipv4.ip_local_reserved_ports")
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
+            current = f.read().strip()
+        if not current:
+            self.assertEqual(value, "7700-7799,7860-7869,29050")
+        for part in ["7700-7799", "7860-7869", "29050"] + (current.split(",") if current else []):
+            self.assertIn(part, value.split(","))
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare")
+    def test_sysctl_applies_in_a_network_namespace(self):
+        value = portfence("export", "sysctl", "-c", self.policy).stdout.strip().split(" = ")[1]
+        script = (f"echo {value} > /proc/sys/net/ipv4/ip_local_reserved_ports && "
+                  "cat /proc/sys/net/ipv4/ip_local_reserved_ports")
+        r = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, value), r.stderr)
+
+    def test_systemd(self):
+        policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { program = "x"; action = "allow"; },\n'
+                                                         '  { ports = "29070"; action = "log"; },'))
+        self.addCleanup(os.unlink, policy)
+        r = portfence("export", "systemd", "-c", policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.splitlines()
+        self.assertEqual(out[1], "[Service]")
+        for proto in ("tcp", "udp"):
+            self.assertIn(f"SocketBindDeny={proto}:29000-29099", out)
+            self.assertIn(f"SocketBindAllow={proto}:29050", out)
+            self.assertIn(f"SocketBindAllow={proto}:29070", out)
+        self.assertIn(f"# rule 1 ({policy}:6): its family, address or program conditions cannot be "
+                      "expressed: its ports are decided as if it never matched", out)
+        self.assertIn(f"# rule 2 ({policy}:7): systemd does not log binds: its ports are allowed", out)
+        self.assertIn(f"# rule 4 ({policy}:9): systemd cannot move a bind: its ports are denied instead", out)
+
+    def test_usage(self):
+        self.assertEqual(portfence("export", "-c", self.policy).returncode, 2)
+        self.assertEqual(portfence("export", "nftables", "-c", self.policy).returncode, 2)
+
+
+class ClientPorts(ToolTest):
+    def test_client_takes_a_server_port(self):
+        policy = write_policy('version = 1;\nephemeral = "29000-29099";\ndefault_action = "allow";\n'
+                              'client_ports = "29080-29081";\n')
+        self.addCleanup(os.unlink, policy)
+        peer = self.start([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "0", "listen", "sockname",
+                           "ready", "wait"], ready="ready")
+        peer_port = peer.lines[-2].split()[-1]
+        client = probe("tcp4", "connect", "127.0.0.1", peer_port, "sockname", policy=policy)
+        self.assertEqual(lines(client)[1:], ["connect 0 0", "sockname 0 0 127.0.0.1 29080"])
+        # While such a client holds it, the server cannot start: the collision on purpose.
+        holder = self.start([BUILD["portfence"], "run", "-c", policy, "--", BUILD["probe"], "tcp4",
+                             "connect", "127.0.0.1", peer_port, "ready", "wait"], ready="ready")
+        self.assertEqual(lines(probe("tcp4", "bind", "0.0.0.0", "29080"))[1], "bind -1 EADDRINUSE")
+        holder.stop()
+
+
+@unittest.skipIf(ASAN_RUNTIME, "the demo runs curl, which hangs with libasan preloaded")
+@unittest.skipUnless(shutil.which("curl"), "needs curl")
+class Demo(unittest.TestCase):
+    def test_demo_behaves(self):
+        r = subprocess.run([os.path.join(SOURCE, "scripts", "demo")], capture_output=True, text=True,
+                           timeout=120, env=base_env({"PORTFENCE": BUILD["portfence"]}))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("The demo behaved as told.", r.stdout)
+        self.assertIn("Address already in use", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
