@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 BUILD = {
     name: os.environ.get(var, "")
@@ -122,3 +123,34 @@ class Background:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def lines(result):
+    return result.stdout.splitlines()
+
+
+class PolicyTest(unittest.TestCase):
+    """A test with the class's POLICY in a file (self.policy) and background
+    processes that are stopped whatever happens (self.start)."""
+    POLICY = ""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.policy = write_policy(cls.POLICY)
+
+    @classmethod
+    def tearDownClass(cls):
+        os.unlink(cls.policy)
+
+    def setUp(self):
+        self.background = []
+        self.addCleanup(self.stop_background)
+
+    def stop_background(self):
+        for b in self.background:
+            b.stop()
+
+    def start(self, *args, **kw):
+        b = Background(*args, **kw)
+        self.background.append(b)
+        return b

@@ -12,7 +12,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import BUILD, base_env, fenced, port_listening, portfence, write_policy  # noqa: E402
+from pftest import (BUILD, PolicyTest, base_env, fenced, port_listening, portfence,  # noqa: E402
+                    write_policy)
 
 PIN_ROOT = "/sys/fs/bpf/portfence"
 PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
@@ -107,18 +108,11 @@ class Cgroup:
 
 
 @unittest.skipIf(skip_reason(), skip_reason())
-class CgroupTest(unittest.TestCase):
-    extra = ""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.policy = write_policy(POLICY + cls.extra)
-
-    @classmethod
-    def tearDownClass(cls):
-        os.unlink(cls.policy)
+class CgroupTest(PolicyTest):
+    POLICY = POLICY
 
     def setUp(self):
+        super().setUp()
         self.cgroup = Cgroup()
         self.addCleanup(self.cgroup.cleanup)
 

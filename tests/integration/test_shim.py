@@ -12,8 +12,8 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (ASAN_RUNTIME, BUILD, Background, base_env, fenced, port_listening,  # noqa: E402
-                    portfence, preload, probe, write_policy)
+from pftest import (ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
+                    lines, port_listening, portfence, preload, probe, write_policy)
 
 POLICY = """version = 1;
 ephemeral = "20000-29999";
@@ -27,35 +27,11 @@ rules = (
 """
 
 
-def lines(result):
-    return result.stdout.splitlines()
-
-
-class ShimTest(unittest.TestCase):
-    extra = ""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.policy = write_policy(POLICY + cls.extra)
-
-    @classmethod
-    def tearDownClass(cls):
-        os.unlink(cls.policy)
-
-    def setUp(self):
-        self.background = []
-
-    def tearDown(self):
-        for b in self.background:
-            b.stop()
-
-    def start(self, *args, **kw):
-        b = Background(*args, **kw)
-        self.background.append(b)
-        return b
+class ShimTest(PolicyTest):
+    POLICY = POLICY
 
     def fenced_probe(self, *words):
-        return Background([BUILD["portfence"], "run", "-c", self.policy, "--", BUILD["probe"], *words],
+        return self.start([BUILD["portfence"], "run", "-c", self.policy, "--", BUILD["probe"], *words],
                           ready="ready")
 
 
@@ -88,7 +64,6 @@ class Remap(ShimTest):
             with self.subTest(sock=sock, addr=addr):
                 p = self.fenced_probe(sock, "reuse", "bind", addr, str(real - 7200 + 20000), "listen",
                                       "sockname", "ready", "wait")
-                self.background.append(p)
                 self.assertEqual(p.lines[2:5], ["bind 0 0", "listen 0 0",
                                                 f"sockname 0 0 {addr} {real - 7200 + 20000}"])
                 self.assertTrue(port_listening(real, "::1" if addr == "::1" else "127.0.0.1"))
@@ -97,7 +72,6 @@ class Remap(ShimTest):
 
     def test_remap_udp_into_pool(self):
         p = self.fenced_probe("udp4", "bind", "127.0.0.1", "22003", "sockname", "ready", "wait")
-        self.background.append(p)
         self.assertEqual(p.lines[2], "sockname 0 0 127.0.0.1 22003")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             with self.assertRaises(OSError):    # 7003 is taken: the probe holds it
@@ -160,7 +134,6 @@ class FollowRemap(ShimTest):
             with self.subTest(sock=sock):
                 server = self.fenced_probe(sock, "reuse", "bind", addr, port, "listen", "ready",
                                            "accept", "recv", "sockname", "peername")
-                self.background.append(server)
                 client = probe(sock, "connect", addr, port, "peername", "sockname", "send", "hello",
                                policy=self.policy)
                 self.assertEqual(lines(client)[1:3], ["connect 0 0", f"peername 0 0 {addr} {port}"],
@@ -177,14 +150,12 @@ class FollowRemap(ShimTest):
                                        ("udp6", "::1", "sendmsg", "recvmsg")):
             with self.subTest(sock=sock):
                 server = self.fenced_probe(sock, "bind", addr, "20061", "ready", "echo")
-                self.background.append(server)
                 client = probe(sock, send, addr, "20061", "ping", recv, policy=self.policy)
                 self.assertEqual(lines(client)[1:], [f"{send} 4 0", f"{recv} 4 0 {addr} 20061"])
                 server.finish("")
 
     def test_connected_udp(self):
         server = self.fenced_probe("udp4", "bind", "127.0.0.1", "20062", "ready", "echo")
-        self.background.append(server)
         client = probe("udp4", "connect", "127.0.0.1", "20062", "peername", "send", "x", "recv",
                        policy=self.policy)
         self.assertEqual(lines(client)[1:], ["connect 0 0", "peername 0 0 127.0.0.1 20062",

@@ -11,8 +11,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (ASAN_RUNTIME, BUILD, SOURCE, Background, base_env, fenced, port_listening,  # noqa: E402
-                    portfence, probe, write_policy)
+from pftest import (ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, lines, portfence,  # noqa: E402
+                    probe, write_policy)
 
 # A narrow guarded range that nothing else on the host uses.
 POLICY = """version = 1;
@@ -26,25 +26,8 @@ rules = (
 """
 
 
-def lines(r):
-    return r.stdout.splitlines()
-
-
-class ToolTest(unittest.TestCase):
-    def setUp(self):
-        self.policy = write_policy(POLICY)
-        self.addCleanup(os.unlink, self.policy)
-        self.background = []
-        self.addCleanup(self.stop_all)
-
-    def stop_all(self):
-        for b in self.background:
-            b.stop()
-
-    def start(self, *args, **kw):
-        b = Background(*args, **kw)
-        self.background.append(b)
-        return b
+class ToolTest(PolicyTest):
+    POLICY = POLICY
 
 
 class Squat(ToolTest):
