@@ -29,7 +29,7 @@ static bool mountinfo_line(char *line, char **point, char **type, char **options
         return *type && *options;
 }
 
-int pf_cgroup_mount(char *out, size_t size, char *why, size_t why_size)
+int pf_cgroup_mount(char *out, size_t size, char *why)
 {
         FILE *f = fopen("/proc/self/mountinfo", "re");
         char line[4096], *point, *type, *options;
@@ -37,7 +37,7 @@ int pf_cgroup_mount(char *out, size_t size, char *why, size_t why_size)
 
         if (!f) {
                 r = -errno;
-                snprintf(why, why_size, "/proc/self/mountinfo: %s", strerror(-r));
+                snprintf(why, PF_WHY_SIZE, "/proc/self/mountinfo: %s", strerror(-r));
                 return r;
         }
         while (r < 0 && fgets(line, sizeof(line), f)) {
@@ -47,7 +47,7 @@ int pf_cgroup_mount(char *out, size_t size, char *why, size_t why_size)
         }
         fclose(f);
         if (r < 0)
-                snprintf(why, why_size, "no cgroup v2 mount in /proc/self/mountinfo");
+                snprintf(why, PF_WHY_SIZE, "no cgroup v2 mount in /proc/self/mountinfo");
         return r;
 }
 
@@ -67,21 +67,21 @@ bool pf_cgroup_v1_net_controllers(void)
 }
 
 /* "0::/some/path" from /proc/PID/cgroup. */
-static int pid_cgroup(const char *pid, char *out, size_t size, char *why, size_t why_size)
+static int pid_cgroup(const char *pid, char *out, size_t size, char *why)
 {
         char path[64], line[4096];
         FILE *f;
         int r = -ENOENT;
 
         if (!*pid || strspn(pid, "0123456789") != strlen(pid)) {
-                snprintf(why, why_size, "pid:%s: not a process id", pid);
+                snprintf(why, PF_WHY_SIZE, "pid:%s: not a process id", pid);
                 return -EINVAL;
         }
         snprintf(path, sizeof(path), "/proc/%s/cgroup", pid);
         f = fopen(path, "re");
         if (!f) {
                 r = -errno;
-                snprintf(why, why_size, "pid:%s: %s", pid, r == -ENOENT ? "no such process" : strerror(-r));
+                snprintf(why, PF_WHY_SIZE, "pid:%s: %s", pid, r == -ENOENT ? "no such process" : strerror(-r));
                 return r;
         }
         while (r < 0 && fgets(line, sizeof(line), f)) {
@@ -93,22 +93,22 @@ static int pid_cgroup(const char *pid, char *out, size_t size, char *why, size_t
         }
         fclose(f);
         if (r < 0)
-                snprintf(why, why_size, "pid:%s: in no cgroup v2", pid);
+                snprintf(why, PF_WHY_SIZE, "pid:%s: in no cgroup v2", pid);
         return r;
 }
 
-int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why, size_t why_size)
+int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
 {
         char mount[4096], below[4096], real[4096];
         struct statfs fs;
         struct stat st;
         size_t len;
-        int n, r = pf_cgroup_mount(mount, sizeof(mount), why, why_size);
+        int n, r = pf_cgroup_mount(mount, sizeof(mount), why);
 
         if (r < 0)
                 return r;
         if (strncmp(arg, "pid:", 4) == 0) {
-                r = pid_cgroup(arg + 4, below, sizeof(below), why, why_size);
+                r = pid_cgroup(arg + 4, below, sizeof(below), why);
                 if (r < 0)
                         return r;
                 n = snprintf(out->path, sizeof(out->path), "%s%s", mount, below);
@@ -118,19 +118,19 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why, size_t 
                 n = snprintf(out->path, sizeof(out->path), "%s/%s", mount, arg);
         }
         if (n >= (int)sizeof(out->path)) {
-                snprintf(why, why_size, "%s: %s", arg, strerror(ENAMETOOLONG));
+                snprintf(why, PF_WHY_SIZE, "%s: %s", arg, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
         }
         if (!realpath(out->path, real)) {
                 r = -errno;
-                snprintf(why, why_size, "%s: %s", out->path, strerror(-r));
+                snprintf(why, PF_WHY_SIZE, "%.400s: %s", out->path, strerror(-r));
                 return r;
         }
         len = strlen(mount);
         if (statfs(real, &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC || stat(real, &st) < 0 ||
             !S_ISDIR(st.st_mode) || strncmp(real, mount, len) != 0 ||
             (real[len] != '/' && real[len] != '\0')) {
-                snprintf(why, why_size, "%s: not a cgroup v2 directory (the v2 mount is %s)", arg, mount);
+                snprintf(why, PF_WHY_SIZE, "%s: not a cgroup v2 directory (the v2 mount is %s)", arg, mount);
                 return -ENOTDIR;
         }
         snprintf(out->path, sizeof(out->path), "%s", real);

@@ -38,7 +38,7 @@ static int fail(int r, char *why, const char *fmt, ...)
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(why, 512, fmt, ap);
+        vsnprintf(why, PF_WHY_SIZE, fmt, ap);
         va_end(ap);
         return r < 0 ? r : -EINVAL;
 }
@@ -285,13 +285,12 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
 }
 
 int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
-                  const struct pf_cgroup *cgroup, bool verbose, char *why, size_t why_size)
+                  const struct pf_cgroup *cgroup, bool verbose, char *why)
 {
         struct portfence_bpf *skel = NULL;
         char dir[4200];
         int cgroup_fd = -1, r;
 
-        (void)why_size;
         verbose_libbpf = verbose;
         libbpf_set_print(libbpf_print);
         r = ensure_bpffs(why);
@@ -353,14 +352,13 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
 }
 
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
-                  const struct pf_cgroup *cgroup, char *why, size_t why_size)
+                  const struct pf_cgroup *cgroup, char *why)
 {
         int fds[4] = { -1, -1, -1, -1 };
         static const char *const names[] = { "verdicts", "rules", "settings", "live" };
         uint32_t zero = 0, generation = 0, next;
         int r = 0;
 
-        (void)why_size;
         for (int i = 0; i < 4 && r == 0; i++) {
                 fds[i] = open_pinned(cgroup, names[i], why);
                 if (fds[i] < 0)
@@ -380,11 +378,10 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
         return r;
 }
 
-int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why, size_t why_size)
+int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
 {
         char dir[4200];
 
-        (void)why_size;
         pin_dir(cgroup, dir, sizeof(dir));
         if (access(dir, F_OK) < 0)
                 return fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
@@ -417,7 +414,7 @@ static const char *cgroup_path_of(uint64_t id)
 
         snprintf(found_path, sizeof(found_path), "(cgroup removed)");
         wanted_id = id;
-        if (pf_cgroup_mount(mount, sizeof(mount), why, sizeof(why)) == 0)
+        if (pf_cgroup_mount(mount, sizeof(mount), why) == 0)
                 nftw(mount, match_inode, 32, FTW_PHYS | FTW_MOUNT);
         return found_path;
 }
@@ -482,14 +479,13 @@ static int status_one(FILE *out, uint64_t id, bool json, bool first, char *why)
         return r;
 }
 
-int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why, size_t why_size)
+int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why)
 {
         struct dirent *e;
         DIR *dir;
         bool first = true;
         int r = 0;
 
-        (void)why_size;
         if (json)
                 fprintf(out, "[");
         if (only) {
@@ -575,14 +571,13 @@ static int print_event(void *ctx, void *data, size_t size)
 }
 
 int pf_bpf_events(FILE *out, const struct pf_cgroup *cgroup, bool json, unsigned count,
-                  char *why, size_t why_size)
+                  char *why)
 {
         struct event_sink sink = { .out = out, .json = json, .skip = true, .left = count };
         struct sigaction sa = { .sa_handler = on_stop };
         struct ring_buffer *rb;
         int fd = open_pinned(cgroup, "events", why), r = 0;
 
-        (void)why_size;
         if (fd < 0)
                 return fd;
         rb = ring_buffer__new(fd, print_event, &sink, NULL);

@@ -76,13 +76,13 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
 /* The checks every subcommand needs before touching the kernel. */
 static int prepare(const char *command, const struct cgroup_args *a, struct pf_cgroup *cgroup)
 {
-        char why[512];
+        char why[PF_WHY_SIZE];
 
         if (geteuid() != 0) {
                 pf_error(command, "needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)");
                 return -1;
         }
-        if (a->path && pf_cgroup_resolve(a->path, cgroup, why, sizeof(why)) < 0) {
+        if (a->path && pf_cgroup_resolve(a->path, cgroup, why) < 0) {
                 pf_error(command, "%s", why);
                 return -1;
         }
@@ -111,7 +111,7 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         struct cgroup_args a = { 0 };
         struct pf_cgroup cgroup;
         struct pf_policy *policy;
-        char why[512], source[PATH_MAX];
+        char why[PF_WHY_SIZE], source[PATH_MAX];
         int r = parse_args(command, argc, argv, &a, false);
 
         if (r)
@@ -125,8 +125,8 @@ static int cgroup_attach(int argc, char **argv, bool reload)
                 fprintf(stderr, "portfence: %s: warning: net_cls/net_prio v1 controllers are mounted: "
                         "sockets of processes placed in their cgroups are not matched to cgroup v2 "
                         "programs\n", command);
-        r = reload ? pf_bpf_reload(policy, source, &cgroup, why, sizeof(why))
-                   : pf_bpf_attach(policy, source, &cgroup, a.verbose, why, sizeof(why));
+        r = reload ? pf_bpf_reload(policy, source, &cgroup, why)
+                   : pf_bpf_attach(policy, source, &cgroup, a.verbose, why);
         pf_policy_free(policy);
         if (r < 0) {
                 pf_error(command, "%s", why);
@@ -141,14 +141,14 @@ static int cgroup_detach(int argc, char **argv)
 {
         struct cgroup_args a = { 0 };
         struct pf_cgroup cgroup;
-        char why[512];
+        char why[PF_WHY_SIZE];
         int r = parse_args("cgroup detach", argc, argv, &a, false);
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
         if (prepare("cgroup detach", &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
-        if (pf_bpf_detach(&cgroup, why, sizeof(why)) < 0) {
+        if (pf_bpf_detach(&cgroup, why) < 0) {
                 pf_error("cgroup detach", "%s", why);
                 return PF_EXIT_USAGE;
         }
@@ -160,14 +160,14 @@ static int cgroup_status(int argc, char **argv)
 {
         struct cgroup_args a = { 0 };
         struct pf_cgroup cgroup;
-        char why[512];
+        char why[PF_WHY_SIZE];
         int r = parse_args("cgroup status", argc, argv, &a, true);
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
         if (prepare("cgroup status", &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
-        if (pf_bpf_status(stdout, a.path ? &cgroup : NULL, a.json, why, sizeof(why)) < 0) {
+        if (pf_bpf_status(stdout, a.path ? &cgroup : NULL, a.json, why) < 0) {
                 pf_error("cgroup status", "%s", why);
                 return PF_EXIT_USAGE;
         }
@@ -178,14 +178,14 @@ static int cgroup_events(int argc, char **argv)
 {
         struct cgroup_args a = { 0 };
         struct pf_cgroup cgroup;
-        char why[512];
+        char why[PF_WHY_SIZE];
         int r = parse_args("cgroup events", argc, argv, &a, false);
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
         if (prepare("cgroup events", &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
-        if (pf_bpf_events(stdout, &cgroup, a.json, a.count, why, sizeof(why)) < 0) {
+        if (pf_bpf_events(stdout, &cgroup, a.json, a.count, why) < 0) {
                 pf_error("cgroup events", "%s", why);
                 return PF_EXIT_USAGE;
         }

@@ -133,7 +133,7 @@ enum { POLICY_NONE, POLICY_LOADING, POLICY_READY };
 static const struct pf_policy *policy;  /* NULL when ready: everything passes */
 static unsigned client_first;           /* the first of client_ports; 0: none */
 static int policy_state = POLICY_NONE;
-static pid_t policy_loader;
+static __thread int loading_here __attribute__((tls_model("initial-exec")));
 
 /* The addresses of this host, read once: a connect() to one of them is local. */
 #define MAX_LOCAL 64
@@ -170,24 +170,30 @@ static enum pf_log_level env_level(enum pf_log_level level)
         return level;
 }
 
+/* The built-in default: this host's ephemeral range, refused. NULL (all
+ * passes) only if even that cannot be read. */
+static const struct pf_policy *builtin_policy(void)
+{
+        struct pf_policy *builtin = NULL;
+        char why[256];
+
+        if (pf_policy_default(&builtin, why, sizeof(why)) < 0)
+                shim_log_text(PF_LEVEL_ERROR, why);
+        return builtin;
+}
+
 /* A policy that cannot be used: on_error = refuse guards with the built-in
- * default (this host's range, refuse); allow lets everything pass. */
+ * default; allow lets everything pass. */
 static const struct pf_policy *fallback_policy(void)
 {
         const char *on_error = secure_getenv("PORTFENCE_ON_ERROR");
-        struct pf_policy *builtin = NULL;
-        char why[256];
 
         if (on_error && strcmp(on_error, "allow") == 0) {
                 shim_log_text(PF_LEVEL_ERROR, "on_error = allow: every bind passes");
                 return NULL;
         }
-        if (pf_policy_default(&builtin, why, sizeof(why)) < 0) {
-                shim_log_text(PF_LEVEL_ERROR, why);
-                return NULL;
-        }
         shim_log_text(PF_LEVEL_ERROR, "on_error = refuse: guarding this host's ephemeral range");
-        return builtin;
+        return builtin_policy();
 }
 
 static void load_policy(void)
@@ -208,14 +214,8 @@ static void load_policy(void)
                 return;
         }
         shim_log_open(&log, env_level(log.level));
-        if (!path || !*path) {
-                char why[256];
-                struct pf_policy *builtin = NULL;
-
-                /* Preloaded without 'portfence run': the built-in default. */
-                if (pf_policy_default(&builtin, why, sizeof(why)) < 0)
-                        shim_log_text(PF_LEVEL_ERROR, why);
-                policy = builtin;
+        if (!path || !*path) {  /* preloaded without 'portfence run' */
+                policy = builtin_policy();
                 return;
         }
         shim_log_text(PF_LEVEL_ERROR, r == -EINVAL ?
@@ -234,15 +234,17 @@ static const struct pf_policy *shim_policy(void)
 
         if (state == POLICY_READY)
                 return policy;
+        if (loading_here)       /* a signal handler interrupting our own load */
+                return NULL;
+        loading_here = 1;
         if (__atomic_compare_exchange_n(&policy_state, &expected, POLICY_LOADING, false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-                __atomic_store_n(&policy_loader, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
                 load_policy();
                 __atomic_store_n(&policy_state, POLICY_READY, __ATOMIC_RELEASE);
+                loading_here = 0;
                 return policy;
         }
-        if (__atomic_load_n(&policy_loader, __ATOMIC_ACQUIRE) == (pid_t)syscall(SYS_gettid))
-                return NULL;
+        loading_here = 0;
         while (__atomic_load_n(&policy_state, __ATOMIC_ACQUIRE) != POLICY_READY)
                 sched_yield();
         return policy;
