@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TCP PF_PROTO_BIT(PF_TCP)
@@ -68,58 +69,83 @@ int pf_proto_parse(const char *name, enum pf_proto *out)
         return 0;
 }
 
-/* Read a small /proc file into buf, without its trailing newline. */
-static int read_line(const char *path, char *buf, size_t size, char *why, size_t why_size)
+/* The whole of a /proc file (the reserved list can be long), without its
+ * trailing newline, in a new string; free() it. */
+static int read_text(const char *path, char **out, char *why, size_t why_size)
 {
         FILE *f = fopen(path, "re");
-        size_t n;
-        int err;
+        size_t len = 0, size = 4096;
+        char *text = malloc(size);
+        int err = 0;
 
-        if (!f) {
-                err = errno;
-                snprintf(why, why_size, "%s: %s", path, strerror(err));
-                return -err;
+        if (!f || !text) {
+                err = !f ? errno : ENOMEM;
+                goto out;
         }
-        n = fread(buf, 1, size - 1, f);
-        err = ferror(f) ? EIO : 0;
-        fclose(f);
+        for (;;) {
+                len += fread(text + len, 1, size - 1 - len, f);
+                if (ferror(f)) {
+                        err = EIO;
+                        goto out;
+                }
+                if (feof(f))
+                        break;
+                if (len == size - 1) {
+                        char *grown = realloc(text, size * 2);
+
+                        if (!grown) {
+                                err = ENOMEM;
+                                goto out;
+                        }
+                        text = grown;
+                        size *= 2;
+                }
+        }
+        text[len] = '\0';
+        text[strcspn(text, "\n")] = '\0';
+out:
+        if (f)
+                fclose(f);
         if (err) {
+                free(text);
                 snprintf(why, why_size, "%s: %s", path, strerror(err));
                 return -err;
         }
-        buf[n] = '\0';
-        buf[strcspn(buf, "\n")] = '\0';
+        *out = text;
         return 0;
 }
 
 int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
                            struct pf_portset *out, char *why, size_t why_size)
 {
-        char text[65536];
         struct pf_portset reserved;
+        char *text, tail;
         unsigned lo, hi;
         const char *reason;
-        char tail;
         int r;
 
-        r = read_line(range_path, text, sizeof(text), why, why_size);
+        r = read_text(range_path, &text, why, why_size);
         if (r < 0)
                 return r;
         if (sscanf(text, "%u %u %c", &lo, &hi, &tail) != 2 || lo == 0 || lo > hi ||
             hi > PF_PORT_MAX) {
-                snprintf(why, why_size, "%s: expected two ports 'LOW HIGH', got '%s'",
+                snprintf(why, why_size, "%s: expected two ports 'LOW HIGH', got '%.64s'",
                          range_path, text);
+                free(text);
                 return -EINVAL;
         }
-        r = read_line(reserved_path, text, sizeof(text), why, why_size);
+        free(text);
+        r = read_text(reserved_path, &text, why, why_size);
         if (r < 0)
                 return r;
         pf_portset_clear(&reserved);
         if (text[strspn(text, " \t")] != '\0' &&
             pf_portset_parse(text, &reserved, &reason) < 0) {
-                snprintf(why, why_size, "%s: %s in '%s'", reserved_path, reason, text);
+                snprintf(why, why_size, "%s: %s in '%.64s'", reserved_path, reason, text);
+                free(text);
                 return -EINVAL;
         }
+        free(text);
         pf_portset_clear(out);
         pf_portset_add_range(out, lo, hi);
         pf_portset_subtract(out, &reserved);

@@ -168,6 +168,30 @@ static void test_host_files(void **state)
         }
 }
 
+/* A reserved list longer than any fixed buffer: every other port. */
+static void test_host_long_reserved_list(void **state)
+{
+        char *text = malloc(200000), *p = text;
+        char *range, *reserved, why[512];
+        struct pf_portset set;
+
+        (void)state;
+        for (unsigned port = 32769; port <= 60999; port += 2)
+                p += sprintf(p, "%s%u", p == text ? "" : ",", port);
+        strcpy(p, "\n");
+        range = write_temp("32768\t60999\n");
+        reserved = write_temp(text);
+        assert_int_equal(pf_host_ephemeral_read(range, reserved, &set, why, sizeof(why)), 0);
+        assert_int_equal(pf_portset_count(&set), (60999 - 32768) / 2 + 1);
+        assert_true(pf_portset_has(&set, 32768));
+        assert_false(pf_portset_has(&set, 60999));
+        unlink(range);
+        unlink(reserved);
+        free(range);
+        free(reserved);
+        free(text);
+}
+
 static void test_host_file_missing(void **state)
 {
         struct pf_portset set;
@@ -187,6 +211,7 @@ int main(void)
                 cmocka_unit_test(test_udp_on_old_stcp_leaves_nothing),
                 cmocka_unit_test(test_tcp_only_row_ignored_for_udp),
                 cmocka_unit_test(test_host_files),
+                cmocka_unit_test(test_host_long_reserved_list),
                 cmocka_unit_test(test_host_file_missing),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
