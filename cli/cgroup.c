@@ -99,9 +99,7 @@ static struct pf_policy *load_for_kernel(const char *command, const char *config
         if (!policy)
                 return NULL;
         pf_cli_comm_notes(command, policy);
-        if (strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) == 0 ||
-            !realpath(pf_policy_name(policy), source))
-                snprintf(source, size, "%s", pf_policy_name(policy));
+        pf_cli_policy_source(policy, source, size);
         return policy;
 }
 

@@ -23,6 +23,9 @@ void pf_error(const char *command, const char *fmt, ...);
  * NULL (the command exits PF_EXIT_USAGE). */
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path);
 
+/* The absolute path of the policy's file, "" for the built-in default. */
+void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size);
+
 /* A note on stderr for every rule whose program glob the cgroup programs
  * cannot match exactly. */
 void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,17 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
         }
         pf_diag_free(&diag);
         return r < 0 ? NULL : policy;
+}
+
+void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size)
+{
+        const char *name = pf_policy_name(policy);
+        char real[PATH_MAX];
+
+        if (strcmp(name, PF_POLICY_BUILTIN) == 0)
+                snprintf(out, size, "%s", "");
+        else
+                snprintf(out, size, "%s", realpath(name, real) ? real : name);
 }
 
 void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)

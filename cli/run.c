@@ -155,10 +155,7 @@ int pf_cmd_run(int argc, char **argv)
         if (!policy)
                 return PF_EXIT_USAGE;
         r = save_compiled(policy, compiled, sizeof(compiled));
-        source[0] = '\0';      /* the built-in default has no file */
-        if (strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) != 0 &&
-            !realpath(pf_policy_name(policy), source))
-                snprintf(source, sizeof(source), "%s", pf_policy_name(policy));
+        pf_cli_policy_source(policy, source, sizeof(source));
         if (r == 0) {
                 setenv("PORTFENCE_POLICY", compiled, 1);
                 setenv("PORTFENCE_CONFIG", source, 1);
