@@ -135,56 +135,40 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         return PF_EXIT_OK;
 }
 
-static int cgroup_detach(int argc, char **argv)
+static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
-        struct cgroup_args a = { 0 };
-        struct pf_cgroup cgroup;
-        char why[PF_WHY_SIZE];
-        int r = parse_args("cgroup detach", argc, argv, &a, false);
-
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare("cgroup detach", &a, &cgroup) < 0)
-                return PF_EXIT_USAGE;
-        if (pf_bpf_detach(&cgroup, why) < 0) {
-                pf_error("cgroup detach", "%s", why);
-                return PF_EXIT_USAGE;
-        }
-        printf("%s: detached\n", cgroup.path);
-        return PF_EXIT_OK;
+        (void)a;
+        if (pf_bpf_detach(cgroup, why) < 0)
+                return -1;
+        printf("%s: detached\n", cgroup->path);
+        return 0;
 }
 
-static int cgroup_status(int argc, char **argv)
+static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
-        struct cgroup_args a = { 0 };
-        struct pf_cgroup cgroup;
-        char why[PF_WHY_SIZE];
-        int r = parse_args("cgroup status", argc, argv, &a, true);
-
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare("cgroup status", &a, &cgroup) < 0)
-                return PF_EXIT_USAGE;
-        if (pf_bpf_status(stdout, a.path ? &cgroup : NULL, a.json, why) < 0) {
-                pf_error("cgroup status", "%s", why);
-                return PF_EXIT_USAGE;
-        }
-        return PF_EXIT_OK;
+        return pf_bpf_status(stdout, a->path ? cgroup : NULL, a->json, why);
 }
 
-static int cgroup_events(int argc, char **argv)
+static int do_events(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
+{
+        return pf_bpf_events(stdout, cgroup, a->json, a->count, why);
+}
+
+/* detach, status, events: options, the root and cgroup checks, one call. */
+static int cgroup_simple(const char *command, int argc, char **argv, bool path_optional,
+                         int (*action)(const struct cgroup_args *, const struct pf_cgroup *, char *))
 {
         struct cgroup_args a = { 0 };
         struct pf_cgroup cgroup;
         char why[PF_WHY_SIZE];
-        int r = parse_args("cgroup events", argc, argv, &a, false);
+        int r = parse_args(command, argc, argv, &a, path_optional);
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare("cgroup events", &a, &cgroup) < 0)
+        if (prepare(command, &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
-        if (pf_bpf_events(stdout, &cgroup, a.json, a.count, why) < 0) {
-                pf_error("cgroup events", "%s", why);
+        if (action(&a, &cgroup, why) < 0) {
+                pf_error(command, "%s", why);
                 return PF_EXIT_USAGE;
         }
         return PF_EXIT_OK;
@@ -201,11 +185,11 @@ int pf_cmd_cgroup(int argc, char **argv)
         if (strcmp(argv[1], "reload") == 0)
                 return cgroup_attach(argc - 1, argv + 1, true);
         if (strcmp(argv[1], "detach") == 0)
-                return cgroup_detach(argc - 1, argv + 1);
+                return cgroup_simple("cgroup detach", argc - 1, argv + 1, false, do_detach);
         if (strcmp(argv[1], "status") == 0)
-                return cgroup_status(argc - 1, argv + 1);
+                return cgroup_simple("cgroup status", argc - 1, argv + 1, true, do_status);
         if (strcmp(argv[1], "events") == 0)
-                return cgroup_events(argc - 1, argv + 1);
+                return cgroup_simple("cgroup events", argc - 1, argv + 1, false, do_events);
         pf_error("cgroup", "unknown subcommand '%s' (attach, reload, detach, status, events)", argv[1]);
         return PF_EXIT_USAGE;
 }
