@@ -664,14 +664,15 @@ static void restore_port(int fd, struct sockaddr *addr, socklen_t len, bool peer
 {
         const struct pf_policy *p = shim_policy();
         struct request req;
-        uint16_t requested, other;
+        uint16_t requested;
         enum pf_proto proto;
 
-        if (!p || pf_policy_getsockname(p) != PF_GETSOCKNAME_REQUESTED ||
+        if (!p || (!peer && pf_policy_getsockname(p) != PF_GETSOCKNAME_REQUESTED) ||
             !read_request(addr, len, &req) || (peer && !is_local(&req.query.addr)))
                 return;
+        /* Most ports were never remapped: look before asking the socket. */
         if (!remap_lookup(PF_TCP, req.family, req.port, &requested) &&
-            !remap_lookup(PF_UDP, req.family, req.port, &other))
+            !remap_lookup(PF_UDP, req.family, req.port, &requested))
                 return;
         if (!socket_proto(fd, &proto) || !remap_lookup(proto, req.family, req.port, &requested))
                 return;
