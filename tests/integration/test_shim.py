@@ -154,6 +154,16 @@ class FollowRemap(ShimTest):
                 self.assertEqual(lines(client)[1:], [f"{send} 4 0", f"{recv} 4 0 {addr} 20061"])
                 server.finish("")
 
+    def test_peername_with_getsockname_real(self):
+        policy = write_policy(POLICY + 'getsockname = "real";\n')
+        self.addCleanup(os.unlink, policy)
+        server = self.start([BUILD["portfence"], "run", "-c", policy, "--", BUILD["probe"], "tcp4",
+                             "reuse", "bind", "127.0.0.1", "20064", "listen", "sockname", "ready",
+                             "accept"], ready="ready")
+        self.assertEqual(server.lines[-2], "sockname 0 0 127.0.0.1 7264")
+        client = probe("tcp4", "connect", "127.0.0.1", "20064", "peername", policy=policy)
+        self.assertEqual(lines(client)[1:], ["connect 0 0", "peername 0 0 127.0.0.1 20064"])
+
     def test_connected_udp(self):
         server = self.fenced_probe("udp4", "bind", "127.0.0.1", "20062", "ready", "echo")
         client = probe("udp4", "connect", "127.0.0.1", "20062", "peername", "send", "x", "recv",
