@@ -58,11 +58,6 @@ int pf_action_parse(const char *name, enum pf_action *out)
         return -EINVAL;
 }
 
-const char *pf_family_name(enum pf_family family)
-{
-        return family == PF_IPV6 ? "ipv6" : "ipv4";
-}
-
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in)
 {
         memset(addr, 0, sizeof(*addr));

@@ -158,7 +158,6 @@ void pf_policy_log(const struct pf_policy *policy, struct pf_log_settings *out);
 
 /* Names for the enums above, as the policy file spells them. */
 const char *pf_action_name(enum pf_action action);
-const char *pf_family_name(enum pf_family family);
 const char *pf_errno_name(int err);
 int pf_errno_parse(const char *name);   /* the errno, or -EINVAL */
 

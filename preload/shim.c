@@ -540,13 +540,14 @@ static void take_client_port(const struct pf_policy *p, int fd)
 
 static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
+        const struct pf_policy *p = shim_policy();
         struct sockaddr_storage copy;
         struct pf_verdict v;
         struct request req;
         int saved = errno, r;
 
-        if (client_first && policy && addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
-                take_client_port(policy, fd);
+        if (client_first && p && addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
+                take_client_port(p, fd);
         if (!redirect_target(fd, addr, len, &req, &v))
                 return libc_connect(fd, addr, len);
         r = libc_connect(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
