@@ -23,16 +23,21 @@
 #define ROUNDS 7
 #define STARTS 300
 
-enum loop { BIND_ALLOWED, BIND_REMAPPED, BIND_UNGUARDED, CONNECT_ACCEPT, LOOP_COUNT };
+enum loop {
+        BIND_ALLOWED, BIND_REMAPPED, BIND_UNGUARDED, CONNECT_ACCEPT, CONNECT_NOT_MOVED,
+        CONNECT_MOVED, LOOP_COUNT
+};
 
 static const char *const loop_names[] = {
         "socket+bind+close, allowed port  ",
         "socket+bind+close, remapped port ",
         "socket+bind+close, port 0        ",
         "connect+accept+close, allowed    ",
+        "connect, guarded port not moved  ",
+        "connect+accept+close, moved port ",
 };
 
-static const unsigned iterations[] = { 20000, 20000, 20000, 5000 };
+static const unsigned iterations[] = { 20000, 20000, 20000, 5000, 20000, 5000 };
 
 static const char policy_text[] =
         "version = 1;\n"
@@ -73,9 +78,28 @@ static void bind_loop(unsigned port, unsigned n)
         }
 }
 
-static void connect_loop(unsigned n)
+/* A connect that fails as addressed: nothing was moved from the port, so
+ * the shim must not pay more than a table lookup. */
+static void refused_loop(unsigned port, unsigned n)
 {
-        struct sockaddr_in in = loopback(7399);
+        struct sockaddr_in in = loopback(port);
+
+        for (unsigned i = 0; i < n; i++) {
+                int c = socket(AF_INET, SOCK_STREAM, 0);
+
+                if (connect(c, (struct sockaddr *)&in, sizeof(in)) == 0 || errno != ECONNREFUSED) {
+                        perror("bench-shim: connect to a port nobody moved");
+                        exit(1);
+                }
+                close(c);
+        }
+}
+
+/* connect+accept to a server on port (7399: allowed; 20003: moved to 7303
+ * when fenced, which the connect follows). */
+static void connect_loop(unsigned port, unsigned n)
+{
+        struct sockaddr_in in = loopback(port);
         struct linger reset = { 1, 0 };
         int one = 1, server = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -109,7 +133,9 @@ static int child_loop(enum loop which)
         case BIND_ALLOWED: bind_loop(8080, n); break;
         case BIND_REMAPPED: bind_loop(20001, n); break;
         case BIND_UNGUARDED: bind_loop(0, n); break;
-        default: connect_loop(n); break;
+        case CONNECT_NOT_MOVED: refused_loop(20002, n); break;
+        case CONNECT_MOVED: connect_loop(20003, n); break;
+        default: connect_loop(7399, n); break;
         }
         printf("%.1f\n", (now_ns() - start) / n);
         return 0;

@@ -27,8 +27,11 @@
 static const char *const hook_names[] = {
         "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
         "getsockname4", "getsockname6", "getpeername4", "getpeername6", "recvmsg4", "recvmsg6",
+        "post_bind4", "post_bind6", "sock_release",
 };
-static const char *const map_names[] = { "verdicts", "rules", "settings", "live", "events", "counters" };
+static const char *const map_names[] = {
+        "verdicts", "rules", "settings", "live", "events", "counters", "moved",
+};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -491,11 +494,18 @@ int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why)
         if (only) {
                 r = status_one(out, only->id, json, true, why);
         } else if ((dir = opendir(PF_BPF_PIN_ROOT))) {
-                while (r == 0 && (e = readdir(dir))) {
+                while ((e = readdir(dir))) {
+                        char one_why[PF_WHY_SIZE];
+                        int one;
+
                         if (e->d_name[0] == '.')
                                 continue;
-                        r = status_one(out, strtoull(e->d_name, NULL, 10), json, first, why);
-                        first = false;
+                        one = status_one(out, strtoull(e->d_name, NULL, 10), json, first, one_why);
+                        if (one == 0)
+                                first = false;
+                        else if (one != -ENOENT && r == 0)      /* reported once the others are listed */
+                                r = fail(one, why, "%s", one_why);
+                        /* -ENOENT: a fence being attached or detached right now */
                 }
                 closedir(dir);
         }

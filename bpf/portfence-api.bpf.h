@@ -69,12 +69,37 @@ struct pf_bpf_settings {
         char policy_path[256];  /* for 'portfence cgroup status' */
 };
 
+/* A port a fenced server was moved away from, in one network namespace:
+ * moved[key] counts the live sockets bound in its place. A connect follows
+ * a remap only to a port listed here. */
+struct pf_bpf_moved_key {
+        __u64 netns;            /* bpf_get_netns_cookie() of the socket */
+        __u16 port;             /* the port the server asked for */
+        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 pad[5];
+};
+
+struct pf_bpf_moved {
+        __s32 sockets;          /* live sockets moved away from the port */
+        __u16 target;           /* where they were moved */
+        __u16 pad;
+};
+
+#define PF_BPF_MOVED_PORTS 65536        /* registered (netns, proto, port) keys */
+
 /* Per-socket state: the port the program asked for, for the name calls. */
 struct pf_bpf_sock {
-        __u16 requested;        /* bind: the port asked for (0: not remapped) */
-        __u16 bound;            /* bind: the port it got */
+        __u16 requested;        /* bound: the port asked for (0: not remapped) */
+        __u16 bound;            /* bound: the port it got */
         __u16 peer_requested;   /* connect/sendmsg: the destination port asked for */
         __u16 peer_target;      /* connect/sendmsg: where it went */
+        __u16 asked;            /* a remapped bind in flight: the port asked for... */
+        __u16 moved_to;         /* ...and the one written instead, until post_bind */
+        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 registered;        /* counted in moved[key] until the socket is released */
+        __u8 pad[2];
+        __u64 cookie;           /* of the registered socket: accepted clones share the rest */
+        struct pf_bpf_moved_key key;
 };
 
 #define PF_BPF_HOOK_BIND 0

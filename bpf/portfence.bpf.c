@@ -54,6 +54,14 @@ struct {
 } socks SEC(".maps");
 
 struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_MOVED_PORTS);
+        __type(key, struct pf_bpf_moved_key);
+        __type(value, struct pf_bpf_moved);
+} moved SEC(".maps");
+
+struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
         __uint(max_entries, 256 * 1024);
 } events SEC(".maps");
@@ -274,11 +282,22 @@ static __always_inline void emit(const struct request *r, const struct decision 
 
 /* ---- bind: refuse or remap -------------------------------------------------- */
 
+/* A socket bound already: the kernel fails a second bind with EINVAL, and
+ * that is what the program must see, whatever the policy says. */
+static __always_inline bool bound_already(struct bpf_sock_addr *ctx)
+{
+        struct bpf_sock *sk = ctx->sk;
+
+        return sk && sk->src_port != 0;
+}
+
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
 {
         struct decision d;
         struct pf_bpf_sock *sk;
 
+        if (bound_already(ctx))
+                return ALLOW_CALL;
         r->with_program = 1;
         decide(r, &d);
         count(d.action);
@@ -291,10 +310,13 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
         }
         if (d.action == PF_BPF_REMAP) {
                 ctx->user_port = bpf_htons(d.target);
+                /* What the socket reports changes only once the bind succeeded
+                 * (post_bind): a failed bind leaves it as it was. */
                 sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
                 if (sk) {
-                        sk->requested = r->port;
-                        sk->bound = d.target;
+                        sk->asked = r->port;
+                        sk->moved_to = d.target;
+                        sk->proto = r->proto;
                 }
         }
         return ALLOW_CALL;
@@ -314,6 +336,73 @@ int pf_bind6(struct bpf_sock_addr *ctx)
         struct request r;
 
         return read_request6(ctx, &r) ? on_bind(ctx, &r) : ALLOW_CALL;
+}
+
+/* ---- post_bind, sock_release: the registry of ports servers were moved from -- */
+
+/* Count a remapped socket in moved[] once its bind succeeded. */
+static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk)
+{
+        struct pf_bpf_moved first = { .sockets = 1, .target = sk->moved_to }, *m;
+
+        sk->cookie = bpf_get_socket_cookie(ctx);
+        sk->key.netns = bpf_get_netns_cookie(ctx);
+        sk->key.port = sk->asked;
+        sk->key.proto = sk->proto;
+        m = bpf_map_lookup_elem(&moved, &sk->key);
+        if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0) {
+                sk->registered = 1;
+                return;
+        }
+        if (!m)
+                m = bpf_map_lookup_elem(&moved, &sk->key);     /* another socket was first */
+        if (!m)
+                return;
+        m->target = sk->moved_to;
+        __sync_fetch_and_add(&m->sockets, 1);
+        sk->registered = 1;
+}
+
+static __always_inline int on_post_bind(struct bpf_sock *ctx)
+{
+        struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx, 0, 0);
+
+        if (!sk || !sk->asked)
+                return ALLOW_CALL;
+        if (ctx->src_port == sk->moved_to) {
+                sk->requested = sk->asked;
+                sk->bound = sk->moved_to;
+                register_moved(ctx, sk);
+        }
+        sk->asked = 0;
+        return ALLOW_CALL;
+}
+
+SEC("cgroup/post_bind4")
+int pf_post_bind4(struct bpf_sock *ctx)
+{
+        return on_post_bind(ctx);
+}
+
+SEC("cgroup/post_bind6")
+int pf_post_bind6(struct bpf_sock *ctx)
+{
+        return on_post_bind(ctx);
+}
+
+SEC("cgroup/sock_release")
+int pf_sock_release(struct bpf_sock *ctx)
+{
+        struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx, 0, 0);
+        struct pf_bpf_moved *m;
+
+        if (!sk || !sk->registered || sk->cookie != bpf_get_socket_cookie(ctx))
+                return ALLOW_CALL;      /* not moved itself: an accepted connection */
+        m = bpf_map_lookup_elem(&moved, &sk->key);
+        if (m)
+                __sync_fetch_and_add(&m->sockets, -1);
+        sk->registered = 0;
+        return ALLOW_CALL;
 }
 
 /* ---- connect, sendmsg: follow remaps to local servers --------------------- */
@@ -339,9 +428,50 @@ static __always_inline bool is_local(const struct pf_bpf_settings *s, const stru
         return false;
 }
 
-/* A destination on this host whose server the policy moved goes where the
- * server went. Decided as a bind of that address with no program name, as
- * the shim does. */
+/* Where a fenced server asked for port r->port went, if one did and still
+ * holds its socket in this network namespace; 0 otherwise. */
+static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct pf_bpf_moved_key key = {
+                .netns = bpf_get_netns_cookie(ctx), .port = r->port, .proto = r->proto,
+        };
+        struct pf_bpf_moved *m = bpf_map_lookup_elem(&moved, &key);
+
+        return m && m->sockets > 0 ? m->target : 0;
+}
+
+/* A socket of this network namespace bound to the destination as asked (a
+ * port-0 listener, a client's source port): it is reached as addressed. */
+static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct bpf_sock_tuple tuple = {};
+        struct bpf_sock *found;
+        __u32 size;
+
+        if (r->family == 0) {
+                tuple.ipv4.daddr = r->addr[0];
+                tuple.ipv4.dport = bpf_htons(r->port);
+                size = sizeof(tuple.ipv4);
+        } else {
+                tuple.ipv6.daddr[0] = r->addr[0];
+                tuple.ipv6.daddr[1] = r->addr[1];
+                tuple.ipv6.daddr[2] = r->addr[2];
+                tuple.ipv6.daddr[3] = r->addr[3];
+                tuple.ipv6.dport = bpf_htons(r->port);
+                size = sizeof(tuple.ipv6);
+        }
+        found = r->proto == 0 ? bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0)
+                              : bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+        if (!found)
+                return false;
+        bpf_sk_release(found);
+        return true;
+}
+
+/* A destination on this host follows a remap only when the policy remaps
+ * its port, a fenced server was really moved away from it, and nothing is
+ * bound to it now. Decided as a bind of that address with no program name,
+ * as the shim does. */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request *r, __u8 hook)
 {
         __u32 generation;
@@ -354,6 +484,9 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         r->with_program = 0;
         decide(r, &d);
         if (d.action != PF_BPF_REMAP)
+                return ALLOW_CALL;
+        d.target = moved_target(ctx, r);
+        if (!d.target || destination_bound(ctx, r))
                 return ALLOW_CALL;
         ctx->user_port = bpf_htons(d.target);
         sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

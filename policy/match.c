@@ -24,10 +24,13 @@ static const struct {
 
 const char *pf_errno_name(int err)
 {
+        const char *name;
+
         for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
                 if (errno_names[i].value == err)
                         return errno_names[i].name;
-        return "EUNKNOWN";
+        name = strerrorname_np(err);    /* EINPROGRESS, ECONNREFUSED, ... */
+        return name ? name : "EUNKNOWN";
 }
 
 int pf_errno_parse(const char *name)

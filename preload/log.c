@@ -5,8 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,7 +18,8 @@
 
 extern char *program_invocation_short_name;
 
-static int log_fd = -1;
+static int log_fd = -1;         /* the shim's own descriptor, opened at load */
+static bool log_is_pipe;        /* a write may raise SIGPIPE: keep it from the program */
 static enum pf_log_to log_to;
 static enum pf_log_level log_level = PF_LEVEL_WARN;
 static enum pf_log_format log_format;
@@ -162,8 +166,22 @@ static int open_syslog(void)
         return fd;
 }
 
+/* A private close-on-exec copy of stderr as it is at load: a program that
+ * later closes fd 2 and gets a socket there must never receive our lines in
+ * its stream. A socket at fd 2 already is not written to at all. */
+static int open_stderr(void)
+{
+        struct stat st;
+
+        if (fstat(STDERR_FILENO, &st) < 0 || S_ISSOCK(st.st_mode))
+                return -1;
+        return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+}
+
 void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level level)
 {
+        struct stat st;
+
         log_to = settings->to;
         log_level = level;
         log_format = settings->format;
@@ -171,8 +189,11 @@ void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level lev
                 log_fd = open(settings->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
         else if (log_to == PF_LOG_SYSLOG)
                 log_fd = open_syslog();
-        if (log_fd < 0)
+        if (log_fd < 0) {
                 log_to = PF_LOG_STDERR;         /* say it somewhere rather than nowhere */
+                log_fd = open_stderr();
+        }
+        log_is_pipe = log_fd >= 0 && fstat(log_fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
 bool shim_log_enabled(enum pf_log_level level)
@@ -180,13 +201,42 @@ bool shim_log_enabled(enum pf_log_level level)
         return level <= log_level;
 }
 
+/* write(2) whole, with SIGPIPE held back when the reader of a pipe is gone:
+ * the signal belongs to the program's own writes, never to our log. */
+static void write_line(const char *text, size_t len)
+{
+        sigset_t pipe_only, old, pending;
+        bool was_pending = false;
+        ssize_t n;
+
+        if (log_is_pipe) {
+                sigemptyset(&pipe_only);
+                sigaddset(&pipe_only, SIGPIPE);
+                sigpending(&pending);
+                was_pending = sigismember(&pending, SIGPIPE);
+                pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+        }
+        while ((n = write(log_fd, text, len)) < 0 && errno == EINTR)
+                ;
+        if (log_is_pipe) {
+                if (n < 0 && errno == EPIPE && !was_pending) {
+                        struct timespec now = { 0, 0 };
+
+                        while (sigtimedwait(&pipe_only, NULL, &now) < 0 && errno == EINTR)
+                                ;
+                }
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
+}
+
 static void emit(enum pf_log_level level, struct line *l)
 {
         static const int syslog_severity[] = { 3, 4, 6, 7 };    /* err, warning, info, debug */
-        int fd = log_to == PF_LOG_STDERR ? STDERR_FILENO : log_fd;
         struct line framed = { .len = 0 };
         int saved = errno;
 
+        if (log_fd < 0)
+                return;
         if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user */
                 put(&framed, "<", 1);
                 put_uint(&framed, 8u + (unsigned)syslog_severity[level]);
@@ -196,8 +246,7 @@ static void emit(enum pf_log_level level, struct line *l)
         } else {
                 put(l, "\n", 1);
         }
-        while (write(fd, l->text, l->len) < 0 && errno == EINTR)
-                ;
+        write_line(l->text, l->len);
         errno = saved;
 }
 
@@ -292,10 +341,6 @@ static void put_text_event(struct line *l, const struct shim_event *e, const cha
                 put_str(l, " (");
                 put_str(l, pf_errno_name(e->err));
                 put_str(l, ")");
-        }
-        if (e->note) {
-                put_str(l, ": ");
-                put_str(l, e->note);
         }
 }
 

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "shim.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -27,12 +28,13 @@ extern char *program_invocation_short_name;
 
 enum real_symbol {
         REAL_BIND, REAL_CONNECT, REAL_LISTEN, REAL_GETSOCKNAME, REAL_GETPEERNAME,
-        REAL_SENDTO, REAL_SENDMSG, REAL_RECVFROM, REAL_RECVMSG, REAL_COUNT
+        REAL_SENDTO, REAL_SENDMSG, REAL_RECVFROM, REAL_RECVMSG, REAL_ACCEPT, REAL_ACCEPT4,
+        REAL_COUNT
 };
 
 static const char *const real_names[REAL_COUNT] = {
         "bind", "connect", "listen", "getsockname", "getpeername",
-        "sendto", "sendmsg", "recvfrom", "recvmsg",
+        "sendto", "sendmsg", "recvfrom", "recvmsg", "accept", "accept4",
 };
 
 static void *real_functions[REAL_COUNT];
@@ -89,6 +91,11 @@ static int libc_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
         return fn ? fn(fd, addr, len) : (int)syscall(SYS_getsockname, fd, addr, len);
 }
 
+int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        return libc_getsockname(fd, addr, len);
+}
+
 static int libc_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
         name_fn fn = (name_fn)real(REAL_GETPEERNAME);
@@ -124,6 +131,21 @@ static ssize_t libc_recvmsg(int fd, struct msghdr *msg, int flags)
         recvmsg_fn fn = (recvmsg_fn)real(REAL_RECVMSG);
 
         return fn ? fn(fd, msg, flags) : syscall(SYS_recvmsg, fd, msg, flags);
+}
+
+static int libc_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+        int (*fn)(int, struct sockaddr *, socklen_t *, int) =
+                (int (*)(int, struct sockaddr *, socklen_t *, int))real(REAL_ACCEPT4);
+
+        return fn ? fn(fd, addr, len, flags) : (int)syscall(SYS_accept4, fd, addr, len, flags);
+}
+
+static int libc_accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        name_fn fn = (name_fn)real(REAL_ACCEPT);
+
+        return fn ? fn(fd, addr, len) : libc_accept4(fd, addr, len, 0);
 }
 
 /* ---- the policy ------------------------------------------------------------- */
@@ -204,6 +226,7 @@ static void load_policy(void)
         int r = path && *path ? pf_policy_map(path, &loaded) : -ENOENT;
 
         read_local_addresses();
+        shim_moves_open(r == 0 ? path : NULL);
         if (r == 0) {
                 pf_policy_log(loaded, &log);
                 shim_log_open(&log, env_level(log.level));
@@ -255,64 +278,6 @@ __attribute__((constructor)) static void shim_init(void)
         for (int i = 0; i < REAL_COUNT; i++)
                 real(i);
         shim_policy();
-}
-
-/* ---- remapped ports ------------------------------------------------------------ */
-
-/* (proto, family, real port) -> requested port, for the name calls. Keyed on
- * ports, not fds, so dup/fork/close need no tracking. Each entry is one
- * 64-bit word written atomically: no lock, no allocation. */
-#define REMAP_SLOTS 1024
-#define REMAP_PROBES 16
-static uint64_t remapped[REMAP_SLOTS];
-
-static uint64_t remap_key(enum pf_proto proto, int family, uint16_t real_port)
-{
-        return (uint64_t)1 << 40 | (uint64_t)proto << 33 | (uint64_t)(family == AF_INET6) << 32 |
-               (uint64_t)real_port << 16;
-}
-
-static unsigned remap_home(uint16_t real_port)
-{
-        return (real_port * 2654435761u >> 16) % REMAP_SLOTS;
-}
-
-static void remap_record(enum pf_proto proto, int family, uint16_t real_port, uint16_t requested)
-{
-        uint64_t key = remap_key(proto, family, real_port), entry = key | requested;
-        unsigned home = remap_home(real_port);
-
-        for (unsigned i = 0; i < REMAP_PROBES; i++) {
-                uint64_t *slot = &remapped[(home + i) % REMAP_SLOTS];
-                uint64_t old = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-
-                if ((old & ~(uint64_t)0xffff) == key) {
-                        __atomic_store_n(slot, entry, __ATOMIC_RELEASE);
-                        return;
-                }
-                if (old == 0 && __atomic_compare_exchange_n(slot, &old, entry, false,
-                                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                        return;
-        }
-        __atomic_store_n(&remapped[home], entry, __ATOMIC_RELEASE);     /* full: evict */
-}
-
-static bool remap_lookup(enum pf_proto proto, int family, uint16_t real_port, uint16_t *requested)
-{
-        uint64_t key = remap_key(proto, family, real_port);
-        unsigned home = remap_home(real_port);
-
-        for (unsigned i = 0; i < REMAP_PROBES; i++) {
-                uint64_t entry = __atomic_load_n(&remapped[(home + i) % REMAP_SLOTS], __ATOMIC_ACQUIRE);
-
-                if ((entry & ~(uint64_t)0xffff) == key) {
-                        *requested = (uint16_t)entry;
-                        return true;
-                }
-                if (entry == 0)
-                        return false;
-        }
-        return false;
 }
 
 /* ---- requests --------------------------------------------------------------- */
@@ -430,6 +395,17 @@ static void log_decision(const char *call, const struct request *req, const stru
 
 /* ---- bind ------------------------------------------------------------------ */
 
+static uint16_t bound_port(int fd, int *family);
+
+/* A socket bound already: the kernel fails a second bind with EINVAL, and
+ * that is what the program must see, whatever the policy says. */
+static bool bound_already(int fd)
+{
+        int family;
+
+        return bound_port(fd, &family) != 0;
+}
+
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
         const struct pf_policy *p;
@@ -443,7 +419,7 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
                 return libc_bind(fd, addr, len);
         switch (v.action) {
         case PF_REFUSE:
-                if (!socket_family_is(fd, req.family))
+                if (!socket_family_is(fd, req.family) || bound_already(fd))
                         return libc_bind(fd, addr, len);        /* the kernel's own error */
                 log_decision("bind", &req, addr, &v, v.err, PF_LEVEL_INFO);
                 errno = v.err;
@@ -451,7 +427,7 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         case PF_REMAP:
                 r = libc_bind(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
                 if (r == 0)
-                        remap_record(req.query.proto, req.family, v.target, req.port);
+                        shim_moves_record(fd, SHIM_MOVE_LOCAL, req.query.proto, req.port, v.target);
                 log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
                 break;
         default:        /* PF_LOG */
@@ -491,7 +467,10 @@ static bool is_local(const struct pf_addr *addr)
         return false;
 }
 
-/* Where a local destination's server was moved to, if the policy moved it.
+/* Where a local destination's server was moved to: the policy remaps its
+ * port, a server under this policy was really moved away from it, and
+ * nothing receives at it now (a port-0 listener, a client's source port is
+ * reached as addressed; if the kernel cannot be asked, the move is followed).
  * The destination is decided as a bind of that address with no program:
  * rules conditioned on a program cannot be followed from another process. */
 static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
@@ -503,10 +482,10 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
         req->query.program = NULL;
-        return decide_request(p, fd, req, v) && v->action == PF_REMAP;
+        return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
+               shim_moves_moved_from(req->query.proto, req->port) &&
+               pf_host_port_receives(req->query.proto, &req->query.addr, req->port) != 1;
 }
-
-static uint16_t bound_port(int fd, int *family);
 
 /* client_ports: an unbound socket takes the first free one of them as its
  * local port, as if the kernel had handed it out; a test's way to make a
@@ -552,7 +531,7 @@ static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
                 return libc_connect(fd, addr, len);
         r = libc_connect(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
         if (r == 0 || errno == EINPROGRESS)
-                remap_record(req.query.proto, req.family, v.target, req.port);
+                shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
         log_decision("connect", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_DEBUG);
         if (r == 0)
                 errno = saved;
@@ -573,7 +552,7 @@ static ssize_t pf_sendto(int fd, const void *buf, size_t n, int flags,
 
         if (!redirect_target(fd, addr, len, &req, &v))
                 return libc_sendto(fd, buf, n, flags, addr, len);
-        remap_record(req.query.proto, req.family, v.target, req.port);
+        shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
         return libc_sendto(fd, buf, n, flags, (struct sockaddr *)&copy,
                            with_port(addr, len, v.target, &copy));
 }
@@ -596,7 +575,7 @@ static ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
         moved = *msg;
         moved.msg_namelen = with_port(msg->msg_name, msg->msg_namelen, v.target, &copy);
         moved.msg_name = &copy;
-        remap_record(req.query.proto, req.family, v.target, req.port);
+        shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
         return libc_sendmsg(fd, &moved, flags);
 }
 
@@ -659,23 +638,20 @@ EXPORT int listen(int fd, int backlog)
 
 /* ---- the name calls: report requested ports --------------------------------- */
 
-/* If addr holds a port this process remapped, put the requested one back.
- * addr is the caller's output buffer: writing it is the call's job. */
-static void restore_port(int fd, struct sockaddr *addr, socklen_t len, bool peer)
+/* If addr, as the kernel filled it, holds the port this very socket was
+ * moved to, put the requested one back. size is the caller's buffer, len
+ * the length the kernel returned: an address cut short is left alone, and
+ * nothing beyond the caller's buffer is ever read or written. */
+static void restore_port(int fd, struct sockaddr *addr, socklen_t size, socklen_t len,
+                         enum shim_move kind)
 {
         const struct pf_policy *p = shim_policy();
         struct request req;
         uint16_t requested;
-        enum pf_proto proto;
 
-        if (!p || (!peer && pf_policy_getsockname(p) != PF_GETSOCKNAME_REQUESTED) ||
-            !read_request(addr, len, &req) || (peer && !is_local(&req.query.addr)))
-                return;
-        /* Most ports were never remapped: look before asking the socket. */
-        if (!remap_lookup(PF_TCP, req.family, req.port, &requested) &&
-            !remap_lookup(PF_UDP, req.family, req.port, &requested))
-                return;
-        if (!socket_proto(fd, &proto) || !remap_lookup(proto, req.family, req.port, &requested))
+        if (!p || (kind == SHIM_MOVE_LOCAL && pf_policy_getsockname(p) != PF_GETSOCKNAME_REQUESTED) ||
+            len > size || !read_request(addr, len, &req) ||
+            !shim_moves_restore(fd, kind, req.port, &requested))
                 return;
         if (req.family == AF_INET)
                 ((struct sockaddr_in *)(void *)addr)->sin_port = htons(requested);
@@ -685,10 +661,11 @@ static void restore_port(int fd, struct sockaddr *addr, socklen_t len, bool peer
 
 static int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
+        socklen_t size = len ? *len : 0;
         int r = libc_getsockname(fd, addr, len);
 
         if (r == 0 && len)
-                restore_port(fd, addr, *len, false);
+                restore_port(fd, addr, size, *len, SHIM_MOVE_LOCAL);
         return r;
 }
 
@@ -699,10 +676,11 @@ EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 
 static int pf_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
+        socklen_t size = len ? *len : 0;
         int r = libc_getpeername(fd, addr, len);
 
         if (r == 0 && len)
-                restore_port(fd, addr, *len, true);
+                restore_port(fd, addr, size, *len, SHIM_MOVE_PEER);
         return r;
 }
 
@@ -714,10 +692,11 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 static ssize_t pf_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
                            socklen_t *len)
 {
+        socklen_t size = addr && len ? *len : 0;
         ssize_t r = libc_recvfrom(fd, buf, n, flags, addr, len);
 
         if (r >= 0 && addr && len)
-                restore_port(fd, addr, *len, true);
+                restore_port(fd, addr, size, *len, SHIM_MOVE_PEER);
         return r;
 }
 
@@ -729,14 +708,36 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 
 static ssize_t pf_recvmsg(int fd, struct msghdr *msg, int flags)
 {
+        socklen_t size = msg ? msg->msg_namelen : 0;
         ssize_t r = libc_recvmsg(fd, msg, flags);
 
         if (r >= 0 && msg && msg->msg_name)
-                restore_port(fd, msg->msg_name, msg->msg_namelen, true);
+                restore_port(fd, msg->msg_name, size, msg->msg_namelen, SHIM_MOVE_PEER);
         return r;
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
         return pf_recvmsg(fd, msg, flags);
+}
+
+/* ---- accept: a connection of a moved listener reports what it reports ------- */
+
+static int pf_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags, bool with_flags)
+{
+        int r = with_flags ? libc_accept4(fd, addr, len, flags) : libc_accept(fd, addr, len);
+
+        if (r >= 0)
+                shim_moves_inherit(fd, r);
+        return r;
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+        return pf_accept4(fd, addr, len, 0, false);
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+        return pf_accept4(fd, addr, len, flags, true);
 }

@@ -17,7 +17,6 @@ struct shim_event {
         enum pf_action action;
         uint16_t target;                /* PF_REMAP: where it went */
         int err;                        /* the errno the call returned, 0 if none */
-        const char *note;               /* free text, or NULL */
 };
 
 /* Open the log destination of the policy (at load, never on the call path). */
@@ -27,5 +26,25 @@ bool shim_log_enabled(enum pf_log_level level);
 void shim_log_event(enum pf_log_level level, const struct shim_event *event);
 void shim_log_text(enum pf_log_level level, const char *text);
 
+/* The real getsockname(), for the files of the shim. */
+int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+
 /* Format an IPv4/IPv6 address without stdio; returns the length written. */
 size_t shim_format_addr(const struct sockaddr *addr, char *buf, size_t size);
+
+/* The moves table (moves.c). A local move: a socket bound to `real` instead
+ * of `requested`; a peer move: a socket whose destination `requested` was
+ * sent to `real`. */
+enum shim_move { SHIM_MOVE_LOCAL, SHIM_MOVE_PEER };
+
+/* Map the table shared by the processes of the compiled policy at
+ * policy_path (NULL or unusable: a table private to this process). */
+void shim_moves_open(const char *policy_path);
+void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_t requested,
+                       uint16_t real);
+/* The port fd's move of this kind came from, if `real` is where it went. */
+bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested);
+/* A socket accepted from a moved listener reports what the listener does. */
+void shim_moves_inherit(int listener, int accepted);
+/* Was a server under this policy ever moved away from port? */
+bool shim_moves_moved_from(enum pf_proto proto, uint16_t port);

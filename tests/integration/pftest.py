@@ -3,6 +3,7 @@
 them with and without the shim, and one fixture for background servers that
 always cleans up."""
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ BUILD = {
 SOURCE = os.environ.get("PF_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
 ASAN_RUNTIME = os.environ.get("PF_ASAN_RUNTIME", "")
 TIMEOUT = 60
+PIN_ROOT = "/sys/fs/bpf/portfence"
 
 
 def base_env(extra=None):
@@ -78,11 +80,13 @@ class Background:
     """A process started in the background that the test waits for and always
     stops: as a context manager, or with stop() from a tearDown."""
 
-    def __init__(self, cmd, env=None, ready=None, ready_port=None):
+    def __init__(self, cmd, env=None, ready=None, ready_port=None, preexec_fn=None):
         """ready: wait for a line of stdout starting with it; ready_port: for a
-        listener on that port of 127.0.0.1."""
+        listener on that port of 127.0.0.1; preexec_fn: run in the child
+        before cmd (e.g. to enter a cgroup)."""
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=base_env(env))
+                                     stderr=subprocess.PIPE, text=True, env=base_env(env),
+                                     preexec_fn=preexec_fn)
         self.lines = []
         deadline = time.monotonic() + 20
         try:
@@ -154,3 +158,80 @@ class PolicyTest(unittest.TestCase):
         b = Background(*args, **kw)
         self.background.append(b)
         return b
+
+
+# ---- cgroups (root, cgroup v2, BPF) ------------------------------------------
+
+def cgroup_mount():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            if right.split()[0] == "cgroup2":
+                return left.split()[4]
+    return None
+
+
+def cgroup_skip_reason():
+    if os.geteuid() != 0:
+        return "needs root"
+    if not cgroup_mount():
+        return "no cgroup v2"
+    if not os.path.exists("/sys/kernel/btf/vmlinux") and not os.path.exists("/sys/fs/bpf"):
+        return "no BPF"
+    r = portfence("cgroup", "--help")
+    if "built without BPF" in r.stderr:
+        return "portfence built without BPF"
+    return None
+
+
+class Cgroup:
+    """A fresh cgroup below the v2 mount; processes run inside it."""
+    count = 0
+
+    def __init__(self, parent=None):
+        Cgroup.count += 1
+        base = parent.path if parent else cgroup_mount()
+        self.path = os.path.join(base, f"pf-test-{os.getpid()}-{Cgroup.count}")
+        os.mkdir(self.path)
+        self.children = []
+
+    def enter(self):
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def run(self, *cmd, env=None, **kw):
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60,
+                              env=base_env(env), preexec_fn=self.enter, **kw)
+
+    def popen(self, *cmd, **kw):
+        p = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=base_env(),
+                             preexec_fn=self.enter, **kw)
+        self.children.append(p)
+        return p
+
+    def probe(self, *words, static=False):
+        return self.run(PROBE_STATIC if static else BUILD["probe"], *words).stdout.splitlines()
+
+    def attach(self, policy, *extra):
+        return portfence("cgroup", "attach", "-c", policy, *extra, self.path)
+
+    def cleanup(self):
+        for p in self.children:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        portfence("cgroup", "detach", self.path)
+        for sub in os.listdir(self.path):
+            if sub.startswith("pf-test-"):
+                os.rmdir(os.path.join(self.path, sub))
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            for pid in f.read().split():
+                os.kill(int(pid), signal.SIGKILL)
+        for _ in range(100):
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("cannot remove " + self.path)

@@ -12,10 +12,10 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (BUILD, PolicyTest, base_env, fenced, port_listening, portfence,  # noqa: E402
+from pftest import (BUILD, PIN_ROOT, Cgroup, PolicyTest, base_env, cgroup_mount,  # noqa: E402
+                    cgroup_skip_reason as skip_reason, fenced, port_listening, portfence,
                     write_policy)
 
-PIN_ROOT = "/sys/fs/bpf/portfence"
 PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
 
 POLICY = """version = 1;
@@ -30,81 +30,6 @@ rules = (
   { ports = "23001"; program = "pf-prob?"; action = "allow"; }
 );
 """
-
-
-def cgroup_mount():
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            if right.split()[0] == "cgroup2":
-                return left.split()[4]
-    return None
-
-
-def skip_reason():
-    if os.geteuid() != 0:
-        return "needs root"
-    if not cgroup_mount():
-        return "no cgroup v2"
-    if not os.path.exists("/sys/kernel/btf/vmlinux") and not os.path.exists("/sys/fs/bpf"):
-        return "no BPF"
-    r = portfence("cgroup", "--help")
-    if "built without BPF" in r.stderr:
-        return "portfence built without BPF"
-    return None
-
-
-class Cgroup:
-    """A fresh cgroup below the v2 mount; processes run inside it."""
-    count = 0
-
-    def __init__(self, parent=None):
-        Cgroup.count += 1
-        base = parent.path if parent else cgroup_mount()
-        self.path = os.path.join(base, f"pf-test-{os.getpid()}-{Cgroup.count}")
-        os.mkdir(self.path)
-        self.children = []
-
-    def enter(self):
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    def run(self, *cmd, env=None, **kw):
-        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60,
-                              env=base_env(env), preexec_fn=self.enter, **kw)
-
-    def popen(self, *cmd, **kw):
-        p = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=base_env(),
-                             preexec_fn=self.enter, **kw)
-        self.children.append(p)
-        return p
-
-    def probe(self, *words, static=False):
-        return self.run(PROBE_STATIC if static else BUILD["probe"], *words).stdout.splitlines()
-
-    def attach(self, policy, *extra):
-        return portfence("cgroup", "attach", "-c", policy, *extra, self.path)
-
-    def cleanup(self):
-        for p in self.children:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
-        portfence("cgroup", "detach", self.path)
-        for sub in os.listdir(self.path):
-            if sub.startswith("pf-test-"):
-                os.rmdir(os.path.join(self.path, sub))
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            for pid in f.read().split():
-                os.kill(int(pid), signal.SIGKILL)
-        for _ in range(100):
-            try:
-                os.rmdir(self.path)
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("cannot remove " + self.path)
 
 
 @unittest.skipIf(skip_reason(), skip_reason())

@@ -289,7 +289,8 @@ class Processes(ShimTest):
                              text=True).stdout
         symbols = sorted(line.split()[-1] for line in out.splitlines() if " T " in line)
         self.assertEqual(symbols, sorted(["bind", "connect", "listen", "getsockname", "getpeername",
-                                          "sendto", "sendmsg", "recvfrom", "recvmsg"]))
+                                          "sendto", "sendmsg", "recvfrom", "recvmsg", "accept",
+                                          "accept4"]))
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
     def test_setuid_program_is_not_fenced(self):

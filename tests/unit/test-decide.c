@@ -282,6 +282,17 @@ static void test_chain_too_long(void **state)
         pf_policy_free(policy);
 }
 
+/* Every errno has its name in log lines, not only those a policy can name. */
+static void test_errno_names(void **state)
+{
+        (void)state;
+        assert_string_equal(pf_errno_name(EADDRINUSE), "EADDRINUSE");
+        assert_string_equal(pf_errno_name(EINPROGRESS), "EINPROGRESS");
+        assert_string_equal(pf_errno_name(ECONNREFUSED), "ECONNREFUSED");
+        assert_string_equal(pf_errno_name(-12345), "EUNKNOWN");
+        assert_int_equal(pf_errno_parse("EINPROGRESS"), -EINVAL);       /* not a refuse_errno */
+}
+
 static void test_glob_comm_form(void **state)
 {
         (void)state;
@@ -305,6 +316,7 @@ int main(void)
                 cmocka_unit_test(test_chain_matches_decide),
                 cmocka_unit_test(test_chain_too_long),
                 cmocka_unit_test(test_glob_comm_form),
+                cmocka_unit_test(test_errno_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/* The moves table: which ports servers were moved away from, and which
+ * sockets were moved, shared by every process that runs one compiled policy
+ * as one user. It lives in a file beside the compiled policy in portfence's
+ * run cache, mapped MAP_SHARED, so a client started by another 'portfence
+ * run' follows only real moves, and a program that inherits a remapped
+ * listener across exec still reports the port it asked for. Without that
+ * file (a policy outside the cache, a directory someone else owns) the
+ * table is private to this process and its forks.
+ *
+ * A bound socket is found by its real port and its inode (unique among live
+ * sockets), in one of a few ways per port, so a socket that bound that port
+ * itself is never mistaken for a moved one. Sockets accepted from a moved
+ * listener and destinations of redirected connects are per process, indexed
+ * by descriptor and checked by inode. Lock-free: every word is written
+ * atomically; nothing allocates on the call path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define MOVES_MAGIC 0x32564d50u         /* "PMV2" */
+#define MOVES_WAYS 4                    /* moved sockets remembered per real port */
+#define PORT_WORDS ((PF_PORT_MAX + 1) / 64)
+#define MAX_TRACKED_FDS (1 << 20)
+
+/* One moved socket: its inode and the port it asked for, in one word each. */
+struct moves_way {
+        uint64_t inode;         /* 0: free */
+        uint64_t requested;
+};
+
+struct moves_table {
+        uint32_t magic;
+        uint32_t size;
+        uint32_t any_local;     /* set once a socket was moved: accept() looks only then */
+        uint32_t pad;
+        uint64_t moved_from[PF_PROTO_COUNT][PORT_WORDS];        /* ports servers asked for */
+        uint64_t moved_to[PORT_WORDS];                          /* ports moves went to */
+        struct moves_way ways[PF_PORT_MAX + 1][MOVES_WAYS];     /* by real port */
+};
+
+/* Per descriptor of this process: an accepted or redirected socket. */
+struct fd_move {
+        uint64_t inode;
+        uint16_t local_requested, local_real;
+        uint16_t peer_requested, peer_real;
+};
+
+static struct moves_table *table;
+static struct fd_move *fd_moves;
+static unsigned fd_limit;
+/* The file beside the compiled policy: DIR/HASH.pfc -> DIR/HASH.moves, in a
+ * directory that only this user can write. */
+static int open_file(const char *policy_path)
+{
+        const char *slash = strrchr(policy_path, '/'), *base = slash ? slash + 1 : policy_path;
+        const char *dot = strrchr(base, '.');
+        char dir[4096], name[256], tmp[280];
+        size_t dir_len = slash ? (size_t)(slash - policy_path) : 0, base_len = dot ? (size_t)(dot - base) : strlen(base);
+        struct stat st;
+        int dirfd, fd;
+
+        if (!slash || dir_len >= sizeof(dir) || base_len + 7 > sizeof(name))
+                return -1;
+        memcpy(dir, policy_path, dir_len ? dir_len : 1);
+        dir[dir_len ? dir_len : 1] = '\0';
+        memcpy(name, base, base_len);
+        memcpy(name + base_len, ".moves", 7);
+        dirfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dirfd < 0)
+                return -1;
+        if (fstat(dirfd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 0022)) {
+                close(dirfd);
+                return -1;
+        }
+        fd = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+                /* Made whole under a private name, then linked: no process
+                 * ever maps a file shorter than the table. */
+                snprintf(tmp, sizeof(tmp), ".%s.%d", name, (int)getpid());
+                fd = openat(dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd >= 0 && (ftruncate(fd, sizeof(struct moves_table)) < 0 ||
+                                linkat(dirfd, tmp, dirfd, name, 0) < 0)) {
+                        close(fd);
+                        fd = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+                }
+                unlinkat(dirfd, tmp, 0);
+        }
+        close(dirfd);
+        if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+                        (st.st_mode & 0077) || st.st_size != (off_t)sizeof(struct moves_table))) {
+                close(fd);
+                fd = -1;
+        }
+        return fd;
+}
+
+/* Room for every descriptor this process may open, reserved, not touched. */
+static void open_fd_moves(void)
+{
+        struct rlimit limit;
+        void *p;
+
+        if (getrlimit(RLIMIT_NOFILE, &limit) < 0)
+                return;
+        fd_limit = limit.rlim_cur > MAX_TRACKED_FDS ? MAX_TRACKED_FDS : (unsigned)limit.rlim_cur;
+        p = mmap(NULL, (size_t)fd_limit * sizeof(*fd_moves), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+                fd_limit = 0;
+        else
+                fd_moves = p;
+}
+
+static struct moves_table *map_table(int fd)
+{
+        void *p = mmap(NULL, sizeof(struct moves_table), PROT_READ | PROT_WRITE,
+                       fd < 0 ? MAP_SHARED | MAP_ANONYMOUS : MAP_SHARED, fd, 0);
+
+        return p == MAP_FAILED ? NULL : p;
+}
+
+void shim_moves_open(const char *policy_path)
+{
+        int fd = policy_path ? open_file(policy_path) : -1;
+        struct moves_table *t = map_table(fd);
+        uint32_t zero = 0;
+
+        if (fd >= 0)
+                close(fd);
+        if (!t && fd >= 0)
+                t = map_table(-1);
+        if (!t)
+                return;         /* no table: nothing is followed or restored */
+        __atomic_compare_exchange_n(&t->size, &zero, (uint32_t)sizeof(*t), false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        __atomic_store_n(&t->magic, MOVES_MAGIC, __ATOMIC_RELEASE);
+        table = t->size == sizeof(*t) ? t : NULL;
+        open_fd_moves();
+}
+
+static void set_bit(uint64_t *bits, uint16_t port)
+{
+        __atomic_fetch_or(&bits[port / 64], (uint64_t)1 << (port % 64), __ATOMIC_RELEASE);
+}
+
+static bool test_bit(const uint64_t *bits, uint16_t port)
+{
+        return __atomic_load_n(&bits[port / 64], __ATOMIC_ACQUIRE) >> (port % 64) & 1;
+}
+
+static uint64_t socket_inode(int fd)
+{
+        struct stat st;
+        int saved = errno;
+
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+                errno = saved;
+                return 0;
+        }
+        return (uint64_t)st.st_ino;
+}
+
+/* A bound socket moved from `requested` to `real`, in the shared table: a
+ * free way, else the way of the oldest socket (inodes only grow). */
+static void insert_way(uint64_t inode, uint16_t real, uint16_t requested)
+{
+        struct moves_way *ways = table->ways[real];
+        unsigned oldest = 0;
+
+        for (unsigned i = 0; i < MOVES_WAYS; i++) {
+                uint64_t owner = __atomic_load_n(&ways[i].inode, __ATOMIC_ACQUIRE);
+
+                if (owner == inode || (owner == 0 && __atomic_compare_exchange_n(
+                                &ways[i].inode, &owner, inode, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))) {
+                        __atomic_store_n(&ways[i].requested, requested, __ATOMIC_RELEASE);
+                        return;
+                }
+                if (owner < __atomic_load_n(&ways[oldest].inode, __ATOMIC_ACQUIRE))
+                        oldest = i;
+        }
+        __atomic_store_n(&ways[oldest].requested, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ways[oldest].inode, inode, __ATOMIC_RELEASE);
+        __atomic_store_n(&ways[oldest].requested, requested, __ATOMIC_RELEASE);
+}
+
+static uint16_t find_way(uint64_t inode, uint16_t real)
+{
+        const struct moves_way *ways = table->ways[real];
+
+        for (unsigned i = 0; i < MOVES_WAYS; i++)
+                if (__atomic_load_n(&ways[i].inode, __ATOMIC_ACQUIRE) == inode)
+                        return (uint16_t)__atomic_load_n(&ways[i].requested, __ATOMIC_ACQUIRE);
+        return 0;
+}
+
+static struct fd_move *fd_move_of(int fd)
+{
+        return fd >= 0 && (unsigned)fd < fd_limit ? &fd_moves[fd] : NULL;
+}
+
+void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_t requested,
+                       uint16_t real)
+{
+        struct fd_move *m = fd_move_of(fd);
+        uint64_t inode;
+
+        if (!table)
+                return;
+        if (kind == SHIM_MOVE_LOCAL) {
+                set_bit(table->moved_from[proto], requested);
+                __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
+        }
+        set_bit(table->moved_to, real);
+        inode = socket_inode(fd);
+        if (!inode)
+                return;
+        if (kind == SHIM_MOVE_LOCAL) {
+                insert_way(inode, real, requested);
+                return;
+        }
+        if (!m)
+                return;
+        if (m->inode != inode)
+                *m = (struct fd_move){ .inode = inode };
+        m->peer_requested = requested;
+        m->peer_real = real;
+}
+
+bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested)
+{
+        const struct fd_move *m = fd_move_of(fd);
+        uint64_t inode;
+        uint16_t found = 0;
+
+        /* Most ports were never a move's target: no system call for them. */
+        if (!table || !test_bit(table->moved_to, real))
+                return false;
+        inode = socket_inode(fd);
+        if (!inode)
+                return false;
+        if (m && m->inode == inode)
+                found = kind == SHIM_MOVE_LOCAL ? (m->local_real == real ? m->local_requested : 0)
+                                                : (m->peer_real == real ? m->peer_requested : 0);
+        if (!found && kind == SHIM_MOVE_LOCAL)
+                found = find_way(inode, real);
+        if (!found)
+                return false;
+        *requested = found;
+        return true;
+}
+
+void shim_moves_inherit(int listener, int accepted)
+{
+        struct fd_move *m = fd_move_of(accepted);
+        int saved = errno;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        uint64_t inode;
+        uint16_t real, requested;
+
+        if (!table || !m || !__atomic_load_n(&table->any_local, __ATOMIC_ACQUIRE))
+                return;
+        if (shim_real_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
+            (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+                errno = saved;
+                return;
+        }
+        real = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+        inode = test_bit(table->moved_to, real) ? socket_inode(listener) : 0;
+        requested = inode ? find_way(inode, real) : 0;
+        inode = requested ? socket_inode(accepted) : 0;
+        if (inode)
+                *m = (struct fd_move){ .inode = inode, .local_requested = requested, .local_real = real };
+        errno = saved;
+}
+
+bool shim_moves_moved_from(enum pf_proto proto, uint16_t port)
+{
+        return table && test_bit(table->moved_from[proto], port);
+}

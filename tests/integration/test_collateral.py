@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Remap without collateral damage, under the shipped default policy, in both
+enforcers: a connect follows a remap only to where a fenced server was really
+moved, a socket bound to the port asked for is reached as addressed, and the
+shim never harms the program it wraps."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pftest import (BUILD, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
+                    cgroup_skip_reason, fenced, port_listening, portfence, write_policy)
+
+SHIPPED = os.path.join(SOURCE, "config", "portfence.conf")
+PYTHON = sys.executable
+
+# Programs, each printing what the test compares. Servers print "ready PORT".
+PORT0_SELF = """
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname(), timeout=5)
+a, _ = s.accept(); c.sendall(b"hi"); print("got", a.recv(2).decode())
+"""
+TCP_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+print("ready", s.getsockname()[1], flush=True)
+while True:                             # probes that only look are let go
+    a, _ = s.accept(); data = a.recv(2)
+    if data:
+        print("got", data.decode(), "on", a.getsockname()[1], flush=True); break
+"""
+TCP_CLIENT = """
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+c.sendall(b"hi"); print("peer", c.getpeername()[1])
+"""
+UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))
+print("ready", s.getsockname()[1], flush=True)
+data, peer = s.recvfrom(16); s.sendto(data, peer)
+"""
+UDP_CLIENT = """
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.sendto(b"ping", ("127.0.0.1", int(sys.argv[1])))
+data, peer = c.recvfrom(16); print("reply", data.decode(), "from", peer[1])
+"""
+
+
+def free_guarded_port(offset):
+    """A port of this host's ephemeral range (guarded by the shipped policy)
+    that nothing holds now."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = map(int, f.read().split())
+    for port in range(low + offset, high):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    break
+        else:
+            return port
+    raise unittest.SkipTest("no free port in the host's ephemeral range")
+
+
+def target_of(port, proto="tcp"):
+    r = portfence("check", "-c", SHIPPED, "--json", f"{port}/{proto}")
+    verdict = json.loads(r.stdout)[0]
+    assert verdict["action"] == "remap", verdict
+    return verdict["target"]
+
+
+class Collateral:
+    """The cases, for an enforcer that says how to run a program fenced
+    (run_py) and start one in the background (start_py). Each enforcer takes
+    its ports from its own stretch of the range (PORT_SHIFT), so what one
+    leaves in TIME_WAIT never meets the other."""
+    PORT_SHIFT = 0
+
+    def free_port(self, offset):
+        return free_guarded_port(offset + self.PORT_SHIFT)
+
+    def test_port0_server_same_process(self):
+        r = self.run_py(PORT0_SELF)
+        self.assertEqual(r.stdout, "got hi\n", r.stderr)
+
+    def test_port0_server_other_process(self):
+        server = self.start_py(TCP_SERVER, "0")
+        port = int(server.lines[-1].split()[1])
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        out, _ = server.finish("")
+        self.assertIn(f"got hi on {port}", out)
+
+    def test_udp_reply_to_a_kernel_chosen_port(self):
+        server = self.start_py(UDP_ECHO, "0")
+        port = int(server.lines[-1].split()[1])
+        client = self.run_py(UDP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"reply ping from {port}\n", client.stderr)
+        server.finish("")
+
+    def test_moved_server_reached_through_its_port(self):
+        port = self.free_port(3000)
+        server = self.start_py(TCP_SERVER, str(port))
+        self.assertEqual(server.lines[-1], f"ready {port}")
+        self.assertTrue(port_listening(target_of(port)))
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        out, _ = server.finish("")
+        self.assertIn(f"got hi on {port}", out)
+
+    def test_moved_udp_server_reached_through_its_port(self):
+        port = self.free_port(3100)
+        server = self.start_py(UDP_ECHO, str(port))
+        client = self.run_py(UDP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"reply ping from {port}\n", client.stderr)
+        server.finish("")
+
+    def test_not_moved_port_is_not_redirected(self):
+        """Nothing was moved from the port: the connect fails as addressed
+        (before, it went to the pool port a bind would get)."""
+        port = self.free_port(3200)
+        with socket.socket() as decoy:      # something on the pool port
+            decoy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            decoy.bind(("127.0.0.1", target_of(port)))
+            decoy.listen()
+            r = self.run_py(TCP_CLIENT, str(port))
+        self.assertIn("ConnectionRefusedError", r.stderr)
+
+    def test_only_the_moved_socket_reports_the_port_asked_for(self):
+        """Another socket on the target port, or a connect straight to it,
+        reports the real port."""
+        port = self.free_port(4200)
+        target = target_of(port)
+        code = textwrap.dedent(f"""
+            import socket
+            moved = socket.socket(); moved.bind(("127.0.0.1", {port})); moved.listen()
+            other = socket.socket(); other.bind(("127.0.0.2", {target})); other.listen()
+            direct = socket.create_connection(("127.0.0.1", {target}))
+            print(moved.getsockname()[1], other.getsockname()[1], direct.getpeername()[1])
+        """)
+        r = self.run_py(code)
+        self.assertEqual(r.stdout, f"{port} {target} {target}\n", r.stderr)
+
+    def test_exec_inherits_a_moved_listener(self):
+        """A binary upgrade: the listener survives exec and still reports the
+        port asked for, and so do its connections."""
+        port = self.free_port(3300)
+        upgraded = textwrap.dedent("""
+            import socket, sys
+            s = socket.socket(fileno=int(sys.argv[1]))
+            print("ready", s.getsockname()[1], flush=True)
+            a, _ = s.accept(); print("got", a.recv(2).decode(), "on", a.getsockname()[1], flush=True)
+        """)
+        old = textwrap.dedent(f"""
+            import os, socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", {port})); s.listen()
+            s.set_inheritable(True)
+            os.execv(sys.executable, [sys.executable, "-c", {upgraded!r}, str(s.fileno())])
+        """)
+        server = self.start_py(old)
+        self.assertEqual(server.lines[-1], f"ready {port}")
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        out, _ = server.finish("")
+        self.assertIn(f"got hi on {port}", out)
+
+    def test_second_bind_gets_the_kernels_errno(self):
+        refused, moved = self.free_port(3400), self.free_port(3500)
+        for first, second in (("0", refused), (moved, refused), ("6500", refused)):
+            with self.subTest(first=first, second=second):
+                out = self.run_probe(self.refuse_policy, "tcp4", "bind", "127.0.0.1", str(first),
+                                     "bind", "127.0.0.1", str(second))
+                self.assertEqual(out[2], "bind -1 EINVAL")
+        # A failed second bind changes nothing the socket reports.
+        other = self.free_port(3600)
+        out = self.run_probe(SHIPPED, "tcp4", "bind", "127.0.0.1", str(moved), "bind", "127.0.0.1",
+                             str(other), "sockname")
+        self.assertEqual(out[2:], ["bind -1 EINVAL", f"sockname 0 0 127.0.0.1 {moved}"])
+
+
+REFUSE_POLICY = """version = 1;
+ephemeral = "host";
+default_action = "refuse";
+rules = ( { ports = "%d"; action = "remap"; } );
+"""
+
+
+class ShimCollateral(Collateral, PolicyTest):
+    """Each program under its own 'portfence run'."""
+
+    def setUp(self):
+        super().setUp()
+        self.refuse_policy = write_policy(REFUSE_POLICY % self.free_port(3500))
+        self.addCleanup(os.unlink, self.refuse_policy)
+
+    def run_py(self, code, *args, env=None, **kw):
+        return fenced(SHIPPED, PYTHON, "-c", code, *args, env=env, **kw)
+
+    def start_py(self, code, *args):
+        return self.start([BUILD["portfence"], "run", "-c", SHIPPED, "--", PYTHON, "-c", code, *args],
+                          ready="ready")
+
+    def run_probe(self, policy, *words):
+        return fenced(policy, BUILD["probe"], *words).stdout.splitlines()
+
+    def test_nonblocking_redirect_logs_einprogress(self):
+        port = self.free_port(3700)
+        server = self.start_py(TCP_SERVER, str(port))
+        code = textwrap.dedent(f"""
+            import socket
+            c = socket.socket(); c.setblocking(False)
+            print(c.connect_ex(("127.0.0.1", {port})) != 0)
+        """)
+        r = fenced(SHIPPED, PYTHON, "-c", code, verbose=True)
+        self.assertIn(f"connect 127.0.0.1:{port}/tcp: remap -> {target_of(port)} (EINPROGRESS)",
+                      r.stderr)
+        server.stop()
+
+    def test_closed_stderr_never_receives_log_lines(self):
+        """fd 2 closed, then reused by a TCP connection: our lines stay out of
+        the program's stream, and a gone peer raises no SIGPIPE."""
+        port, again = self.free_port(3800), self.free_port(3900)
+        code = textwrap.dedent(f"""
+            import os, signal, socket
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+            os.close(2)
+            c = socket.create_connection(srv.getsockname())
+            assert c.fileno() == 2, c.fileno()
+            peer, _ = srv.accept()
+            moved = socket.socket(); moved.bind(("127.0.0.1", {port}))
+            peer.setblocking(False)
+            try:
+                leaked = peer.recv(4096)
+            except BlockingIOError:
+                leaked = b""
+            print("leaked", len(leaked), flush=True)
+            peer.close()
+            socket.socket().bind(("127.0.0.1", {again}))
+            print("alive", flush=True)
+        """)
+        r = self.run_py(code)
+        self.assertEqual((r.returncode, r.stdout), (0, "leaked 0\nalive\n"), r.stderr)
+        self.assertIn(f"bind 127.0.0.1:{port}/tcp: remap", r.stderr)
+        self.assertIn(f"bind 127.0.0.1:{again}/tcp: remap", r.stderr)
+
+    def test_log_pipe_without_reader_raises_no_sigpipe(self):
+        port = self.free_port(4000)
+        code = textwrap.dedent(f"""
+            import signal, socket
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            socket.socket().bind(("127.0.0.1", {port}))
+            print("alive", flush=True)
+        """)
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            r = subprocess.run([BUILD["portfence"], "run", "-c", SHIPPED, "--", PYTHON, "-c", code],
+                               stdout=subprocess.PIPE, stderr=write_end, text=True,
+                               env=base_env(), timeout=TIMEOUT)
+        finally:
+            os.close(write_end)
+        self.assertEqual((r.returncode, r.stdout), (0, "alive\n"))
+
+    def test_short_address_buffers(self):
+        """Every buffer length from 0 to past a sockaddr_in6: nothing beyond
+        the caller's buffer is written, and a whole address gets the port
+        asked for."""
+        port = self.free_port(4100)
+        code = textwrap.dedent(f"""
+            import ctypes, socket
+            libc = ctypes.CDLL(None, use_errno=True)
+
+            class iovec(ctypes.Structure):
+                _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+            class msghdr(ctypes.Structure):
+                _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint),
+                            ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                            ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                            ("flags", ctypes.c_int)]
+
+            def call(name, fd, n):
+                buf = (ctypes.c_ubyte * 64)(*([0xAA] * 64))
+                size = ctypes.c_uint(n)
+                data = ctypes.create_string_buffer(16)
+                if name in ("getsockname", "getpeername"):
+                    r = getattr(libc, name)(fd, buf, ctypes.byref(size))
+                elif name == "recvfrom":
+                    r = libc.recvfrom(fd, data, 16, 0, buf, ctypes.byref(size))
+                else:
+                    io = iovec(ctypes.cast(data, ctypes.c_void_p), 16)
+                    msg = msghdr(ctypes.cast(buf, ctypes.c_void_p), n, ctypes.pointer(io), 1, None, 0, 0)
+                    r = libc.recvmsg(fd, ctypes.byref(msg), 0)
+                intact = all(b == 0xAA for b in buf[n:])
+                got = buf[2] << 8 | buf[3] if n >= 16 else None
+                return r >= 0, intact, got
+
+            server = socket.socket(); server.bind(("127.0.0.1", {port})); server.listen()
+            client = socket.create_connection(("127.0.0.1", {port}))
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("127.0.0.1", {port}))
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            bad = []
+            for name, fd in (("getsockname", server.fileno()), ("getpeername", client.fileno()),
+                             ("recvfrom", sender.fileno()), ("recvmsg", sender.fileno())):
+                for n in range(0, 40):
+                    if name.startswith("recv"):
+                        sender.sendto(b"x", ("127.0.0.1", {port}))
+                        data, peer = udp.recvfrom(16)
+                        udp.sendto(b"y", peer)
+                    ok, intact, got = call(name, fd, n)
+                    if not ok or not intact or got not in (None, {port}):
+                        bad.append((name, n, ok, intact, got))
+            print("bad", bad)
+        """)
+        r = self.run_py(code)
+        self.assertEqual(r.stdout, "bad []\n", r.stderr)
+
+
+@unittest.skipIf(cgroup_skip_reason(), cgroup_skip_reason())
+class CgroupCollateral(Collateral, PolicyTest):
+    """Each program a process of one fenced cgroup."""
+    PORT_SHIFT = 5000
+
+    def setUp(self):
+        super().setUp()
+        self.cgroup = Cgroup()
+        self.addCleanup(self.cgroup.cleanup)
+        self.refuse_cgroup = Cgroup()
+        self.addCleanup(self.refuse_cgroup.cleanup)
+        self.refuse_policy = write_policy(REFUSE_POLICY % self.free_port(3500))
+        self.addCleanup(os.unlink, self.refuse_policy)
+        for cgroup, policy in ((self.cgroup, SHIPPED), (self.refuse_cgroup, self.refuse_policy)):
+            r = cgroup.attach(policy)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+    def run_py(self, code, *args):
+        return self.cgroup.run(PYTHON, "-c", code, *args)
+
+    def start_py(self, code, *args):
+        return self.start([PYTHON, "-c", code, *args], ready="ready", preexec_fn=self.cgroup.enter)
+
+    def run_probe(self, policy, *words):
+        cgroup = self.cgroup if policy == SHIPPED else self.refuse_cgroup
+        return cgroup.probe(*words)
+
+    def test_status_lists_every_fence_while_others_come_and_go(self):
+        churn = Cgroup()
+        self.addCleanup(churn.cleanup)
+        flip = subprocess.Popen(["sh", "-c", f"""
+            for i in $(seq 40); do
+                "$PF" cgroup attach -c "$POLICY" "$CG" >/dev/null 2>&1
+                "$PF" cgroup detach "$CG" >/dev/null 2>&1
+            done"""], env=base_env({"PF": BUILD["portfence"], "POLICY": SHIPPED, "CG": churn.path}))
+        try:
+            failures = []
+            while flip.poll() is None:
+                r = portfence("cgroup", "status", "--json")
+                if r.returncode != 0 or self.cgroup.path not in r.stdout:
+                    failures.append(r.stderr)
+                json.loads(r.stdout)
+        finally:
+            flip.wait(timeout=TIMEOUT)
+        self.assertEqual(failures, [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
