@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <ifaddrs.h>
 #include <linux/magic.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +18,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "host.h"
 #include "loader.h"
 #include "portfence-api.bpf.h"
 #include "portfence.skel.h"
@@ -77,22 +77,19 @@ static int ensure_bpffs(char *why)
 /* HEAD or HEAD*TAIL, each cut to the 15 characters a comm keeps. */
 static int fill_rule_program(struct pf_bpf_rule *out, const char *glob, unsigned rule, char *why)
 {
-        const char *star = strchr(glob, '*');
-        size_t head = star ? (size_t)(star - glob) : strlen(glob);
+        struct pf_comm_parts parts;
 
-        if (pf_glob_comm_form(glob) == PF_COMM_UNSUPPORTED)
+        if (pf_glob_comm_split(glob, &parts) == PF_COMM_UNSUPPORTED)
                 return fail(-EINVAL, why, "rule %u: program glob '%s': %s", rule, glob,
                             pf_comm_glob_note(PF_COMM_UNSUPPORTED));
+        _Static_assert(sizeof(out->head) > PF_COMM_LEN && sizeof(out->tail) > PF_COMM_LEN,
+                       "a comm's 15 characters fit the rule");
         out->has_program = 1;
-        out->has_star = star != NULL;
-        out->head_len = (uint8_t)(head > 15 ? 15 : head);
-        memcpy(out->head, glob, out->head_len);
-        if (star) {
-                size_t tail = strlen(star + 1);
-
-                out->tail_len = (uint8_t)(tail > 15 ? 15 : tail);
-                memcpy(out->tail, star + 1 + (tail - out->tail_len), out->tail_len);
-        }
+        out->has_star = parts.star;
+        out->head_len = (uint8_t)parts.head_len;
+        out->tail_len = (uint8_t)parts.tail_len;
+        memcpy(out->head, parts.head, parts.head_len);
+        memcpy(out->tail, parts.tail, parts.tail_len);
         return 0;
 }
 
@@ -180,21 +177,16 @@ out:
 
 static void fill_locals(struct pf_bpf_settings *s)
 {
-        struct ifaddrs *list;
+        struct pf_addr addrs[2 * PF_HOST_LOCALS];
+        unsigned count = pf_host_local_addresses(addrs, 2 * PF_HOST_LOCALS);
 
-        if (getifaddrs(&list) < 0)
-                return;
-        for (struct ifaddrs *i = list; i; i = i->ifa_next) {
-                if (!i->ifa_addr)
-                        continue;
-                if (i->ifa_addr->sa_family == AF_INET && s->local4_count < PF_BPF_LOCALS)
-                        memcpy(&s->local4[s->local4_count++],
-                               &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr, 4);
-                else if (i->ifa_addr->sa_family == AF_INET6 && s->local6_count < PF_BPF_LOCALS)
-                        memcpy(s->local6[s->local6_count++],
-                               &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr, 16);
+        _Static_assert(PF_BPF_LOCALS == PF_HOST_LOCALS, "both enforcers keep the same addresses");
+        for (unsigned i = 0; i < count; i++) {
+                if (addrs[i].family == PF_IPV4)
+                        memcpy(&s->local4[s->local4_count++], &addrs[i].v4, 4);
+                else
+                        memcpy(s->local6[s->local6_count++], &addrs[i].v6, 16);
         }
-        freeifaddrs(list);
 }
 
 static int fill_settings(const struct pf_policy *p, const char *policy_path, int fd,

@@ -2,6 +2,7 @@
 /* portfence check: validate a policy, and show what it does to given ports. */
 #include <getopt.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "cli.h"
@@ -128,8 +129,8 @@ int pf_cmd_check(int argc, char **argv)
         struct port_arg *ports = calloc((size_t)(argc - optind) + 1, sizeof(*ports));
 
         if (!ports) {
-                pf_error("check", "out of memory");
-                return PF_EXIT_USAGE;
+                pf_error("check", "%s", strerror(ENOMEM));
+                return PF_EXIT_FAILURE;
         }
         for (int i = optind; i < argc; i++) {
                 if (parse_port_arg(argv[i], &ports[i - optind]) < 0) {

@@ -6,8 +6,9 @@
 
 #include "policy.h"
 
-/* Exit codes: 0 fine, 1 "found something" (suggest, scan), 2 usage/config. */
-enum { PF_EXIT_OK = 0, PF_EXIT_FOUND = 1, PF_EXIT_USAGE = 2 };
+/* Exit codes: 0 fine, 1 "found something" (suggest, scan, squat), 2 a usage
+ * or policy error, 3 the system failed (out of memory, netlink, the kernel). */
+enum { PF_EXIT_OK = 0, PF_EXIT_FOUND = 1, PF_EXIT_USAGE = 2, PF_EXIT_FAILURE = 3 };
 
 struct pf_command {
         const char *name;

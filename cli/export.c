@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* portfence export sysctl|systemd: the policy in the kernel's and systemd's
  * own terms, for hosts and units that enforce it themselves. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "host.h"
 
 static void export_help(FILE *f)
 {
@@ -20,21 +22,12 @@ static void export_help(FILE *f)
 static int export_sysctl(const struct pf_policy *policy)
 {
         struct pf_portset reserved, tcp;
-        char *text;
+        char *text, why[PF_WHY_SIZE];
         size_t size;
-        const char *why;
-        char current[65536] = "";
-        FILE *f = fopen(PF_PROC_RESERVED, "re");
 
-        if (!f || !fgets(current, sizeof(current), f))
-                current[0] = '\0';
-        if (f)
-                fclose(f);
-        current[strcspn(current, "\n")] = '\0';
-        pf_portset_clear(&reserved);
-        if (current[0] && pf_portset_parse(current, &reserved, &why) < 0) {
-                pf_error("export", "%s: %s in '%s'", PF_PROC_RESERVED, why, current);
-                return PF_EXIT_USAGE;
+        if (pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0) {
+                pf_error("export", "%s", why);
+                return PF_EXIT_FAILURE;
         }
         /* One list for both protocols: the kernel's reservations are too. */
         pf_policy_server_ports(policy, PF_TCP, &tcp);
@@ -44,8 +37,8 @@ static int export_sysctl(const struct pf_policy *policy)
         size = pf_portset_format(&reserved, NULL, 0) + 1;
         text = malloc(size);
         if (!text) {
-                pf_error("export", "out of memory");
-                return PF_EXIT_USAGE;
+                pf_error("export", "%s", strerror(ENOMEM));
+                return PF_EXIT_FAILURE;
         }
         pf_portset_format(&reserved, text, size);
         printf("net.ipv4.ip_local_reserved_ports = %s\n", text);
@@ -100,11 +93,10 @@ static int export_systemd(const struct pf_policy *policy)
 
                 pf_portset_clear(&allow);
                 for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
-                        struct pf_step steps[8];
-                        int n = pf_policy_chain(policy, proto, port, steps, 8);
-                        enum pf_action action = n > 0 ? steps[n - 1].action : PF_REFUSE;
+                        struct pf_step verdict;
 
-                        if (action == PF_REFUSE || action == PF_REMAP)
+                        pf_policy_fallback(policy, proto, port, &verdict);
+                        if (verdict.action == PF_REFUSE || verdict.action == PF_REMAP)
                                 pf_portset_add(&deny, port);
                         else if (pf_portset_has(guarded, port))
                                 pf_portset_add(&allow, port);

@@ -109,12 +109,12 @@ static int print_table(bool json)
                 printf("[");
         for (size_t i = 0; i < count; i++) {
                 const struct pf_profile *p = &table[i];
-                char wk[16], reg[16], dyn[512];
+                char wk[16], reg[16], dyn[PF_WHY_SIZE];
                 struct pf_portset set;
 
                 format_range(&p->well_known, wk, sizeof(wk));
                 format_range(&p->registered, reg, sizeof(reg));
-                if (pf_profile_dynamic(p, PF_TCP, &set, dyn, sizeof(dyn)) < 0) {
+                if (pf_profile_dynamic(p, PF_TCP, &set, dyn) < 0) {
                         pf_error("ranges", "%s", dyn);
                         return PF_EXIT_USAGE;
                 }
@@ -142,10 +142,9 @@ static int print_table(bool json)
 static int combine(const char *command, const struct os_args *a, struct pf_portset *dynamic,
                    struct pf_portset *safe)
 {
-        char why[512];
+        char why[PF_WHY_SIZE];
 
-        if (pf_profiles_combine(a->list, (size_t)a->count, a->proto, dynamic, safe, why,
-                                sizeof(why)) < 0) {
+        if (pf_profiles_combine(a->list, (size_t)a->count, a->proto, dynamic, safe, why) < 0) {
                 pf_error(command, "%s", why);
                 return -1;
         }

@@ -148,8 +148,8 @@ int pf_cmd_run(int argc, char **argv)
                 return PF_EXIT_USAGE;
         }
         if (find_shim(shim, sizeof(shim)) < 0) {
-                pf_error("run", "%s: %s", shim, strerror(ENOENT));
-                return PF_EXIT_USAGE;
+                pf_error("run", "cannot find the shim '%s': %s", shim, strerror(ENOENT));
+                return PF_EXIT_FAILURE;
         }
         policy = pf_cli_load_policy("run", config);
         if (!policy)
@@ -164,13 +164,13 @@ int pf_cmd_run(int argc, char **argv)
         }
         pf_policy_free(policy);
         if (r < 0)
-                return PF_EXIT_USAGE;
+                return PF_EXIT_FAILURE;
         if (verbose)
                 setenv("PORTFENCE_LOG_LEVEL", "debug", 1);
         preload = preload_list(shim);
         if (!preload || setenv("LD_PRELOAD", preload, 1) < 0) {
                 pf_error("run", "%s", strerror(ENOMEM));
-                return PF_EXIT_USAGE;
+                return PF_EXIT_FAILURE;
         }
         free(preload);
         execvp(argv[optind], argv + optind);

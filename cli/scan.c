@@ -89,9 +89,9 @@ int pf_cmd_scan(int argc, char **argv)
                 return PF_EXIT_USAGE;
         r = pf_sockets_read(&list, &count);
         if (r < 0) {
-                pf_error("scan", "sock_diag: %s", strerror(-r));
+                pf_error("scan", "cannot read this host's sockets (sock_diag): %s", strerror(-r));
                 pf_policy_free(policy);
-                return PF_EXIT_USAGE;
+                return PF_EXIT_FAILURE;
         }
         pf_sockets_owners(list, count);
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)

@@ -1,22 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* The TCP and UDP sockets of this network namespace, from sock_diag netlink,
- * and their owners, from /proc/PID/fd (no parsing of ss output). */
+/* The TCP and UDP sockets of this network namespace, from sock_diag (through
+ * policy/host.c, which the shim shares), and their owners, from /proc/PID/fd (no parsing of ss output). */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "sockets.h"
 
-#define TCP_TIME_WAIT 6
-#define TCP_LISTEN 10
 
 static int push(struct pf_socket **list, size_t *count, const struct pf_socket *s)
 {
@@ -46,58 +44,28 @@ static void to_socket(const struct inet_diag_msg *m, enum pf_proto proto, struct
         snprintf(s->program, sizeof(s->program), "?");
 }
 
-/* One sock_diag dump: every socket of family and protocol, in any state. */
+struct collect {
+        struct pf_socket **list;
+        size_t *count;
+        enum pf_proto proto;
+};
+
+static int collect_one(const struct inet_diag_msg *m, void *ctx)
+{
+        struct collect *c = ctx;
+        struct pf_socket s;
+
+        to_socket(m, c->proto, &s);
+        return push(c->list, c->count, &s);
+}
+
+/* Every socket of family and protocol, in any state. */
 static int dump(int family, enum pf_proto proto, struct pf_socket **list, size_t *count)
 {
-        struct {
-                struct nlmsghdr nlh;
-                struct inet_diag_req_v2 req;
-        } request = {
-                .nlh = { .nlmsg_len = sizeof(request), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-                         .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
-                .req = { .sdiag_family = (uint8_t)family,
-                         .sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP,
-                         .idiag_states = ~0u },
-        };
-        char buf[32768] __attribute__((aligned(8)));
-        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
-        bool done = false;
+        struct pf_socket_query q = { .family = family, .proto = proto };
+        struct collect c = { .list = list, .count = count, .proto = proto };
 
-        if (fd < 0)
-                return -errno;
-        if (send(fd, &request, sizeof(request), 0) < 0) {
-                r = -errno;
-                goto out;
-        }
-        while (!done && r == 0) {
-                ssize_t n = recv(fd, buf, sizeof(buf), 0);
-                struct nlmsghdr *h = (struct nlmsghdr *)buf;
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0) {
-                        r = n < 0 ? -errno : -EIO;
-                        break;
-                }
-                for (; NLMSG_OK(h, (size_t)n) && r == 0; h = NLMSG_NEXT(h, n)) {
-                        struct pf_socket s;
-
-                        if (h->nlmsg_type == NLMSG_DONE) {
-                                done = true;
-                                break;
-                        }
-                        if (h->nlmsg_type == NLMSG_ERROR) {
-                                r = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-                                r = r > 0 ? -r : r ? r : -EIO;
-                                break;
-                        }
-                        to_socket(NLMSG_DATA(h), proto, &s);
-                        r = push(list, count, &s);
-                }
-        }
-out:
-        close(fd);
-        return r;
+        return pf_host_sockets(&q, collect_one, &c);
 }
 
 int pf_sockets_read(struct pf_socket **list, size_t *count)

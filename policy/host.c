@@ -1,43 +1,244 @@
 /* SPDX-License-Identifier: MIT */
-/* Facts of this host that enforcers ask at run time. Async-signal-safe and
- * allocation-free, so the shim may ask them on its call path. */
+/* Facts of this host, read in one place: its ephemeral range, its reserved
+ * ports, its local addresses, and whether something receives at a port. */
 #include <errno.h>
+#include <ifaddrs.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "host.h"
 
-/* The request: every socket of family/proto whose local port is `port`
- * (a sock_diag bytecode filter, so the kernel sends only those). */
-struct port_request {
+/* ---- ephemeral and reserved ports ---------------------------------------- */
+
+/* The whole of a /proc file (the reserved list can be long), without its
+ * trailing newline, in a new string; free() it. */
+static int read_text(const char *path, char **out, char *why)
+{
+        FILE *f = fopen(path, "re");
+        size_t len = 0, size = 4096;
+        char *text = malloc(size);
+        int err = 0;
+
+        if (!f || !text) {
+                err = !f ? errno : ENOMEM;
+                goto out;
+        }
+        for (;;) {
+                len += fread(text + len, 1, size - 1 - len, f);
+                if (ferror(f)) {
+                        err = EIO;
+                        goto out;
+                }
+                if (feof(f))
+                        break;
+                if (len == size - 1) {
+                        char *grown = realloc(text, size * 2);
+
+                        if (!grown) {
+                                err = ENOMEM;
+                                goto out;
+                        }
+                        text = grown;
+                        size *= 2;
+                }
+        }
+        text[len] = '\0';
+        text[strcspn(text, "\n")] = '\0';
+out:
+        if (f)
+                fclose(f);
+        if (err) {
+                free(text);
+                snprintf(why, PF_WHY_SIZE, "%s: %s", path, strerror(err));
+                return -err;
+        }
+        *out = text;
+        return 0;
+}
+
+int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why)
+{
+        char reason[PF_WHY_SIZE], *text;
+        int r = read_text(path, &text, why);
+
+        if (r < 0)
+                return r;
+        pf_portset_clear(out);
+        if (text[strspn(text, " \t")] != '\0' && pf_portset_parse(text, out, reason) < 0) {
+                snprintf(why, PF_WHY_SIZE, "%.200s: %.200s in '%.64s'", path, reason, text);
+                r = -EINVAL;
+        }
+        free(text);
+        return r;
+}
+
+int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
+                           struct pf_portset *out, char *why)
+{
+        struct pf_portset reserved;
+        char *text, tail;
+        unsigned lo, hi;
+        int r;
+
+        r = read_text(range_path, &text, why);
+        if (r < 0)
+                return r;
+        if (sscanf(text, "%u %u %c", &lo, &hi, &tail) != 2 || lo == 0 || lo > hi ||
+            hi > PF_PORT_MAX) {
+                snprintf(why, PF_WHY_SIZE, "%s: expected two ports 'LOW HIGH', got '%.64s'",
+                         range_path, text);
+                free(text);
+                return -EINVAL;
+        }
+        free(text);
+        r = pf_host_reserved_read(reserved_path, &reserved, why);
+        if (r < 0)
+                return r;
+        pf_portset_clear(out);
+        pf_portset_add_range(out, lo, hi);
+        pf_portset_subtract(out, &reserved);
+        return 0;
+}
+
+/* ---- local addresses ---------------------------------------------------------- */
+
+unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity)
+{
+        unsigned count = 0, per_family[2] = { 0, 0 };
+        struct ifaddrs *list;
+
+        if (getifaddrs(&list) < 0)
+                return 0;
+        for (int family = AF_INET; family == AF_INET || family == AF_INET6;
+             family = family == AF_INET ? AF_INET6 : 0) {
+                for (struct ifaddrs *i = list; i && count < capacity; i = i->ifa_next) {
+                        unsigned *n = &per_family[family == AF_INET6];
+
+                        if (!i->ifa_addr || i->ifa_addr->sa_family != family || *n >= PF_HOST_LOCALS)
+                                continue;
+                        if (family == AF_INET)
+                                pf_addr_set_in4(&out[count++], &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr);
+                        else
+                                pf_addr_set_in6(&out[count++], &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr);
+                        (*n)++;
+                }
+        }
+        freeifaddrs(list);
+        return count;
+}
+
+/* ---- sockets, from sock_diag (async-signal-safe, allocation-free) ---------- */
+
+/* A dump request, with a bytecode filter on the local port when one is asked
+ * for, so the kernel sends only those sockets. */
+struct dump_request {
         struct nlmsghdr nlh;
         struct inet_diag_req_v2 req;
         struct rtattr bytecode;
         struct inet_diag_bc_op op[2];   /* S_EQ and the port it compares */
 };
 
-static void make_request(int family, enum pf_proto proto, uint16_t port, struct port_request *r)
+static size_t make_request(const struct pf_socket_query *q, uint32_t seq, struct dump_request *r)
 {
         memset(r, 0, sizeof(*r));
-        r->nlh.nlmsg_len = sizeof(*r);
+        r->nlh.nlmsg_len = q->port ? sizeof(*r) : NLMSG_LENGTH(sizeof(r->req));
         r->nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
         r->nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-        r->nlh.nlmsg_seq = 1;
-        r->req.sdiag_family = (uint8_t)family;
-        r->req.sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-        r->req.idiag_states = proto == PF_UDP ? ~0u : 1u << TCP_LISTEN;
-        r->bytecode.rta_len = RTA_LENGTH(sizeof(r->op));
-        r->bytecode.rta_type = INET_DIAG_REQ_BYTECODE;
-        /* Match: jump to the end (accept); no match: past it (reject). */
-        r->op[0] = (struct inet_diag_bc_op){ .code = INET_DIAG_BC_S_EQ, .yes = sizeof(r->op),
-                                             .no = sizeof(r->op) + 4 };
-        r->op[1].no = port;
+        r->nlh.nlmsg_seq = seq;
+        r->req.sdiag_family = (uint8_t)q->family;
+        r->req.sdiag_protocol = q->proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+        r->req.idiag_states = q->states ? q->states : ~0u;
+        if (q->port) {
+                r->bytecode.rta_len = RTA_LENGTH(sizeof(r->op));
+                r->bytecode.rta_type = INET_DIAG_REQ_BYTECODE;
+                /* Match: jump to the end (accept); no match: past it (reject). */
+                r->op[0] = (struct inet_diag_bc_op){ .code = INET_DIAG_BC_S_EQ, .yes = sizeof(r->op),
+                                                     .no = sizeof(r->op) + 4 };
+                r->op[1].no = q->port;
+        }
+        return r->nlh.nlmsg_len;
+}
+
+/* One dump on a fresh socket. Every message is checked: ours (sequence and
+ * port id), whole, and from a dump that was not interrupted. */
+static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
+{
+        struct dump_request request;
+        struct sockaddr_nl self = { .nl_family = AF_NETLINK };
+        socklen_t self_len = sizeof(self);
+        char buf[8192] __attribute__((aligned(8)));
+        uint32_t seq = (uint32_t)getpid() ^ (uint32_t)q->port << 16 ^ 0x5046u;
+        size_t size = make_request(q, seq, &request);
+        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (send(fd, &request, size, 0) < 0 ||
+            getsockname(fd, (struct sockaddr *)&self, &self_len) < 0) {
+                r = -errno;
+                goto out;
+        }
+        for (;;) {
+                ssize_t n = recv(fd, buf, sizeof(buf), 0);
+                int left = (int)n;
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        r = n < 0 ? -errno : -EIO;
+                        goto out;
+                }
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)left);
+                     h = NLMSG_NEXT(h, left)) {
+                        if (h->nlmsg_seq != seq || h->nlmsg_pid != self.nl_pid)
+                                continue;       /* not an answer to this request */
+                        if (h->nlmsg_flags & NLM_F_DUMP_INTR) {
+                                r = -EAGAIN;    /* the table changed under the dump */
+                                goto out;
+                        }
+                        if (h->nlmsg_type == NLMSG_DONE)
+                                goto out;
+                        if (h->nlmsg_type == NLMSG_ERROR) {
+                                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                                r = h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0 ? -EIO
+                                                                                              : e->error;
+                                goto out;
+                        }
+                        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
+                                r = -EIO;
+                                goto out;
+                        }
+                        if (r == 0)
+                                r = visit(NLMSG_DATA(h), ctx);
+                        if (r < 0)
+                                goto out;
+                }
+                if (left > 0) {
+                        r = -EIO;       /* a message cut short */
+                        goto out;
+                }
+        }
+out:
+        close(fd);
+        return r < 0 ? r : 0;
+}
+
+int pf_host_sockets(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
+{
+        int r = -EAGAIN;
+
+        for (int attempt = 0; attempt < 3 && r == -EAGAIN; attempt++)
+                r = dump_once(q, visit, ctx);
+        return r;
 }
 
 /* Would a packet to addr:port reach this socket? Its local address is the
@@ -59,55 +260,33 @@ static bool receives(const struct inet_diag_msg *m, const struct pf_addr *addr)
         return memcmp(src, any, 4) == 0 || memcmp(src, &addr->v4, 4) == 0;
 }
 
+struct receiver_search {
+        const struct pf_addr *addr;
+        enum pf_proto proto;
+        bool found;
+};
+
+static int find_receiver(const struct inet_diag_msg *m, void *ctx)
+{
+        struct receiver_search *search = ctx;
+
+        if ((search->proto == PF_TCP || m->id.idiag_dport == 0) && receives(m, search->addr))
+                search->found = true;
+        return 0;       /* read on to the end of the dump */
+}
+
 /* 1 if a socket of family receives at addr:port, 0 if none, or -errno. */
 static int family_receives(int family, enum pf_proto proto, const struct pf_addr *addr,
                            uint16_t port)
 {
-        struct port_request request;
-        char buf[8192] __attribute__((aligned(8)));
-        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), found = 0;
+        struct pf_socket_query q = {
+                .family = family, .proto = proto, .port = port,
+                .states = proto == PF_TCP ? 1u << TCP_LISTEN : 0,
+        };
+        struct receiver_search search = { .addr = addr, .proto = proto };
+        int r = pf_host_sockets(&q, find_receiver, &search);
 
-        if (fd < 0)
-                return -errno;
-        make_request(family, proto, port, &request);
-        if (send(fd, &request, sizeof(request), 0) < 0) {
-                found = -errno;
-                goto out;
-        }
-        for (;;) {
-                ssize_t n = recv(fd, buf, sizeof(buf), 0);
-                int left = (int)n;
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0) {
-                        found = n < 0 ? -errno : -EIO;
-                        goto out;
-                }
-                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)left);
-                     h = NLMSG_NEXT(h, left)) {
-                        const struct inet_diag_msg *m = NLMSG_DATA(h);
-
-                        if (h->nlmsg_seq != 1)
-                                continue;
-                        if (h->nlmsg_type == NLMSG_DONE)
-                                goto out;
-                        if (h->nlmsg_type == NLMSG_ERROR) {
-                                const struct nlmsgerr *e = NLMSG_DATA(h);
-
-                                found = e->error < 0 ? e->error : -EIO;
-                                goto out;
-                        }
-                        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
-                                continue;
-                        if (ntohs(m->id.idiag_sport) == port &&
-                            (proto == PF_TCP || m->id.idiag_dport == 0) && receives(m, addr))
-                                found = 1;      /* read on to the end of the dump */
-                }
-        }
-out:
-        close(fd);
-        return found;
+        return r < 0 ? r : search.found;
 }
 
 int pf_host_port_receives(enum pf_proto proto, const struct pf_addr *addr, uint16_t port)

@@ -1,10 +1,42 @@
 /* SPDX-License-Identifier: MIT */
-/* Facts of this host asked at run time, safe on the shim's call path. */
+/* Facts of this host, read in one place. */
 #pragma once
 
 #include <stdint.h>
 
 #include "policy.h"
+
+#define PF_PROC_PORT_RANGE "/proc/sys/net/ipv4/ip_local_port_range"
+#define PF_PROC_RESERVED "/proc/sys/net/ipv4/ip_local_reserved_ports"
+
+/* The reserved ports in a file like ip_local_reserved_ports, read whole
+ * however long. 0, or a negative errno with the reason in why. */
+int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why);
+
+/* This host's ephemeral ports: the ip_local_port_range file minus the
+ * ip_local_reserved_ports file (paths given for tests). */
+int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
+                           struct pf_portset *out, char *why);
+
+/* This host's addresses, at most PF_HOST_LOCALS per family (IPv4 first):
+ * what both enforcers call local. Returns the count. */
+#define PF_HOST_LOCALS 16
+unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity);
+
+/* Safe on the shim's call path: async-signal-safe, no allocation. */
+
+/* The TCP or UDP sockets of this network namespace, from sock_diag: each
+ * dump checked for sequence, port id, length and interruption (retried).
+ * visit() returns 0 to go on or a negative errno to stop with. */
+struct inet_diag_msg;
+struct pf_socket_query {
+        int family;             /* AF_INET or AF_INET6 */
+        enum pf_proto proto;
+        uint32_t states;        /* 1 << TCP_*; 0: every state */
+        uint16_t port;          /* local port; 0: every port */
+};
+typedef int (*pf_socket_visit)(const struct inet_diag_msg *msg, void *ctx);
+int pf_host_sockets(const struct pf_socket_query *query, pf_socket_visit visit, void *ctx);
 
 /* 1 if a socket of this network namespace receives what is sent to
  * addr:port over proto (a TCP listener, an unconnected UDP socket, bound to

@@ -195,7 +195,7 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
 {
         int type = config_setting_type(s);
         struct pf_range *ranges = NULL;
-        const char *why;
+        char why[PF_WHY_SIZE];
         int r;
 
         if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) {
@@ -219,7 +219,7 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
                        what, type_name(type));
                 return NULL;
         }
-        r = pf_ranges_parse(config_setting_get_string(s), &ranges, count, &why);
+        r = pf_ranges_parse(config_setting_get_string(s), &ranges, count, why);
         if (r == -ENOMEM)
                 l->out_of_memory = true;
         else if (r < 0)
@@ -248,15 +248,15 @@ static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
         const char *text = get_string(l, item, "ephemeral");
         const struct pf_profile *profile;
         struct pf_portset set;
-        char why[256];
-        const char *reason;
+        char why[PF_WHY_SIZE];
+        char reason[PF_WHY_SIZE];
 
         if (!text)
                 return;
         profile = pf_profile_find(text);
         if (profile) {
                 for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
-                        if (pf_profile_dynamic(profile, proto, &set, why, sizeof(why)) < 0) {
+                        if (pf_profile_dynamic(profile, proto, &set, why) < 0) {
                                 report(l, line_of(item), "profile '%s': %s", text, why);
                                 return;
                         }
@@ -269,7 +269,7 @@ static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
                        text);
                 return;
         }
-        if (pf_portset_parse(text, &set, &reason) < 0) {
+        if (pf_portset_parse(text, &set, reason) < 0) {
                 report(l, line_of(item), "'ephemeral': %s in '%s'", reason, text);
                 return;
         }
@@ -284,10 +284,10 @@ static void load_ephemeral(struct loader *l, const config_setting_t *root, bool 
 
         *uses_host = true;
         if (!s) {
-                char why[256];
+                char why[PF_WHY_SIZE];
                 struct pf_portset set;
 
-                if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &set, why, sizeof(why)) < 0) {
+                if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &set, why) < 0) {
                         report(l, 0, "default 'ephemeral = \"host\"': %s", why);
                         return;
                 }
@@ -459,7 +459,7 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
         struct pf_policy *p = l->policy;
         const config_setting_t *s = config_setting_get_member(root, "remap_pool");
         struct pf_portset host;
-        char why[256];
+        char why[PF_WHY_SIZE];
 
         if (s) {
                 size_t count;
@@ -492,7 +492,7 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
                 pf_portset_subtract(&p->pool, &p->guarded[proto]);
         if (uses_host)
                 return;         /* already subtracted */
-        if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)) == 0)
+        if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why) == 0)
                 pf_portset_subtract(&p->pool, &host);
         /* Unreadable host range: the pool just keeps those ports. */
 }
@@ -813,9 +813,9 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
         if (r < 0)
                 return r;
         if (strcmp(path, PF_POLICY_BUILTIN) == 0) {
-                char why[512];
+                char why[PF_WHY_SIZE];
 
-                r = pf_policy_default(out, why, sizeof(why));
+                r = pf_policy_default(out, why);
                 if (r < 0) {
                         struct loader l = { .diag = diag };
 

@@ -232,17 +232,30 @@ bool pf_glob_match(const char *pattern, const char *name)
         return *pattern == '\0';
 }
 
-enum pf_comm_glob pf_glob_comm_form(const char *glob)
+enum pf_comm_glob pf_glob_comm_split(const char *glob, struct pf_comm_parts *out)
 {
         const char *star = strchr(glob, '*');
         size_t head = star ? (size_t)(star - glob) : strlen(glob);
         size_t tail = star ? strlen(star + 1) : 0;
 
+        *out = (struct pf_comm_parts){ .star = star != NULL };
         if (strchr(glob, '[') || (star && strchr(star + 1, '*')))
                 return PF_COMM_UNSUPPORTED;
-        if (head > 15 || tail > 15)
-                return PF_COMM_TRUNCATED;
-        return PF_COMM_EXACT;
+        /* A comm keeps 15 characters: the head's first, the tail's last. */
+        out->head_len = head > PF_COMM_LEN ? PF_COMM_LEN : head;
+        memcpy(out->head, glob, out->head_len);
+        if (star) {
+                out->tail_len = tail > PF_COMM_LEN ? PF_COMM_LEN : tail;
+                memcpy(out->tail, star + 1 + (tail - out->tail_len), out->tail_len);
+        }
+        return head > PF_COMM_LEN || tail > PF_COMM_LEN ? PF_COMM_TRUNCATED : PF_COMM_EXACT;
+}
+
+enum pf_comm_glob pf_glob_comm_form(const char *glob)
+{
+        struct pf_comm_parts parts;
+
+        return pf_glob_comm_split(glob, &parts);
 }
 
 const char *pf_comm_glob_note(enum pf_comm_glob form)

@@ -101,6 +101,48 @@ struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts);
 /* The default settings (refuse, EADDRINUSE, redirect, ...) of a fresh head. */
 void pf_policy_head_defaults(struct pf_policy *head);
 
+/* The sections of a compiled block. */
+#define PF_SECTION(p, offset, type) ((type)(const void *)((const char *)(p) + (offset)))
+
+static inline const struct pf_rule *pf_rules_of(const struct pf_policy *p)
+{
+        return PF_SECTION(p, p->rules, const struct pf_rule *);
+}
+
+static inline const struct pf_range *pf_ranges_of(const struct pf_policy *p)
+{
+        return PF_SECTION(p, p->ranges, const struct pf_range *);
+}
+
+static inline const struct pf_pool_range *pf_pool_of(const struct pf_policy *p)
+{
+        return PF_SECTION(p, p->pool_ranges, const struct pf_pool_range *);
+}
+
+static inline const uint8_t *pf_kinds_of(const struct pf_policy *p)
+{
+        return PF_SECTION(p, p->rule_kind, const uint8_t *);
+}
+
+static inline const char *pf_string_at(const struct pf_policy *p, uint32_t offset)
+{
+        return PF_SECTION(p, p->strings, const char *) + offset;
+}
+
+/* Remap arithmetic (remap.c): where a remapped port goes, a pure function
+ * of the policy. */
+uint16_t pf_pool_nth(const struct pf_policy *p, uint32_t n);
+uint32_t pf_guarded_rank(const struct pf_policy *p, enum pf_proto proto, unsigned port);
+/* The port's offset within the rule's ports; the port must be covered. */
+uint32_t pf_rule_rank(const struct pf_policy *p, const struct pf_rule *rule, unsigned port);
+uint16_t pf_rule_target_at(const struct pf_policy *p, const struct pf_rule *rule, uint32_t rank);
+uint16_t pf_rule_target(const struct pf_policy *p, const struct pf_rule *rule, unsigned port);
+bool pf_rule_covers(const struct pf_policy *p, const struct pf_rule *rule, unsigned port);
+/* The default pool: ports 1024-65535 outside every guarded set and outside
+ * host (this host's dynamic ports, NULL when already in guarded). */
+void pf_pool_default(const struct pf_portset guarded[PF_PROTO_COUNT], const struct pf_portset *host,
+                     struct pf_portset *out);
+
 int pf_action_parse(const char *name, enum pf_action *out);
 int pf_cidr_parse(const char *text, struct pf_cidr *out);
 bool pf_cidr_match(const struct pf_cidr *cidr, const struct pf_addr *addr);

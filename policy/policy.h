@@ -87,7 +87,7 @@ void pf_policy_free(struct pf_policy *policy);
 
 /* The built-in default without any file: guard this host's ephemeral range,
  * refuse. Returns 0, or a negative errno with a reason in why. */
-int pf_policy_default(struct pf_policy **out, char *why, size_t why_size);
+int pf_policy_default(struct pf_policy **out, char *why);
 
 /* A compiled policy as a file: written whole (to a temporary name, then
  * renamed), and mapped back read-only with every offset checked. For the
@@ -115,6 +115,12 @@ struct pf_step {
 };
 int pf_policy_chain(const struct pf_policy *policy, enum pf_proto proto, unsigned port,
                     struct pf_step *steps, unsigned max);
+/* The unconditional verdict for port: what happens to a bind of it when no
+ * rule with conditions matches (the last step of its chain). Enforcers and
+ * exports that cannot check conditions use this, never a verdict of their
+ * own. */
+void pf_policy_fallback(const struct pf_policy *policy, enum pf_proto proto, unsigned port,
+                        struct pf_step *out);
 
 /* The conditions of a rule, for the same enforcers. */
 struct pf_conditions {
@@ -178,5 +184,16 @@ enum pf_comm_glob {
         PF_COMM_UNSUPPORTED,    /* '[' or more than one '*' */
 };
 enum pf_comm_glob pf_glob_comm_form(const char *glob);
+/* The glob as the kernel matches it: HEAD, or HEAD*TAIL, each cut to the
+ * 15 characters a comm keeps ('?' matches any one). Filled unless
+ * PF_COMM_UNSUPPORTED. */
+#define PF_COMM_LEN 15
+struct pf_comm_parts {
+        char head[PF_COMM_LEN + 1];
+        char tail[PF_COMM_LEN + 1];
+        size_t head_len, tail_len;
+        bool star;
+};
+enum pf_comm_glob pf_glob_comm_split(const char *glob, struct pf_comm_parts *out);
 /* A note saying what the kernel does with such a glob. */
 const char *pf_comm_glob_note(enum pf_comm_glob form);

@@ -139,25 +139,25 @@ static const char *skip_spaces(const char *s)
 }
 
 /* Parse one port number 1-65535 at *s, advancing *s past it. */
-static int parse_port(const char **s, unsigned *port, const char **why)
+static int parse_port(const char **s, unsigned *port, char *why)
 {
         const char *p = *s;
         unsigned long value = 0;
 
         if (*p < '0' || *p > '9') {
-                *why = "expected a port number";
+                snprintf(why, PF_WHY_SIZE, "%s", "expected a port number");
                 return -EINVAL;
         }
         while (*p >= '0' && *p <= '9') {
                 value = value * 10 + (unsigned long)(*p - '0');
                 if (value > PF_PORT_MAX) {
-                        *why = "port outside 1-65535";
+                        snprintf(why, PF_WHY_SIZE, "%s", "port outside 1-65535");
                         return -EINVAL;
                 }
                 p++;
         }
         if (value == 0) {
-                *why = "port outside 1-65535";
+                snprintf(why, PF_WHY_SIZE, "%s", "port outside 1-65535");
                 return -EINVAL;
         }
         *port = (unsigned)value;
@@ -189,7 +189,7 @@ static size_t merge_ranges(struct pf_range *ranges, size_t count)
         return n;
 }
 
-int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, const char **why)
+int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, char *why)
 {
         /* Every item takes at least two characters but the last. */
         struct pf_range *ranges = malloc((strlen(text) / 2 + 1) * sizeof(*ranges));
@@ -200,7 +200,7 @@ int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, cons
         if (!ranges)
                 return -ENOMEM;
         if (*s == '\0') {
-                *why = "empty port list";
+                snprintf(why, PF_WHY_SIZE, "%s", "empty port list");
                 goto fail;
         }
         for (;;) {
@@ -215,7 +215,7 @@ int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, cons
                         if (parse_port(&s, &hi, why) < 0)
                                 goto fail;
                         if (hi < lo) {
-                                *why = "range reversed";
+                                snprintf(why, PF_WHY_SIZE, "%s", "range reversed");
                                 goto fail;
                         }
                         s = skip_spaces(s);
@@ -224,7 +224,7 @@ int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, cons
                 if (*s == '\0')
                         break;
                 if (*s != ',') {
-                        *why = "expected ',' or '-' between ports";
+                        snprintf(why, PF_WHY_SIZE, "%s", "expected ',' or '-' between ports");
                         goto fail;
                 }
                 s = skip_spaces(s + 1);
@@ -237,14 +237,14 @@ fail:
         return r;
 }
 
-int pf_portset_parse(const char *text, struct pf_portset *out, const char **why)
+int pf_portset_parse(const char *text, struct pf_portset *out, char *why)
 {
         struct pf_range *ranges;
         size_t count;
         int r = pf_ranges_parse(text, &ranges, &count, why);
 
         if (r == -ENOMEM)
-                *why = "out of memory";
+                snprintf(why, PF_WHY_SIZE, "%s", "out of memory");
         if (r < 0)
                 return r;
         pf_portset_clear(out);
@@ -275,4 +275,14 @@ size_t pf_portset_format(const struct pf_portset *set, char *buf, size_t size)
                 len += (size_t)n;
         }
         return len;
+}
+
+unsigned pf_portset_range_count(const struct pf_portset *set)
+{
+        struct pf_range range = { 0, 0 };
+        unsigned n = 0;
+
+        while (pf_portset_next_range(set, &range))
+                n++;
+        return n;
 }

@@ -3,6 +3,12 @@
  * question a bit test. Port 0 is never a member. */
 #pragma once
 
+/* The one shape of a library error: a negative errno returned, and the
+ * reason, a sentence without the program's name, written into a buffer of
+ * PF_WHY_SIZE bytes the caller passes as `why`. (A policy file's errors are
+ * a list: struct pf_diag.) */
+#define PF_WHY_SIZE 512
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +46,7 @@ static inline void pf_portset_add(struct pf_portset *set, unsigned port)
 }
 
 unsigned pf_portset_count(const struct pf_portset *set);
+unsigned pf_portset_range_count(const struct pf_portset *set);  /* runs of ports */
 bool pf_portset_empty(const struct pf_portset *set);
 bool pf_portset_overlaps(const struct pf_portset *a, const struct pf_portset *b);
 
@@ -58,10 +65,10 @@ bool pf_portset_overlaps_range(const struct pf_portset *set, unsigned lo, unsign
  * items) into sorted, merged ranges in a new array *out (free() it). Returns
  * 0, -ENOMEM, or -EINVAL with *why set to a static reason; *out and *count
  * are written only on success. */
-int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, const char **why);
+int pf_ranges_parse(const char *text, struct pf_range **out, size_t *count, char *why);
 
 /* The same into a set (cleared first); *out untouched on error. */
-int pf_portset_parse(const char *text, struct pf_portset *out, const char **why);
+int pf_portset_parse(const char *text, struct pf_portset *out, char *why);
 
 /* Format as the shortest range list ("1024-5000,49152-65535"; "" when
  * empty), snprintf style: returns the length the full text needs. */

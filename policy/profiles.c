@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include "host.h"
 #include "profiles.h"
 
 #include <errno.h>
@@ -69,99 +70,15 @@ int pf_proto_parse(const char *name, enum pf_proto *out)
         return 0;
 }
 
-/* The whole of a /proc file (the reserved list can be long), without its
- * trailing newline, in a new string; free() it. */
-static int read_text(const char *path, char **out, char *why, size_t why_size)
-{
-        FILE *f = fopen(path, "re");
-        size_t len = 0, size = 4096;
-        char *text = malloc(size);
-        int err = 0;
-
-        if (!f || !text) {
-                err = !f ? errno : ENOMEM;
-                goto out;
-        }
-        for (;;) {
-                len += fread(text + len, 1, size - 1 - len, f);
-                if (ferror(f)) {
-                        err = EIO;
-                        goto out;
-                }
-                if (feof(f))
-                        break;
-                if (len == size - 1) {
-                        char *grown = realloc(text, size * 2);
-
-                        if (!grown) {
-                                err = ENOMEM;
-                                goto out;
-                        }
-                        text = grown;
-                        size *= 2;
-                }
-        }
-        text[len] = '\0';
-        text[strcspn(text, "\n")] = '\0';
-out:
-        if (f)
-                fclose(f);
-        if (err) {
-                free(text);
-                snprintf(why, why_size, "%s: %s", path, strerror(err));
-                return -err;
-        }
-        *out = text;
-        return 0;
-}
-
-int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
-                           struct pf_portset *out, char *why, size_t why_size)
-{
-        struct pf_portset reserved;
-        char *text, tail;
-        unsigned lo, hi;
-        const char *reason;
-        int r;
-
-        r = read_text(range_path, &text, why, why_size);
-        if (r < 0)
-                return r;
-        if (sscanf(text, "%u %u %c", &lo, &hi, &tail) != 2 || lo == 0 || lo > hi ||
-            hi > PF_PORT_MAX) {
-                snprintf(why, why_size, "%s: expected two ports 'LOW HIGH', got '%.64s'",
-                         range_path, text);
-                free(text);
-                return -EINVAL;
-        }
-        free(text);
-        r = read_text(reserved_path, &text, why, why_size);
-        if (r < 0)
-                return r;
-        pf_portset_clear(&reserved);
-        if (text[strspn(text, " \t")] != '\0' &&
-            pf_portset_parse(text, &reserved, &reason) < 0) {
-                snprintf(why, why_size, "%s: %s in '%.64s'", reserved_path, reason, text);
-                free(text);
-                return -EINVAL;
-        }
-        free(text);
-        pf_portset_clear(out);
-        pf_portset_add_range(out, lo, hi);
-        pf_portset_subtract(out, &reserved);
-        return 0;
-}
-
 int pf_profile_dynamic(const struct pf_profile *profile, enum pf_proto proto,
-                       struct pf_portset *out, char *why, size_t why_size)
+                       struct pf_portset *out, char *why)
 {
         if (!(profile->protos & PF_PROTO_BIT(proto))) {
                 pf_portset_clear(out);
                 return 0;
         }
         if (profile->live)
-                return pf_host_ephemeral_read(PF_PROC_PORT_RANGE, PF_PROC_RESERVED, out, why,
-                                              why_size);
+                return pf_host_ephemeral_read(PF_PROC_PORT_RANGE, PF_PROC_RESERVED, out, why);
         pf_portset_clear(out);
         pf_portset_add_range(out, profile->dynamic.lo, profile->dynamic.hi);
         return 0;
@@ -169,7 +86,7 @@ int pf_profile_dynamic(const struct pf_profile *profile, enum pf_proto proto,
 
 int pf_profiles_combine(const struct pf_profile *const *list, size_t count,
                         enum pf_proto proto, struct pf_portset *dynamic,
-                        struct pf_portset *safe, char *why, size_t why_size)
+                        struct pf_portset *safe, char *why)
 {
         struct pf_portset one;
 
@@ -177,7 +94,7 @@ int pf_profiles_combine(const struct pf_profile *const *list, size_t count,
         pf_portset_fill(safe);
         for (size_t i = 0; i < count; i++) {
                 const struct pf_profile *profile = list[i];
-                int r = pf_profile_dynamic(profile, proto, &one, why, why_size);
+                int r = pf_profile_dynamic(profile, proto, &one, why);
 
                 if (r < 0)
                         return r;

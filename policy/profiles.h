@@ -23,27 +23,18 @@ struct pf_profile {
         bool live;                      /* "host": dynamic read from /proc */
 };
 
-#define PF_PROC_PORT_RANGE "/proc/sys/net/ipv4/ip_local_port_range"
-#define PF_PROC_RESERVED "/proc/sys/net/ipv4/ip_local_reserved_ports"
-
 const struct pf_profile *pf_profiles(size_t *count);
 const struct pf_profile *pf_profile_find(const char *name);
 const char *pf_proto_name(enum pf_proto proto);
 int pf_proto_parse(const char *name, enum pf_proto *out);
 
-/* This host's ephemeral ports: the ip_local_port_range file minus the
- * ip_local_reserved_ports file (paths given for tests). Returns 0, or a
- * negative errno with a reason in why ("PATH: reason"). */
-int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
-                           struct pf_portset *out, char *why, size_t why_size);
-
 /* The dynamic ports of a profile for proto (empty when the row does not
  * describe proto); "host" reads the live files. */
 int pf_profile_dynamic(const struct pf_profile *profile, enum pf_proto proto,
-                       struct pf_portset *out, char *why, size_t why_size);
+                       struct pf_portset *out, char *why);
 
 /* Over the given profiles and proto: the union of their dynamic ranges, and
  * the ports safe on all of them (well-known on none, dynamic on none). */
 int pf_profiles_combine(const struct pf_profile *const *profiles, size_t count,
                         enum pf_proto proto, struct pf_portset *dynamic,
-                        struct pf_portset *safe, char *why, size_t why_size);
+                        struct pf_portset *safe, char *why);

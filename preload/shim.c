@@ -9,7 +9,6 @@
  * is async-signal-safe; what it does not guard goes to libc untouched. */
 #include <dlfcn.h>
 #include <errno.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -158,27 +157,12 @@ static int policy_state = POLICY_NONE;
 static __thread int loading_here __attribute__((tls_model("initial-exec")));
 
 /* The addresses of this host, read once: a connect() to one of them is local. */
-#define MAX_LOCAL 64
-static struct pf_addr local_addrs[MAX_LOCAL];
+static struct pf_addr local_addrs[2 * PF_HOST_LOCALS];
 static unsigned local_count;
 
 static void read_local_addresses(void)
 {
-        struct ifaddrs *list;
-
-        if (getifaddrs(&list) < 0)
-                return;
-        for (struct ifaddrs *i = list; i && local_count < MAX_LOCAL; i = i->ifa_next) {
-                if (!i->ifa_addr)
-                        continue;
-                if (i->ifa_addr->sa_family == AF_INET)
-                        pf_addr_set_in4(&local_addrs[local_count++],
-                                        &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr);
-                else if (i->ifa_addr->sa_family == AF_INET6)
-                        pf_addr_set_in6(&local_addrs[local_count++],
-                                        &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr);
-        }
-        freeifaddrs(list);
+        local_count = pf_host_local_addresses(local_addrs, 2 * PF_HOST_LOCALS);
 }
 
 static enum pf_log_level env_level(enum pf_log_level level)
@@ -197,9 +181,9 @@ static enum pf_log_level env_level(enum pf_log_level level)
 static const struct pf_policy *builtin_policy(void)
 {
         struct pf_policy *builtin = NULL;
-        char why[256];
+        char why[PF_WHY_SIZE];
 
-        if (pf_policy_default(&builtin, why, sizeof(why)) < 0)
+        if (pf_policy_default(&builtin, why) < 0)
                 shim_log_text(PF_LEVEL_ERROR, why);
         return builtin;
 }

@@ -21,6 +21,7 @@ SOURCE = os.environ.get("PF_SOURCE_ROOT", os.path.join(os.path.dirname(__file__)
 ASAN_RUNTIME = os.environ.get("PF_ASAN_RUNTIME", "")
 TIMEOUT = 60
 PIN_ROOT = "/sys/fs/bpf/portfence"
+PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
 
 
 def base_env(extra=None):

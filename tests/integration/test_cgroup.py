@@ -12,11 +12,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (BUILD, PIN_ROOT, Cgroup, PolicyTest, base_env, cgroup_mount,  # noqa: E402
-                    cgroup_skip_reason as skip_reason, fenced, port_listening, portfence,
-                    write_policy)
-
-PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
+from pftest import (BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
+                    cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
+                    portfence, write_policy)
 
 POLICY = """version = 1;
 ephemeral = "20000-29999";

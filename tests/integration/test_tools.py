@@ -148,6 +148,25 @@ class Export(ToolTest):
         self.assertIn(f"# rule 2 ({policy}:7): systemd does not log binds: its ports are allowed", out)
         self.assertIn(f"# rule 4 ({policy}:9): systemd cannot move a bind: its ports are denied instead", out)
 
+    def test_systemd_with_many_conditional_rules(self):
+        """The export and check give one verdict, however many conditional
+        rules precede it (8 and 9 once made export deny every port)."""
+        for count in (8, 9):
+            with self.subTest(count=count):
+                conditional = "".join(f'  {{ program = "x{i}"; action = "refuse"; }},\n'
+                                      for i in range(count))
+                policy = write_policy(POLICY.replace("rules = (\n", "rules = (\n" + conditional))
+                self.addCleanup(os.unlink, policy)
+                check = portfence("check", "-c", policy, "--json", "8080", "29050", "29001")
+                verdicts = {v["port"]: v["action"] for v in json.loads(check.stdout)}
+                self.assertEqual(verdicts, {8080: "allow", 29050: "allow", 29001: "remap"})
+                out = portfence("export", "systemd", "-c", policy).stdout.splitlines()
+                for proto in ("tcp", "udp"):
+                    self.assertIn(f"SocketBindDeny={proto}:29000-29099", out)
+                    self.assertIn(f"SocketBindAllow={proto}:29050", out)
+                    self.assertEqual([line for line in out if line.startswith(f"SocketBindDeny={proto}")],
+                                     [f"SocketBindDeny={proto}:29000-29099"])
+
     def test_usage(self):
         self.assertEqual(portfence("export", "-c", self.policy).returncode, 2)
         self.assertEqual(portfence("export", "nftables", "-c", self.policy).returncode, 2)

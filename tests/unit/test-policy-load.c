@@ -201,10 +201,10 @@ static void test_default_pool(void **state)
 {
         struct pf_policy *p = load_text("version = 1;\nephemeral = [ \"iana\", \"1024-2047\" ];\n");
         struct pf_portset expect, host;
-        char why[256];
+        char why[PF_WHY_SIZE];
 
         (void)state;
-        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)), 0);
+        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why), 0);
         pf_portset_clear(&expect);
         pf_portset_add_range(&expect, 2048, 49151);
         pf_portset_subtract(&expect, &host);
@@ -218,12 +218,12 @@ static void test_builtin_default(void **state)
         struct pf_policy *p = NULL;
         struct pf_portset host;
         struct pf_diag diag;
-        char why[256];
+        char why[PF_WHY_SIZE];
 
         (void)state;
         assert_int_equal(pf_policy_load(PF_POLICY_BUILTIN, &p, &diag), 0);
         pf_diag_free(&diag);
-        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why, sizeof(why)), 0);
+        assert_int_equal(pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why), 0);
         assert_string_equal(format(pf_policy_guarded(p, PF_TCP)), format(&host));
         assert_string_equal(pf_policy_name(p), PF_POLICY_BUILTIN);
         pf_policy_free(p);

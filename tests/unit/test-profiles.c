@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "host.h"
 #include "profiles.h"
 
 static const char *format(const struct pf_portset *set)
@@ -79,11 +80,11 @@ static void test_safe_on_every_tcp_stack(void **state)
 {
         const struct pf_profile *list[32];
         struct pf_portset dynamic, safe;
-        char why[256];
+        char why[PF_WHY_SIZE];
         size_t n = all_stacks(list);
 
         (void)state;
-        assert_int_equal(pf_profiles_combine(list, n, PF_TCP, &dynamic, &safe, why, sizeof(why)), 0);
+        assert_int_equal(pf_profiles_combine(list, n, PF_TCP, &dynamic, &safe, why), 0);
         assert_string_equal(format(&dynamic), "1024-6123,10000-65535");
         /* Not the seed's 5001-9999: FTX 3.3's dynamic range runs to 6123. */
         assert_string_equal(format(&safe), "6124-9999");
@@ -93,11 +94,11 @@ static void test_udp_on_old_stcp_leaves_nothing(void **state)
 {
         const struct pf_profile *list[32];
         struct pf_portset dynamic, safe;
-        char why[256];
+        char why[PF_WHY_SIZE];
         size_t n = all_stacks(list);
 
         (void)state;
-        assert_int_equal(pf_profiles_combine(list, n, PF_UDP, &dynamic, &safe, why, sizeof(why)), 0);
+        assert_int_equal(pf_profiles_combine(list, n, PF_UDP, &dynamic, &safe, why), 0);
         assert_int_equal(pf_portset_find(&safe, 1025, true), PF_PORT_MAX + 1);
         assert_true(pf_portset_empty(&safe));
 
@@ -105,7 +106,7 @@ static void test_udp_on_old_stcp_leaves_nothing(void **state)
         list[0] = pf_profile_find("stcp-udp");
         list[1] = pf_profile_find("ftx-3.3");
         list[2] = pf_profile_find("iana");
-        assert_int_equal(pf_profiles_combine(list, 3, PF_UDP, &dynamic, &safe, why, sizeof(why)), 0);
+        assert_int_equal(pf_profiles_combine(list, 3, PF_UDP, &dynamic, &safe, why), 0);
         assert_string_equal(format(&dynamic), "1024-6123,49152-65535");
         assert_string_equal(format(&safe), "6124-49151");
 }
@@ -114,13 +115,13 @@ static void test_tcp_only_row_ignored_for_udp(void **state)
 {
         const struct pf_profile *list[] = { pf_profile_find("stcp-pre-1098") };
         struct pf_portset dynamic, safe;
-        char why[256];
+        char why[PF_WHY_SIZE];
 
         (void)state;
-        assert_int_equal(pf_profiles_combine(list, 1, PF_UDP, &dynamic, &safe, why, sizeof(why)), 0);
+        assert_int_equal(pf_profiles_combine(list, 1, PF_UDP, &dynamic, &safe, why), 0);
         assert_true(pf_portset_empty(&dynamic));
         assert_string_equal(format(&safe), "1-65535");
-        assert_int_equal(pf_profiles_combine(list, 1, PF_TCP, &dynamic, &safe, why, sizeof(why)), 0);
+        assert_int_equal(pf_profiles_combine(list, 1, PF_TCP, &dynamic, &safe, why), 0);
         assert_string_equal(format(&safe), "1024-9999");
 }
 
@@ -151,8 +152,8 @@ static void test_host_files(void **state)
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char *range = write_temp(cases[i].range), *reserved = write_temp(cases[i].reserved);
                 struct pf_portset set;
-                char why[512] = "";
-                int r = pf_host_ephemeral_read(range, reserved, &set, why, sizeof(why));
+                char why[PF_WHY_SIZE] = "";
+                int r = pf_host_ephemeral_read(range, reserved, &set, why);
 
                 if (cases[i].expect) {
                         assert_int_equal(r, 0);
@@ -181,7 +182,7 @@ static void test_host_long_reserved_list(void **state)
         strcpy(p, "\n");
         range = write_temp("32768\t60999\n");
         reserved = write_temp(text);
-        assert_int_equal(pf_host_ephemeral_read(range, reserved, &set, why, sizeof(why)), 0);
+        assert_int_equal(pf_host_ephemeral_read(range, reserved, &set, why), 0);
         assert_int_equal(pf_portset_count(&set), (60999 - 32768) / 2 + 1);
         assert_true(pf_portset_has(&set, 32768));
         assert_false(pf_portset_has(&set, 60999));
@@ -195,11 +196,11 @@ static void test_host_long_reserved_list(void **state)
 static void test_host_file_missing(void **state)
 {
         struct pf_portset set;
-        char why[512];
+        char why[PF_WHY_SIZE];
 
         (void)state;
         assert_int_equal(pf_host_ephemeral_read("/nonexistent/range", "/nonexistent/reserved", &set,
-                                                why, sizeof(why)), -ENOENT);
+                                                why), -ENOENT);
         assert_string_equal(why, "/nonexistent/range: No such file or directory");
 }
 

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* Remap arithmetic: where a remapped port goes. A target is a pure function
+ * of the policy (the rule's "to" plus the port's offset in the rule's ports,
+ * or that offset, for the default the offset in the guarded set, wrapped
+ * around the pool), so a client in another process computes the very port
+ * the server got. */
+#include "policy-internal.h"
+
+uint16_t pf_pool_nth(const struct pf_policy *p, uint32_t n)
+{
+        const struct pf_pool_range *pool = pf_pool_of(p);
+        uint32_t lo = 0, hi = p->pool_range_count - 1;
+
+        n %= p->pool_count;
+        while (lo < hi) {       /* the last range with before <= n */
+                uint32_t mid = (lo + hi + 1) / 2;
+
+                if (pool[mid].before <= n)
+                        lo = mid;
+                else
+                        hi = mid - 1;
+        }
+        return (uint16_t)(pool[lo].range.lo + (n - pool[lo].before));
+}
+
+uint32_t pf_guarded_rank(const struct pf_policy *p, enum pf_proto proto, unsigned port)
+{
+        uint64_t below = p->guarded[proto].words[port / 64] & (((uint64_t)1 << (port % 64)) - 1);
+
+        return p->guarded_rank[proto][port / 64] + (uint32_t)__builtin_popcountll(below);
+}
+
+uint32_t pf_rule_rank(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
+{
+        const struct pf_range *ranges = pf_ranges_of(p) + rule->first_range;
+        uint32_t rank = 0;
+
+        if (!rule->has_ports)
+                return port - 1;
+        for (uint32_t i = 0; i < rule->range_count; i++) {
+                if (port <= ranges[i].hi)
+                        return rank + (port - ranges[i].lo);
+                rank += ranges[i].hi - ranges[i].lo + 1u;
+        }
+        return rank;
+}
+
+uint16_t pf_rule_target_at(const struct pf_policy *p, const struct pf_rule *rule, uint32_t rank)
+{
+        return rule->has_to ? (uint16_t)(rule->to + rank) : pf_pool_nth(p, rank);
+}
+
+bool pf_rule_covers(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
+{
+        const struct pf_range *ranges = pf_ranges_of(p) + rule->first_range;
+        uint32_t lo = 0, hi = rule->range_count;
+
+        if (!rule->has_ports)
+                return true;
+        while (lo < hi) {       /* ranges are sorted and disjoint */
+                uint32_t mid = (lo + hi) / 2;
+
+                if (port < ranges[mid].lo)
+                        hi = mid;
+                else if (port > ranges[mid].hi)
+                        lo = mid + 1;
+                else
+                        return true;
+        }
+        return false;
+}
+
+uint16_t pf_rule_target(const struct pf_policy *p, const struct pf_rule *rule, unsigned port)
+{
+        return pf_rule_target_at(p, rule, pf_rule_rank(p, rule, port));
+}
+
+void pf_pool_default(const struct pf_portset guarded[PF_PROTO_COUNT], const struct pf_portset *host,
+                     struct pf_portset *out)
+{
+        pf_portset_clear(out);
+        pf_portset_add_range(out, 1024, PF_PORT_MAX);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                pf_portset_subtract(out, &guarded[proto]);
+        if (host)
+                pf_portset_subtract(out, host);
+}
