@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "policy.h"
 
 #define ROUNDS 7
@@ -228,22 +229,15 @@ static void compare_loops(const char *self, const char *shim, const char *cgroup
 /* As root with cgroup v2: the same loops in a cgroup fenced by portfence. */
 static void bench_cgroup(const char *self, const char *portfence, const char *policy_path)
 {
-        char cgroup[4096], command[8192], line[4096];
-        FILE *mounts = fopen("/proc/self/mountinfo", "r");
-        bool found = false;
+        char cgroup[4200], command[8192], mount[4096], why[PF_WHY_SIZE];
 
-        while (mounts && !found && fgets(line, sizeof(line), mounts)) {
-                char point[4096], type[64];
-                const char *dash = strstr(line, " - ");
-
-                found = dash && sscanf(dash, " - %63s", type) == 1 && strcmp(type, "cgroup2") == 0 &&
-                        sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1 &&
-                        snprintf(cgroup, sizeof(cgroup), "%s/bench-fence-%d", point, getpid()) > 0;
-        }
-        if (mounts)
-                fclose(mounts);
-        if (!found || geteuid() != 0 || mkdir(cgroup, 0755) < 0) {
+        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0 || geteuid() != 0) {
                 printf("\ncgroup: skipped (needs root and cgroup v2)\n");
+                return;
+        }
+        snprintf(cgroup, sizeof(cgroup), "%s/bench-fence-%d", mount, getpid());
+        if (mkdir(cgroup, 0755) < 0) {
+                printf("\ncgroup: skipped (%s: %s)\n", cgroup, strerror(errno));
                 return;
         }
         snprintf(command, sizeof(command), "%s cgroup attach -c %s %s >/dev/null", portfence,

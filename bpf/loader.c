@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +33,14 @@ static const char *const map_names[] = {
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The kernel's numbers mean the policy's enums. */
+_Static_assert(PF_BPF_ALLOW == PF_ALLOW && PF_BPF_LOG == PF_LOG && PF_BPF_REFUSE == PF_REFUSE &&
+               PF_BPF_REMAP == PF_REMAP, "BPF actions are enum pf_action");
+_Static_assert(PF_BPF_TCP == PF_TCP && PF_BPF_UDP == PF_UDP && PF_BPF_PROTOS == PF_PROTO_COUNT,
+               "BPF protocols are enum pf_proto");
+_Static_assert(PF_BPF_IPV4 == PF_IPV4 && PF_BPF_IPV6 == PF_IPV6, "BPF families are enum pf_family");
+_Static_assert(PF_BPF_COUNTERS == PF_FENCE_COUNTERS, "one counter per action, then redirects");
 
 __attribute__((format(printf, 3, 4)))
 static int fail(int r, char *why, const char *fmt, ...)
@@ -133,7 +140,7 @@ static int fill_rules(const struct pf_policy *p, int fd, uint32_t generation, ch
 
 static int fill_verdicts(const struct pf_policy *p, int fd, uint32_t generation, char *why)
 {
-        const uint32_t count = 2 * PF_BPF_PORTS;
+        const uint32_t count = PF_BPF_PROTOS * PF_BPF_PORTS;
         struct pf_bpf_slot *slots = calloc(count, sizeof(*slots));
         uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
         int r = 0;
@@ -142,7 +149,7 @@ static int fill_verdicts(const struct pf_policy *p, int fd, uint32_t generation,
                 r = fail(-ENOMEM, why, "%s", strerror(ENOMEM));
                 goto out;
         }
-        for (uint32_t proto = 0; proto < 2; proto++) {
+        for (uint32_t proto = 0; proto < PF_BPF_PROTOS; proto++) {
                 for (uint32_t port = 0; port < PF_BPF_PORTS; port++) {
                         struct pf_bpf_slot *slot = &slots[proto * PF_BPF_PORTS + port];
                         struct pf_step steps[PF_BPF_CHAIN];
@@ -349,25 +356,26 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why)
 {
-        int fds[4] = { -1, -1, -1, -1 };
-        static const char *const names[] = { "verdicts", "rules", "settings", "live" };
+        enum { VERDICTS, RULES, SETTINGS, LIVE, MAPS };
+        static const char *const names[MAPS] = { "verdicts", "rules", "settings", "live" };
+        int fds[MAPS] = { -1, -1, -1, -1 };
         uint32_t zero = 0, generation = 0, next;
         int r = 0;
 
-        for (int i = 0; i < 4 && r == 0; i++) {
+        for (int i = 0; i < MAPS && r == 0; i++) {
                 fds[i] = open_pinned(cgroup, names[i], why);
                 if (fds[i] < 0)
                         r = fds[i];
         }
-        if (r == 0 && bpf_map_lookup_elem(fds[3], &zero, &generation) < 0)
+        if (r == 0 && bpf_map_lookup_elem(fds[LIVE], &zero, &generation) < 0)
                 r = fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
         next = (generation & 1) ^ 1;
         if (r == 0)
-                r = fill_policy(policy, policy_path, fds[0], fds[1], fds[2], next, why);
+                r = fill_policy(policy, policy_path, fds[VERDICTS], fds[RULES], fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
-        if (r == 0 && bpf_map_update_elem(fds[3], &zero, &next, BPF_ANY) < 0)
+        if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < MAPS; i++)
                 if (fds[i] >= 0)
                         close(fds[i]);
         return r;
@@ -402,28 +410,26 @@ static int match_inode(const char *path, const struct stat *st, int type, struct
         return 0;
 }
 
-/* The cgroup directory whose inode is id, or "(removed)". */
+/* The cgroup directory whose inode is id, or "" when it is gone. */
 static const char *cgroup_path_of(uint64_t id)
 {
-        char mount[4096], why[512];
+        char mount[4096], why[PF_WHY_SIZE];
 
-        snprintf(found_path, sizeof(found_path), "(cgroup removed)");
+        found_path[0] = '\0';
         wanted_id = id;
         if (pf_cgroup_mount(mount, sizeof(mount), why) == 0)
                 nftw(mount, match_inode, 32, FTW_PHYS | FTW_MOUNT);
         return found_path;
 }
 
-static const char *const counter_names[PF_BPF_COUNTERS] = { "allow", "log", "refuse", "remap", "redirect" };
-
-static int read_counters(int fd, uint64_t totals[PF_BPF_COUNTERS])
+static int read_counters(int fd, uint64_t totals[PF_FENCE_COUNTERS])
 {
         int cpus = libbpf_num_possible_cpus();
         uint64_t *values;
 
         if (cpus <= 0 || !(values = calloc((size_t)cpus, sizeof(*values))))
                 return -ENOMEM;
-        for (uint32_t k = 0; k < PF_BPF_COUNTERS; k++) {
+        for (uint32_t k = 0; k < PF_FENCE_COUNTERS; k++) {
                 totals[k] = 0;
                 if (bpf_map_lookup_elem(fd, &k, values) == 0)
                         for (int c = 0; c < cpus; c++)
@@ -433,37 +439,26 @@ static int read_counters(int fd, uint64_t totals[PF_BPF_COUNTERS])
         return 0;
 }
 
-static int status_one(FILE *out, uint64_t id, bool json, bool first, char *why)
+static int status_one(uint64_t id, struct pf_fence_status *out, char *why)
 {
         struct pf_cgroup cgroup = { .id = id };
         struct pf_bpf_settings s;
-        uint64_t totals[PF_BPF_COUNTERS] = { 0 };
         uint32_t zero = 0, generation = 0;
         int settings = open_pinned(&cgroup, "settings", why);
         int live = open_pinned(&cgroup, "live", why);
         int counters = open_pinned(&cgroup, "counters", why);
-        const char *path = cgroup_path_of(id);
         int r = settings < 0 ? settings : live < 0 ? live : counters < 0 ? counters : 0;
 
+        *out = (struct pf_fence_status){ .cgroup_id = id };
         if (r == 0 && (bpf_map_lookup_elem(live, &zero, &generation) < 0 ||
                        bpf_map_lookup_elem(settings, &generation, &s) < 0))
                 r = fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
         if (r == 0)
-                r = read_counters(counters, totals);
-        if (r == 0 && json) {
-                fprintf(out, "%s\n  {\"cgroup\": \"%s\", \"id\": %llu, \"policy\": \"%s\", "
-                        "\"hash\": \"%016llx\"", first ? "" : ",", path, (unsigned long long)id,
-                        s.policy_path, (unsigned long long)s.policy_hash);
-                for (int k = 0; k < PF_BPF_COUNTERS; k++)
-                        fprintf(out, ", \"%s\": %llu", counter_names[k], (unsigned long long)totals[k]);
-                fprintf(out, "}");
-        } else if (r == 0) {
-                fprintf(out, "%s (id %llu): policy %s (hash %016llx):", path, (unsigned long long)id,
-                        s.policy_path[0] ? s.policy_path : PF_POLICY_BUILTIN,
-                        (unsigned long long)s.policy_hash);
-                for (int k = 0; k < PF_BPF_COUNTERS; k++)
-                        fprintf(out, " %s %llu", counter_names[k], (unsigned long long)totals[k]);
-                fprintf(out, "\n");
+                r = read_counters(counters, out->counters);
+        if (r == 0) {
+                snprintf(out->cgroup, sizeof(out->cgroup), "%s", cgroup_path_of(id));
+                snprintf(out->policy, sizeof(out->policy), "%s", s.policy_path);
+                out->policy_hash = s.policy_hash;
         }
         if (settings >= 0)
                 close(settings);
@@ -474,35 +469,33 @@ static int status_one(FILE *out, uint64_t id, bool json, bool first, char *why)
         return r;
 }
 
-int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why)
+int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why)
 {
+        struct pf_fence_status status;
         struct dirent *e;
         DIR *dir;
-        bool first = true;
         int r = 0;
 
-        if (json)
-                fprintf(out, "[");
         if (only) {
-                r = status_one(out, only->id, json, true, why);
-        } else if ((dir = opendir(PF_BPF_PIN_ROOT))) {
-                while ((e = readdir(dir))) {
-                        char one_why[PF_WHY_SIZE];
-                        int one;
-
-                        if (e->d_name[0] == '.')
-                                continue;
-                        one = status_one(out, strtoull(e->d_name, NULL, 10), json, first, one_why);
-                        if (one == 0)
-                                first = false;
-                        else if (one != -ENOENT && r == 0)      /* reported once the others are listed */
-                                r = fail(one, why, "%s", one_why);
-                        /* -ENOENT: a fence being attached or detached right now */
-                }
-                closedir(dir);
+                r = status_one(only->id, &status, why);
+                return r < 0 ? r : visit(&status, ctx);
         }
-        if (json)
-                fprintf(out, "%s]\n", first && !only ? "" : "\n");
+        if (!(dir = opendir(PF_BPF_PIN_ROOT)))
+                return 0;       /* nothing fenced */
+        while ((e = readdir(dir))) {
+                char one_why[PF_WHY_SIZE];
+                int one;
+
+                if (e->d_name[0] == '.')
+                        continue;
+                one = status_one(strtoull(e->d_name, NULL, 10), &status, one_why);
+                if (one == 0)
+                        visit(&status, ctx);
+                else if (one != -ENOENT && r == 0)      /* reported once the others are listed */
+                        r = fail(one, why, "%s", one_why);
+                /* -ENOENT: a fence being attached or detached right now */
+        }
+        closedir(dir);
         return r;
 }
 
@@ -517,72 +510,59 @@ static void on_stop(int sig)
 }
 
 struct event_sink {
-        FILE *out;
-        bool json;
+        pf_event_visit visit;
+        void *ctx;
         bool skip;              /* draining what was decided before we started */
         unsigned left;          /* 0: no limit */
 };
 
-static int print_event(void *ctx, void *data, size_t size)
+static void decode_event(const struct pf_bpf_event *e, struct pf_fence_event *out)
 {
-        static const char *const hooks[] = { "bind", "connect", "sendmsg" };
-        struct event_sink *sink = ctx;
-        const struct pf_bpf_event *e = data;
-        char addr[INET6_ADDRSTRLEN], comm[17];
-        struct timespec now;
+        static const char *const hooks[PF_BPF_HOOKS] = { "bind", "connect", "sendmsg" };
 
-        if (size < sizeof(*e) || sink->skip)
+        *out = (struct pf_fence_event){
+                .cgroup_id = e->cgroup_id, .pid = e->pid,
+                .call = e->hook < PF_BPF_HOOKS ? hooks[e->hook] : "?",
+                .proto = e->proto == PF_BPF_UDP ? PF_UDP : PF_TCP,
+                .action = (enum pf_action)(e->action % PF_BPF_ACTIONS),
+                .port = e->port, .target = e->target, .rule = e->rule,
+        };
+        out->err = out->action == PF_REFUSE ? e->err : 0;
+        memcpy(out->comm, e->comm, sizeof(e->comm));
+        out->comm[sizeof(e->comm)] = '\0';
+        if (e->family == PF_BPF_IPV6)
+                pf_addr_set_in6(&out->addr, (const struct in6_addr *)(const void *)e->addr);
+        else
+                pf_addr_set_in4(&out->addr, (const struct in_addr *)(const void *)e->addr);
+}
+
+static int on_event(void *ctx, void *data, size_t size)
+{
+        struct event_sink *sink = ctx;
+        struct pf_fence_event event;
+
+        if (size < sizeof(struct pf_bpf_event) || sink->skip)
                 return 0;
         if (stop_events)
                 return -ECANCELED;      /* --count reached: leave the rest unread */
-        inet_ntop(e->family ? AF_INET6 : AF_INET, e->addr, addr, sizeof(addr));
-        memcpy(comm, e->comm, 16);
-        comm[16] = '\0';
-        clock_gettime(CLOCK_REALTIME, &now);
-        if (sink->json) {
-                fprintf(sink->out, "{\"time\": %lld.%03ld, \"pid\": %u, \"program\": \"%s\", "
-                        "\"cgroup_id\": %llu, \"call\": \"%s\", \"proto\": \"%s\", \"family\": \"%s\", "
-                        "\"address\": \"%s\", \"port\": %u, \"action\": \"%s\", \"target\": ",
-                        (long long)now.tv_sec, now.tv_nsec / 1000000, e->pid, comm,
-                        (unsigned long long)e->cgroup_id, hooks[e->hook % 3], e->proto ? "udp" : "tcp",
-                        e->family ? "ipv6" : "ipv4", addr, e->port, pf_action_name(e->action & 3));
-                if ((e->action & 3) == PF_REMAP)
-                        fprintf(sink->out, "%u", e->target);
-                else
-                        fprintf(sink->out, "null");
-                fprintf(sink->out, ", \"errno\": ");
-                if ((e->action & 3) == PF_REFUSE)
-                        fprintf(sink->out, "\"%s\"", pf_errno_name(e->err));
-                else
-                        fprintf(sink->out, "null");
-                fprintf(sink->out, ", \"rule\": %u}\n", e->rule);
-        } else {
-                fprintf(sink->out, "%s[%u]: %s %s%s%s:%u/%s: %s", comm, e->pid, hooks[e->hook % 3],
-                        e->family ? "[" : "", addr, e->family ? "]" : "", e->port,
-                        e->proto ? "udp" : "tcp", pf_action_name(e->action & 3));
-                if ((e->action & 3) == PF_REMAP)
-                        fprintf(sink->out, " -> %u", e->target);
-                if ((e->action & 3) == PF_REFUSE)
-                        fprintf(sink->out, " (%s)", pf_errno_name(e->err));
-                fprintf(sink->out, "\n");
-        }
-        fflush(sink->out);
+        decode_event(data, &event);
+        sink->visit(&event, sink->ctx);
         if (sink->left && --sink->left == 0)
                 stop_events = 1;
         return 0;
 }
 
-int pf_bpf_events(FILE *out, const struct pf_cgroup *cgroup, bool json, unsigned count,
+int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why)
 {
-        struct event_sink sink = { .out = out, .json = json, .skip = true, .left = count };
+        struct event_sink sink = { .visit = visit, .ctx = ctx, .skip = true, .left = count };
         struct sigaction sa = { .sa_handler = on_stop };
         struct ring_buffer *rb;
         int fd = open_pinned(cgroup, "events", why), r = 0;
 
         if (fd < 0)
                 return fd;
-        rb = ring_buffer__new(fd, print_event, &sink, NULL);
+        rb = ring_buffer__new(fd, on_event, &sink, NULL);
         if (!rb) {
                 close(fd);
                 return fail(-errno, why, "cannot read the events: %s", strerror(errno));

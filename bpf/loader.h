@@ -2,39 +2,50 @@
 /* The loader of portfence's cgroup programs: open -> load -> fill maps from
  * the compiled policy -> attach with bpf_links -> pin, and the way back.
  * Every function returns 0 or a negative errno with a reason in why, a
- * buffer of PF_WHY_SIZE bytes. */
+ * buffer of PF_WHY_SIZE bytes; none prints: the command formats. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 
+#include "cgroup.h"
 #include "policy.h"
 
 #define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
-#define PF_WHY_SIZE 512
-
-struct pf_cgroup {
-        char path[4096];        /* the cgroup's directory */
-        char relative[4096];    /* its path below the v2 mount, "/" for the root */
-        uint64_t id;            /* the cgroup id: the directory's inode */
-};
-
-/* The cgroup v2 mount point, from /proc/self/mountinfo. */
-int pf_cgroup_mount(char *out, size_t size, char *why);
-/* Warn-worthy: net_cls or net_prio v1 controllers are mounted (they turn off
- * cgroup v2 socket matching for processes placed in them). */
-bool pf_cgroup_v1_net_controllers(void);
-/* A cgroup given as a v2 directory, a path below the v2 mount, or pid:N. */
-int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why);
 
 int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, bool verbose, char *why);
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why);
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why);
-/* One line (or JSON object) per fenced cgroup, or just the one given. */
-int pf_bpf_status(FILE *out, const struct pf_cgroup *only, bool json, char *why);
-/* Print decisions as they happen until interrupted or count events. */
-int pf_bpf_events(FILE *out, const struct pf_cgroup *cgroup, bool json, unsigned count,
+/* What a fence says of itself. */
+#define PF_FENCE_COUNTERS 5     /* one per enum pf_action, then redirects */
+struct pf_fence_status {
+        uint64_t cgroup_id;
+        char cgroup[4096];      /* its directory, "" when the cgroup is gone */
+        char policy[256];       /* the policy file, "" for the built-in default */
+        uint64_t policy_hash;
+        uint64_t counters[PF_FENCE_COUNTERS];
+};
+typedef int (*pf_fence_visit)(const struct pf_fence_status *status, void *ctx);
+/* Every fence (only NULL), or the one given, to visit(). A fence being
+ * attached or detached meanwhile is left out; any other that cannot be read
+ * is reported in why once the rest are visited. */
+int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why);
+
+/* One decision of a fence, as it happened. */
+struct pf_fence_event {
+        uint64_t cgroup_id;
+        uint32_t pid;
+        char comm[17];          /* the kernel's comm of the caller: any bytes */
+        const char *call;       /* "bind", "connect", "sendmsg" */
+        enum pf_proto proto;
+        struct pf_addr addr;
+        uint16_t port, target, rule;
+        enum pf_action action;
+        int err;                /* PF_REFUSE: the errno returned */
+};
+typedef void (*pf_event_visit)(const struct pf_fence_event *event, void *ctx);
+/* Decisions to visit() as they happen, until interrupted or count events. */
+int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why);

@@ -7,17 +7,30 @@
 #include <linux/types.h>
 
 #define PF_BPF_PORTS 65536
+#define PF_BPF_GENERATIONS 2    /* every policy map has two halves: see settings */
 #define PF_BPF_CHAIN 3          /* steps per port: up to 2 conditional rules, then a verdict */
 #define PF_BPF_RULES 1024       /* conditional rules the kernel can check */
 #define PF_BPF_LOCALS 16        /* addresses of this host per family */
 #define PF_BPF_MAGIC 0x50464231 /* "PFB1": settings filled by the loader */
 
-/* Actions, as enum pf_action. */
+/* Every value both sides read is named here once; the loader ties each to
+ * its user-space enum with _Static_assert, so reordering an enum cannot
+ * silently change what the kernel does. */
+
+/* Actions (enum pf_action). */
 #define PF_BPF_ALLOW 0
 #define PF_BPF_LOG 1
 #define PF_BPF_REFUSE 2
 #define PF_BPF_REMAP 3
+#define PF_BPF_ACTIONS 4
 #define PF_BPF_FILLED 0x80      /* set in every step the loader wrote */
+
+/* Protocols (enum pf_proto) and families (enum pf_family). */
+#define PF_BPF_TCP 0
+#define PF_BPF_UDP 1
+#define PF_BPF_PROTOS 2
+#define PF_BPF_IPV4 0
+#define PF_BPF_IPV6 1
 
 struct pf_bpf_step {
         __u16 rule;             /* 1-based rule index, 0: default or not guarded */
@@ -26,9 +39,10 @@ struct pf_bpf_step {
         __u8 conditional;       /* check pf_bpf_rule[rule] before taking this step */
 };
 
-/* verdicts[generation][proto][port]: proto 0 tcp, 1 udp. */
+/* verdicts[generation][proto][port]. */
+#define PF_BPF_SLOTS (PF_BPF_GENERATIONS * PF_BPF_PROTOS * PF_BPF_PORTS)
 #define PF_BPF_SLOT(generation, proto, port) \
-        (((generation) & 1) * 2 * PF_BPF_PORTS + ((proto) & 1) * PF_BPF_PORTS + (port))
+        (((generation) & 1) * PF_BPF_PROTOS * PF_BPF_PORTS + ((proto) & 1) * PF_BPF_PORTS + (port))
 struct pf_bpf_slot {
         struct pf_bpf_step step[PF_BPF_CHAIN];
         __u8 count;             /* steps in use; the last one is unconditional */
@@ -36,10 +50,11 @@ struct pf_bpf_slot {
 };
 
 /* The conditions of a conditional rule: rules[generation][rule number]. */
+#define PF_BPF_RULE_SLOTS (PF_BPF_GENERATIONS * (PF_BPF_RULES + 1))
 #define PF_BPF_RULE(generation, rule) (((generation) & 1) * (PF_BPF_RULES + 1) + (rule))
 struct pf_bpf_rule {
         __u8 has_family;
-        __u8 family;            /* 0 ipv4, 1 ipv6 */
+        __u8 family;            /* PF_BPF_IPV4/6 */
         __u8 has_cidr;
         __u8 cidr_family;
         __u8 prefix;            /* bits, in cidr_family */
@@ -75,7 +90,7 @@ struct pf_bpf_settings {
 struct pf_bpf_moved_key {
         __u64 netns;            /* bpf_get_netns_cookie() of the socket */
         __u16 port;             /* the port the server asked for */
-        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 proto;             /* PF_BPF_TCP/UDP */
         __u8 pad[5];
 };
 
@@ -95,20 +110,22 @@ struct pf_bpf_sock {
         __u16 peer_target;      /* connect/sendmsg: where it went */
         __u16 asked;            /* a remapped bind in flight: the port asked for... */
         __u16 moved_to;         /* ...and the one written instead, until post_bind */
-        __u8 proto;             /* 0 tcp, 1 udp */
+        __u8 proto;             /* PF_BPF_TCP/UDP */
         __u8 registered;        /* counted in moved[key] until the socket is released */
         __u8 pad[2];
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */
         struct pf_bpf_moved_key key;
 };
 
+/* The calls an event comes from. */
 #define PF_BPF_HOOK_BIND 0
 #define PF_BPF_HOOK_CONNECT 1
 #define PF_BPF_HOOK_SENDMSG 2
+#define PF_BPF_HOOKS 3
 
-/* Counters, per action, then redirects. */
-#define PF_BPF_COUNT_REDIRECT 4
-#define PF_BPF_COUNTERS 5
+/* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects. */
+#define PF_BPF_COUNT_REDIRECT PF_BPF_ACTIONS
+#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 1)
 
 struct pf_bpf_event {
         __u64 cgroup_id;
@@ -119,9 +136,9 @@ struct pf_bpf_event {
         __u16 port;
         __u16 target;
         __u16 rule;
-        __u8 proto;             /* 0 tcp, 1 udp */
-        __u8 family;            /* 0 ipv4, 1 ipv6 */
-        __u8 action;            /* PF_BPF_* */
+        __u8 proto;             /* PF_BPF_TCP/UDP */
+        __u8 family;            /* PF_BPF_IPV4/6 */
+        __u8 action;            /* PF_BPF_ALLOW... */
         __u8 hook;              /* PF_BPF_HOOK_* */
         __u8 pad[2];
 };

@@ -20,21 +20,21 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, 2 * 2 * PF_BPF_PORTS);
+        __uint(max_entries, PF_BPF_SLOTS);
         __type(key, __u32);
         __type(value, struct pf_bpf_slot);
 } verdicts SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, 2 * (PF_BPF_RULES + 1));
+        __uint(max_entries, PF_BPF_RULE_SLOTS);
         __type(key, __u32);
         __type(value, struct pf_bpf_rule);
 } rules SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, 2);
+        __uint(max_entries, PF_BPF_GENERATIONS);
         __type(key, __u32);
         __type(value, struct pf_bpf_settings);
 } settings SEC(".maps");
@@ -77,8 +77,8 @@ struct {
 struct request {
         __u32 addr[4];
         __u16 port;
-        __u8 proto;             /* 0 tcp, 1 udp */
-        __u8 family;            /* 0 ipv4, 1 ipv6 */
+        __u8 proto;             /* PF_BPF_TCP/UDP */
+        __u8 family;            /* PF_BPF_IPV4/6 */
         __u8 with_program;      /* bind: the caller's comm counts; connect: it cannot */
 };
 
@@ -92,9 +92,9 @@ struct decision {
 static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request *r)
 {
         if (ctx->protocol == IPPROTO_TCP)
-                r->proto = 0;
+                r->proto = PF_BPF_TCP;
         else if (ctx->protocol == IPPROTO_UDP)
-                r->proto = 1;
+                r->proto = PF_BPF_UDP;
         else
                 return false;
         return true;
@@ -102,7 +102,7 @@ static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request
 
 static __always_inline bool read_request4(struct bpf_sock_addr *ctx, struct request *r)
 {
-        r->family = 0;
+        r->family = PF_BPF_IPV4;
         r->addr[0] = ctx->user_ip4;
         r->addr[1] = r->addr[2] = r->addr[3] = 0;
         r->port = bpf_ntohs(ctx->user_port);
@@ -115,11 +115,11 @@ static __always_inline bool read_request6(struct bpf_sock_addr *ctx, struct requ
         __u32 a3 = ctx->user_ip6[3];
 
         if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {   /* ::ffff:a.b.c.d */
-                r->family = 0;
+                r->family = PF_BPF_IPV4;
                 r->addr[0] = a3;
                 r->addr[1] = r->addr[2] = r->addr[3] = 0;
         } else {
-                r->family = 1;
+                r->family = PF_BPF_IPV6;
                 r->addr[0] = a0;
                 r->addr[1] = a1;
                 r->addr[2] = a2;
@@ -409,7 +409,7 @@ int pf_sock_release(struct bpf_sock *ctx)
 
 static __always_inline bool is_local(const struct pf_bpf_settings *s, const struct request *r)
 {
-        if (r->family == 0) {
+        if (r->family == PF_BPF_IPV4) {
                 if ((bpf_ntohl(r->addr[0]) >> 24) == 127 || r->addr[0] == 0)
                         return true;
                 for (int i = 0; i < PF_BPF_LOCALS; i++)
@@ -448,7 +448,7 @@ static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const s
         struct bpf_sock *found;
         __u32 size;
 
-        if (r->family == 0) {
+        if (r->family == PF_BPF_IPV4) {
                 tuple.ipv4.daddr = r->addr[0];
                 tuple.ipv4.dport = bpf_htons(r->port);
                 size = sizeof(tuple.ipv4);
@@ -460,7 +460,7 @@ static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const s
                 tuple.ipv6.dport = bpf_htons(r->port);
                 size = sizeof(tuple.ipv6);
         }
-        found = r->proto == 0 ? bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0)
+        found = r->proto == PF_BPF_TCP ? bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0)
                               : bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
         if (!found)
                 return false;

@@ -1,27 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* portfence cgroup attach|detach|reload|status|events: the policy enforced by
  * BPF programs for every process of a cgroup v2. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "loader.h"
 
-static void cgroup_help(FILE *f)
-{
-        fprintf(f, "usage: portfence cgroup attach [-c FILE] [-v] PATH\n"
-                   "       portfence cgroup reload [-c FILE] PATH\n"
-                   "       portfence cgroup detach PATH\n"
-                   "       portfence cgroup status [--json] [PATH]\n"
-                   "       portfence cgroup events [--json] [--count N] PATH\n\n"
-                   "Fence every process of a cgroup v2 with BPF programs (root). PATH is a cgroup\n"
-                   "directory, a path below the cgroup v2 mount, or pid:N (that process's cgroup).\n"
-                   "Programs and maps are pinned below %s/<cgroup id>/.\n", PF_BPF_PIN_ROOT);
-}
+static void cgroup_help(FILE *f);
 
 struct cgroup_args {
         const char *config;
@@ -71,6 +63,14 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 return -1;
         }
         return 0;
+}
+
+/* A cgroup fenced already or not fenced is the caller's mistake (2); a
+ * kernel or system that fails is not (3). */
+static int pf_cgroup_exit(int r)
+{
+        return r == -EEXIST || r == -ENOENT || r == -ENOTDIR || r == -EINVAL ? PF_EXIT_USAGE
+                                                                          : PF_EXIT_FAILURE;
 }
 
 /* The checks every subcommand needs before touching the kernel. */
@@ -128,7 +128,7 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         pf_policy_free(policy);
         if (r < 0) {
                 pf_error(command, "%s", why);
-                return PF_EXIT_USAGE;
+                return pf_cgroup_exit(r);
         }
         printf("%s: %s with %s\n", cgroup.path, reload ? "policy reloaded" : "fenced",
                source[0] ? source : PF_POLICY_BUILTIN);
@@ -137,21 +137,141 @@ static int cgroup_attach(int argc, char **argv, bool reload)
 
 static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
+        int r = pf_bpf_detach(cgroup, why);
+
         (void)a;
-        if (pf_bpf_detach(cgroup, why) < 0)
-                return -1;
+        if (r < 0)
+                return r;
         printf("%s: detached\n", cgroup->path);
+        return 0;
+}
+
+static const char *const counter_names[PF_FENCE_COUNTERS] = {
+        "allow", "log", "refuse", "remap", "redirect",
+};
+
+static int print_status(const struct pf_fence_status *st, void *ctx)
+{
+        struct pf_json *json = ctx;
+        char hash[17];
+
+        snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)st->policy_hash);
+        if (json) {
+                pf_json_object_begin(json);
+                pf_json_kv_string(json, "cgroup", st->cgroup[0] ? st->cgroup : NULL);
+                pf_json_kv_uint(json, "cgroup_id", st->cgroup_id);
+                pf_json_kv_string(json, "policy", st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
+                pf_json_kv_string(json, "hash", hash);
+                for (int k = 0; k < PF_FENCE_COUNTERS; k++)
+                        pf_json_kv_uint(json, counter_names[k], st->counters[k]);
+                pf_json_object_end(json);
+                return 0;
+        }
+        pf_text(stdout, st->cgroup[0] ? st->cgroup : "(cgroup removed)");
+        printf(" (id %llu): policy ", (unsigned long long)st->cgroup_id);
+        pf_text(stdout, st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
+        printf(" (hash %s):", hash);
+        for (int k = 0; k < PF_FENCE_COUNTERS; k++)
+                printf(" %s %llu", counter_names[k], (unsigned long long)st->counters[k]);
+        printf("\n");
         return 0;
 }
 
 static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
-        return pf_bpf_status(stdout, a->path ? cgroup : NULL, a->json, why);
+        struct pf_json json;
+        int r;
+
+        pf_json_init(&json, stdout);
+        if (a->json)
+                pf_json_array_begin(&json);
+        r = pf_bpf_status(a->path ? cgroup : NULL, print_status, a->json ? &json : NULL, why);
+        if (a->json)
+                pf_json_array_end(&json);
+        return r;
+}
+
+static void format_addr(const struct pf_addr *addr, char *buf, size_t size)
+{
+        if (!inet_ntop(addr->family == PF_IPV6 ? AF_INET6 : AF_INET, &addr->v6, buf, (socklen_t)size))
+                snprintf(buf, size, "?");
+}
+
+static void print_event_json(const struct pf_fence_event *e, struct pf_json *json)
+{
+        struct timespec now;
+        char addr[INET6_ADDRSTRLEN], time[32];
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        snprintf(time, sizeof(time), "%lld.%03ld", (long long)now.tv_sec, now.tv_nsec / 1000000);
+        format_addr(&e->addr, addr, sizeof(addr));
+        pf_json_object_begin(json);
+        pf_json_key(json, "time");
+        pf_json_number(json, time);     /* seconds with their milliseconds */
+        pf_json_kv_uint(json, "pid", e->pid);
+        pf_json_kv_string(json, "program", e->comm);
+        pf_json_kv_uint(json, "cgroup_id", e->cgroup_id);
+        pf_json_kv_string(json, "call", e->call);
+        pf_json_kv_string(json, "proto", pf_proto_name(e->proto));
+        pf_json_kv_string(json, "family", e->addr.family == PF_IPV6 ? "ipv6" : "ipv4");
+        pf_json_kv_string(json, "address", addr);
+        pf_json_kv_uint(json, "port", e->port);
+        pf_json_kv_string(json, "action", pf_action_name(e->action));
+        pf_json_key(json, "target");
+        if (e->action == PF_REMAP)
+                pf_json_uint(json, e->target);
+        else
+                pf_json_null(json);
+        pf_json_kv_string(json, "errno", e->action == PF_REFUSE ? pf_errno_name(e->err) : NULL);
+        pf_json_key(json, "rule");
+        if (e->rule)
+                pf_json_uint(json, e->rule);
+        else
+                pf_json_null(json);
+        pf_json_object_end(json);
+}
+
+static void print_event(const struct pf_fence_event *e, void *ctx)
+{
+        struct pf_json *json = ctx;
+        char addr[INET6_ADDRSTRLEN];
+
+        if (json) {
+                print_event_json(e, json);
+        } else {
+                format_addr(&e->addr, addr, sizeof(addr));
+                pf_text(stdout, e->comm);
+                printf("[%u]: %s %s%s%s:%u/%s: %s", e->pid, e->call, e->addr.family == PF_IPV6 ? "[" : "",
+                       addr, e->addr.family == PF_IPV6 ? "]" : "", e->port, pf_proto_name(e->proto),
+                       pf_action_name(e->action));
+                if (e->action == PF_REMAP)
+                        printf(" -> %u", e->target);
+                if (e->action == PF_REFUSE)
+                        printf(" (%s)", pf_errno_name(e->err));
+                printf("\n");
+        }
+        fflush(stdout);
 }
 
 static int do_events(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
-        return pf_bpf_events(stdout, cgroup, a->json, a->count, why);
+        struct pf_json json;
+
+        pf_json_init(&json, stdout);
+        return pf_bpf_events(cgroup, a->count, print_event, a->json ? &json : NULL, why);
+}
+
+static int do_root(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
+{
+        char mount[4096];
+        int r = pf_cgroup_mount(mount, sizeof(mount), why);
+
+        (void)a;
+        (void)cgroup;
+        if (r < 0)
+                return r;
+        printf("%s\n", mount);
+        return 0;
 }
 
 /* detach, status, events: options, the root and cgroup checks, one call. */
@@ -167,29 +287,67 @@ static int cgroup_simple(const char *command, int argc, char **argv, bool path_o
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
         if (prepare(command, &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
-        if (action(&a, &cgroup, why) < 0) {
+        r = action(&a, &cgroup, why);
+        if (r < 0) {
                 pf_error(command, "%s", why);
-                return PF_EXIT_USAGE;
+                return pf_cgroup_exit(r);
         }
         return PF_EXIT_OK;
 }
 
+static int cgroup_attach_cmd(int argc, char **argv) { return cgroup_attach(argc, argv, false); }
+static int cgroup_reload_cmd(int argc, char **argv) { return cgroup_attach(argc, argv, true); }
+static int cgroup_detach_cmd(int argc, char **argv)
+{
+        return cgroup_simple("cgroup detach", argc, argv, false, do_detach);
+}
+static int cgroup_status_cmd(int argc, char **argv)
+{
+        return cgroup_simple("cgroup status", argc, argv, true, do_status);
+}
+static int cgroup_events_cmd(int argc, char **argv)
+{
+        return cgroup_simple("cgroup events", argc, argv, false, do_events);
+}
+
+/* Where cgroup v2 is mounted (no root needed): for scripts and tests. */
+static int cgroup_root_cmd(int argc, char **argv)
+{
+        struct cgroup_args a = { 0 };
+        char why[PF_WHY_SIZE];
+        int r = parse_args("cgroup root", argc, argv, &a, true);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (a.path) {
+                pf_error("cgroup root", "takes no PATH");
+                return PF_EXIT_USAGE;
+        }
+        if (do_root(&a, NULL, why) < 0) {
+                pf_error("cgroup root", "%s", why);
+                return PF_EXIT_FAILURE;
+        }
+        return PF_EXIT_OK;
+}
+
+static const struct pf_command subcommands[] = {
+        { "attach", cgroup_attach_cmd, "[-c FILE] [-v] PATH", "fence PATH with the policy" },
+        { "reload", cgroup_reload_cmd, "[-c FILE] PATH", "switch PATH's fence to the policy at once" },
+        { "detach", cgroup_detach_cmd, "PATH", "remove PATH's fence, leaving nothing behind" },
+        { "status", cgroup_status_cmd, "[--json] [PATH]", "every fence (or PATH's): policy, counters" },
+        { "events", cgroup_events_cmd, "[--json] [--count N] PATH", "decisions as they happen" },
+        { "root", cgroup_root_cmd, "", "print where cgroup v2 is mounted" },
+};
+
+static void cgroup_help(FILE *f)
+{
+        pf_cli_help(f, "cgroup", subcommands, PF_COUNT(subcommands));
+        fprintf(f, "\nFence every process of a cgroup v2 with BPF programs (root). PATH is a cgroup\n"
+                   "directory, a path below the cgroup v2 mount, or pid:N (that process's cgroup).\n"
+                   "Programs and maps are pinned below %s/<cgroup id>/.\n", PF_BPF_PIN_ROOT);
+}
+
 int pf_cmd_cgroup(int argc, char **argv)
 {
-        if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                cgroup_help(argc < 2 ? stderr : stdout);
-                return argc < 2 ? PF_EXIT_USAGE : PF_EXIT_OK;
-        }
-        if (strcmp(argv[1], "attach") == 0)
-                return cgroup_attach(argc - 1, argv + 1, false);
-        if (strcmp(argv[1], "reload") == 0)
-                return cgroup_attach(argc - 1, argv + 1, true);
-        if (strcmp(argv[1], "detach") == 0)
-                return cgroup_simple("cgroup detach", argc - 1, argv + 1, false, do_detach);
-        if (strcmp(argv[1], "status") == 0)
-                return cgroup_simple("cgroup status", argc - 1, argv + 1, true, do_status);
-        if (strcmp(argv[1], "events") == 0)
-                return cgroup_simple("cgroup events", argc - 1, argv + 1, false, do_events);
-        pf_error("cgroup", "unknown subcommand '%s' (attach, reload, detach, status, events)", argv[1]);
-        return PF_EXIT_USAGE;
+        return pf_cli_dispatch("cgroup", subcommands, PF_COUNT(subcommands), argc, argv, cgroup_help);
 }

@@ -52,7 +52,7 @@ static void describe_reason(const struct pf_policy *policy, unsigned port,
 }
 
 static void print_verdict(const struct pf_policy *policy, const struct port_arg *arg,
-                          const struct pf_verdict *v, bool json, bool first)
+                          const struct pf_verdict *v, struct pf_json *json)
 {
         char reason[512];
 
@@ -66,20 +66,23 @@ static void print_verdict(const struct pf_policy *policy, const struct port_arg 
                 printf(" (%s)\n", reason);
                 return;
         }
-        printf("%s\n  {\"port\": %u, \"proto\": \"%s\", \"action\": \"%s\", \"target\": ",
-               first ? "" : ",", arg->port, pf_proto_name(arg->proto), pf_action_name(v->action));
+        pf_json_object_begin(json);
+        pf_json_kv_uint(json, "port", arg->port);
+        pf_json_kv_string(json, "proto", pf_proto_name(arg->proto));
+        pf_json_kv_string(json, "action", pf_action_name(v->action));
+        pf_json_key(json, "target");
         if (v->action == PF_REMAP)
-                printf("%u", v->target);
+                pf_json_uint(json, v->target);
         else
-                printf("null");
-        printf(", \"errno\": ");
-        if (v->action == PF_REFUSE)
-                pf_json_string(stdout, pf_errno_name(v->err));
+                pf_json_null(json);
+        pf_json_kv_string(json, "errno", v->action == PF_REFUSE ? pf_errno_name(v->err) : NULL);
+        pf_json_key(json, "rule");
+        if (v->rule)
+                pf_json_uint(json, v->rule);
         else
-                printf("null");
-        printf(", \"reason\": ");
-        pf_json_string(stdout, reason);
-        printf("}");
+                pf_json_null(json);
+        pf_json_kv_string(json, "reason", reason);
+        pf_json_object_end(json);
 }
 
 static void print_summary(const struct pf_policy *policy)
@@ -109,6 +112,7 @@ int pf_cmd_check(int argc, char **argv)
         struct pf_query query = { .addr.family = PF_IPV4 };
         struct pf_policy *policy;
         bool json = false;
+        struct pf_json writer;
         int opt;
 
         while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
@@ -148,8 +152,9 @@ int pf_cmd_check(int argc, char **argv)
         if (optind == argc && !json)
                 print_summary(policy);
         pf_cli_comm_notes("check", policy);
+        pf_json_init(&writer, stdout);
         if (json)
-                printf("[");
+                pf_json_array_begin(&writer);
         for (int i = optind; i < argc; i++) {
                 struct pf_verdict verdict;
 
@@ -157,10 +162,10 @@ int pf_cmd_check(int argc, char **argv)
                 query.port = (uint16_t)ports[i - optind].port;
                 query.program = program;
                 pf_decide(policy, &query, &verdict);
-                print_verdict(policy, &ports[i - optind], &verdict, json, i == optind);
+                print_verdict(policy, &ports[i - optind], &verdict, json ? &writer : NULL);
         }
         if (json)
-                printf("%s]\n", optind == argc ? "" : "\n");
+                pf_json_array_end(&writer);
         pf_policy_free(policy);
         free(ports);
         return PF_EXIT_OK;

@@ -2,6 +2,8 @@
 /* Shared by the subcommands of the portfence command. */
 #pragma once
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "policy.h"
@@ -10,11 +12,21 @@
  * or policy error, 3 the system failed (out of memory, netlink, the kernel). */
 enum { PF_EXIT_OK = 0, PF_EXIT_FOUND = 1, PF_EXIT_USAGE = 2, PF_EXIT_FAILURE = 3 };
 
+/* One table shape for every level of commands; help is made from it. */
 struct pf_command {
         const char *name;
         int (*run)(int argc, char **argv);
+        const char *usage;              /* the arguments, after the name */
         const char *summary;
 };
+#define PF_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* "usage: portfence PREFIX NAME USAGE" lines, then "  NAME  SUMMARY" lines. */
+void pf_cli_help(FILE *f, const char *prefix, const struct pf_command *table, size_t count);
+/* argv[1] names a command of the table: run it with argv + 1. --help, -h
+ * and no command print help (to stdout, or stderr with exit 2). */
+int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t count, int argc,
+                    char **argv, void (*help)(FILE *f));
 
 /* "portfence: CMD: message" on stderr; one shape for every error. */
 __attribute__((format(printf, 2, 3)))
@@ -39,9 +51,33 @@ int pf_cli_parse_os(const char *command, const char *list, const struct pf_profi
 /* Parse an unsigned number in [min, max]; returns 0 or -1. */
 int pf_cli_parse_uint(const char *text, unsigned min, unsigned max, unsigned *out);
 
-/* JSON output helpers. */
-void pf_json_string(FILE *f, const char *s);
-void pf_json_portset(FILE *f, const struct pf_portset *set);    /* ["lo-hi", ...] */
+/* The one JSON writer (json.c): strings escaped by pf_json_escape(), so
+ * every output is valid JSON whatever bytes a program name holds. */
+#define PF_JSON_DEPTH 8
+struct pf_json {
+        FILE *out;
+        unsigned depth;
+        bool pending_key;               /* a key was written: its value comes next */
+        bool array[PF_JSON_DEPTH];
+        unsigned count[PF_JSON_DEPTH];  /* values written at each level */
+};
+void pf_json_init(struct pf_json *j, FILE *out);
+void pf_json_object_begin(struct pf_json *j);
+void pf_json_object_end(struct pf_json *j);
+void pf_json_array_begin(struct pf_json *j);
+void pf_json_array_end(struct pf_json *j);
+void pf_json_key(struct pf_json *j, const char *key);
+void pf_json_string(struct pf_json *j, const char *s);
+void pf_json_uint(struct pf_json *j, uint64_t value);
+void pf_json_int(struct pf_json *j, int64_t value);
+void pf_json_null(struct pf_json *j);
+void pf_json_number(struct pf_json *j, const char *text);      /* already a JSON number */
+void pf_json_bool(struct pf_json *j, bool value);
+void pf_json_portset(struct pf_json *j, const struct pf_portset *set);  /* ["lo-hi", ...] */
+void pf_json_kv_string(struct pf_json *j, const char *key, const char *value); /* NULL: null */
+void pf_json_kv_uint(struct pf_json *j, const char *key, uint64_t value);
+/* Text a program controls, on a text line: pf_text_escape()d. */
+void pf_text(FILE *out, const char *s);
 
 int pf_cmd_check(int argc, char **argv);
 int pf_cmd_ranges(int argc, char **argv);

@@ -113,34 +113,41 @@ int pf_cli_parse_uint(const char *text, unsigned min, unsigned max, unsigned *ou
         return 0;
 }
 
-void pf_json_string(FILE *f, const char *s)
+void pf_cli_help(FILE *f, const char *prefix, const struct pf_command *table, size_t count)
 {
-        fputc('"', f);
-        for (; *s; s++) {
-                unsigned char c = (unsigned char)*s;
-
-                if (c == '"' || c == '\\')
-                        fprintf(f, "\\%c", c);
-                else if (c < 0x20)
-                        fprintf(f, "\\u%04x", c);
-                else
-                        fputc(c, f);
-        }
-        fputc('"', f);
+        for (size_t i = 0; i < count; i++)
+                fprintf(f, "%s portfence %s %s%s%s\n", i ? "      " : "usage:", prefix, table[i].name,
+                        table[i].usage[0] ? " " : "", table[i].usage);
+        fprintf(f, "\n");
+        for (size_t i = 0; i < count; i++)
+                fprintf(f, "  %-10s %s\n", table[i].name, table[i].summary);
 }
 
-void pf_json_portset(FILE *f, const struct pf_portset *set)
+int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t count, int argc,
+                    char **argv, void (*help)(FILE *f))
 {
-        struct pf_range range = { 0, 0 };
-        const char *sep = "";
+        char *help_argv[] = { "help", NULL, "--help", NULL };
+        const char *name = argc >= 2 ? argv[1] : NULL;
 
-        fputc('[', f);
-        while (pf_portset_next_range(set, &range)) {
-                if (range.lo == range.hi)
-                        fprintf(f, "%s\"%u\"", sep, range.lo);
-                else
-                        fprintf(f, "%s\"%u-%u\"", sep, range.lo, range.hi);
-                sep = ", ";
+        if (!name) {
+                help(stderr);
+                return PF_EXIT_USAGE;
         }
-        fputc(']', f);
+        if (strcmp(name, "help") == 0 && argc >= 3) {   /* "help COMMAND": COMMAND --help */
+                name = argv[2];
+                help_argv[1] = argv[2];
+                argc = 3;
+                argv = help_argv;
+        } else if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+                help(stdout);
+                return PF_EXIT_OK;
+        }
+        for (size_t i = 0; i < count; i++)
+                if (strcmp(name, table[i].name) == 0)
+                        return table[i].run(argc - 1, argv + 1);
+        if (prefix)
+                pf_error(prefix, "unknown command '%s' (see 'portfence %s --help')", name, prefix);
+        else
+                fprintf(stderr, "portfence: unknown command '%s' (see 'portfence --help')\n", name);
+        return PF_EXIT_USAGE;
 }

@@ -9,15 +9,7 @@
 #include "cli.h"
 #include "host.h"
 
-static void export_help(FILE *f)
-{
-        fprintf(f, "usage: portfence export sysctl [-c FILE]\n"
-                   "       portfence export systemd [-c FILE]\n\n"
-                   "sysctl: net.ipv4.ip_local_reserved_ports with every port the policy gives to\n"
-                   "servers, merged with this host's reservations: the kernel never hands them\n"
-                   "to clients. systemd: SocketBindAllow=/SocketBindDeny= lines for a unit, with\n"
-                   "a comment for each rule systemd cannot express.\n");
-}
+static void export_help(FILE *f);
 
 static int export_sysctl(const struct pf_policy *policy)
 {
@@ -107,14 +99,16 @@ static int export_systemd(const struct pf_policy *policy)
         return PF_EXIT_OK;
 }
 
-int pf_cmd_export(int argc, char **argv)
+/* -c FILE, then the policy for one export. */
+static int run_export(const char *command, int argc, char **argv,
+                      int (*print)(const struct pf_policy *policy))
 {
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        const char *config = NULL, *what;
+        const char *config = NULL;
         struct pf_policy *policy;
         int opt, r;
 
@@ -125,16 +119,43 @@ int pf_cmd_export(int argc, char **argv)
                 default: export_help(stderr); return PF_EXIT_USAGE;
                 }
         }
-        if (optind + 1 != argc || (strcmp(argv[optind], "sysctl") != 0 &&
-                                   strcmp(argv[optind], "systemd") != 0)) {
-                pf_error("export", "expected 'sysctl' or 'systemd' (see 'portfence export --help')");
+        if (optind != argc) {
+                pf_error(command, "unexpected argument '%s'", argv[optind]);
                 return PF_EXIT_USAGE;
         }
-        what = argv[optind];
-        policy = pf_cli_load_policy("export", config);
+        policy = pf_cli_load_policy(command, config);
         if (!policy)
                 return PF_EXIT_USAGE;
-        r = strcmp(what, "sysctl") == 0 ? export_sysctl(policy) : export_systemd(policy);
+        r = print(policy);
         pf_policy_free(policy);
         return r;
+}
+
+static int export_sysctl_cmd(int argc, char **argv)
+{
+        return run_export("export sysctl", argc, argv, export_sysctl);
+}
+
+static int export_systemd_cmd(int argc, char **argv)
+{
+        return run_export("export systemd", argc, argv, export_systemd);
+}
+
+static const struct pf_command subcommands[] = {
+        { "sysctl", export_sysctl_cmd, "[-c FILE]",
+          "net.ipv4.ip_local_reserved_ports: the ports the policy gives servers" },
+        { "systemd", export_systemd_cmd, "[-c FILE]", "SocketBindAllow=/SocketBindDeny= for a unit" },
+};
+
+static void export_help(FILE *f)
+{
+        pf_cli_help(f, "export", subcommands, PF_COUNT(subcommands));
+        fprintf(f, "\nsysctl: every port the policy gives to servers, merged with this host's\n"
+                   "reservations: the kernel never hands them to clients. systemd: lines for a\n"
+                   "unit, with a comment for each rule systemd cannot express.\n");
+}
+
+int pf_cmd_export(int argc, char **argv)
+{
+        return pf_cli_dispatch("export", subcommands, PF_COUNT(subcommands), argc, argv, export_help);
 }

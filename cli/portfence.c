@@ -3,18 +3,17 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #include "cli.h"
 
 static const struct pf_command commands[] = {
-        { "check", pf_cmd_check, "validate the policy; show the verdict for ports" },
-        { "ranges", pf_cmd_ranges, "show the port ranges of known stacks and of this host" },
-        { "suggest", pf_cmd_suggest, "suggest server ports safe on the named stacks" },
-        { "run", pf_cmd_run, "run a command with its binds fenced by the LD_PRELOAD shim" },
-        { "cgroup", pf_cmd_cgroup, "fence every process of a cgroup v2 with BPF programs" },
-        { "squat", pf_cmd_squat, "hold ports as a client would, to reproduce collisions" },
-        { "scan", pf_cmd_scan, "find servers in guarded ranges and clients on server ports" },
-        { "export", pf_cmd_export, "print the policy as a sysctl or as systemd unit settings" },
+        { "check", pf_cmd_check, "[OPTIONS]", "validate the policy; show the verdict for ports" },
+        { "ranges", pf_cmd_ranges, "[OPTIONS]", "show the port ranges of known stacks and of this host" },
+        { "suggest", pf_cmd_suggest, "[OPTIONS]", "suggest server ports safe on the named stacks" },
+        { "run", pf_cmd_run, "[OPTIONS]", "run a command with its binds fenced by the LD_PRELOAD shim" },
+        { "cgroup", pf_cmd_cgroup, "[OPTIONS]", "fence every process of a cgroup v2 with BPF programs" },
+        { "squat", pf_cmd_squat, "[OPTIONS]", "hold ports as a client would, to reproduce collisions" },
+        { "scan", pf_cmd_scan, "[OPTIONS]", "find servers in guarded ranges and clients on server ports" },
+        { "export", pf_cmd_export, "[OPTIONS]", "print the policy as a sysctl or as systemd unit settings" },
 };
 
 #ifndef PF_HAVE_BPF
@@ -31,8 +30,9 @@ static void usage(FILE *f)
 {
         fprintf(f, "usage: portfence COMMAND [OPTIONS] [ARGS]\n"
                    "       portfence COMMAND --help\n"
+                   "       portfence help COMMAND\n"
                    "       portfence --version\n\ncommands:\n");
-        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        for (size_t i = 0; i < PF_COUNT(commands); i++)
                 fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
         fprintf(f, "\nThe policy is read from -c FILE, $PORTFENCE_CONFIG, %s, or the\n"
                    "built-in default (guard this host's ephemeral range, refuse).\n",
@@ -41,22 +41,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-        if (argc < 2) {
-                usage(stderr);
-                return PF_EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-            strcmp(argv[1], "help") == 0) {
-                usage(stdout);
-                return PF_EXIT_OK;
-        }
-        if (strcmp(argv[1], "--version") == 0) {
+        if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
                 printf("portfence %s\n", PF_VERSION);
                 return PF_EXIT_OK;
         }
-        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-                if (strcmp(argv[1], commands[i].name) == 0)
-                        return commands[i].run(argc - 1, argv + 1);
-        fprintf(stderr, "portfence: unknown command '%s' (see 'portfence --help')\n", argv[1]);
-        return PF_EXIT_USAGE;
+        return pf_cli_dispatch(NULL, commands, PF_COUNT(commands), argc, argv, usage);
 }

@@ -97,45 +97,71 @@ static const char *protos_name(unsigned protos)
         return protos == PF_PROTO_BOTH ? "tcp,udp" : protos == PF_PROTO_BIT(PF_UDP) ? "udp" : "tcp";
 }
 
+/* A table range as a one-range set, empty for {0, 0}. */
+static void range_set(const struct pf_range *range, struct pf_portset *out)
+{
+        pf_portset_clear(out);
+        if (range->lo)
+                pf_portset_add_range(out, range->lo, range->hi);
+}
+
+static void json_row(struct pf_json *j, const struct pf_profile *p, const struct pf_portset *dynamic)
+{
+        struct pf_portset set;
+
+        pf_json_object_begin(j);
+        pf_json_kv_string(j, "name", p->name);
+        pf_json_kv_string(j, "stack", p->stack);
+        pf_json_kv_string(j, "proto", protos_name(p->protos));
+        pf_json_key(j, "well_known");
+        range_set(&p->well_known, &set);
+        pf_json_portset(j, &set);
+        pf_json_key(j, "registered");
+        range_set(&p->registered, &set);
+        pf_json_portset(j, &set);
+        pf_json_key(j, "dynamic");
+        pf_json_portset(j, dynamic);
+        pf_json_object_end(j);
+}
+
 static int print_table(bool json)
 {
         size_t count;
         const struct pf_profile *table = pf_profiles(&count);
+        struct pf_json writer;
 
+        pf_json_init(&writer, stdout);
         if (!json)
                 printf("%-18s %-8s %-11s %-12s %-24s %s\n", "profile", "proto", "well-known",
                        "registered", "dynamic", "stack");
         else
-                printf("[");
+                pf_json_array_begin(&writer);
         for (size_t i = 0; i < count; i++) {
                 const struct pf_profile *p = &table[i];
+                /* Each row's ranges for its own protocol (UDP-only rows too). */
+                enum pf_proto proto = p->protos & PF_PROTO_BIT(PF_TCP) ? PF_TCP : PF_UDP;
                 char wk[16], reg[16], dyn[PF_WHY_SIZE];
                 struct pf_portset set;
 
                 format_range(&p->well_known, wk, sizeof(wk));
                 format_range(&p->registered, reg, sizeof(reg));
-                if (pf_profile_dynamic(p, PF_TCP, &set, dyn) < 0) {
+                if (pf_profile_dynamic(p, proto, &set, dyn) < 0) {
                         pf_error("ranges", "%s", dyn);
-                        return PF_EXIT_USAGE;
+                        return PF_EXIT_FAILURE;
+                }
+                if (json) {
+                        json_row(&writer, p, &set);
+                        continue;
                 }
                 if (p->live)
                         pf_portset_format(&set, dyn, sizeof(dyn));
                 else
                         format_range(&p->dynamic, dyn, sizeof(dyn));
-                if (!json) {
-                        printf("%-18s %-8s %-11s %-12s %-24s %s\n", p->name, protos_name(p->protos),
-                               wk, reg, dyn, p->stack);
-                        continue;
-                }
-                printf("%s\n  {\"name\": \"%s\", \"stack\": ", i ? "," : "", p->name);
-                pf_json_string(stdout, p->stack);
-                printf(", \"proto\": \"%s\", \"well_known\": \"%s\", \"registered\": \"%s\", "
-                       "\"dynamic\": ", protos_name(p->protos), wk, reg);
-                pf_json_portset(stdout, &set);
-                printf("}");
+                printf("%-18s %-8s %-11s %-12s %-24s %s\n", p->name, protos_name(p->protos),
+                       wk, reg, dyn, p->stack);
         }
         if (json)
-                printf("\n]\n");
+                pf_json_array_end(&writer);
         return PF_EXIT_OK;
 }
 
@@ -165,14 +191,21 @@ int pf_cmd_ranges(int argc, char **argv)
         if (combine("ranges", &a, &dynamic, &safe) < 0)
                 return PF_EXIT_USAGE;
         if (a.json) {
-                printf("{\"os\": [");
+                struct pf_json j;
+
+                pf_json_init(&j, stdout);
+                pf_json_object_begin(&j);
+                pf_json_key(&j, "os");
+                pf_json_array_begin(&j);
                 for (int i = 0; i < a.count; i++)
-                        printf("%s\"%s\"", i ? ", " : "", a.list[i]->name);
-                printf("], \"proto\": \"%s\", \"dynamic\": ", pf_proto_name(a.proto));
-                pf_json_portset(stdout, &dynamic);
-                printf(", \"safe\": ");
-                pf_json_portset(stdout, &safe);
-                printf("}\n");
+                        pf_json_string(&j, a.list[i]->name);
+                pf_json_array_end(&j);
+                pf_json_kv_string(&j, "proto", pf_proto_name(a.proto));
+                pf_json_key(&j, "dynamic");
+                pf_json_portset(&j, &dynamic);
+                pf_json_key(&j, "safe");
+                pf_json_portset(&j, &safe);
+                pf_json_object_end(&j);
                 return PF_EXIT_OK;
         }
         printf("os: ");
@@ -215,6 +248,7 @@ int pf_cmd_suggest(int argc, char **argv)
         struct os_args a = { .count = 0 };
         struct pf_portset dynamic, safe;
         unsigned found = 0;
+        struct pf_json writer;
         int r = parse_os_args("suggest", argc, argv, &a, suggest_help);
 
         if (r)
@@ -225,19 +259,23 @@ int pf_cmd_suggest(int argc, char **argv)
         }
         if (combine("suggest", &a, &dynamic, &safe) < 0)
                 return PF_EXIT_USAGE;
+        pf_json_init(&writer, stdout);
         if (a.json)
-                printf("[");
+                pf_json_array_begin(&writer);
         for (unsigned port = pf_portset_find(&safe, 1, true); port <= PF_PORT_MAX && found < a.n;
              port = pf_portset_find(&safe, port + 1, true)) {
                 if (getservbyport(htons((uint16_t)port), pf_proto_name(a.proto)))
                         continue;
                 if (!port_free(port, a.proto))
                         continue;
-                printf(a.json ? "%s%u" : "%s%u\n", a.json && found ? ", " : "", port);
+                if (a.json)
+                        pf_json_uint(&writer, port);
+                else
+                        printf("%u\n", port);
                 found++;
         }
         if (a.json)
-                printf("]\n");
+                pf_json_array_end(&writer);
         endservent();
         if (found < a.n) {
                 pf_error("suggest", "only %u safe free port%s, %u asked", found,

@@ -39,21 +39,27 @@ static const char *classify(const struct pf_policy *policy, const struct pf_port
         return NULL;
 }
 
-static void print_finding(const struct pf_socket *s, const char *kind, bool json, bool first)
+static void print_finding(const struct pf_socket *s, const char *kind, struct pf_json *json)
 {
         char text[64];
 
         if (!json) {
                 pf_socket_format(s, false, text, sizeof(text));
-                printf("%s %s pid %d (%s): %s\n", pf_proto_name(s->proto), text, (int)s->pid,
-                       s->program, kind);
+                printf("%s %s pid %d (", pf_proto_name(s->proto), text, (int)s->pid);
+                pf_text(stdout, s->program);
+                printf("): %s\n", kind);
                 return;
         }
         pf_socket_address(s, false, text, sizeof(text));
-        printf("%s\n  {\"proto\": \"%s\", \"address\": \"%s\", \"port\": %u, \"pid\": %d, "
-               "\"program\": ", first ? "" : ",", pf_proto_name(s->proto), text, s->port, (int)s->pid);
-        pf_json_string(stdout, s->program);
-        printf(", \"kind\": \"%s\"}", kind);
+        pf_json_object_begin(json);
+        pf_json_kv_string(json, "proto", pf_proto_name(s->proto));
+        pf_json_kv_string(json, "address", text);
+        pf_json_kv_uint(json, "port", s->port);
+        pf_json_key(json, "pid");
+        pf_json_int(json, s->pid);
+        pf_json_kv_string(json, "program", s->program);
+        pf_json_kv_string(json, "kind", kind);
+        pf_json_object_end(json);
 }
 
 int pf_cmd_scan(int argc, char **argv)
@@ -70,6 +76,7 @@ int pf_cmd_scan(int argc, char **argv)
         struct pf_policy *policy;
         size_t count, found = 0;
         bool json = false;
+        struct pf_json writer;
         int opt, r;
 
         while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
@@ -96,16 +103,19 @@ int pf_cmd_scan(int argc, char **argv)
         pf_sockets_owners(list, count);
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
                 pf_policy_server_ports(policy, proto, &server_ports[proto]);
+        pf_json_init(&writer, stdout);
         if (json)
-                printf("[");
+                pf_json_array_begin(&writer);
         for (size_t i = 0; i < count; i++) {
                 const char *kind = classify(policy, server_ports, list, count, &list[i]);
 
-                if (kind)
-                        print_finding(&list[i], kind, json, found++ == 0);
+                if (kind) {
+                        print_finding(&list[i], kind, json ? &writer : NULL);
+                        found++;
+                }
         }
         if (json)
-                printf("%s]\n", found ? "\n" : "");
+                pf_json_array_end(&writer);
         free(list);
         pf_policy_free(policy);
         return found ? PF_EXIT_FOUND : PF_EXIT_OK;

@@ -437,8 +437,6 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
                                                 "unbound_listen", listen_names, 3, PF_ALLOW);
 }
 
-/* The default pool: ports 1024-65535 outside this host's dynamic range and
- * outside every guarded set. */
 /* client_ports: where the shim takes the local port of outgoing connects
  * from, to make a client collide with a server on purpose. */
 static void load_client_ports(struct loader *l, const config_setting_t *root)
@@ -454,6 +452,8 @@ static void load_client_ports(struct loader *l, const config_setting_t *root)
         free(ranges);
 }
 
+/* remap_pool, or the default pool: ports 1024-65535 outside this host's
+ * dynamic range and outside every guarded set. */
 static void load_pool(struct loader *l, const config_setting_t *root, bool uses_host)
 {
         struct pf_policy *p = l->policy;
@@ -486,15 +486,12 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
                 }
                 return;
         }
-        pf_portset_clear(&p->pool);
-        pf_portset_add_range(&p->pool, 1024, PF_PORT_MAX);
-        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
-                pf_portset_subtract(&p->pool, &p->guarded[proto]);
-        if (uses_host)
-                return;         /* already subtracted */
-        if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why) == 0)
-                pf_portset_subtract(&p->pool, &host);
-        /* Unreadable host range: the pool just keeps those ports. */
+        /* The host's range is in the guarded sets already when they use it;
+         * unreadable, the pool just keeps those ports. */
+        if (uses_host || pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why) < 0)
+                pf_pool_default(p->guarded, NULL, &p->pool);
+        else
+                pf_pool_default(p->guarded, &host, &p->pool);
 }
 
 /* ---- rules ------------------------------------------------------------ */

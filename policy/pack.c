@@ -156,8 +156,7 @@ int pf_policy_default(struct pf_policy **out, char *why)
                 return r;
         }
         head->guarded[PF_UDP] = head->guarded[PF_TCP];
-        pf_portset_add_range(&head->pool, 1024, PF_PORT_MAX);
-        pf_portset_subtract(&head->pool, &head->guarded[PF_TCP]);
+        pf_pool_default(head->guarded, NULL, &head->pool);
         *out = pf_policy_pack(&parts);
         if (!*out) {
                 snprintf(why, PF_WHY_SIZE, "%s", strerror(ENOMEM));

@@ -173,6 +173,12 @@ void pf_addr_set_in6(struct pf_addr *addr, const struct in6_addr *in6);
 /* Parse "127.0.0.1", "::1" or "::ffff:10.0.0.1" into addr. */
 int pf_addr_parse(const char *text, struct pf_addr *addr);
 
+/* Escaping of text a program controls (escape.c): the form of byte c in a
+ * JSON string or on a text line, or NULL when c is written as it is. */
+#define PF_ESCAPE_SIZE 8
+const char *pf_json_escape(unsigned char c, char buf[PF_ESCAPE_SIZE]);
+const char *pf_text_escape(unsigned char c, char buf[PF_ESCAPE_SIZE]);
+
 /* Glob match on a program name: '*', '?', '[...]' (with '!' or '^'). */
 bool pf_glob_match(const char *pattern, const char *name);
 

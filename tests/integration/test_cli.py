@@ -109,8 +109,9 @@ class Check(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         got = json.loads(r.stdout)
         self.assertEqual(got[0], {"port": 40005, "proto": "tcp", "action": "remap", "target": 7205,
-                                  "errno": None, "reason": f"rule 2, {self.policy}:6"})
+                                  "errno": None, "rule": 2, "reason": f"rule 2, {self.policy}:6"})
         self.assertEqual(got[1]["action"], "refuse")
+        self.assertIsNone(got[1]["rule"])
         self.assertEqual(got[1]["errno"], "EADDRINUSE")
         self.assertIsNone(got[1]["target"])
         self.assertEqual(got[2]["reason"], "not guarded")

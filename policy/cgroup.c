@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Finding cgroup v2: its mount from /proc/self/mountinfo (hybrid hosts mount
- * it at /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup), and the
- * cgroup a user names. */
+/* Finding cgroup v2, for every part of portfence: its mount from
+ * /proc/self/mountinfo (hybrid hosts mount it at /sys/fs/cgroup/unified, pure
+ * v2 hosts at /sys/fs/cgroup), and the cgroup a user names. */
 #include <errno.h>
 #include <linux/magic.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
-#include "loader.h"
+#include "cgroup.h"
 
 /* Fields 5 (mount point) and, after " - ", the type and super options. */
 static bool mountinfo_line(char *line, char **point, char **type, char **options)
@@ -134,7 +134,6 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
                 return -ENOTDIR;
         }
         snprintf(out->path, sizeof(out->path), "%s", real);
-        snprintf(out->relative, sizeof(out->relative), "%s", real[len] ? real + len : "/");
         out->id = st.st_ino;
         return 0;
 }

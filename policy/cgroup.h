@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/* cgroup v2 on this host: where it is mounted, and the cgroup a user names. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "portset.h"
+
+struct pf_cgroup {
+        char path[4096];        /* the cgroup's directory */
+        uint64_t id;            /* the cgroup id: the directory's inode */
+};
+
+/* The cgroup v2 mount point, from /proc/self/mountinfo. */
+int pf_cgroup_mount(char *out, size_t size, char *why);
+/* Warn-worthy: net_cls or net_prio v1 controllers are mounted (they turn off
+ * cgroup v2 socket matching for processes placed in them). */
+bool pf_cgroup_v1_net_controllers(void);
+/* A cgroup given as a v2 directory, a path below the v2 mount, or pid:N. */
+int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why);
