@@ -94,12 +94,19 @@ static void read_comm(const char *pid, char *out, size_t size)
         char path[64];
         FILE *f;
 
+        size_t n = 0;
+
         snprintf(path, sizeof(path), "/proc/%s/comm", pid);
         f = fopen(path, "re");
-        if (f && fgets(out, (int)size, f))
-                out[strcspn(out, "\n")] = '\0';
-        if (f)
+        if (f) {
+                n = fread(out, 1, size - 1, f);
                 fclose(f);
+        }
+        /* The kernel ends the name with one newline; a name may hold more. */
+        if (n && out[n - 1] == '\n')
+                n--;
+        if (n)
+                out[n] = '\0';
 }
 
 void pf_sockets_owners(struct pf_socket *list, size_t count)

@@ -4,6 +4,7 @@
  * logging is safe in a signal handler. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,8 +25,10 @@ static enum pf_log_to log_to;
 static enum pf_log_level log_level = PF_LEVEL_WARN;
 static enum pf_log_format log_format;
 
+/* Room for the longest line: a program name is cut to NAME_MAX bytes, each
+ * at most 6 once escaped, so every line is whole and valid. */
 struct line {
-        char text[768];
+        char text[2048];
         size_t len;
 };
 
@@ -54,22 +57,27 @@ static void put_uint(struct line *l, unsigned long value)
         put(l, digits + n, sizeof(digits) - n);
 }
 
-/* A JSON string; program names are the only free text that reaches here. */
+/* Text a program controls, by policy/escape.c's rules: as the command's
+ * JSON writer escapes it, or safe on a text line. */
+static void put_escaped(struct line *l, const char *s, const char *(*escape)(unsigned char, char *))
+{
+        char buf[PF_ESCAPE_SIZE];
+        const char *end = s + strnlen(s, NAME_MAX);
+
+        for (; s < end; s++) {
+                const char *escaped = escape((unsigned char)*s, buf);
+
+                if (escaped)
+                        put_str(l, escaped);
+                else
+                        put(l, s, 1);
+        }
+}
+
 static void put_json_str(struct line *l, const char *s)
 {
         put(l, "\"", 1);
-        for (; *s; s++) {
-                unsigned char c = (unsigned char)*s;
-
-                if (c == '"' || c == '\\') {
-                        put(l, "\\", 1);
-                        put(l, s, 1);
-                } else if (c < 0x20) {
-                        put(l, "?", 1);
-                } else {
-                        put(l, s, 1);
-                }
-        }
+        put_escaped(l, s, pf_json_escape);
         put(l, "\"", 1);
 }
 
@@ -255,7 +263,7 @@ static void put_prefix(struct line *l)
         put_str(l, "portfence[");
         put_uint(l, (unsigned long)getpid());
         put_str(l, "]: ");
-        put_str(l, program_invocation_short_name);
+        put_escaped(l, program_invocation_short_name, pf_text_escape);
         put_str(l, ": ");
 }
 
@@ -315,6 +323,11 @@ static void put_json_event(struct line *l, const struct shim_event *e, const cha
         put_str(l, ", \"errno\": ");
         if (e->err)
                 put_json_str(l, pf_errno_name(e->err));
+        else
+                put_str(l, "null");
+        put_str(l, ", \"rule\": ");
+        if (e->rule)
+                put_uint(l, e->rule);
         else
                 put_str(l, "null");
         put_str(l, "}");

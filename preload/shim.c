@@ -371,7 +371,7 @@ static void log_decision(const char *call, const struct request *req, const stru
 {
         struct shim_event event = {
                 .call = call, .proto = req->query.proto, .addr = addr, .port = req->port,
-                .action = v->action, .target = v->target, .err = err,
+                .action = v->action, .target = v->target, .err = err, .rule = v->rule,
         };
 
         shim_log_event(level, &event);

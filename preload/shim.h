@@ -17,6 +17,7 @@ struct shim_event {
         enum pf_action action;
         uint16_t target;                /* PF_REMAP: where it went */
         int err;                        /* the errno the call returned, 0 if none */
+        unsigned rule;                  /* the rule that decided, 0: the default */
 };
 
 /* Open the log destination of the policy (at load, never on the call path). */
