@@ -18,6 +18,7 @@ BUILD = {
                       ("stack", "PF_STACK_LIB"))
 }
 SOURCE = os.environ.get("PF_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+POLICIES = os.path.join(SOURCE, "tests", "policies")     # fixtures shared by every suite
 ASAN_RUNTIME = os.environ.get("PF_ASAN_RUNTIME", "")
 TIMEOUT = 60
 PIN_ROOT = "/sys/fs/bpf/portfence"

@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
+from pftest import (POLICIES, BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
                     cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
                     portfence, write_policy)
 
@@ -194,8 +194,7 @@ class Lifecycle(CgroupTest):
         self.assertIn("not a cgroup v2 directory", r.stderr)
         r = portfence("cgroup", "attach", "-c", self.policy, "pid:999999999")
         self.assertEqual((r.returncode, r.stderr), (2, "portfence: cgroup attach: pid:999999999: no such process\n"))
-        broken = os.path.join(os.environ.get("PF_SOURCE_ROOT", "."), "tests", "unit", "policies",
-                              "bad-cidr.conf")
+        broken = os.path.join(POLICIES, "bad-cidr.conf")
         r = other.attach(broken)
         self.assertEqual(r.returncode, 2)
         self.assertIn("bad-cidr.conf:4:", r.stderr)

@@ -4,29 +4,11 @@
 import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import unittest
 
-PORTFENCE = os.environ.get("PORTFENCE", "build/cli/portfence")
-SOURCE = os.environ.get("PF_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
-POLICIES = os.path.join(SOURCE, "tests", "unit", "policies")
-
-
-def run(*args, env=None):
-    full_env = dict(os.environ)
-    full_env.pop("PORTFENCE_CONFIG", None)
-    full_env.update(env or {})
-    return subprocess.run([PORTFENCE, *args], capture_output=True, text=True, env=full_env,
-                          timeout=60)
-
-
-def write_policy(text):
-    f = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-    f.write(text)
-    f.close()
-    return f.name
+sys.path.insert(0, os.path.dirname(__file__))
+from pftest import POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
 
 
 def service_ports(proto):

@@ -12,7 +12,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
+from pftest import (POLICIES, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
                     lines, port_listening, portfence, preload, probe, write_policy)
 
 POLICY = """version = 1;
@@ -377,8 +377,7 @@ class Run(ShimTest):
 
     def test_broken_policy_starts_nothing(self):
         marker = tempfile.mktemp(prefix="pf-marker-")
-        broken = os.path.join(os.environ.get("PF_SOURCE_ROOT", "."), "tests", "unit", "policies",
-                              "unknown-action.conf")
+        broken = os.path.join(POLICIES, "unknown-action.conf")
         r = fenced(broken, "touch", marker)
         self.assertEqual(r.returncode, 2)
         self.assertRegex(r.stderr, r"unknown-action\.conf:4: rule 1: action: unknown action")

@@ -44,7 +44,36 @@ static const struct {
         { "bad-log.conf", 3, "log file 'relative.log' must be an absolute path" },
         { "bad-on-error.conf", 3, "on_error: unknown value 'ignore' (refuse or allow)" },
         { "rules-not-list.conf", 3, "'rules' must be a list ( { ... }, ... ), not a string" },
+        { "empty-ephemeral.conf", 2, "'ephemeral' is an empty list: name at least one profile or range" },
+        { "rule-not-group.conf", 2, "rule 1 must be a group { ... }, not a string" },
+        { "unknown-log-destination.conf", 2, "unknown log destination 'journal' (stderr, syslog or file:PATH)" },
+        { "bad-log-level.conf", 2, "log.level: unknown value 'loud' (error, warn, info or debug)" },
+        { "bad-log-format.conf", 2, "log.format: unknown value 'xml' (text or json)" },
+        { "empty-program.conf", 3, "rule 1: empty program pattern" },
 };
+
+/* More rules than a rule number can name: made here, too big to keep. */
+static void test_too_many_rules(void **state)
+{
+        size_t size = 128 + 70000 * 48, len;
+        char *text = malloc(size), got[1024];
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_non_null(text);
+        len = (size_t)snprintf(text, size, "version = 1;\nephemeral = \"40000-40999\";\nrules = (\n");
+        for (int i = 0; i < 70000; i++)
+                len += (size_t)snprintf(text + len, size - len, "%s{ ports = \"%d\"; action = \"allow\"; }\n",
+                                        i ? "," : "", 1000 + i % 60000);
+        snprintf(text + len, size - len, ");\n");
+        assert_int_equal(pf_policy_load_text(text, "many.conf", &policy, &diag), -EINVAL);
+        assert_null(policy);
+        assert_string_equal(pf_diag_format(&diag, 0, got, sizeof(got)),
+                            "many.conf:3: too many rules: 70000 (at most 65535)");
+        pf_diag_free(&diag);
+        free(text);
+}
 
 static char *fixture(const char *name)
 {
@@ -344,6 +373,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_broken_policies),
+                cmocka_unit_test(test_too_many_rules),
                 cmocka_unit_test(test_every_error_reported),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_defaults),
