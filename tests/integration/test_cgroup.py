@@ -175,9 +175,19 @@ class Lifecycle(CgroupTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertFalse(os.path.exists(pin))
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25020")[1], "bind 0 0")
-        out = subprocess.run(["bpftool", "cgroup", "show", self.cgroup.path], capture_output=True,
-                             text=True).stdout if shutil.which("bpftool") else ""
-        self.assertNotIn("pf_", out)
+        self.assertNotIn("pf_", self.programs_on(self.cgroup.path))
+
+    def programs_on(self, path):
+        """The BPF programs attached to a cgroup, as bpftool lists them."""
+        if not shutil.which("bpftool"):
+            self.skipTest("needs bpftool")
+        r = subprocess.run(["bpftool", "cgroup", "show", path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def test_attach_shows_its_programs(self):
+        self.attach()
+        self.assertIn("pf_bind4", self.programs_on(self.cgroup.path))
 
     def test_errors(self):
         self.attach()

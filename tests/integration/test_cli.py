@@ -39,10 +39,21 @@ class Basics(unittest.TestCase):
         r = run("--version")
         self.assertEqual(r.returncode, 0)
         self.assertRegex(r.stdout, r"^portfence \d+\.\d+\.\d+\n$")
-        for cmd in ("check", "ranges", "suggest"):
-            r = run(cmd, "--help")
-            self.assertEqual(r.returncode, 0, cmd)
-            self.assertIn("usage: portfence " + cmd, r.stdout)
+        for cmd in ("check", "ranges", "suggest", "run", "cgroup", "squat", "scan", "export",
+                    "cgroup attach", "cgroup reload", "cgroup detach", "cgroup status",
+                    "cgroup events", "cgroup root", "export sysctl", "export systemd"):
+            with self.subTest(cmd=cmd):
+                r = run(*cmd.split(), "--help")
+                if "built without BPF" in r.stderr:
+                    continue
+                self.assertEqual((r.returncode, r.stderr), (0, ""), cmd)
+                self.assertIn("usage: portfence " + cmd.split()[0], r.stdout)
+                self.assertEqual(run("help", cmd.split()[0]).stdout.splitlines()[0],
+                                 run(cmd.split()[0], "--help").stdout.splitlines()[0])
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for cmd in ("check", "ranges", "suggest", "run", "cgroup", "squat", "scan", "export"):
+            self.assertRegex(r.stdout, rf"\n  {cmd} +\S")
 
     def test_usage_errors_exit_2(self):
         r = run()
@@ -109,6 +120,24 @@ class Check(unittest.TestCase):
                           "programs match the comm against HEAD or HEAD*TAIL", r.stderr)
         finally:
             os.unlink(policy)
+
+    def test_address_and_program(self):
+        policy = write_policy(POLICY.replace("rules = (", '''rules = (
+  { ports = "41000"; address = "::1"; action = "allow"; },
+  { ports = "41001"; program = "redis-*"; action = "allow"; },'''))
+        self.addCleanup(os.unlink, policy)
+        for args, action in (((), "refuse"), (("--address", "::1"), "allow"),
+                             (("--address", "127.0.0.1"), "refuse")):
+            with self.subTest(args=args):
+                r = run("check", "-c", policy, "--json", *args, "41000")
+                self.assertEqual(json.loads(r.stdout)[0]["action"], action, r.stderr)
+        for args, action in (((), "refuse"), (("--program", "redis-server"), "allow"),
+                             (("--program", "nginx"), "refuse")):
+            with self.subTest(args=args):
+                r = run("check", "-c", policy, "--json", *args, "41001")
+                self.assertEqual(json.loads(r.stdout)[0]["action"], action, r.stderr)
+        r = run("check", "-c", policy, "--address", "not-an-address", "41000")
+        self.assertEqual((r.returncode, r.stderr), (2, "portfence: check: bad address 'not-an-address'\n"))
 
     def test_env_policy(self):
         r = run("check", "41000", env={"PORTFENCE_CONFIG": self.policy})

@@ -177,6 +177,24 @@ class Collateral:
         out, _ = server.finish("")
         self.assertIn(f"got hi on {port}", out)
 
+    def test_remote_destinations_are_never_redirected(self):
+        """A connect to another host on a moved port is not this host's
+        server: it goes where it was sent."""
+        port = self.free_port(4300)
+        server = self.start_py(TCP_SERVER, str(port))
+        self.assertEqual(self.redirects(REMOTE_CONNECT, str(port)), 0)
+        self.assertEqual(self.redirects(TCP_CLIENT, str(port)), 1)     # the local one is
+        server.stop()
+
+    def test_redirect_connect_false_follows_nothing(self):
+        policy = write_policy(NO_REDIRECT)
+        self.addCleanup(os.unlink, policy)
+        port = self.free_port(4400)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
+        r = self.run_py(TCP_CLIENT, str(port), policy=policy)
+        self.assertIn("ConnectionRefusedError", r.stderr)
+        server.stop()
+
     def test_second_bind_gets_the_kernels_errno(self):
         refused, moved = self.free_port(3400), self.free_port(3500)
         for first, second in (("0", refused), (moved, refused), ("6500", refused)):
@@ -189,6 +207,16 @@ class Collateral:
         out = self.run_probe(SHIPPED, "tcp4", "bind", "127.0.0.1", str(moved), "bind", "127.0.0.1",
                              str(other), "sockname")
         self.assertEqual(out[2:], ["bind -1 EINVAL", f"sockname 0 0 127.0.0.1 {moved}"])
+
+
+REMOTE_CONNECT = """
+import socket, sys
+c = socket.socket(); c.setblocking(False)
+print("connect", c.connect_ex(("192.0.2.1", int(sys.argv[1]))) != 0)   # TEST-NET-1: never local
+"""
+
+NO_REDIRECT = open(SHIPPED).read().replace("redirect_connect = true;", "redirect_connect = false;")
+assert "redirect_connect = false;" in NO_REDIRECT
 
 
 REFUSE_POLICY = """version = 1;
@@ -206,12 +234,34 @@ class ShimCollateral(Collateral, PolicyTest):
         self.refuse_policy = write_policy(REFUSE_POLICY % self.free_port(3500))
         self.addCleanup(os.unlink, self.refuse_policy)
 
-    def run_py(self, code, *args, env=None, **kw):
-        return fenced(SHIPPED, PYTHON, "-c", code, *args, env=env, **kw)
+    def run_py(self, code, *args, env=None, policy=SHIPPED, **kw):
+        return fenced(policy, PYTHON, "-c", code, *args, env=env, **kw)
 
-    def start_py(self, code, *args):
-        return self.start([BUILD["portfence"], "run", "-c", SHIPPED, "--", PYTHON, "-c", code, *args],
+    def start_py(self, code, *args, policy=SHIPPED):
+        return self.start([BUILD["portfence"], "run", "-c", policy, "--", PYTHON, "-c", code, *args],
                           ready="ready")
+
+    def redirects(self, code, *args):
+        """Run code: how many connects the shim redirected (it logs each at debug)."""
+        r = fenced(SHIPPED, PYTHON, "-c", code, *args, verbose=True)
+        return sum(1 for line in r.stderr.splitlines() if ": connect " in line and ": remap -> " in line)
+
+    def test_log_level(self):
+        """A remap is logged at info: level error says nothing, debug also
+        tells the redirected connect."""
+        port = self.free_port(4500)
+        for level, expect in (("error", 0), ("info", 1), ("debug", 2)):
+            with self.subTest(level=level):
+                policy = write_policy(open(SHIPPED).read().replace('level = "info"', f'level = "{level}"'))
+                self.addCleanup(os.unlink, policy)
+                code = textwrap.dedent(f"""
+                    import socket
+                    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", {port})); s.listen()
+                    socket.create_connection(("127.0.0.1", {port}))
+                """)
+                r = self.run_py(code, policy=policy)
+                self.assertEqual(len([l for l in r.stderr.splitlines() if "remap -> " in l]), expect, r.stderr)
 
     def run_probe(self, policy, *words):
         return fenced(policy, BUILD["probe"], *words).stdout.splitlines()
@@ -341,17 +391,39 @@ class CgroupCollateral(Collateral, PolicyTest):
         self.addCleanup(self.cgroup.cleanup)
         self.refuse_cgroup = Cgroup()
         self.addCleanup(self.refuse_cgroup.cleanup)
+        self.other_cgroups = {}
         self.refuse_policy = write_policy(REFUSE_POLICY % self.free_port(3500))
         self.addCleanup(os.unlink, self.refuse_policy)
         for cgroup, policy in ((self.cgroup, SHIPPED), (self.refuse_cgroup, self.refuse_policy)):
             r = cgroup.attach(policy)
             self.assertEqual(r.returncode, 0, r.stderr)
 
-    def run_py(self, code, *args):
-        return self.cgroup.run(PYTHON, "-c", code, *args)
+    def cgroup_for(self, policy):
+        if policy == SHIPPED:
+            return self.cgroup
+        cgroup = Cgroup()
+        self.addCleanup(cgroup.cleanup)
+        r = cgroup.attach(policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.other_cgroups[policy] = cgroup
+        return cgroup
 
-    def start_py(self, code, *args):
-        return self.start([PYTHON, "-c", code, *args], ready="ready", preexec_fn=self.cgroup.enter)
+    def run_py(self, code, *args, policy=SHIPPED):
+        cgroup = self.other_cgroups.get(policy) or self.cgroup_for(policy)
+        return cgroup.run(PYTHON, "-c", code, *args)
+
+    def start_py(self, code, *args, policy=SHIPPED):
+        cgroup = self.other_cgroups.get(policy) or self.cgroup_for(policy)
+        return self.start([PYTHON, "-c", code, *args], ready="ready", preexec_fn=cgroup.enter)
+
+    def redirects(self, code, *args):
+        """Run code: how many connects the fence redirected (its counter)."""
+        def counter():
+            status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)
+            return status[0]["redirect"]
+        before = counter()
+        self.run_py(code, *args)
+        return counter() - before
 
     def run_probe(self, policy, *words):
         cgroup = self.cgroup if policy == SHIPPED else self.refuse_cgroup

@@ -328,6 +328,15 @@ class Settings(ShimTest):
             finally:
                 os.unlink(policy)
 
+    def test_unbound_listen_log(self):
+        policy = write_policy(POLICY + 'unbound_listen = "log";\n')
+        self.addCleanup(os.unlink, policy)
+        r = probe("tcp4", "listen", policy=policy)
+        self.assertEqual(lines(r)[1], "listen 0 0")
+        self.assertIn("listen on an unbound socket: the kernel chose an ephemeral port", r.stderr)
+        r = probe("tcp4", "listen", policy=self.policy)         # allow: said at debug only
+        self.assertEqual(r.stderr, "")
+
     def test_unbound_listen_logged_at_debug(self):
         r = fenced(self.policy, BUILD["probe"], "tcp4", "listen", verbose=True)
         self.assertIn("listen on an unbound socket: the kernel chose an ephemeral port", r.stderr)
@@ -389,6 +398,26 @@ class Run(ShimTest):
         self.assertEqual(r.stderr, "portfence: run: /nonexistent/cmd: No such file or directory\n")
         r = portfence("run", "-c", self.policy)
         self.assertEqual(r.returncode, 2)
+
+    def test_cache_directory_rules(self):
+        """The compiled policy goes only where this user alone can write."""
+        runtime = tempfile.mkdtemp(prefix="pf-runtime-")
+        self.addCleanup(shutil.rmtree, runtime)
+        r = fenced(self.policy, "sh", "-c", "echo $PORTFENCE_POLICY", env={"XDG_RUNTIME_DIR": runtime})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith(os.path.join(runtime, "portfence") + "/"))
+        self.assertEqual(os.stat(os.path.join(runtime, "portfence")).st_mode & 0o777, 0o700)
+        os.chmod(os.path.join(runtime, "portfence"), 0o777)        # others may write: refused
+        r = fenced(self.policy, "true", env={"XDG_RUNTIME_DIR": runtime})
+        self.assertEqual(r.returncode, 3)
+        self.assertIn(os.path.join(runtime, "portfence"), r.stderr)
+        os.chmod(os.path.join(runtime, "portfence"), 0o700)
+        if os.geteuid() == 0:                                       # someone else's: refused
+            os.chown(os.path.join(runtime, "portfence"), 65534, 65534)
+            r = fenced(self.policy, "true", env={"XDG_RUNTIME_DIR": runtime})
+            self.assertEqual(r.returncode, 3)
+        r = fenced(self.policy, "sh", "-c", "echo $PORTFENCE_POLICY", env={"XDG_RUNTIME_DIR": "relative"})
+        self.assertTrue(r.stdout.startswith(f"/tmp/portfence-{os.getuid()}/"), r.stdout + r.stderr)
 
     def test_environment(self):
         r = fenced(self.policy, "sh", "-c", 'echo "$PORTFENCE_CONFIG"; test -r "$PORTFENCE_POLICY"')

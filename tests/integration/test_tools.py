@@ -65,6 +65,15 @@ class Squat(ToolTest):
         holder.proc.wait(timeout=10)
         self.assertEqual(lines(probe("tcp4", "bind", "127.0.0.1", "29013"))[1], "bind 0 0")
 
+    def test_ipv6_only(self):
+        holder = self.start([BUILD["portfence"], "squat", "-6", "--hold", "30", "29015"],
+                            ready="portfence: squat: holding")
+        self.assertEqual(holder.lines[0], "portfence: squat: holding 29015/tcp on ::1 as a client "
+                                          f"would (pid {holder.proc.pid})")
+        self.assertEqual(lines(probe("tcp6", "bind", "::1", "29015"))[1], "bind -1 EADDRINUSE")
+        self.assertEqual(lines(probe("tcp4", "bind", "127.0.0.1", "29015"))[1], "bind 0 0")
+        holder.stop()
+
     def test_usage(self):
         for args in ((), ("0",), ("70000",), ("29014", "--"), ("--proto", "sctp", "29014")):
             with self.subTest(args=args):
