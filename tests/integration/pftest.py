@@ -4,6 +4,7 @@ them with and without the shim, and one fixture for background servers that
 always cleans up."""
 import os
 import signal
+import sys
 import socket
 import subprocess
 import tempfile
@@ -189,12 +190,14 @@ def cgroup_skip_reason():
 class Cgroup:
     """A fresh cgroup below the v2 mount; processes run inside it."""
     count = 0
+    created_ids = set()         # what this process made: all it may check for leftovers
 
     def __init__(self, parent=None):
         Cgroup.count += 1
         base = parent.path if parent else cgroup_mount()
         self.path = os.path.join(base, f"pf-test-{os.getpid()}-{Cgroup.count}")
         os.mkdir(self.path)
+        Cgroup.created_ids.add(os.stat(self.path).st_ino)
         self.children = []
 
     def enter(self):
@@ -237,3 +240,48 @@ class Cgroup:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("cannot remove " + self.path)
+
+
+# ---- running a suite ------------------------------------------------------------
+
+SKIPPED = 77    # meson's code for a test that could not run here
+
+
+def main(groups=None):
+    """Run this suite, or one of its groups. groups maps a name to the tests
+    that need something of the environment (root, a program, a kernel
+    feature), given as unittest names ("Class" or "Class.test"): meson runs
+    each group as a test of its own, so a group that cannot run here shows
+    as SKIP in the summary instead of hiding inside a suite that says OK. A
+    run whose every test was skipped exits 77."""
+    groups = groups or {}
+    module = sys.modules["__main__"]
+    loader = unittest.TestLoader()
+    name = sys.argv[1] if len(sys.argv) > 1 else None
+    if name:
+        if name not in groups:
+            sys.exit(f"unknown group '{name}' (groups: {', '.join(groups) or 'none'})")
+        suite = loader.loadTestsFromNames(groups[name], module)
+    else:
+        grouped = {n for names in groups.values() for n in names}
+        suite = unittest.TestSuite(t for t in _flatten(loader.loadTestsFromModule(module))
+                                   if not _named(t, grouped))
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.testsRun == len(result.skipped):
+        print("every test was skipped:", "; ".join(sorted({why for _, why in result.skipped})))
+        sys.exit(SKIPPED)
+
+
+def _flatten(suite):
+    for item in suite:
+        if isinstance(item, unittest.TestSuite):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def _named(test, names):
+    cls = type(test).__name__
+    return cls in names or f"{cls}.{test._testMethodName}" in names

@@ -8,7 +8,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
+from pftest import main, POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
 
 
 def service_ports(proto):
@@ -224,4 +224,4 @@ class Suggest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main()

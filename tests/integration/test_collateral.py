@@ -15,7 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (BUILD, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
+from pftest import (main, BUILD, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
                     cgroup_skip_reason, fenced, port_listening, portfence, write_policy)
 
 SHIPPED = os.path.join(SOURCE, "config", "portfence.conf")
@@ -450,4 +450,4 @@ class CgroupCollateral(Collateral, PolicyTest):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main({"cgroup": ["CgroupCollateral"]})

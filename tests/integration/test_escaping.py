@@ -11,7 +11,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (BUILD, TIMEOUT, Cgroup, PolicyTest, base_env, cgroup_skip_reason,  # noqa: E402
+from pftest import (main, BUILD, TIMEOUT, Cgroup, PolicyTest, base_env, cgroup_skip_reason,  # noqa: E402
                     portfence, write_policy)
 
 
@@ -134,4 +134,4 @@ class Cgroups(PolicyTest):
         self.assertIn(b'pf-test-"\\x5c\\x09\\x7f\xff x', text)
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main({"cgroup": ["Cgroups"]})

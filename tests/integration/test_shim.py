@@ -12,7 +12,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (POLICIES, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
+from pftest import (main, POLICIES, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
                     lines, port_listening, portfence, preload, probe, write_policy)
 
 POLICY = """version = 1;
@@ -295,17 +295,24 @@ class Processes(ShimTest):
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
     def test_setuid_program_is_not_fenced(self):
         """ld.so drops an LD_PRELOAD path for a setuid program; the shim would
-        also ignore PORTFENCE_POLICY there (secure_getenv)."""
+        also ignore PORTFENCE_POLICY there (secure_getenv). Everything the
+        unprivileged user runs is copied out of the checkout, which may sit
+        in a directory only root can enter (a clone in /root, mode 0700):
+        there the loader could not open the shim and nothing would be fenced
+        for a reason that has nothing to do with setuid."""
         compiled = self.compiled(self.policy)
-        workdir = tempfile.mkdtemp(prefix="pf-setuid-", dir=os.path.dirname(BUILD["probe"]))
+        workdir = tempfile.mkdtemp(prefix="pf-setuid-")
         try:
-            copy = os.path.join(workdir, "pf-probe")
+            copy, shim = os.path.join(workdir, "pf-probe"), os.path.join(workdir, "libportfence.so")
             shutil.copy(BUILD["probe"], copy)
-            readable = os.path.join(workdir, "policy.pfc")     # for the unprivileged user
+            shutil.copy(BUILD["shim"], shim)
+            readable = os.path.join(workdir, "policy.pfc")
             shutil.copy(compiled, readable)
             os.chmod(workdir, 0o755)
+            for path in (shim, readable):
+                os.chmod(path, 0o644)
             os.chmod(copy, 0o4755)
-            env = base_env({"LD_PRELOAD": preload(BUILD["shim"]), "PORTFENCE_POLICY": readable})
+            env = base_env({"LD_PRELOAD": preload(shim), "PORTFENCE_POLICY": readable})
             drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
             r = subprocess.run(drop + [copy, "tcp4", "bind", "127.0.0.1", "25006"],
                                capture_output=True, text=True, env=env, timeout=30)
@@ -465,4 +472,5 @@ class RealPrograms(ShimTest):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main({"real-programs": ["RealPrograms"],
+          "setuid": ["Processes.test_setuid_program_is_not_fenced"]})

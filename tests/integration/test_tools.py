@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, lines, portfence,  # noqa: E402
+from pftest import (main, ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, lines, portfence,  # noqa: E402
                     probe, write_policy)
 
 # A narrow guarded range that nothing else on the host uses.
@@ -210,4 +210,4 @@ class Demo(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main({"demo": ["Demo"], "netns": ["Export.test_sysctl_applies_in_a_network_namespace"]})
