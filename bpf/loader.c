@@ -75,7 +75,7 @@ static int ensure_bpffs(char *why)
         if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
                 return 0;
         if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
-                return fail(-errno, why, "cannot mount bpffs at /sys/fs/bpf: %s", strerror(errno));
+                return fail(-errno, why, "cannot mount bpffs at '/sys/fs/bpf': %s", strerror(errno));
         return 0;
 }
 
@@ -264,13 +264,13 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 int r;
 
                 if (!link)
-                        return fail(-errno, why, "cannot attach %s: %s", name, strerror(errno));
+                        return fail(-errno, why, "cannot attach '%s': %s", name, strerror(errno));
                 r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
                     bpf_link__pin(link, path) : -ENAMETOOLONG;
                 bpf_link__disconnect(link);     /* the pin keeps it attached */
                 bpf_link__destroy(link);
                 if (r < 0)
-                        return fail(r, why, "cannot pin %s: %s", path, strerror(-r));
+                        return fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
         }
         bpf_object__for_each_map(map, skel->obj) {
                 const char *name = bpf_map__name(map);
@@ -281,7 +281,7 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
                     bpf_map__pin(map, path) : -ENAMETOOLONG;
                 if (r < 0)
-                        return fail(r, why, "cannot pin %s: %s", path, strerror(-r));
+                        return fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
         }
         return 0;
 }
@@ -299,13 +299,13 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
         if (r < 0)
                 return r;
         if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
-                return fail(-errno, why, "%s: %s", PF_BPF_PIN_ROOT, strerror(errno));
+                return fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
         pin_dir(cgroup, dir, sizeof(dir));
         if (mkdir(dir, 0700) < 0)
                 return errno == EEXIST ?
                        fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
                             cgroup->path) :
-                       fail(-errno, why, "%s: %s", dir, strerror(errno));
+                       fail(-errno, why, "cannot create '%s': %s", dir, strerror(errno));
         skel = portfence_bpf__open();
         if (!skel) {
                 r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
@@ -325,7 +325,7 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                 goto out;
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup_fd < 0) {
-                r = fail(-errno, why, "%s: %s", cgroup->path, strerror(errno));
+                r = fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
                 goto out;
         }
         r = attach_and_pin(skel, cgroup_fd, dir, why);
@@ -349,7 +349,7 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
         snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", name);
         fd = bpf_obj_get(path);
         if (fd < 0)
-                return fail(-errno, why, "%s: %s", path, strerror(errno));
+                return fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
         return fd;
 }
 

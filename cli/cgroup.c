@@ -216,18 +216,7 @@ static void print_event_json(const struct pf_fence_event *e, struct pf_json *jso
         pf_json_kv_string(json, "family", e->addr.family == PF_IPV6 ? "ipv6" : "ipv4");
         pf_json_kv_string(json, "address", addr);
         pf_json_kv_uint(json, "port", e->port);
-        pf_json_kv_string(json, "action", pf_action_name(e->action));
-        pf_json_key(json, "target");
-        if (e->action == PF_REMAP)
-                pf_json_uint(json, e->target);
-        else
-                pf_json_null(json);
-        pf_json_kv_string(json, "errno", e->action == PF_REFUSE ? pf_errno_name(e->err) : NULL);
-        pf_json_key(json, "rule");
-        if (e->rule)
-                pf_json_uint(json, e->rule);
-        else
-                pf_json_null(json);
+        pf_json_decision(json, e->action, e->target, e->err, e->rule);
         pf_json_object_end(json);
 }
 

@@ -69,18 +69,7 @@ static void print_verdict(const struct pf_policy *policy, const struct port_arg 
         pf_json_object_begin(json);
         pf_json_kv_uint(json, "port", arg->port);
         pf_json_kv_string(json, "proto", pf_proto_name(arg->proto));
-        pf_json_kv_string(json, "action", pf_action_name(v->action));
-        pf_json_key(json, "target");
-        if (v->action == PF_REMAP)
-                pf_json_uint(json, v->target);
-        else
-                pf_json_null(json);
-        pf_json_kv_string(json, "errno", v->action == PF_REFUSE ? pf_errno_name(v->err) : NULL);
-        pf_json_key(json, "rule");
-        if (v->rule)
-                pf_json_uint(json, v->rule);
-        else
-                pf_json_null(json);
+        pf_json_decision(json, v->action, v->target, v->err, v->rule);
         pf_json_kv_string(json, "reason", reason);
         pf_json_object_end(json);
 }
@@ -98,6 +87,48 @@ static void print_summary(const struct pf_policy *policy)
                *udp ? udp : "none", *pool ? pool : "none");
 }
 
+/* Every port argument checked before the policy is read: PF_EXIT_OK and
+ * *out, or the exit code of the error (printed). */
+static int parse_ports(int count, char **args, struct port_arg **out)
+{
+        struct port_arg *ports = calloc((size_t)count + 1, sizeof(*ports));
+
+        if (!ports) {
+                pf_error("check", "%s", strerror(ENOMEM));
+                return PF_EXIT_FAILURE;
+        }
+        for (int i = 0; i < count; i++) {
+                if (parse_port_arg(args[i], &ports[i]) < 0) {
+                        pf_error("check", "bad port '%s': expected PORT[/tcp|/udp], PORT 0-65535",
+                                 args[i]);
+                        free(ports);
+                        return PF_EXIT_USAGE;
+                }
+        }
+        *out = ports;
+        return PF_EXIT_OK;
+}
+
+static void print_verdicts(const struct pf_policy *policy, struct pf_query *query,
+                           const struct port_arg *ports, int count, bool json)
+{
+        struct pf_json writer;
+
+        pf_json_init(&writer, stdout);
+        if (json)
+                pf_json_array_begin(&writer);
+        for (int i = 0; i < count; i++) {
+                struct pf_verdict verdict;
+
+                query->proto = ports[i].proto;
+                query->port = (uint16_t)ports[i].port;
+                pf_decide(policy, query, &verdict);
+                print_verdict(policy, &ports[i], &verdict, json ? &writer : NULL);
+        }
+        if (json)
+                pf_json_array_end(&writer);
+}
+
 int pf_cmd_check(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -108,18 +139,18 @@ int pf_cmd_check(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        const char *config = NULL, *program = NULL;
+        const char *config = NULL;
         struct pf_query query = { .addr.family = PF_IPV4 };
         struct pf_policy *policy;
+        struct port_arg *ports;
         bool json = false;
-        struct pf_json writer;
-        int opt;
+        int opt, r;
 
         while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;
-                case 'p': program = optarg; break;
+                case 'p': query.program = optarg; break;
                 case 'a':
                         if (pf_addr_parse(optarg, &query.addr) < 0) {
                                 pf_error("check", "bad address '%s'", optarg);
@@ -130,43 +161,17 @@ int pf_cmd_check(int argc, char **argv)
                 default: check_help(stderr); return PF_EXIT_USAGE;
                 }
         }
-        struct port_arg *ports = calloc((size_t)(argc - optind) + 1, sizeof(*ports));
-
-        if (!ports) {
-                pf_error("check", "%s", strerror(ENOMEM));
-                return PF_EXIT_FAILURE;
-        }
-        for (int i = optind; i < argc; i++) {
-                if (parse_port_arg(argv[i], &ports[i - optind]) < 0) {
-                        pf_error("check", "bad port '%s': expected PORT[/tcp|/udp], PORT 0-65535",
-                                 argv[i]);
-                        free(ports);
-                        return PF_EXIT_USAGE;
-                }
-        }
+        r = parse_ports(argc - optind, argv + optind, &ports);
+        if (r != PF_EXIT_OK)
+                return r;
         policy = pf_cli_load_policy("check", config);
-        if (!policy) {
-                free(ports);
-                return PF_EXIT_USAGE;
+        if (policy) {
+                if (optind == argc && !json)
+                        print_summary(policy);
+                pf_cli_comm_notes("check", policy);
+                print_verdicts(policy, &query, ports, argc - optind, json);
+                pf_policy_free(policy);
         }
-        if (optind == argc && !json)
-                print_summary(policy);
-        pf_cli_comm_notes("check", policy);
-        pf_json_init(&writer, stdout);
-        if (json)
-                pf_json_array_begin(&writer);
-        for (int i = optind; i < argc; i++) {
-                struct pf_verdict verdict;
-
-                query.proto = ports[i - optind].proto;
-                query.port = (uint16_t)ports[i - optind].port;
-                query.program = program;
-                pf_decide(policy, &query, &verdict);
-                print_verdict(policy, &ports[i - optind], &verdict, json ? &writer : NULL);
-        }
-        if (json)
-                pf_json_array_end(&writer);
-        pf_policy_free(policy);
         free(ports);
-        return PF_EXIT_OK;
+        return policy ? PF_EXIT_OK : PF_EXIT_USAGE;
 }

@@ -72,10 +72,13 @@ void pf_json_uint(struct pf_json *j, uint64_t value);
 void pf_json_int(struct pf_json *j, int64_t value);
 void pf_json_null(struct pf_json *j);
 void pf_json_number(struct pf_json *j, const char *text);      /* already a JSON number */
-void pf_json_bool(struct pf_json *j, bool value);
 void pf_json_portset(struct pf_json *j, const struct pf_portset *set);  /* ["lo-hi", ...] */
 void pf_json_kv_string(struct pf_json *j, const char *key, const char *value); /* NULL: null */
 void pf_json_kv_uint(struct pf_json *j, const char *key, uint64_t value);
+/* "action", "target", "errno" and "rule" of a decision, as every command
+ * and the shim's log write them. */
+void pf_json_decision(struct pf_json *j, enum pf_action action, uint16_t target, int err,
+                      unsigned rule);
 /* Text a program controls, on a text line: pf_text_escape()d. */
 void pf_text(FILE *out, const char *s);
 

@@ -30,7 +30,7 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
                 for (size_t i = 0; i < diag.count; i++)
                         fprintf(stderr, "%s\n", pf_diag_format(&diag, i, line, sizeof(line)));
         } else if (r < 0) {
-                pf_error(command, "%s: %s", path, strerror(-r));
+                pf_error(command, "cannot read '%s': %s", path, strerror(-r));
         }
         pf_diag_free(&diag);
         return r < 0 ? NULL : policy;

@@ -117,13 +117,6 @@ void pf_json_null(struct pf_json *j)
         done_value(j);
 }
 
-void pf_json_bool(struct pf_json *j, bool value)
-{
-        separate(j);
-        fputs(value ? "true" : "false", j->out);
-        done_value(j);
-}
-
 void pf_json_portset(struct pf_json *j, const struct pf_portset *set)
 {
         struct pf_range range = { 0, 0 };
@@ -154,6 +147,23 @@ void pf_json_kv_uint(struct pf_json *j, const char *key, uint64_t value)
 {
         pf_json_key(j, key);
         pf_json_uint(j, value);
+}
+
+void pf_json_decision(struct pf_json *j, enum pf_action action, uint16_t target, int err,
+                      unsigned rule)
+{
+        pf_json_kv_string(j, "action", pf_action_name(action));
+        pf_json_key(j, "target");
+        if (action == PF_REMAP)
+                pf_json_uint(j, target);
+        else
+                pf_json_null(j);
+        pf_json_kv_string(j, "errno", action == PF_REFUSE ? pf_errno_name(err) : NULL);
+        pf_json_key(j, "rule");
+        if (rule)
+                pf_json_uint(j, rule);
+        else
+                pf_json_null(j);
 }
 
 void pf_text(FILE *out, const char *s)

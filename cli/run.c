@@ -70,12 +70,14 @@ static int save_compiled(const struct pf_policy *policy, char *out, size_t size)
         int r = cache_dir(dir, sizeof(dir));
 
         if (r < 0) {
-                pf_error("run", "%s: %s", dir, strerror(-r));
+                pf_error("run", "cannot use the cache directory '%s': %s", dir,
+                         r == -EPERM ? "it must be a directory of this user that no one else can write"
+                                     : strerror(-r));
                 return r;
         }
         if (snprintf(out, size, "%s/%016llx.pfc", dir,
                      (unsigned long long)pf_policy_hash(policy)) >= (int)size) {
-                pf_error("run", "%s: %s", dir, strerror(ENAMETOOLONG));
+                pf_error("run", "cannot use the cache directory '%s': %s", dir, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
         }
         if (pf_policy_map(out, &existing) == 0) {
@@ -87,7 +89,7 @@ static int save_compiled(const struct pf_policy *policy, char *out, size_t size)
         }
         r = pf_policy_save(policy, out);
         if (r < 0)
-                pf_error("run", "%s: %s", out, strerror(-r));
+                pf_error("run", "cannot write '%s': %s", out, strerror(-r));
         return r;
 }
 
@@ -175,6 +177,6 @@ int pf_cmd_run(int argc, char **argv)
         free(preload);
         execvp(argv[optind], argv + optind);
         r = errno;
-        pf_error("run", "%s: %s", argv[optind], strerror(r));
+        pf_error("run", "cannot run '%s': %s", argv[optind], strerror(r));
         return r == ENOENT ? 127 : 126;
 }

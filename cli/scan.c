@@ -44,13 +44,13 @@ static void print_finding(const struct pf_socket *s, const char *kind, struct pf
         char text[64];
 
         if (!json) {
-                pf_socket_format(s, false, text, sizeof(text));
+                pf_socket_format(s, text, sizeof(text));
                 printf("%s %s pid %d (", pf_proto_name(s->proto), text, (int)s->pid);
                 pf_text(stdout, s->program);
                 printf("): %s\n", kind);
                 return;
         }
-        pf_socket_address(s, false, text, sizeof(text));
+        pf_socket_address(s, text, sizeof(text));
         pf_json_object_begin(json);
         pf_json_kv_string(json, "proto", pf_proto_name(s->proto));
         pf_json_kv_string(json, "address", text);

@@ -35,7 +35,6 @@ static void to_socket(const struct inet_diag_msg *m, enum pf_proto proto, struct
         s->proto = proto;
         s->family = m->idiag_family;
         memcpy(s->addr, m->id.idiag_src, m->idiag_family == AF_INET ? 4 : 16);
-        memcpy(s->peer, m->id.idiag_dst, m->idiag_family == AF_INET ? 4 : 16);
         s->port = ntohs(m->id.idiag_sport);
         s->peer_port = ntohs(m->id.idiag_dport);
         s->listening = proto == PF_TCP ? m->idiag_state == TCP_LISTEN : s->peer_port == 0;
@@ -149,17 +148,17 @@ void pf_sockets_owners(struct pf_socket *list, size_t count)
                 closedir(proc);
 }
 
-void pf_socket_address(const struct pf_socket *s, bool peer, char *buf, size_t size)
+void pf_socket_address(const struct pf_socket *s, char *buf, size_t size)
 {
-        if (!inet_ntop(s->family, peer ? s->peer : s->addr, buf, (socklen_t)size))
+        if (!inet_ntop(s->family, s->addr, buf, (socklen_t)size))
                 snprintf(buf, size, "?");
 }
 
-void pf_socket_format(const struct pf_socket *s, bool peer, char *buf, size_t size)
+void pf_socket_format(const struct pf_socket *s, char *buf, size_t size)
 {
         char text[INET6_ADDRSTRLEN];
 
-        pf_socket_address(s, peer, text, sizeof(text));
+        pf_socket_address(s, text, sizeof(text));
         snprintf(buf, size, s->family == AF_INET6 ? "[%s]:%u" : "%s:%u", text,
-                 peer ? s->peer_port : s->port);
+                 s->port);
 }

@@ -12,7 +12,6 @@ struct pf_socket {
         enum pf_proto proto;
         int family;             /* AF_INET or AF_INET6 */
         uint8_t addr[16];
-        uint8_t peer[16];
         uint16_t port;
         uint16_t peer_port;
         bool listening;         /* TCP LISTEN, or UDP bound and not connected */
@@ -26,6 +25,6 @@ struct pf_socket {
 int pf_sockets_read(struct pf_socket **list, size_t *count);
 /* Fill pid and program from /proc/PID/fd. */
 void pf_sockets_owners(struct pf_socket *list, size_t count);
-/* The address of the local or the peer end: "::1"; with its port: "[::1]:80". */
-void pf_socket_address(const struct pf_socket *s, bool peer, char *buf, size_t size);
-void pf_socket_format(const struct pf_socket *s, bool peer, char *buf, size_t size);
+/* The local address: "::1"; with its port: "[::1]:80". */
+void pf_socket_address(const struct pf_socket *s, char *buf, size_t size);
+void pf_socket_format(const struct pf_socket *s, char *buf, size_t size);

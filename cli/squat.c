@@ -151,7 +151,7 @@ static int run_command(char **argv)
         }
         if (pid == 0) {
                 execvp(argv[0], argv);
-                pf_error("squat", "%s: %s", argv[0], strerror(errno));
+                pf_error("squat", "cannot run '%s': %s", argv[0], strerror(errno));
                 _exit(errno == ENOENT ? 127 : 126);
         }
         while (waitpid(pid, &status, 0) < 0)
@@ -160,7 +160,17 @@ static int run_command(char **argv)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int pf_cmd_squat(int argc, char **argv)
+struct squat_args {
+        enum pf_proto proto;
+        bool want4, want6;
+        unsigned hold;
+        unsigned ports[MAX_HELD / 4], nports;
+        char **command;         /* after "--", or NULL */
+};
+
+/* Options, then ports up to "--" and the command after it. 1 after --help,
+ * -1 after an error (printed). */
+static int parse_squat_args(int argc, char **argv, struct squat_args *a)
 {
         static const struct option options[] = {
                 { "proto", required_argument, NULL, 'p' },
@@ -168,95 +178,114 @@ int pf_cmd_squat(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        struct sigaction sa = { .sa_handler = on_signal };
-        enum pf_proto proto = PF_TCP;
-        bool want4 = true, want6 = true;
-        unsigned hold = 0, ports[MAX_HELD / 4], nports = 0;
-        struct held h = { .count = 0 };
-        char **command = NULL;
-        int opt, status = PF_EXIT_OK;
+        int opt;
 
+        *a = (struct squat_args){ .proto = PF_TCP, .want4 = true, .want6 = true };
         while ((opt = getopt_long(argc, argv, "+46h", options, NULL)) != -1) {
                 switch (opt) {
                 case 'p':
-                        if (pf_proto_parse(optarg, &proto) < 0) {
+                        if (pf_proto_parse(optarg, &a->proto) < 0) {
                                 pf_error("squat", "unknown proto '%s' (tcp or udp)", optarg);
-                                return PF_EXIT_USAGE;
+                                return -1;
                         }
                         break;
                 case 't':
-                        if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &hold) < 0) {
+                        if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &a->hold) < 0) {
                                 pf_error("squat", "bad --hold '%s': expected seconds", optarg);
-                                return PF_EXIT_USAGE;
+                                return -1;
                         }
                         break;
-                case '4': want6 = false; want4 = true; break;
-                case '6': want4 = false; want6 = true; break;
-                case 'h': squat_help(stdout); return PF_EXIT_OK;
-                default: squat_help(stderr); return PF_EXIT_USAGE;
+                case '4': a->want6 = false; a->want4 = true; break;
+                case '6': a->want4 = false; a->want6 = true; break;
+                case 'h': squat_help(stdout); return 1;
+                default: squat_help(stderr); return -1;
                 }
         }
         for (; optind < argc; optind++) {
                 if (strcmp(argv[optind], "--") == 0) {
-                        command = argv + optind + 1;
+                        a->command = argv + optind + 1;
                         break;
                 }
-                if (nports == MAX_HELD / 4 || pf_cli_parse_uint(argv[optind], 1, PF_PORT_MAX,
-                                                                &ports[nports]) < 0) {
+                if (a->nports == MAX_HELD / 4 ||
+                    pf_cli_parse_uint(argv[optind], 1, PF_PORT_MAX, &a->ports[a->nports]) < 0) {
                         pf_error("squat", "bad port '%s': expected 1-65535 (at most %d ports)",
                                  argv[optind], MAX_HELD / 4);
-                        return PF_EXIT_USAGE;
+                        return -1;
                 }
-                nports++;
+                a->nports++;
         }
-        if (nports == 0 || (command && !*command)) {
-                pf_error("squat", "%s", nports ? "no command after '--'" : "no port given");
-                return PF_EXIT_USAGE;
+        if (a->nports == 0 || (a->command && !*a->command)) {
+                pf_error("squat", "%s", a->nports ? "no command after '--'" : "no port given");
+                return -1;
         }
-        for (unsigned i = 0; i < nports && status == PF_EXIT_OK; i++) {
-                for (int f = 0; f < 2 && status == PF_EXIT_OK; f++) {
-                        int family = f ? AF_INET6 : AF_INET;
+        return 0;
+}
+
+/* Every port on every family asked for; PF_EXIT_FOUND (said why) when one
+ * cannot be taken. */
+static int take_ports(const struct squat_args *a, struct held *h)
+{
+        for (unsigned i = 0; i < a->nports; i++) {
+                for (int f = 0; f < 2; f++) {
+                        const char *where = f ? "::1" : "127.0.0.1";
+                        char holder[128];
                         int r;
 
-                        if (!(f ? want6 : want4))
+                        if (!(f ? a->want6 : a->want4))
                                 continue;
-                        r = squat_one(&h, proto, family, ports[i]);
+                        r = squat_one(h, a->proto, f ? AF_INET6 : AF_INET, a->ports[i]);
+                        if (r == 0)
+                                continue;
                         if (r == -EADDRINUSE) {
-                                char holder[128];
-
-                                describe_holder(proto, ports[i], holder, sizeof(holder));
-                                pf_error("squat", "%u/%s on %s is in use already, by %s", ports[i],
-                                         pf_proto_name(proto), f ? "::1" : "127.0.0.1", holder);
-                                status = PF_EXIT_FOUND;
-                        } else if (r < 0) {
-                                pf_error("squat", "%u/%s on %s: %s", ports[i], pf_proto_name(proto),
-                                         f ? "::1" : "127.0.0.1", strerror(-r));
-                                status = PF_EXIT_FOUND;
+                                describe_holder(a->proto, a->ports[i], holder, sizeof(holder));
+                                pf_error("squat", "%u/%s on %s is in use already, by %s", a->ports[i],
+                                         pf_proto_name(a->proto), where, holder);
+                        } else {
+                                pf_error("squat", "%u/%s on %s: %s", a->ports[i],
+                                         pf_proto_name(a->proto), where, strerror(-r));
                         }
+                        return PF_EXIT_FOUND;
                 }
         }
-        if (status == PF_EXIT_OK) {
-                FILE *say = command ? stderr : stdout;
+        return PF_EXIT_OK;
+}
 
-                fprintf(say, "portfence: squat: holding");
-                for (unsigned i = 0; i < nports; i++)
-                        fprintf(say, " %u/%s", ports[i], pf_proto_name(proto));
-                fprintf(say, " on %s as a client would (pid %d)\n",
-                        want4 && want6 ? "127.0.0.1 and ::1" : want4 ? "127.0.0.1" : "::1",
-                        (int)getpid());
-                fflush(say);
-                if (command) {
-                        status = run_command(command);
-                } else {
-                        sigaction(SIGINT, &sa, NULL);
-                        sigaction(SIGTERM, &sa, NULL);
-                        if (hold)
-                                alarm(hold);
-                        sigaction(SIGALRM, &sa, NULL);
-                        while (!interrupted)
-                                pause();
-                }
-        }
+/* Say what is held, then run the command or wait for a signal or --hold. */
+static int hold_ports(const struct squat_args *a)
+{
+        struct sigaction sa = { .sa_handler = on_signal };
+        FILE *say = a->command ? stderr : stdout;
+
+        fprintf(say, "portfence: squat: holding");
+        for (unsigned i = 0; i < a->nports; i++)
+                fprintf(say, " %u/%s", a->ports[i], pf_proto_name(a->proto));
+        fprintf(say, " on %s as a client would (pid %d)\n",
+                a->want4 && a->want6 ? "127.0.0.1 and ::1" : a->want4 ? "127.0.0.1" : "::1",
+                (int)getpid());
+        fflush(say);
+        if (a->command)
+                return run_command(a->command);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        if (a->hold)
+                alarm(a->hold);
+        sigaction(SIGALRM, &sa, NULL);
+        while (!interrupted)
+                pause();
+        return PF_EXIT_OK;
+}
+
+int pf_cmd_squat(int argc, char **argv)
+{
+        struct squat_args a;
+        struct held h = { .count = 0 };
+        int status, r = parse_squat_args(argc, argv, &a);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        status = take_ports(&a, &h);
+        if (status == PF_EXIT_OK)
+                status = hold_ports(&a);
         release(&h);
         return status;
 }

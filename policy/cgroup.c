@@ -74,14 +74,15 @@ static int pid_cgroup(const char *pid, char *out, size_t size, char *why)
         int r = -ENOENT;
 
         if (!*pid || strspn(pid, "0123456789") != strlen(pid)) {
-                snprintf(why, PF_WHY_SIZE, "pid:%s: not a process id", pid);
+                snprintf(why, PF_WHY_SIZE, "bad cgroup 'pid:%s': not a process id", pid);
                 return -EINVAL;
         }
         snprintf(path, sizeof(path), "/proc/%s/cgroup", pid);
         f = fopen(path, "re");
         if (!f) {
                 r = -errno;
-                snprintf(why, PF_WHY_SIZE, "pid:%s: %s", pid, r == -ENOENT ? "no such process" : strerror(-r));
+                snprintf(why, PF_WHY_SIZE, "cannot find the cgroup of 'pid:%s': %s", pid,
+                         r == -ENOENT ? "no such process" : strerror(-r));
                 return r;
         }
         while (r < 0 && fgets(line, sizeof(line), f)) {
@@ -93,7 +94,7 @@ static int pid_cgroup(const char *pid, char *out, size_t size, char *why)
         }
         fclose(f);
         if (r < 0)
-                snprintf(why, PF_WHY_SIZE, "pid:%s: in no cgroup v2", pid);
+                snprintf(why, PF_WHY_SIZE, "cannot find the cgroup of 'pid:%s': in no cgroup v2", pid);
         return r;
 }
 
@@ -118,19 +119,19 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
                 n = snprintf(out->path, sizeof(out->path), "%s/%s", mount, arg);
         }
         if (n >= (int)sizeof(out->path)) {
-                snprintf(why, PF_WHY_SIZE, "%s: %s", arg, strerror(ENAMETOOLONG));
+                snprintf(why, PF_WHY_SIZE, "bad cgroup '%s': %s", arg, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
         }
         if (!realpath(out->path, real)) {
                 r = -errno;
-                snprintf(why, PF_WHY_SIZE, "%.400s: %s", out->path, strerror(-r));
+                snprintf(why, PF_WHY_SIZE, "bad cgroup '%.400s': %s", out->path, strerror(-r));
                 return r;
         }
         len = strlen(mount);
         if (statfs(real, &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC || stat(real, &st) < 0 ||
             !S_ISDIR(st.st_mode) || strncmp(real, mount, len) != 0 ||
             (real[len] != '/' && real[len] != '\0')) {
-                snprintf(why, PF_WHY_SIZE, "%s: not a cgroup v2 directory (the v2 mount is %s)", arg, mount);
+                snprintf(why, PF_WHY_SIZE, "bad cgroup '%s': not a cgroup v2 directory (the v2 mount is %s)", arg, mount);
                 return -ENOTDIR;
         }
         snprintf(out->path, sizeof(out->path), "%s", real);

@@ -57,7 +57,7 @@ out:
                 fclose(f);
         if (err) {
                 free(text);
-                snprintf(why, PF_WHY_SIZE, "%s: %s", path, strerror(err));
+                snprintf(why, PF_WHY_SIZE, "cannot read '%s': %s", path, strerror(err));
                 return -err;
         }
         *out = text;

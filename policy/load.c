@@ -414,9 +414,9 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
         s = config_setting_get_member(root, "refuse_errno");
         if (s) {
                 const char *name = get_string(l, s, "refuse_errno");
-                int err = name ? pf_errno_parse(name) : 0;
+                int err;
 
-                if (err > 0)
+                if (name && pf_errno_parse(name, &err) == 0)
                         p->refuse_errno = err;
                 else if (name)
                         report(l, line_of(s), "unknown errno name '%s' (e.g. EADDRINUSE, EACCES, EPERM)",
@@ -429,7 +429,6 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
 
         p->on_error = (uint8_t)get_choice(l, config_setting_get_member(root, "on_error"),
                                           "on_error", on_error_names, 2, PF_ON_ERROR_REFUSE);
-        l->diag->on_error = p->on_error;
         p->getsockname = (uint8_t)get_choice(l, config_setting_get_member(root, "getsockname"),
                                              "getsockname", getsockname_names, 2,
                                              PF_GETSOCKNAME_REQUESTED);

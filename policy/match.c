@@ -33,11 +33,14 @@ const char *pf_errno_name(int err)
         return name ? name : "EUNKNOWN";
 }
 
-int pf_errno_parse(const char *name)
+int pf_errno_parse(const char *name, int *out)
 {
-        for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
-                if (strcmp(errno_names[i].name, name) == 0)
-                        return errno_names[i].value;
+        for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++) {
+                if (strcmp(errno_names[i].name, name) == 0) {
+                        *out = errno_names[i].value;
+                        return 0;
+                }
+        }
         return -EINVAL;
 }
 

@@ -60,9 +60,6 @@ struct pf_diag {
         char *file;
         struct pf_diag_entry *entries;
         size_t count;
-        /* The file's on_error when it could be read, else PF_ON_ERROR_REFUSE:
-         * what an enforcer does with a broken policy. */
-        enum pf_on_error on_error;
 };
 
 void pf_diag_free(struct pf_diag *diag);
@@ -165,7 +162,7 @@ void pf_policy_log(const struct pf_policy *policy, struct pf_log_settings *out);
 /* Names for the enums above, as the policy file spells them. */
 const char *pf_action_name(enum pf_action action);
 const char *pf_errno_name(int err);
-int pf_errno_parse(const char *name);   /* the errno, or -EINVAL */
+int pf_errno_parse(const char *name, int *out);  /* 0, or -EINVAL for an unknown name */
 
 /* Fill a pf_addr from network-order data; maps ::ffff:a.b.c.d to IPv4. */
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in);

@@ -55,13 +55,6 @@ void pf_portset_subtract(struct pf_portset *dst, const struct pf_portset *src)
                 dst->words[i] &= ~src->words[i];
 }
 
-void pf_portset_complement(struct pf_portset *set)
-{
-        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
-                set->words[i] = ~set->words[i];
-        set->words[0] &= ~(uint64_t)1;
-}
-
 unsigned pf_portset_count(const struct pf_portset *set)
 {
         unsigned n = 0;
@@ -77,14 +70,6 @@ bool pf_portset_empty(const struct pf_portset *set)
                 if (set->words[i])
                         return false;
         return true;
-}
-
-bool pf_portset_overlaps(const struct pf_portset *a, const struct pf_portset *b)
-{
-        for (size_t i = 0; i < PF_PORTSET_WORDS; i++)
-                if (a->words[i] & b->words[i])
-                        return true;
-        return false;
 }
 
 bool pf_portset_overlaps_range(const struct pf_portset *set, unsigned lo, unsigned hi)

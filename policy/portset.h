@@ -32,7 +32,6 @@ void pf_portset_add_range(struct pf_portset *set, unsigned lo, unsigned hi);
 void pf_portset_union(struct pf_portset *dst, const struct pf_portset *src);
 void pf_portset_intersect(struct pf_portset *dst, const struct pf_portset *src);
 void pf_portset_subtract(struct pf_portset *dst, const struct pf_portset *src);
-void pf_portset_complement(struct pf_portset *set);      /* within 1-65535 */
 
 static inline bool pf_portset_has(const struct pf_portset *set, unsigned port)
 {
@@ -48,7 +47,6 @@ static inline void pf_portset_add(struct pf_portset *set, unsigned port)
 unsigned pf_portset_count(const struct pf_portset *set);
 unsigned pf_portset_range_count(const struct pf_portset *set);  /* runs of ports */
 bool pf_portset_empty(const struct pf_portset *set);
-bool pf_portset_overlaps(const struct pf_portset *a, const struct pf_portset *b);
 
 /* The first port >= from that is (member) or is not (!member) in the set;
  * PF_PORT_MAX + 1 when there is none. */

@@ -98,58 +98,61 @@ static size_t format_hex16(uint16_t value, char *out)
         return n;
 }
 
+static void put_ipv4(struct line *l, const uint8_t b[4])
+{
+        for (int i = 0; i < 4; i++) {
+                if (i)
+                        put(l, ".", 1);
+                put_uint(l, b[i]);
+        }
+}
+
+/* RFC 5952: lowercase hex, no leading zeros, the longest run of two or
+ * more zero words as "::". */
+static void put_ipv6(struct line *l, const uint8_t b[16])
+{
+        uint16_t words[8];
+        int best = -1, best_len = 1;
+
+        for (int i = 0; i < 8; i++)
+                words[i] = (uint16_t)(b[2 * i] << 8 | b[2 * i + 1]);
+        for (int i = 0; i < 8;) {
+                int j = i;
+
+                while (j < 8 && words[j] == 0)
+                        j++;
+                if (j - i > best_len) {
+                        best = i;
+                        best_len = j - i;
+                }
+                i = j > i ? j : i + 1;
+        }
+        for (int i = 0; i < 8; i++) {
+                char hex[4];
+
+                if (i == best) {
+                        put(l, "::", 2);
+                        i += best_len - 1;
+                        continue;
+                }
+                if (i && i != best + best_len)
+                        put(l, ":", 1);
+                put(l, hex, format_hex16(words[i], hex));
+        }
+}
+
 size_t shim_format_addr(const struct sockaddr *addr, char *buf, size_t size)
 {
         struct line l = { .len = 0 };
+        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
 
         if (addr->sa_family == AF_INET) {
-                const uint8_t *b = (const uint8_t *)&((const struct sockaddr_in *)(const void *)addr)->sin_addr;
-
-                for (int i = 0; i < 4; i++) {
-                        if (i)
-                                put(&l, ".", 1);
-                        put_uint(&l, b[i]);
-                }
-        } else if (addr->sa_family == AF_INET6 &&
-                   IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr)) {
-                const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
-
+                put_ipv4(&l, (const uint8_t *)&((const struct sockaddr_in *)(const void *)addr)->sin_addr);
+        } else if (addr->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(in6)) {
                 put_str(&l, "::ffff:");
-                for (int i = 12; i < 16; i++) {
-                        if (i > 12)
-                                put(&l, ".", 1);
-                        put_uint(&l, b[i]);
-                }
+                put_ipv4(&l, in6->s6_addr + 12);
         } else if (addr->sa_family == AF_INET6) {
-                const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
-                uint16_t words[8];
-                int best = -1, best_len = 1;
-
-                for (int i = 0; i < 8; i++)
-                        words[i] = (uint16_t)(b[2 * i] << 8 | b[2 * i + 1]);
-                for (int i = 0; i < 8;) {       /* the longest run of zeros becomes "::" */
-                        int j = i;
-
-                        while (j < 8 && words[j] == 0)
-                                j++;
-                        if (j - i > best_len) {
-                                best = i;
-                                best_len = j - i;
-                        }
-                        i = j > i ? j : i + 1;
-                }
-                for (int i = 0; i < 8; i++) {
-                        char hex[4];
-
-                        if (i == best) {
-                                put(&l, "::", 2);
-                                i += best_len - 1;
-                                continue;
-                        }
-                        if (i && i != best + best_len)
-                                put(&l, ":", 1);
-                        put(&l, hex, format_hex16(words[i], hex));
-                }
+                put_ipv6(&l, in6->s6_addr);
         } else {
                 put_str(&l, "?");
         }

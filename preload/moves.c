@@ -16,7 +16,9 @@
  * atomically; nothing allocates on the call path. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -24,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "shim.h"
 
 #define MOVES_MAGIC 0x32564d50u         /* "PMV2" */
@@ -287,4 +290,40 @@ void shim_moves_inherit(int listener, int accepted)
 bool shim_moves_moved_from(enum pf_proto proto, uint16_t port)
 {
         return table && test_bit(table->moved_from[proto], port);
+}
+
+struct live_search {
+        uint16_t real, requested;
+        bool found;
+};
+
+static int find_moved_socket(const struct inet_diag_msg *m, void *ctx)
+{
+        struct live_search *search = ctx;
+
+        if (m->idiag_inode && find_way(m->idiag_inode, search->real) == search->requested)
+                search->found = true;
+        return 0;
+}
+
+bool shim_moves_live(enum pf_proto proto, uint16_t requested, uint16_t real)
+{
+        struct live_search search = { .real = real, .requested = requested };
+        int saved = errno;
+
+        if (!table || !test_bit(table->moved_to, real))
+                return false;
+        for (int family = AF_INET; family && !search.found; family = family == AF_INET ? AF_INET6 : 0) {
+                struct pf_socket_query q = {
+                        .family = family, .proto = proto, .port = real,
+                        .states = proto == PF_TCP ? 1u << TCP_LISTEN : 0,
+                };
+
+                if (pf_host_sockets(&q, find_moved_socket, &search) < 0) {
+                        errno = saved;
+                        return true;    /* the kernel cannot be asked: trust the table */
+                }
+        }
+        errno = saved;
+        return search.found;
 }

@@ -452,9 +452,10 @@ static bool is_local(const struct pf_addr *addr)
 }
 
 /* Where a local destination's server was moved to: the policy remaps its
- * port, a server under this policy was really moved away from it, and
- * nothing receives at it now (a port-0 listener, a client's source port is
- * reached as addressed; if the kernel cannot be asked, the move is followed).
+ * port, a server under this policy was really moved away from it and still
+ * holds its socket at the target, and nothing receives at the port now (a
+ * port-0 listener, a client's source port is reached as addressed; if the
+ * kernel cannot be asked, the move is followed).
  * The destination is decided as a bind of that address with no program:
  * rules conditioned on a program cannot be followed from another process. */
 static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
@@ -468,7 +469,8 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
         req->query.program = NULL;
         return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
                shim_moves_moved_from(req->query.proto, req->port) &&
-               pf_host_port_receives(req->query.proto, &req->query.addr, req->port) != 1;
+               pf_host_port_receives(req->query.proto, &req->query.addr, req->port) != 1 &&
+               shim_moves_live(req->query.proto, req->port, v->target);
 }
 
 /* client_ports: an unbound socket takes the first free one of them as its

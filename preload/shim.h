@@ -49,3 +49,6 @@ bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *re
 void shim_moves_inherit(int listener, int accepted);
 /* Was a server under this policy ever moved away from port? */
 bool shim_moves_moved_from(enum pf_proto proto, uint16_t port);
+/* Does a socket moved from `requested` still listen at `real` (asks the
+ * kernel: sock_diag, filtered to that port)? */
+bool shim_moves_live(enum pf_proto proto, uint16_t requested, uint16_t real);

@@ -204,7 +204,7 @@ class Lifecycle(CgroupTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a cgroup v2 directory", r.stderr)
         r = portfence("cgroup", "attach", "-c", self.policy, "pid:999999999")
-        self.assertEqual((r.returncode, r.stderr), (2, "portfence: cgroup attach: pid:999999999: no such process\n"))
+        self.assertEqual((r.returncode, r.stderr), (2, "portfence: cgroup attach: cannot find the cgroup of 'pid:999999999': no such process\n"))
         broken = os.path.join(POLICIES, "bad-cidr.conf")
         r = other.attach(broken)
         self.assertEqual(r.returncode, 2)

@@ -157,7 +157,7 @@ class Check(unittest.TestCase):
     def test_missing_policy(self):
         r = run("check", "-c", "/nonexistent/p.conf")
         self.assertEqual(r.returncode, 2)
-        self.assertEqual(r.stderr, "portfence: check: /nonexistent/p.conf: No such file or directory\n")
+        self.assertEqual(r.stderr, "portfence: check: cannot read '/nonexistent/p.conf': No such file or directory\n")
 
     def test_shipped_policy_is_valid(self):
         for root, _, files in os.walk(os.path.join(SOURCE, "config")):

@@ -177,6 +177,36 @@ class Collateral:
         out, _ = server.finish("")
         self.assertIn(f"got hi on {port}", out)
 
+    def test_a_socket_at_the_port_wins(self):
+        """A server was moved away from the port, and now something else
+        listens there (here an unfenced one): a connect reaches it."""
+        port = self.free_port(4600)
+        server = self.start_py(TCP_SERVER, str(port))
+        with socket.socket() as there:
+            there.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            there.bind(("127.0.0.1", port))
+            there.listen()
+            r = self.run_py(TCP_CLIENT, str(port))
+            there.settimeout(5)
+            conn, _ = there.accept()
+            with conn:
+                self.assertEqual(conn.recv(2), b"hi")
+        self.assertEqual(r.stdout, f"peer {port}\n", r.stderr)
+        server.stop()
+
+    def test_an_exited_server_is_not_followed(self):
+        """Its port is no longer moved: a connect fails as addressed, even
+        with something else now on the target."""
+        port = self.free_port(4700)
+        server = self.start_py(TCP_SERVER, str(port))
+        server.stop()
+        with socket.socket() as decoy:
+            decoy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            decoy.bind(("127.0.0.1", target_of(port)))
+            decoy.listen()
+            r = self.run_py(TCP_CLIENT, str(port))
+        self.assertIn("ConnectionRefusedError", r.stderr)
+
     def test_remote_destinations_are_never_redirected(self):
         """A connect to another host on a moved port is not this host's
         server: it goes where it was sent."""

@@ -402,7 +402,7 @@ class Run(ShimTest):
     def test_missing_command(self):
         r = fenced(self.policy, "/nonexistent/cmd")
         self.assertEqual(r.returncode, 127)
-        self.assertEqual(r.stderr, "portfence: run: /nonexistent/cmd: No such file or directory\n")
+        self.assertEqual(r.stderr, "portfence: run: cannot run '/nonexistent/cmd': No such file or directory\n")
         r = portfence("run", "-c", self.policy)
         self.assertEqual(r.returncode, 2)
 

@@ -290,7 +290,11 @@ static void test_errno_names(void **state)
         assert_string_equal(pf_errno_name(EINPROGRESS), "EINPROGRESS");
         assert_string_equal(pf_errno_name(ECONNREFUSED), "ECONNREFUSED");
         assert_string_equal(pf_errno_name(-12345), "EUNKNOWN");
-        assert_int_equal(pf_errno_parse("EINPROGRESS"), -EINVAL);       /* not a refuse_errno */
+        int err = 0;
+
+        assert_int_equal(pf_errno_parse("EACCES", &err), 0);
+        assert_int_equal(err, EACCES);
+        assert_int_equal(pf_errno_parse("EINPROGRESS", &err), -EINVAL);  /* not a refuse_errno */
 }
 
 static void test_glob_comm_form(void **state)

@@ -95,19 +95,13 @@ static void test_set_algebra(void **state)
         c = a;
         pf_portset_subtract(&c, &b);
         assert_string_equal(format(&c), "1-49,251-300");
-        c = a;
-        pf_portset_complement(&c);
-        assert_string_equal(format(&c), "101-199,301-65535");
-        assert_false(pf_portset_has(&c, 0));
-        assert_true(pf_portset_overlaps(&a, &b));
         pf_portset_clear(&c);
         assert_true(pf_portset_empty(&c));
         assert_string_equal(format(&c), "");
-        pf_portset_complement(&c);
-        assert_string_equal(format(&c), "1-65535");
         pf_portset_fill(&c);
         assert_int_equal(pf_portset_count(&c), 65535);
-        assert_false(pf_portset_overlaps(&a, &(struct pf_portset){ { 0 } }));
+        assert_false(pf_portset_has(&c, 0));
+        assert_string_equal(format(&c), "1-65535");
 }
 
 static void test_find_and_ranges(void **state)

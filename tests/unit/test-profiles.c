@@ -201,7 +201,7 @@ static void test_host_file_missing(void **state)
         (void)state;
         assert_int_equal(pf_host_ephemeral_read("/nonexistent/range", "/nonexistent/reserved", &set,
                                                 why), -ENOENT);
-        assert_string_equal(why, "/nonexistent/range: No such file or directory");
+        assert_string_equal(why, "cannot read '/nonexistent/range': No such file or directory");
 }
 
 int main(void)
