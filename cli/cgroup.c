@@ -120,9 +120,8 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         if (!policy)
                 return PF_EXIT_USAGE;
         if (!reload && pf_cgroup_v1_net_controllers())
-                fprintf(stderr, "portfence: %s: warning: net_cls/net_prio v1 controllers are mounted: "
-                        "sockets of processes placed in their cgroups are not matched to cgroup v2 "
-                        "programs\n", command);
+                pf_warning(command, "net_cls/net_prio v1 controllers are mounted: sockets of "
+                           "processes placed in their cgroups are not matched to cgroup v2 programs");
         r = reload ? pf_bpf_reload(policy, source, &cgroup, why)
                    : pf_bpf_attach(policy, source, &cgroup, a.verbose, why);
         pf_policy_free(policy);

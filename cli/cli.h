@@ -28,13 +28,24 @@ void pf_cli_help(FILE *f, const char *prefix, const struct pf_command *table, si
 int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t count, int argc,
                     char **argv, void (*help)(FILE *f));
 
-/* "portfence: CMD: message" on stderr; one shape for every error. */
+/* "portfence: CMD: message" on stderr (CMD NULL: "portfence: message"); the
+ * one way every message of the command is written. A message reads "cannot
+ * VERB 'SUBJECT': reason" or "bad WHAT 'SUBJECT': reason". */
 __attribute__((format(printf, 2, 3)))
 void pf_error(const char *command, const char *fmt, ...);
+/* The same with "note: " or "warning: " after "CMD: ". */
+__attribute__((format(printf, 2, 3)))
+void pf_note(const char *command, const char *fmt, ...);
+__attribute__((format(printf, 2, 3)))
+void pf_warning(const char *command, const char *fmt, ...);
 
 /* Load the policy for a command; on failure print every problem and return
  * NULL (the command exits PF_EXIT_USAGE). */
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path);
+
+/* Load a policy from text (one this command made): 0, or -1 after printing
+ * every problem. */
+int pf_cli_check_text(const char *command, const char *text);
 
 /* The absolute path of the policy's file, "" for the built-in default. */
 void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size);
@@ -47,6 +58,9 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);
  * into profiles; returns the count or -1 after printing an error. */
 int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,
                     size_t capacity);
+
+/* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
+bool pf_cli_port_free(unsigned port, enum pf_proto proto);
 
 /* Parse an unsigned number in [min, max]; returns 0 or -1. */
 int pf_cli_parse_uint(const char *text, unsigned min, unsigned max, unsigned *out);
@@ -82,7 +96,14 @@ void pf_json_decision(struct pf_json *j, enum pf_action action, uint16_t target,
 /* Text a program controls, on a text line: pf_text_escape()d. */
 void pf_text(FILE *out, const char *s);
 
+/* The environment of a program run under the shim with policy: compiled
+ * into the run cache (its directory in cache, if given), PORTFENCE_* and
+ * LD_PRELOAD set. PF_EXIT_OK, or the exit code of the error (printed). */
+int pf_run_environment(const char *command, const struct pf_policy *policy, char *cache,
+                       size_t cache_size);
+
 int pf_cmd_check(int argc, char **argv);
+int pf_cmd_learn(int argc, char **argv);
 int pf_cmd_ranges(int argc, char **argv);
 int pf_cmd_suggest(int argc, char **argv);
 int pf_cmd_run(int argc, char **argv);

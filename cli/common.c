@@ -2,20 +2,46 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+static void message(const char *command, const char *kind, const char *fmt, va_list ap)
+{
+        fprintf(stderr, "portfence: %s%s%s", command ? command : "", command ? ": " : "", kind);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+}
+
 void pf_error(const char *command, const char *fmt, ...)
 {
         va_list ap;
 
-        fprintf(stderr, "portfence: %s: ", command);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        message(command, "", fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
+}
+
+void pf_note(const char *command, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        message(command, "note: ", fmt, ap);
+        va_end(ap);
+}
+
+void pf_warning(const char *command, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        message(command, "warning: ", fmt, ap);
+        va_end(ap);
 }
 
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path)
@@ -34,6 +60,22 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
         }
         pf_diag_free(&diag);
         return r < 0 ? NULL : policy;
+}
+
+int pf_cli_check_text(const char *command, const char *text)
+{
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        char line[1024];
+        int r = pf_policy_load_text(text, "(proposal)", &policy, &diag);
+
+        for (size_t i = 0; r == -EINVAL && i < diag.count; i++)
+                pf_error(command, "the policy made is broken: %s", pf_diag_format(&diag, i, line, sizeof(line)));
+        if (r < 0 && r != -EINVAL)
+                pf_error(command, "cannot check the policy made: %s", strerror(-r));
+        pf_diag_free(&diag);
+        pf_policy_free(policy);
+        return r < 0 ? -1 : 0;
 }
 
 void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size)
@@ -56,9 +98,8 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
                 pf_policy_conditions(policy, rule, &c);
                 if (!c.program || (form = pf_glob_comm_form(c.program)) == PF_COMM_EXACT)
                         continue;
-                fprintf(stderr, "portfence: %s: note: rule %u (%s:%u), program '%s': %s\n", command,
-                        rule, pf_policy_name(policy), pf_policy_rule_line(policy, rule), c.program,
-                        pf_comm_glob_note(form));
+                pf_note(command, "rule %u (%s:%u), program '%s': %s", rule, pf_policy_name(policy),
+                        pf_policy_rule_line(policy, rule), c.program, pf_comm_glob_note(form));
         }
 }
 
@@ -145,9 +186,32 @@ int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t c
         for (size_t i = 0; i < count; i++)
                 if (strcmp(name, table[i].name) == 0)
                         return table[i].run(argc - 1, argv + 1);
-        if (prefix)
-                pf_error(prefix, "unknown command '%s' (see 'portfence %s --help')", name, prefix);
-        else
-                fprintf(stderr, "portfence: unknown command '%s' (see 'portfence --help')\n", name);
+        pf_error(prefix, "unknown command '%s' (see 'portfence%s%s --help')", name, prefix ? " " : "",
+                 prefix ? prefix : "");
         return PF_EXIT_USAGE;
+}
+
+/* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
+bool pf_cli_port_free(unsigned port, enum pf_proto proto)
+{
+        int type = proto == PF_UDP ? SOCK_DGRAM : SOCK_STREAM;
+        struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+                                    .sin6_addr = IN6ADDR_ANY_INIT };
+        int one = 1;
+        bool free4 = false, free6 = true;
+        int fd;
+
+        fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+                free4 = bind(fd, (struct sockaddr *)&in4, sizeof(in4)) == 0;
+                close(fd);
+        }
+        fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {  /* no IPv6 on this host: nothing to collide with */
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+                free6 = bind(fd, (struct sockaddr *)&in6, sizeof(in6)) == 0 || errno != EADDRINUSE;
+                close(fd);
+        }
+        return free4 && free6;
 }

@@ -9,6 +9,7 @@ static const struct pf_command commands[] = {
         { "check", pf_cmd_check, "[OPTIONS]", "validate the policy; show the verdict for ports" },
         { "ranges", pf_cmd_ranges, "[OPTIONS]", "show the port ranges of known stacks and of this host" },
         { "suggest", pf_cmd_suggest, "[OPTIONS]", "suggest server ports safe on the named stacks" },
+        { "learn", pf_cmd_learn, "[OPTIONS]", "run a command, record its binds, propose a policy" },
         { "run", pf_cmd_run, "[OPTIONS]", "run a command with its binds fenced by the LD_PRELOAD shim" },
         { "cgroup", pf_cmd_cgroup, "[OPTIONS]", "fence every process of a cgroup v2 with BPF programs" },
         { "squat", pf_cmd_squat, "[OPTIONS]", "hold ports as a client would, to reproduce collisions" },

@@ -63,21 +63,21 @@ static int cache_dir(char *out, size_t size)
 
 /* Write the compiled policy where the shim maps it from, named by its hash
  * so that one policy is written once. */
-static int save_compiled(const struct pf_policy *policy, char *out, size_t size)
+static int save_compiled(const char *command, const struct pf_policy *policy, char *out, size_t size)
 {
         char dir[PATH_MAX];
         const struct pf_policy *existing;
         int r = cache_dir(dir, sizeof(dir));
 
         if (r < 0) {
-                pf_error("run", "cannot use the cache directory '%s': %s", dir,
+                pf_error(command, "cannot use the cache directory '%s': %s", dir,
                          r == -EPERM ? "it must be a directory of this user that no one else can write"
                                      : strerror(-r));
                 return r;
         }
         if (snprintf(out, size, "%s/%016llx.pfc", dir,
                      (unsigned long long)pf_policy_hash(policy)) >= (int)size) {
-                pf_error("run", "cannot use the cache directory '%s': %s", dir, strerror(ENAMETOOLONG));
+                pf_error(command, "cannot use the cache directory '%s': %s", dir, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
         }
         if (pf_policy_map(out, &existing) == 0) {
@@ -89,7 +89,7 @@ static int save_compiled(const struct pf_policy *policy, char *out, size_t size)
         }
         r = pf_policy_save(policy, out);
         if (r < 0)
-                pf_error("run", "cannot write '%s': %s", out, strerror(-r));
+                pf_error(command, "cannot write '%s': %s", out, strerror(-r));
         return r;
 }
 
@@ -122,6 +122,37 @@ static char *preload_list(const char *shim)
         return n < 0 ? NULL : list;
 }
 
+int pf_run_environment(const char *command, const struct pf_policy *policy, char *cache,
+                       size_t cache_size)
+{
+        char shim[PATH_MAX], compiled[PATH_MAX], source[PATH_MAX];
+        char *preload, *slash;
+
+        if (find_shim(shim, sizeof(shim)) < 0) {
+                pf_error(command, "cannot find the shim '%s': %s", shim, strerror(ENOENT));
+                return PF_EXIT_FAILURE;
+        }
+        if (save_compiled(command, policy, compiled, sizeof(compiled)) < 0)
+                return PF_EXIT_FAILURE;
+        pf_cli_policy_source(policy, source, sizeof(source));
+        preload = preload_list(shim);
+        if (!preload || setenv("PORTFENCE_POLICY", compiled, 1) < 0 ||
+            setenv("PORTFENCE_CONFIG", source, 1) < 0 ||
+            setenv("PORTFENCE_ON_ERROR", pf_policy_on_error(policy) == PF_ON_ERROR_ALLOW ? "allow"
+                                                                                      : "refuse", 1) < 0 ||
+            setenv("LD_PRELOAD", preload, 1) < 0) {
+                free(preload);
+                pf_error(command, "%s", strerror(ENOMEM));
+                return PF_EXIT_FAILURE;
+        }
+        free(preload);
+        if (cache) {
+                slash = strrchr(compiled, '/');
+                snprintf(cache, cache_size, "%.*s", (int)(slash - compiled), compiled);
+        }
+        return PF_EXIT_OK;
+}
+
 int pf_cmd_run(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -131,16 +162,13 @@ int pf_cmd_run(int argc, char **argv)
                 {}
         };
         const char *config = NULL;
-        char shim[PATH_MAX], compiled[PATH_MAX], source[PATH_MAX];
         struct pf_policy *policy;
-        bool verbose = false;
-        char *preload;
         int opt, r;
 
         while ((opt = getopt_long(argc, argv, "+c:vh", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
-                case 'v': verbose = true; break;
+                case 'v': setenv("PORTFENCE_LOG_LEVEL", "debug", 1); break;
                 case 'h': run_help(stdout); return PF_EXIT_OK;
                 default: run_help(stderr); return PF_EXIT_USAGE;
                 }
@@ -149,32 +177,13 @@ int pf_cmd_run(int argc, char **argv)
                 pf_error("run", "no command given (portfence run -- CMD [ARGS...])");
                 return PF_EXIT_USAGE;
         }
-        if (find_shim(shim, sizeof(shim)) < 0) {
-                pf_error("run", "cannot find the shim '%s': %s", shim, strerror(ENOENT));
-                return PF_EXIT_FAILURE;
-        }
         policy = pf_cli_load_policy("run", config);
         if (!policy)
                 return PF_EXIT_USAGE;
-        r = save_compiled(policy, compiled, sizeof(compiled));
-        pf_cli_policy_source(policy, source, sizeof(source));
-        if (r == 0) {
-                setenv("PORTFENCE_POLICY", compiled, 1);
-                setenv("PORTFENCE_CONFIG", source, 1);
-                setenv("PORTFENCE_ON_ERROR",
-                       pf_policy_on_error(policy) == PF_ON_ERROR_ALLOW ? "allow" : "refuse", 1);
-        }
+        r = pf_run_environment("run", policy, NULL, 0);
         pf_policy_free(policy);
-        if (r < 0)
-                return PF_EXIT_FAILURE;
-        if (verbose)
-                setenv("PORTFENCE_LOG_LEVEL", "debug", 1);
-        preload = preload_list(shim);
-        if (!preload || setenv("LD_PRELOAD", preload, 1) < 0) {
-                pf_error("run", "%s", strerror(ENOMEM));
-                return PF_EXIT_FAILURE;
-        }
-        free(preload);
+        if (r != PF_EXIT_OK)
+                return r;
         execvp(argv[optind], argv + optind);
         r = errno;
         pf_error("run", "cannot run '%s': %s", argv[optind], strerror(r));

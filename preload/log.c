@@ -374,3 +374,53 @@ void shim_log_event(enum pf_log_level level, const struct shim_event *e)
                 put_text_event(&l, e, addr);
         emit(level, &l);
 }
+
+/* ---- learning: one JSON line per bind, to the file 'portfence learn' reads -- */
+
+static int learn_fd = -1;
+
+bool shim_learn_open(const char *path)
+{
+        struct stat st;
+        int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+
+        /* Only a regular file of this user: the environment may be hostile. */
+        if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+                close(fd);
+                fd = -1;
+        }
+        learn_fd = fd;
+        return fd >= 0;
+}
+
+void shim_learn_record(const char *call, enum pf_proto proto, const struct sockaddr *addr,
+                       uint16_t requested, uint16_t bound)
+{
+        struct line l = { .len = 0 };
+        char text[64];
+        int saved = errno;
+
+        if (learn_fd < 0)
+                return;
+        shim_format_addr(addr, text, sizeof(text));
+        put_str(&l, "{\"call\": \"");
+        put_str(&l, call);
+        put_str(&l, "\", \"proto\": \"");
+        put_str(&l, pf_proto_name(proto));
+        put_str(&l, "\", \"family\": \"");
+        put_str(&l, addr->sa_family == AF_INET6 ? "ipv6" : "ipv4");
+        put_str(&l, "\", \"address\": \"");
+        put_str(&l, text);
+        put_str(&l, "\", \"port\": ");
+        put_uint(&l, requested);
+        put_str(&l, ", \"bound\": ");
+        put_uint(&l, bound);
+        put_str(&l, ", \"pid\": ");
+        put_uint(&l, (unsigned long)getpid());
+        put_str(&l, ", \"program\": ");
+        put_json_str(&l, program_invocation_short_name);
+        put_str(&l, "}\n");
+        while (write(learn_fd, l.text, l.len) < 0 && errno == EINTR)
+                ;
+        errno = saved;
+}

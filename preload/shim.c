@@ -152,6 +152,7 @@ static int libc_accept(int fd, struct sockaddr *addr, socklen_t *len)
 enum { POLICY_NONE, POLICY_LOADING, POLICY_READY };
 
 static const struct pf_policy *policy;  /* NULL when ready: everything passes */
+static bool learning;                   /* 'portfence learn': record binds, decide nothing */
 static unsigned client_first;           /* the first of client_ports; 0: none */
 static int policy_state = POLICY_NONE;
 static __thread int loading_here __attribute__((tls_model("initial-exec")));
@@ -211,6 +212,7 @@ static void load_policy(void)
 
         read_local_addresses();
         shim_moves_open(r == 0 ? path : NULL);
+        learning = secure_getenv("PORTFENCE_LEARN") && shim_learn_open(secure_getenv("PORTFENCE_LEARN"));
         if (r == 0) {
                 pf_policy_log(loaded, &log);
                 shim_log_open(&log, env_level(log.level));
@@ -390,6 +392,22 @@ static bool bound_already(int fd)
         return bound_port(fd, &family) != 0;
 }
 
+/* Learning: the bind as asked, and a record of it with the port it got. */
+static int learn_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        int r = libc_bind(fd, addr, len), family, saved = errno;
+        enum pf_proto proto;
+        struct request req;
+
+        if (r == 0 && addr && len >= (socklen_t)sizeof(struct sockaddr_in) &&
+            (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && socket_proto(fd, &proto)) {
+                read_request(addr, len, &req);
+                shim_learn_record("bind", proto, addr, req.port, bound_port(fd, &family));
+        }
+        errno = r == 0 ? saved : errno;
+        return r;
+}
+
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
         const struct pf_policy *p;
@@ -398,6 +416,8 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         struct request req;
         int saved = errno, r;
 
+        if (shim_policy() && learning)
+                return learn_bind(fd, addr, len);
         if (!read_request(addr, len, &req) || !(p = shim_policy()) ||
             !decide_request(p, fd, &req, &v))
                 return libc_bind(fd, addr, len);
@@ -593,6 +613,23 @@ static uint16_t bound_port(int fd, int *family)
 
 /* A listener that was never bound gets an ephemeral port from the kernel:
  * the very collision portfence is about. unbound_listen says what to do. */
+/* Learning: a listener the kernel gave a port to is recorded with it. */
+static int learn_listen(int fd, int backlog)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int family, saved = errno, r;
+        bool unbound = bound_port(fd, &family) == 0 && (family == AF_INET || family == AF_INET6);
+        enum pf_proto proto;
+
+        r = libc_listen(fd, backlog);
+        if (r == 0 && unbound && socket_proto(fd, &proto) &&
+            libc_getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+                shim_learn_record("listen", proto, (struct sockaddr *)&ss, 0, bound_port(fd, &family));
+        errno = r == 0 ? saved : errno;
+        return r;
+}
+
 static int pf_listen(int fd, int backlog)
 {
         const struct pf_policy *p = shim_policy();
@@ -600,6 +637,8 @@ static int pf_listen(int fd, int backlog)
         int family, r;
         enum pf_proto proto;
 
+        if (learning)
+                return learn_listen(fd, backlog);
         if (action == PF_ALLOW && !shim_log_enabled(PF_LEVEL_DEBUG))
                 return libc_listen(fd, backlog);
         if (bound_port(fd, &family) != 0 || (family != AF_INET && family != AF_INET6) ||

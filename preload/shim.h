@@ -30,6 +30,12 @@ void shim_log_text(enum pf_log_level level, const char *text);
 /* The real getsockname(), for the files of the shim. */
 int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
 
+/* Learning ('portfence learn'): every bind goes through as asked, and is
+ * written to the learn file as one JSON line with the port the kernel gave. */
+bool shim_learn_open(const char *path);
+void shim_learn_record(const char *call, enum pf_proto proto, const struct sockaddr *addr,
+                       uint16_t requested, uint16_t bound);
+
 /* Format an IPv4/IPv6 address without stdio; returns the length written. */
 size_t shim_format_addr(const struct sockaddr *addr, char *buf, size_t size);
 

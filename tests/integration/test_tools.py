@@ -3,15 +3,17 @@
 """squat, scan, export, client_ports and the demo, as real processes."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, lines, portfence,  # noqa: E402
+from pftest import (main, ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, fenced, lines, portfence,  # noqa: E402
                     probe, write_policy)
 
 # A narrow guarded range that nothing else on the host uses.
@@ -179,6 +181,69 @@ class Export(ToolTest):
     def test_usage(self):
         self.assertEqual(portfence("export", "-c", self.policy).returncode, 2)
         self.assertEqual(portfence("export", "nftables", "-c", self.policy).returncode, 2)
+
+
+LEARN_BASE = """version = 1;
+ephemeral = "27000-27999";
+default_action = "refuse";
+rules = (
+  { ports = "8080"; action = "allow"; }
+);
+"""
+
+# Binds three guarded ports (TCP, UDP, IPv6), one unguarded and one the kernel
+# chooses, then waits for stdin (or reports and exits).
+BINDER = """
+import socket, sys
+a = socket.socket(); a.bind(("127.0.0.1", 27001)); a.listen()
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("127.0.0.1", 27002))
+c = socket.socket(socket.AF_INET6); c.bind(("::1", 27003)); c.listen()
+d = socket.socket(); d.bind(("127.0.0.1", 6543)); d.listen()
+e = socket.socket(); e.listen()
+print("bound", a.getsockname()[1], b.getsockname()[1], c.getsockname()[1], d.getsockname()[1], flush=True)
+if len(sys.argv) > 1:
+    sys.stdin.readline()
+"""
+
+
+class Learn(ToolTest):
+    POLICY = LEARN_BASE
+
+    def learned_rules(self, text):
+        return re.findall(r'\{ ports = "(\d+)"; proto = "(\w+)"; action = "remap"; to = (\d+); \}', text)
+
+    def test_learn_and_rerun(self):
+        out = tempfile.mktemp(prefix="pf-learned-", suffix=".conf")
+        self.addCleanup(lambda: os.path.exists(out) and os.unlink(out))
+        r = portfence("learn", "-c", self.policy, "-o", out, "--", sys.executable, "-c", BINDER)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("3 guarded ports moved by the proposal, 1 unguarded left alone, 1 chosen by "
+                      "the kernel", r.stderr)
+        with open(out) as f:
+            text = f.read()
+        rules = self.learned_rules(text)
+        self.assertEqual(sorted((port, proto) for port, proto, _ in rules),
+                         [("27001", "tcp"), ("27002", "udp"), ("27003", "tcp")])
+        targets = [int(to) for _, _, to in rules]
+        self.assertEqual(len(set(targets)), 3)                  # no collision between them
+        self.assertIn(f"# learned: '{os.path.basename(sys.executable)}' bound ::1 27003/tcp 1 time", text)
+        self.assertIn('{ ports = "8080"; action = "allow"; }', text)    # the base is kept
+        self.assertEqual(portfence("check", "-c", out).returncode, 0)
+        rerun = fenced(out, sys.executable, "-c", BINDER)
+        self.assertEqual(rerun.returncode, 0, rerun.stderr)
+        for (port, proto, to) in rules:
+            self.assertIn(f":{port}/{proto}: remap -> {to}", rerun.stderr)
+        self.assertNotIn("refuse", rerun.stderr)
+
+    def test_duration_ends_a_server(self):
+        r = portfence("learn", "-c", self.policy, "--duration", "1", "--", sys.executable, "-c",
+                      BINDER + "\nimport time; time.sleep(60)\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.learned_rules(r.stdout)), 3)
+
+    def test_usage(self):
+        self.assertEqual(portfence("learn", "-c", self.policy).returncode, 2)
+        self.assertEqual(portfence("learn", "--duration", "x", "--", "true").returncode, 2)
 
 
 class ClientPorts(ToolTest):
