@@ -19,7 +19,7 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why);
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why);
 /* What a fence says of itself. */
-#define PF_FENCE_COUNTERS 5     /* one per enum pf_action, then redirects */
+#define PF_FENCE_COUNTERS 6     /* one per enum pf_action, then redirects, then errors */
 struct pf_fence_status {
         uint64_t cgroup_id;
         char cgroup[4096];      /* its directory, "" when the cgroup is gone */

@@ -123,9 +123,11 @@ struct pf_bpf_sock {
 #define PF_BPF_HOOK_SENDMSG 2
 #define PF_BPF_HOOKS 3
 
-/* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects. */
+/* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects,
+ * then errors (binds refused because a map was not filled). */
 #define PF_BPF_COUNT_REDIRECT PF_BPF_ACTIONS
-#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 1)
+#define PF_BPF_COUNT_ERROR (PF_BPF_ACTIONS + 1)
+#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 2)
 
 struct pf_bpf_event {
         __u64 cgroup_id;

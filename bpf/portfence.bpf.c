@@ -234,17 +234,23 @@ static __always_inline void decide(const struct request *r, struct decision *d)
         d->err = EPERM;
         d->target = 0;
         d->rule = 0;
-        if (!s)
+        if (!s) {
+                count(PF_BPF_COUNT_ERROR);
                 return;
+        }
         index = PF_BPF_SLOT(generation, r->proto, r->port);
         slot = bpf_map_lookup_elem(&verdicts, &index);
-        if (!slot)
+        if (!slot) {
+                count(PF_BPF_COUNT_ERROR);
                 return;
+        }
         for (int i = 0; i < PF_BPF_CHAIN; i++) {
                 struct pf_bpf_step step = slot->step[i];
 
-                if (!(step.action & PF_BPF_FILLED))
+                if (!(step.action & PF_BPF_FILLED)) {
+                        count(PF_BPF_COUNT_ERROR);
                         return;
+                }
                 if (i + 1 < slot->count && step.conditional && !rule_matches(generation, step.rule, r))
                         continue;
                 d->action = step.action & ~PF_BPF_FILLED;

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,8 @@ static void cgroup_help(FILE *f);
 struct cgroup_args {
         const char *config;
         const char *path;
+        const char *textfile;   /* status: a directory for node_exporter's textfile collector */
+        bool prometheus;
         bool json;
         bool verbose;
         unsigned count;
@@ -32,6 +35,8 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 { "json", no_argument, NULL, 'j' },
                 { "count", required_argument, NULL, 'n' },
                 { "verbose", no_argument, NULL, 'v' },
+                { "prometheus", no_argument, NULL, 'P' },
+                { "textfile", required_argument, NULL, 'T' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -42,6 +47,8 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 case 'c': a->config = optarg; break;
                 case 'j': a->json = true; break;
                 case 'v': a->verbose = true; break;
+                case 'P': a->prometheus = true; break;
+                case 'T': a->textfile = optarg; break;
                 case 'n':
                         if (pf_cli_parse_uint(optarg, 1, UINT_MAX, &a->count) < 0) {
                                 pf_error(command, "bad --count '%s'", optarg);
@@ -146,7 +153,7 @@ static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup
 }
 
 static const char *const counter_names[PF_FENCE_COUNTERS] = {
-        "allow", "log", "refuse", "remap", "redirect",
+        "allow", "log", "refuse", "remap", "redirect", "errors",
 };
 
 static int print_status(const struct pf_fence_status *st, void *ctx)
@@ -176,11 +183,121 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
         return 0;
 }
 
+/* ---- metrics: the Prometheus text exposition format ---------------------- */
+
+struct fences {
+        struct pf_fence_status *list;
+        size_t count;
+};
+
+static int collect_status(const struct pf_fence_status *st, void *ctx)
+{
+        struct fences *f = ctx;
+        struct pf_fence_status *grown = realloc(f->list, (f->count + 1) * sizeof(*grown));
+
+        if (!grown)
+                return -ENOMEM;
+        f->list = grown;
+        f->list[f->count++] = *st;
+        return 0;
+}
+
+/* A label value: '\', '"' and newline escaped, as the format asks. */
+static void put_label(FILE *out, const char *value)
+{
+        for (; *value; value++) {
+                if (*value == '\\' || *value == '"')
+                        fputc('\\', out);
+                if (*value == '\n')
+                        fputs("\\n", out);
+                else
+                        fputc(*value, out);
+        }
+}
+
+static void put_labels(FILE *out, const struct pf_fence_status *st, const char *action)
+{
+        fputs("{cgroup=\"", out);
+        put_label(out, st->cgroup[0] ? st->cgroup : "(removed)");
+        fprintf(out, "\",cgroup_id=\"%llu\",policy_hash=\"%016llx\"", (unsigned long long)st->cgroup_id,
+                (unsigned long long)st->policy_hash);
+        if (action)
+                fprintf(out, ",action=\"%s\"", action);
+        fputc('}', out);
+}
+
+static void print_metrics(FILE *out, const struct fences *f)
+{
+        static const struct {
+                const char *name, *help;
+                int first, last;        /* counters summed into it, one sample per action */
+        } families[] = {
+                { "portfence_binds_total", "Binds a cgroup fence decided, by action.", 0, 3 },
+                { "portfence_redirects_total", "Connects and sends a cgroup fence sent to a moved server.", 4, 4 },
+                { "portfence_errors_total", "Binds a cgroup fence refused because its maps were not filled.", 5, 5 },
+        };
+
+        for (size_t m = 0; m < PF_COUNT(families); m++) {
+                fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", families[m].name, families[m].help,
+                        families[m].name);
+                for (size_t i = 0; i < f->count; i++) {
+                        for (int k = families[m].first; k <= families[m].last; k++) {
+                                fputs(families[m].name, out);
+                                put_labels(out, &f->list[i], families[m].first == families[m].last ? NULL
+                                                                                                   : counter_names[k]);
+                                fprintf(out, " %llu\n", (unsigned long long)f->list[i].counters[k]);
+                        }
+                }
+        }
+}
+
+/* DIR/portfence.prom, replaced whole (a temporary file, then rename). */
+static int write_textfile(const char *dir, const struct fences *f, char *why)
+{
+        char tmp[4200], path[4200];
+        FILE *out;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/portfence.prom", dir);
+        snprintf(tmp, sizeof(tmp), "%s/.portfence.prom.XXXXXX", dir);
+        fd = mkstemp(tmp);
+        if (fd < 0 || !(out = fdopen(fd, "w"))) {
+                snprintf(why, PF_WHY_SIZE, "cannot write in '%.400s': %s", dir, strerror(errno));
+                if (fd >= 0)
+                        close(fd);
+                return -errno;
+        }
+        print_metrics(out, f);
+        if (fchmod(fd, 0644) < 0 || fclose(out) != 0 || rename(tmp, path) < 0) {
+                int r = -errno;
+
+                snprintf(why, PF_WHY_SIZE, "cannot write '%.400s': %s", path, strerror(-r));
+                unlink(tmp);
+                return r;
+        }
+        return 0;
+}
+
+static int do_metrics(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
+{
+        struct fences f = { 0 };
+        int r = pf_bpf_status(a->path ? cgroup : NULL, collect_status, &f, why);
+
+        if (r == 0 && a->textfile)
+                r = write_textfile(a->textfile, &f, why);
+        else if (r == 0)
+                print_metrics(stdout, &f);
+        free(f.list);
+        return r;
+}
+
 static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
         struct pf_json json;
         int r;
 
+        if (a->prometheus || a->textfile)
+                return do_metrics(a, cgroup, why);
         pf_json_init(&json, stdout);
         if (a->json)
                 pf_json_array_begin(&json);
@@ -322,7 +439,8 @@ static const struct pf_command subcommands[] = {
         { "attach", cgroup_attach_cmd, "[-c FILE] [-v] PATH", "fence PATH with the policy" },
         { "reload", cgroup_reload_cmd, "[-c FILE] PATH", "switch PATH's fence to the policy at once" },
         { "detach", cgroup_detach_cmd, "PATH", "remove PATH's fence, leaving nothing behind" },
-        { "status", cgroup_status_cmd, "[--json] [PATH]", "every fence (or PATH's): policy, counters" },
+        { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR] [PATH]",
+          "every fence (or PATH's): policy, counters" },
         { "events", cgroup_events_cmd, "[--json] [--count N] PATH", "decisions as they happen" },
         { "root", cgroup_root_cmd, "", "print where cgroup v2 is mounted" },
 };

@@ -4,6 +4,7 @@
 cgroup and leaves nothing behind: processes, pinned objects, the cgroup."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, POLICIES, BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
+from pftest import (main, POLICIES, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
                     cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
                     portfence, write_policy)
 
@@ -312,6 +313,73 @@ class Lifecycle(CgroupTest):
         self.assertEqual(child.probe("tcp4", "bind", "127.0.0.1", "30001")[1], "bind -1 EADDRINUSE")
         out = child.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")
         self.assertEqual(out[1:], ["bind 0 0", "sockname 0 0 127.0.0.1 30005"])
+
+
+def parse_exposition(text):
+    """The Prometheus text format, strictly: every family has HELP and TYPE
+    before its samples; returns {(name, frozenset(labels)): value}."""
+    samples, declared = {}, set()
+    label = r'([a-z_]+)="((?:[^"\\\n]|\\.)*)"'
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            declared.add((line.split()[2], line.split()[1]))
+            continue
+        m = re.fullmatch(r'([a-z_]+)\{((?:%s,?)*)\} (\d+)' % label, line)
+        assert m, f"not a sample line: {line!r}"
+        assert (m.group(1), "HELP") in declared and (m.group(1), "TYPE") in declared, line
+        labels = frozenset(re.findall(label, m.group(2)))
+        samples[(m.group(1), labels)] = int(m.group(m.lastindex))
+    return samples
+
+
+class Metrics(CgroupTest):
+    def counters(self, text):
+        got = {}
+        for (name, labels), value in parse_exposition(text).items():
+            labels = dict(labels)
+            if labels["cgroup"] == self.cgroup.path:
+                got[labels.get("action", name)] = value
+        return got
+
+    def test_prometheus_counters_move_with_real_binds(self):
+        self.attach()
+        before = self.counters(portfence("cgroup", "status", "--prometheus").stdout)
+        self.assertEqual(before, {"allow": 0, "log": 0, "refuse": 0, "remap": 0,
+                                  "portfence_redirects_total": 0, "portfence_errors_total": 0})
+        self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25030")                 # refused
+        self.cgroup.probe("udp4", "bind", "127.0.0.1", "25031")                 # refused
+        self.cgroup.probe("tcp4", "bind", "127.0.0.1", "20040", "sockname")     # remapped
+        after = self.counters(portfence("cgroup", "status", "--prometheus", self.cgroup.path).stdout)
+        self.assertEqual((after["refuse"], after["remap"]), (2, 1))
+
+    def test_textfile_replaced_whole(self):
+        self.attach()
+        directory = tempfile.mkdtemp(prefix="pf-textfile-")
+        self.addCleanup(shutil.rmtree, directory)
+        for _ in range(2):
+            r = portfence("cgroup", "status", "--textfile", directory)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(os.listdir(directory), ["portfence.prom"])     # no temporary left
+        with open(os.path.join(directory, "portfence.prom")) as f:
+            self.assertIn("refuse", self.counters(f.read()))
+        r = portfence("cgroup", "status", "--textfile", "/nonexistent")
+        self.assertEqual(r.returncode, 2)               # the caller's mistake
+        self.assertIn("cannot write in '/nonexistent'", r.stderr)
+
+    def test_metrics_units_verify(self):
+        if not shutil.which("systemd-analyze"):
+            self.skipTest("needs systemd-analyze")
+        directory = tempfile.mkdtemp(prefix="pf-units-")
+        self.addCleanup(shutil.rmtree, directory)
+        for name in ("portfence-metrics.service", "portfence-metrics.timer"):
+            with open(os.path.join(SOURCE, "config", "systemd", name)) as f:
+                text = f.read().replace("ExecStart=portfence ", f"ExecStart={BUILD['portfence']} ")
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(text)
+        r = subprocess.run(["systemd-analyze", "verify", *[os.path.join(directory, n) for n in
+                            ("portfence-metrics.service", "portfence-metrics.timer")]],
+                           capture_output=True, text=True, cwd=directory)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
 
 
 class EmptyMaps(CgroupTest):
