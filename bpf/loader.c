@@ -569,6 +569,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
         }
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGALRM, &sa, NULL);  /* the caller's alarm(): a --duration */
         ring_buffer__consume(rb);
         sink.skip = false;
         while (!stop_events) {

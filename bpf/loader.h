@@ -46,6 +46,7 @@ struct pf_fence_event {
         int err;                /* PF_REFUSE: the errno returned */
 };
 typedef void (*pf_event_visit)(const struct pf_fence_event *event, void *ctx);
-/* Decisions to visit() as they happen, until interrupted or count events. */
+/* Decisions to visit() as they happen, until interrupted (SIGINT, SIGTERM,
+ * or SIGALRM from the caller's alarm()) or count events. */
 int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why);

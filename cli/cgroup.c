@@ -20,6 +20,8 @@ struct cgroup_args {
         const char *config;
         const char *path;
         const char *textfile;   /* status: a directory for node_exporter's textfile collector */
+        const char *output;     /* learn: where the proposal goes */
+        unsigned duration;      /* learn: seconds */
         bool prometheus;
         bool json;
         bool verbose;
@@ -37,18 +39,27 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 { "verbose", no_argument, NULL, 'v' },
                 { "prometheus", no_argument, NULL, 'P' },
                 { "textfile", required_argument, NULL, 'T' },
+                { "output", required_argument, NULL, 'o' },
+                { "duration", required_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         int opt;
 
-        while ((opt = getopt_long(argc, argv, "c:vh", options, NULL)) != -1) {
+        while ((opt = getopt_long(argc, argv, "c:o:vh", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c': a->config = optarg; break;
                 case 'j': a->json = true; break;
                 case 'v': a->verbose = true; break;
                 case 'P': a->prometheus = true; break;
                 case 'T': a->textfile = optarg; break;
+                case 'o': a->output = optarg; break;
+                case 'd':
+                        if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &a->duration) < 0) {
+                                pf_error(command, "bad --duration '%s': expected seconds", optarg);
+                                return -1;
+                        }
+                        break;
                 case 'n':
                         if (pf_cli_parse_uint(optarg, 1, UINT_MAX, &a->count) < 0) {
                                 pf_error(command, "bad --count '%s'", optarg);
@@ -415,6 +426,100 @@ static int cgroup_events_cmd(int argc, char **argv)
         return cgroup_simple("cgroup events", argc, argv, false, do_events);
 }
 
+/* ---- learn: a fence that only logs, its events, a proposal ----------------- */
+
+/* The base's guarded ports, logged and nothing else: nothing is refused or
+ * moved while learning, and every guarded bind is an event. */
+static struct pf_policy *learning_policy(const struct pf_policy *base)
+{
+        struct pf_portset guarded = *pf_policy_guarded(base, PF_TCP);
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+        size_t size;
+        char *ranges, *text = NULL;
+
+        pf_portset_union(&guarded, pf_policy_guarded(base, PF_UDP));
+        size = pf_portset_format(&guarded, NULL, 0) + 1;
+        ranges = malloc(size);
+        if (ranges && !pf_portset_empty(&guarded)) {
+                pf_portset_format(&guarded, ranges, size);
+                if (asprintf(&text, "version = 1;\nephemeral = \"%s\";\ndefault_action = \"log\";\n",
+                             ranges) < 0)
+                        text = NULL;
+        }
+        if (text && pf_policy_load_text(text, "(learning)", &policy, &diag) == 0)
+                pf_diag_free(&diag);
+        else if (text)
+                pf_diag_free(&diag);
+        free(ranges);
+        free(text);
+        return policy;
+}
+
+static void learn_event(const struct pf_fence_event *e, void *ctx)
+{
+        char addr[INET6_ADDRSTRLEN], program[sizeof(e->comm) * 4 + 1], buf[PF_ESCAPE_SIZE];
+        size_t n = 0;
+
+        if (strcmp(e->call, "bind") != 0)
+                return;
+        for (const char *c = e->comm; *c; c++) {       /* kept safe for the comment */
+                const char *escaped = pf_text_escape((unsigned char)*c, buf);
+
+                n += (size_t)snprintf(program + n, sizeof(program) - n, "%s",
+                                      escaped ? escaped : (char[]){ *c, 0 });
+        }
+        program[n] = '\0';
+        format_addr(&e->addr, addr, sizeof(addr));
+        pf_learn_add(ctx, e->proto, e->port, e->port, program, addr);
+}
+
+static int cgroup_learn_cmd(int argc, char **argv)
+{
+        const char *command = "cgroup learn";
+        struct cgroup_args a = { 0 };
+        struct learn_state st = { 0 };
+        struct pf_policy *base, *learning;
+        struct pf_cgroup cgroup;
+        char why[PF_WHY_SIZE], source[PATH_MAX];
+        int r = parse_args(command, argc, argv, &a, false);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (prepare(command, &a, &cgroup) < 0)
+                return PF_EXIT_USAGE;
+        base = load_for_kernel(command, a.config, source, sizeof(source));
+        if (!base)
+                return PF_EXIT_USAGE;
+        learning = learning_policy(base);
+        if (!learning) {
+                pf_error(command, "the policy guards no port: nothing to learn");
+                pf_policy_free(base);
+                return PF_EXIT_USAGE;
+        }
+        r = pf_bpf_attach(learning, "(learning)", &cgroup, false, why);
+        pf_policy_free(learning);
+        if (r < 0) {
+                pf_error(command, "%s", why);
+                pf_policy_free(base);
+                return pf_cgroup_exit(r);
+        }
+        pf_note(command, "learning %s%s", cgroup.path, a.duration ? "" : " until interrupted");
+        if (a.duration)
+                alarm(a.duration);
+        r = pf_bpf_events(&cgroup, 0, learn_event, &st, why);
+        alarm(0);
+        if (pf_bpf_detach(&cgroup, why) < 0 || r < 0) {
+                pf_error(command, "%s", why);
+                r = PF_EXIT_FAILURE;
+        } else {
+                r = pf_learn_finish(command, base, &st, a.output);
+        }
+        free(st.ports);
+        pf_policy_free(base);
+        return r;
+}
+
 /* Where cgroup v2 is mounted (no root needed): for scripts and tests. */
 static int cgroup_root_cmd(int argc, char **argv)
 {
@@ -442,6 +547,8 @@ static const struct pf_command subcommands[] = {
         { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR] [PATH]",
           "every fence (or PATH's): policy, counters" },
         { "events", cgroup_events_cmd, "[--json] [--count N] PATH", "decisions as they happen" },
+        { "learn", cgroup_learn_cmd, "[-c BASE] [--duration SECONDS] [-o FILE] PATH",
+          "log every guarded bind of PATH for a while, then propose a policy" },
         { "root", cgroup_root_cmd, "", "print where cgroup v2 is mounted" },
 };
 

@@ -102,6 +102,27 @@ void pf_text(FILE *out, const char *s);
 int pf_run_environment(const char *command, const struct pf_policy *policy, char *cache,
                        size_t cache_size);
 
+/* What 'learn' and 'cgroup learn' saw: one entry per port asked for, by
+ * protocol (port 0: the kernel chose, each kept). */
+struct learned {
+        enum pf_proto proto;
+        unsigned port;          /* as asked; 0: the kernel chose */
+        unsigned bound;         /* the port it got */
+        unsigned times;
+        char program[64];       /* escaped as JSON strings are */
+        char address[64];
+};
+struct learn_state {
+        struct learned *ports;
+        size_t count;
+};
+int pf_learn_add(struct learn_state *st, enum pf_proto proto, unsigned port, unsigned bound,
+                 const char *program, const char *address);
+/* Write the proposal (base with the learned rules) to output (NULL: stdout),
+ * checked first, with a summary on stderr. An exit code. */
+int pf_learn_finish(const char *command, const struct pf_policy *base, const struct learn_state *st,
+                    const char *output);
+
 int pf_cmd_check(int argc, char **argv);
 int pf_cmd_learn(int argc, char **argv);
 int pf_cmd_ranges(int argc, char **argv);

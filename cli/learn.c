@@ -29,20 +29,6 @@ static void learn_help(FILE *f)
                    "FILE (default: stdout) and passes 'portfence check'; a summary goes to stderr.\n");
 }
 
-/* One port the command bound, by protocol. */
-struct learned {
-        enum pf_proto proto;
-        unsigned port;          /* as asked; 0: the kernel chose */
-        unsigned bound;         /* the port it got */
-        unsigned times;
-        char program[64];
-        char address[64];
-};
-
-struct learn_state {
-        struct learned *ports;
-        size_t count;
-};
 
 /* The value of "key": in one of the shim's learn lines (its own format). */
 static bool field(const char *line, const char *key, char *out, size_t size)
@@ -70,18 +56,11 @@ static bool field(const char *line, const char *key, char *out, size_t size)
         return true;
 }
 
-static int record(struct learn_state *st, const char *line)
+int pf_learn_add(struct learn_state *st, enum pf_proto proto, unsigned port, unsigned bound,
+                 const char *program, const char *address)
 {
-        char proto[8], port[8], bound[8], program[64], address[64];
-        struct learned one = { .times = 1 };
+        struct learned one = { .proto = proto, .port = port, .bound = bound, .times = 1 };
 
-        if (!field(line, "proto", proto, sizeof(proto)) || !field(line, "port", port, sizeof(port)) ||
-            !field(line, "bound", bound, sizeof(bound)) ||
-            !field(line, "program", program, sizeof(program)) ||
-            !field(line, "address", address, sizeof(address)) || pf_proto_parse(proto, &one.proto) < 0)
-                return 0;       /* not a line of ours: a bind cut by a kill */
-        one.port = (unsigned)atoi(port);
-        one.bound = (unsigned)atoi(bound);
         snprintf(one.program, sizeof(one.program), "%s", program);
         snprintf(one.address, sizeof(one.address), "%s", address);
         for (size_t i = 0; i < st->count; i++) {
@@ -101,6 +80,19 @@ static int record(struct learn_state *st, const char *line)
         }
         st->ports[st->count++] = one;
         return 0;
+}
+
+static int record(struct learn_state *st, const char *line)
+{
+        char proto_name[8], port[8], bound[8], program[64], address[64];
+        enum pf_proto proto;
+
+        if (!field(line, "proto", proto_name, sizeof(proto_name)) ||
+            !field(line, "port", port, sizeof(port)) || !field(line, "bound", bound, sizeof(bound)) ||
+            !field(line, "program", program, sizeof(program)) ||
+            !field(line, "address", address, sizeof(address)) || pf_proto_parse(proto_name, &proto) < 0)
+                return 0;       /* not a line of ours: a bind cut by a kill */
+        return pf_learn_add(st, proto, (unsigned)atoi(port), (unsigned)atoi(bound), program, address);
 }
 
 static int read_records(const char *path, struct learn_state *st)
@@ -319,8 +311,8 @@ static char *propose(const char *base_path, const struct pf_policy *base, const 
         return result;
 }
 
-static void summary(const struct learn_state *st, const struct pf_policy *base, unsigned written,
-                    const char *where)
+static void summary(const char *command, const struct learn_state *st, const struct pf_policy *base,
+                    unsigned written, const char *where)
 {
         unsigned kernel = 0, unguarded = 0;
 
@@ -330,7 +322,7 @@ static void summary(const struct learn_state *st, const struct pf_policy *base, 
                 else if (!pf_portset_has(pf_policy_guarded(base, st->ports[i].proto), st->ports[i].port))
                         unguarded++;
         }
-        pf_note("learn", "%u guarded port%s moved by the proposal, %u unguarded left alone, %u chosen "
+        pf_note(command, "%u guarded port%s moved by the proposal, %u unguarded left alone, %u chosen "
                 "by the kernel; policy written to %s", written, written == 1 ? "" : "s", unguarded,
                 kernel, where);
 }
@@ -414,14 +406,36 @@ static int make_learn_file(const char *cache, char *path, size_t size)
         return 0;
 }
 
+int pf_learn_finish(const char *command, const struct pf_policy *base, const struct learn_state *st,
+                    const char *output)
+{
+        unsigned written = 0;
+        char *text = propose(pf_policy_name(base), base, st, &written);
+        int r;
+
+        if (!text) {
+                pf_error(command, "cannot make the policy: %s", strerror(errno));
+                return PF_EXIT_FAILURE;
+        }
+        if (pf_cli_check_text(command, text) < 0) {
+                r = PF_EXIT_FAILURE;    /* a proposal that does not load is never written */
+        } else if ((r = write_proposal(output, text)) < 0) {
+                pf_error(command, "cannot write '%s': %s", output, strerror(-r));
+                r = PF_EXIT_FAILURE;
+        } else {
+                summary(command, st, base, written, output ? output : "stdout");
+                r = PF_EXIT_OK;
+        }
+        free(text);
+        return r;
+}
+
 int pf_cmd_learn(int argc, char **argv)
 {
         struct learn_args a = { 0 };
         struct learn_state st = { 0 };
         char cache[PATH_MAX], learn_path[PATH_MAX];
         struct pf_policy *base;
-        unsigned written = 0;
-        char *text;
         int r = parse_learn_args(argc, argv, &a), status;
 
         if (r)
@@ -443,20 +457,14 @@ int pf_cmd_learn(int argc, char **argv)
         unsetenv("PORTFENCE_LEARN");
         r = read_records(learn_path, &st);
         unlink(learn_path);
-        text = r < 0 ? NULL : propose(pf_policy_name(base), base, &st, &written);
-        if (!text) {
-                pf_error("learn", "cannot make the policy: %s", strerror(r < 0 ? -r : errno));
-                r = PF_EXIT_FAILURE;
-        } else if (pf_cli_check_text("learn", text) < 0) {
-                r = PF_EXIT_FAILURE;    /* a proposal that does not load is never written */
-        } else if ((r = write_proposal(a.output, text)) < 0) {
-                pf_error("learn", "cannot write '%s': %s", a.output, strerror(-r));
+        if (r < 0) {
+                pf_error("learn", "cannot read what was learned: %s", strerror(-r));
                 r = PF_EXIT_FAILURE;
         } else {
-                summary(&st, base, written, a.output ? a.output : "stdout");
-                r = status < 0 ? PF_EXIT_FAILURE : PF_EXIT_OK;
+                r = pf_learn_finish("learn", base, &st, a.output);
+                if (r == PF_EXIT_OK && status < 0)
+                        r = PF_EXIT_FAILURE;
         }
-        free(text);
         free(st.ports);
         pf_policy_free(base);
         return r;

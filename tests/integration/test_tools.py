@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, ASAN_RUNTIME, BUILD, SOURCE, PolicyTest, base_env, fenced, lines, portfence,  # noqa: E402
+from pftest import (main, ASAN_RUNTIME, BUILD, Cgroup, cgroup_skip_reason, SOURCE, PolicyTest, base_env, fenced, lines, portfence,  # noqa: E402
                     probe, write_policy)
 
 # A narrow guarded range that nothing else on the host uses.
@@ -241,6 +241,30 @@ class Learn(ToolTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(len(self.learned_rules(r.stdout)), 3)
 
+    @unittest.skipIf(cgroup_skip_reason(), cgroup_skip_reason())
+    def test_cgroup_learn(self):
+        """Any binary of a cgroup, learned through a fence that only logs:
+        nothing is refused while learning, and the fence is gone after."""
+        cgroup = Cgroup()
+        self.addCleanup(cgroup.cleanup)
+        out = tempfile.mktemp(prefix="pf-learned-", suffix=".conf")
+        self.addCleanup(lambda: os.path.exists(out) and os.unlink(out))
+        learner = self.start([BUILD["portfence"], "cgroup", "learn", "-c", self.policy, "--duration",
+                              "3", "-o", out, cgroup.path])
+        for _ in range(100):        # until the learning fence is in place
+            if portfence("cgroup", "status", cgroup.path).returncode == 0:
+                break
+            time.sleep(0.05)
+        r = cgroup.run(sys.executable, "-c", BINDER)
+        self.assertEqual(r.stdout, "bound 27001 27002 27003 6543\n", r.stderr)
+        _, err = learner.finish("")
+        self.assertEqual(learner.proc.returncode, 0, err)
+        with open(out) as f:
+            rules = self.learned_rules(f.read())
+        self.assertEqual(sorted((port, proto) for port, proto, _ in rules),
+                         [("27001", "tcp"), ("27002", "udp"), ("27003", "tcp")])
+        self.assertEqual(portfence("cgroup", "status", cgroup.path).returncode, 2)   # detached
+
     def test_usage(self):
         self.assertEqual(portfence("learn", "-c", self.policy).returncode, 2)
         self.assertEqual(portfence("learn", "--duration", "x", "--", "true").returncode, 2)
@@ -275,4 +299,5 @@ class Demo(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    main({"demo": ["Demo"], "netns": ["Export.test_sysctl_applies_in_a_network_namespace"]})
+    main({"demo": ["Demo"], "netns": ["Export.test_sysctl_applies_in_a_network_namespace"],
+          "cgroup": ["Learn.test_cgroup_learn"]})
