@@ -32,7 +32,7 @@ static void usage(FILE *f)
         fprintf(f, "usage: portfence COMMAND [OPTIONS] [ARGS]\n"
                    "       portfence COMMAND --help\n"
                    "       portfence help COMMAND\n"
-                   "       portfence --version\n\ncommands:\n");
+                   "       portfence --version | -V\n\ncommands:\n");
         for (size_t i = 0; i < PF_COUNT(commands); i++)
                 fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
         fprintf(f, "\nThe policy is read from -c FILE, $PORTFENCE_CONFIG, %s, or the\n"
@@ -42,8 +42,12 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-        if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-                printf("portfence %s\n", PF_VERSION);
+        if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+#ifdef PF_HAVE_BPF
+                printf("portfence %s (cgroup enforcer: built)\n", PF_VERSION);
+#else
+                printf("portfence %s (cgroup enforcer: not built)\n", PF_VERSION);
+#endif
                 return PF_EXIT_OK;
         }
         return pf_cli_dispatch(NULL, commands, PF_COUNT(commands), argc, argv, usage);

@@ -19,7 +19,9 @@ static void run_help(FILE *f)
                    "is CMD's own.\n");
 }
 
-/* The shim beside this program in the build tree, else the installed one. */
+/* The installed shim of this build's own library directory (its
+ * architecture's), or, for the very binary the build tree holds, the shim
+ * built beside it: an installed command never looks anywhere else. */
 static int find_shim(char *out, size_t size)
 {
         char self[PATH_MAX];
@@ -27,14 +29,9 @@ static int find_shim(char *out, size_t size)
 
         if (n > 0) {
                 self[n] = '\0';
-                *strrchr(self, '/') = '\0';
-                if (snprintf(out, size, "%s/../preload/libportfence.so", self) < (int)size &&
-                    access(out, R_OK) == 0) {
-                        char resolved[PATH_MAX];
-
-                        if (realpath(out, resolved))
-                                snprintf(out, size, "%s", resolved);
-                        return 0;
+                if (strcmp(self, PF_BUILD_DIR "/cli/portfence") == 0) {
+                        snprintf(out, size, "%s", PF_BUILD_DIR "/preload/libportfence.so");
+                        return access(out, R_OK) == 0 ? 0 : -ENOENT;
                 }
         }
         snprintf(out, size, "%s/portfence/libportfence.so", PF_LIBDIR);

@@ -3,12 +3,15 @@
 """The portfence command run as a real process: exit codes, messages, --json."""
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import socket
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import main, POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
+from pftest import main, BUILD, POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
 
 
 def service_ports(proto):
@@ -36,9 +39,10 @@ rules = (
 
 class Basics(unittest.TestCase):
     def test_version_and_help(self):
-        r = run("--version")
-        self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^portfence \d+\.\d+\.\d+\n$")
+        for flag in ("--version", "-V"):
+            r = run(flag)
+            self.assertEqual(r.returncode, 0)
+            self.assertRegex(r.stdout, r"^portfence \d+\.\d+\.\d+ \(cgroup enforcer: (not )?built\)\n$")
         for cmd in ("check", "ranges", "suggest", "run", "cgroup", "squat", "scan", "export",
                     "cgroup attach", "cgroup reload", "cgroup detach", "cgroup status",
                     "cgroup events", "cgroup root", "export sysctl", "export systemd"):
@@ -71,6 +75,47 @@ class Basics(unittest.TestCase):
         self.assertEqual(r.stderr, "portfence: ranges: unknown os 'windows' (see 'portfence ranges')\n")
         r = run("suggest", "-n", "0")
         self.assertEqual(r.returncode, 2)
+
+
+class Shipped(unittest.TestCase):
+    """What an installed portfence carries beside its programs."""
+
+    def test_man_pages_render_without_warnings(self):
+        man_dir = os.environ.get("PF_MAN_DIR", "")
+        if not man_dir or not shutil.which("man"):
+            self.skipTest("needs scdoc at build time and man")
+        for page, words in (("portfence.1", ("cgroup status", "learn", "Exit status")),
+                            ("portfence.conf.5", ("default_action", "redirect_connect", "ERRORS"))):
+            with self.subTest(page=page):
+                r = subprocess.run(["man", "--warnings", "-l", os.path.join(man_dir, page)],
+                                   capture_output=True, text=True, env=dict(os.environ, MANWIDTH="80"))
+                self.assertEqual((r.returncode, r.stderr), (0, ""))
+                for word in words:
+                    self.assertIn(word, r.stdout)
+
+    def complete(self, line):
+        """What bash completion offers for the last word of line."""
+        script = ("source /usr/share/bash-completion/bash_completion; "
+                  f"source {os.path.join(SOURCE, 'completions', 'portfence')}; "
+                  f"PATH={os.path.dirname(BUILD['portfence'])}:$PATH; "
+                  f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}; "
+                  f"read -ra COMP_WORDS <<< {shlex.quote(line)}; "
+                  + ("COMP_WORDS+=(''); " if line.endswith(" ") else "")
+                  + "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _portfence; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.stderr, "")
+        return sorted(r.stdout.split())
+
+    def test_bash_completion(self):
+        if not os.path.exists("/usr/share/bash-completion/bash_completion"):
+            self.skipTest("needs bash-completion")
+        self.assertEqual(self.complete("portfence c"), ["cgroup", "check"])
+        self.assertEqual(self.complete("portfence cgroup st"), ["status"])
+        self.assertIn("--prometheus", self.complete("portfence cgroup status --"))
+        self.assertIn("stcp-udp-pre-2119", self.complete("portfence ranges --os s"))
+        self.assertEqual(self.complete("portfence export s"), ["sysctl", "systemd"])
+        self.assertEqual(self.complete("portfence ranges --proto u"), ["udp"])
+        self.assertEqual(self.complete("portfence run -- "), [])      # the command's own words
 
 
 class Check(unittest.TestCase):
