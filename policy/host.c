@@ -137,33 +137,56 @@ unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity)
 
 /* ---- sockets, from sock_diag (async-signal-safe, allocation-free) ---------- */
 
-/* A dump request, with a bytecode filter on the local port when one is asked
- * for, so the kernel sends only those sockets. */
+/* A dump request, with a bytecode filter on the local port (one or two)
+ * when asked, so the kernel sends only those sockets. */
 struct dump_request {
         struct nlmsghdr nlh;
         struct inet_diag_req_v2 req;
         struct rtattr bytecode;
-        struct inet_diag_bc_op op[2];   /* S_EQ and the port it compares */
+        struct inet_diag_bc_op op[5];
 };
+
+/* sport == A: a test and the port it compares. A match goes on to what
+ * follows (here: the end, accept), no match jumps 12 bytes (past the end,
+ * reject; or, after a JMP, to the next test). */
+static size_t port_test(struct inet_diag_bc_op *op, uint16_t port)
+{
+        op[0] = (struct inet_diag_bc_op){ .code = INET_DIAG_BC_S_EQ, .yes = 8, .no = 12 };
+        op[1] = (struct inet_diag_bc_op){ .no = port };
+        return 2;
+}
+
+/* The filter for one port, or two as ss(8) writes "sport = A or sport = B":
+ * TEST(A), JMP over TEST(B) to the end, TEST(B); every jump lands where the
+ * kernel's audit can follow it. */
+static size_t make_filter(const struct pf_socket_query *q, struct inet_diag_bc_op *op)
+{
+        size_t n = port_test(op, q->ports[0]);
+
+        if (!q->ports[1])
+                return n;
+        op[n++] = (struct inet_diag_bc_op){ .code = INET_DIAG_BC_JMP, .yes = 4, .no = 12 };
+        return n + port_test(op + n, q->ports[1]);
+}
 
 static size_t make_request(const struct pf_socket_query *q, uint32_t seq, struct dump_request *r)
 {
+        size_t filter;
+
         memset(r, 0, sizeof(*r));
-        r->nlh.nlmsg_len = q->port ? sizeof(*r) : NLMSG_LENGTH(sizeof(r->req));
+        r->nlh.nlmsg_len = NLMSG_LENGTH(sizeof(r->req));
         r->nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
         r->nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
         r->nlh.nlmsg_seq = seq;
         r->req.sdiag_family = (uint8_t)q->family;
         r->req.sdiag_protocol = q->proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
         r->req.idiag_states = q->states ? q->states : ~0u;
-        if (q->port) {
-                r->bytecode.rta_len = RTA_LENGTH(sizeof(r->op));
-                r->bytecode.rta_type = INET_DIAG_REQ_BYTECODE;
-                /* Match: jump to the end (accept); no match: past it (reject). */
-                r->op[0] = (struct inet_diag_bc_op){ .code = INET_DIAG_BC_S_EQ, .yes = sizeof(r->op),
-                                                     .no = sizeof(r->op) + 4 };
-                r->op[1].no = q->port;
-        }
+        if (!q->ports[0])
+                return r->nlh.nlmsg_len;
+        filter = make_filter(q, r->op) * sizeof(struct inet_diag_bc_op);
+        r->bytecode.rta_len = (unsigned short)RTA_LENGTH(filter);
+        r->bytecode.rta_type = INET_DIAG_REQ_BYTECODE;
+        r->nlh.nlmsg_len += RTA_LENGTH(filter);
         return r->nlh.nlmsg_len;
 }
 
@@ -175,7 +198,7 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
         struct sockaddr_nl self = { .nl_family = AF_NETLINK };
         socklen_t self_len = sizeof(self);
         char buf[8192] __attribute__((aligned(8)));
-        uint32_t seq = (uint32_t)getpid() ^ (uint32_t)q->port << 16 ^ 0x5046u;
+        uint32_t seq = (uint32_t)getpid() ^ (uint32_t)q->ports[0] << 16 ^ 0x5046u;
         size_t size = make_request(q, seq, &request);
         int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
 
@@ -241,13 +264,14 @@ int pf_host_sockets(const struct pf_socket_query *q, pf_socket_visit visit, void
         return r;
 }
 
-/* Would a packet to addr:port reach this socket? Its local address is the
- * destination or a wildcard, and a UDP socket is not connected elsewhere. */
-static bool receives(const struct inet_diag_msg *m, const struct pf_addr *addr)
+bool pf_host_socket_receives(const struct inet_diag_msg *m, enum pf_proto proto,
+                             const struct pf_addr *addr)
 {
         static const uint8_t any[16];
         const uint8_t *src = (const uint8_t *)m->id.idiag_src;
 
+        if (proto == PF_UDP && m->id.idiag_dport != 0)
+                return false;   /* connected elsewhere */
         if (m->idiag_family == AF_INET6 && memcmp(src, any, 16) == 0)
                 return true;    /* [::] takes IPv4 too unless IPV6_V6ONLY */
         if (m->idiag_family == AF_INET6 && addr->family == PF_IPV6)
@@ -258,44 +282,4 @@ static bool receives(const struct inet_diag_msg *m, const struct pf_addr *addr)
         if (addr->family != PF_IPV4)
                 return false;
         return memcmp(src, any, 4) == 0 || memcmp(src, &addr->v4, 4) == 0;
-}
-
-struct receiver_search {
-        const struct pf_addr *addr;
-        enum pf_proto proto;
-        bool found;
-};
-
-static int find_receiver(const struct inet_diag_msg *m, void *ctx)
-{
-        struct receiver_search *search = ctx;
-
-        if ((search->proto == PF_TCP || m->id.idiag_dport == 0) && receives(m, search->addr))
-                search->found = true;
-        return 0;       /* read on to the end of the dump */
-}
-
-/* 1 if a socket of family receives at addr:port, 0 if none, or -errno. */
-static int family_receives(int family, enum pf_proto proto, const struct pf_addr *addr,
-                           uint16_t port)
-{
-        struct pf_socket_query q = {
-                .family = family, .proto = proto, .port = port,
-                .states = proto == PF_TCP ? 1u << TCP_LISTEN : 0,
-        };
-        struct receiver_search search = { .addr = addr, .proto = proto };
-        int r = pf_host_sockets(&q, find_receiver, &search);
-
-        return r < 0 ? r : search.found;
-}
-
-int pf_host_port_receives(enum pf_proto proto, const struct pf_addr *addr, uint16_t port)
-{
-        int saved = errno;
-        int r = family_receives(AF_INET6, proto, addr, port);
-
-        if (r == 0 && addr->family == PF_IPV4)
-                r = family_receives(AF_INET, proto, addr, port);
-        errno = saved;
-        return r;
 }

@@ -2,9 +2,12 @@
 /* Facts of this host, read in one place. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "policy.h"
+
+struct inet_diag_msg;
 
 #define PF_PROC_PORT_RANGE "/proc/sys/net/ipv4/ip_local_port_range"
 #define PF_PROC_RESERVED "/proc/sys/net/ipv4/ip_local_reserved_ports"
@@ -28,18 +31,17 @@ unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity);
 /* The TCP or UDP sockets of this network namespace, from sock_diag: each
  * dump checked for sequence, port id, length and interruption (retried).
  * visit() returns 0 to go on or a negative errno to stop with. */
-struct inet_diag_msg;
 struct pf_socket_query {
         int family;             /* AF_INET or AF_INET6 */
         enum pf_proto proto;
         uint32_t states;        /* 1 << TCP_*; 0: every state */
-        uint16_t port;          /* local port; 0: every port */
+        uint16_t ports[2];      /* local ports (0: unused); none: every port */
 };
 typedef int (*pf_socket_visit)(const struct inet_diag_msg *msg, void *ctx);
 int pf_host_sockets(const struct pf_socket_query *query, pf_socket_visit visit, void *ctx);
 
-/* 1 if a socket of this network namespace receives what is sent to
- * addr:port over proto (a TCP listener, an unconnected UDP socket, bound to
- * that address or a wildcard), 0 if none, or a negative errno. errno is
- * kept. */
-int pf_host_port_receives(enum pf_proto proto, const struct pf_addr *addr, uint16_t port);
+/* Does this socket of a dump (a TCP listener, or any UDP socket) receive
+ * what is sent to addr at its port: bound to that address or a wildcard,
+ * and, for UDP, not connected elsewhere? */
+bool pf_host_socket_receives(const struct inet_diag_msg *msg, enum pf_proto proto,
+                             const struct pf_addr *addr);

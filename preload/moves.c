@@ -287,43 +287,50 @@ void shim_moves_inherit(int listener, int accepted)
         errno = saved;
 }
 
-bool shim_moves_moved_from(enum pf_proto proto, uint16_t port)
-{
-        return table && test_bit(table->moved_from[proto], port);
-}
-
-struct live_search {
-        uint16_t real, requested;
-        bool found;
+/* What one dump of the two ports says: is something bound at the port
+ * asked for, and does the socket moved from it still listen at its target? */
+struct follow_search {
+        enum pf_proto proto;
+        const struct pf_addr *addr;
+        uint16_t requested, real;
+        bool taken, live;
 };
 
-static int find_moved_socket(const struct inet_diag_msg *m, void *ctx)
+static int look_at_both_ports(const struct inet_diag_msg *m, void *ctx)
 {
-        struct live_search *search = ctx;
+        struct follow_search *search = ctx;
+        uint16_t port = ntohs(m->id.idiag_sport);
 
-        if (m->idiag_inode && find_way(m->idiag_inode, search->real) == search->requested)
-                search->found = true;
-        return 0;
+        if (!pf_host_socket_receives(m, search->proto, search->addr))
+                return 0;
+        if (port == search->requested)
+                search->taken = true;
+        else if (port == search->real && m->idiag_inode &&
+                 find_way(m->idiag_inode, search->real) == search->requested)
+                search->live = true;
+        return 0;       /* read on to the end of the dump */
 }
 
-bool shim_moves_live(enum pf_proto proto, uint16_t requested, uint16_t real)
+bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
+                       uint16_t real)
 {
-        struct live_search search = { .real = real, .requested = requested };
+        struct follow_search search = { .proto = proto, .addr = addr, .requested = requested, .real = real };
         int saved = errno;
 
-        if (!table || !test_bit(table->moved_to, real))
+        if (!table || !test_bit(table->moved_from[proto], requested) || !test_bit(table->moved_to, real))
                 return false;
-        for (int family = AF_INET; family && !search.found; family = family == AF_INET ? AF_INET6 : 0) {
+        /* IPv6 sockets take IPv4 too (dual stack); IPv4 ones take only IPv4. */
+        for (int family = AF_INET6; family; family = family == AF_INET6 && addr->family == PF_IPV4 ? AF_INET : 0) {
                 struct pf_socket_query q = {
-                        .family = family, .proto = proto, .port = real,
+                        .family = family, .proto = proto, .ports = { requested, real },
                         .states = proto == PF_TCP ? 1u << TCP_LISTEN : 0,
                 };
 
-                if (pf_host_sockets(&q, find_moved_socket, &search) < 0) {
+                if (pf_host_sockets(&q, look_at_both_ports, &search) < 0) {
                         errno = saved;
                         return true;    /* the kernel cannot be asked: trust the table */
                 }
         }
         errno = saved;
-        return search.found;
+        return search.live && !search.taken;
 }

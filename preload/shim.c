@@ -488,9 +488,7 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
                 return false;
         req->query.program = NULL;
         return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
-               shim_moves_moved_from(req->query.proto, req->port) &&
-               pf_host_port_receives(req->query.proto, &req->query.addr, req->port) != 1 &&
-               shim_moves_live(req->query.proto, req->port, v->target);
+               shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target);
 }
 
 /* client_ports: an unbound socket takes the first free one of them as its

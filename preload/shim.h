@@ -53,8 +53,10 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested);
 /* A socket accepted from a moved listener reports what the listener does. */
 void shim_moves_inherit(int listener, int accepted);
-/* Was a server under this policy ever moved away from port? */
-bool shim_moves_moved_from(enum pf_proto proto, uint16_t port);
-/* Does a socket moved from `requested` still listen at `real` (asks the
- * kernel: sock_diag, filtered to that port)? */
-bool shim_moves_live(enum pf_proto proto, uint16_t requested, uint16_t real);
+/* Does a connect to addr:requested follow the move to real? Only when a
+ * server under this policy was moved away from requested and still listens
+ * at real, and nothing receives at requested now. The table first; the
+ * kernel (one sock_diag dump per family, filtered to the two ports) only
+ * for a port some server was moved from. */
+bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
+                       uint16_t real);
