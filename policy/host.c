@@ -190,6 +190,30 @@ static size_t make_request(const struct pf_socket_query *q, uint32_t seq, struct
         return r->nlh.nlmsg_len;
 }
 
+#define DUMP_DONE 1
+
+/* One message of the answer: DUMP_DONE at its end, 0 to read on, or a
+ * negative errno. Messages of other requests are skipped; an interrupted
+ * dump (the table changed under it) is -EAGAIN, to be tried again. */
+static int dump_message(const struct nlmsghdr *h, uint32_t seq, uint32_t self, pf_socket_visit visit,
+                        void *ctx)
+{
+        if (h->nlmsg_seq != seq || h->nlmsg_pid != self)
+                return 0;
+        if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+                return -EAGAIN;
+        if (h->nlmsg_type == NLMSG_DONE)
+                return DUMP_DONE;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                return h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0 ? -EIO : e->error;
+        }
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+                return -EIO;
+        return visit(NLMSG_DATA(h), ctx);
+}
+
 /* One dump on a fresh socket. Every message is checked: ours (sequence and
  * port id), whole, and from a dump that was not interrupted. */
 static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
@@ -205,11 +229,9 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
         if (fd < 0)
                 return -errno;
         if (send(fd, &request, size, 0) < 0 ||
-            getsockname(fd, (struct sockaddr *)&self, &self_len) < 0) {
+            getsockname(fd, (struct sockaddr *)&self, &self_len) < 0)
                 r = -errno;
-                goto out;
-        }
-        for (;;) {
+        while (r == 0) {
                 ssize_t n = recv(fd, buf, sizeof(buf), 0);
                 int left = (int)n;
 
@@ -217,40 +239,14 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
                         continue;
                 if (n <= 0) {
                         r = n < 0 ? -errno : -EIO;
-                        goto out;
+                        break;
                 }
-                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)left);
-                     h = NLMSG_NEXT(h, left)) {
-                        if (h->nlmsg_seq != seq || h->nlmsg_pid != self.nl_pid)
-                                continue;       /* not an answer to this request */
-                        if (h->nlmsg_flags & NLM_F_DUMP_INTR) {
-                                r = -EAGAIN;    /* the table changed under the dump */
-                                goto out;
-                        }
-                        if (h->nlmsg_type == NLMSG_DONE)
-                                goto out;
-                        if (h->nlmsg_type == NLMSG_ERROR) {
-                                const struct nlmsgerr *e = NLMSG_DATA(h);
-
-                                r = h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0 ? -EIO
-                                                                                              : e->error;
-                                goto out;
-                        }
-                        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
-                                r = -EIO;
-                                goto out;
-                        }
-                        if (r == 0)
-                                r = visit(NLMSG_DATA(h), ctx);
-                        if (r < 0)
-                                goto out;
-                }
-                if (left > 0) {
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; r == 0 && NLMSG_OK(h, (unsigned)left);
+                     h = NLMSG_NEXT(h, left))
+                        r = dump_message(h, seq, self.nl_pid, visit, ctx);
+                if (r == 0 && left > 0)
                         r = -EIO;       /* a message cut short */
-                        goto out;
-                }
         }
-out:
         close(fd);
         return r < 0 ? r : 0;
 }
