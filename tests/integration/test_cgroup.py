@@ -399,6 +399,8 @@ class EmptyMaps(CgroupTest):
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6510")[1], "bind 0 0")
         self.bpftool_update("verdicts", 6510, bytes(20))        # tcp, port 6510, generation 0
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6510")[1], "bind -1 EPERM")
+        status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
+        self.assertEqual((status["errors"], status["refuse"], status["redirect"]), (1, 1, 0))
         self.assertEqual(self.cgroup.probe("udp4", "bind", "127.0.0.1", "6510")[1], "bind 0 0")
 
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")

@@ -6,10 +6,12 @@ moved, a socket bound to the port asked for is reached as addressed, and the
 shim never harms the program it wraps."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import unittest
@@ -31,7 +33,7 @@ a, _ = s.accept(); c.sendall(b"hi"); print("got", a.recv(2).decode())
 TCP_SERVER = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+s.bind((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1]))); s.listen()
 print("ready", s.getsockname()[1], flush=True)
 while True:                             # probes that only look are let go
     a, _ = s.accept(); data = a.recv(2)
@@ -209,9 +211,10 @@ class Collateral:
 
     def test_remote_destinations_are_never_redirected(self):
         """A connect to another host on a moved port is not this host's
-        server: it goes where it was sent."""
+        server: it goes where it was sent (the server listens on every
+        address, so only 'is it local' tells them apart)."""
         port = self.free_port(4300)
-        server = self.start_py(TCP_SERVER, str(port))
+        server = self.start_py(TCP_SERVER, str(port), "0.0.0.0")
         self.assertEqual(self.redirects(REMOTE_CONNECT, str(port)), 0)
         self.assertEqual(self.redirects(TCP_CLIENT, str(port)), 1)     # the local one is
         server.stop()
@@ -309,6 +312,22 @@ class ShimCollateral(Collateral, PolicyTest):
                       r.stderr)
         server.stop()
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace")
+    def test_unmoved_ports_cost_no_system_call(self):
+        """A connect to a guarded port nobody moved asks the moves table only:
+        no sock_diag socket is opened (strace sees every socket(2); the
+        routing one getifaddrs() opens at start-up is not sock_diag)."""
+        port = self.free_port(4800)
+        trace = tempfile.mktemp(prefix="pf-strace-")
+        self.addCleanup(lambda: os.path.exists(trace) and os.unlink(trace))
+        r = fenced(SHIPPED, "strace", "-f", "-e", "trace=socket", "-o", trace, PYTHON, "-c",
+                   TCP_CLIENT, str(port))
+        self.assertIn("ConnectionRefusedError", r.stderr)
+        with open(trace) as f:
+            sockets = [line for line in f if "socket(" in line]
+        self.assertTrue(any("AF_INET" in line for line in sockets), sockets)
+        self.assertFalse([line for line in sockets if "NETLINK_SOCK_DIAG" in line])
+
     def test_closed_stderr_never_receives_log_lines(self):
         """fd 2 closed, then reused by a TCP connection: our lines stay out of
         the program's stream, and a gone peer raises no SIGPIPE."""
@@ -357,9 +376,11 @@ class ShimCollateral(Collateral, PolicyTest):
 
     def test_short_address_buffers(self):
         """Every buffer length from 0 to past a sockaddr_in6: nothing beyond
-        the caller's buffer is written, and a whole address gets the port
-        asked for."""
+        the caller's buffer is read or written, and a whole address gets the
+        port asked for. Past the buffer lies the moved port itself, so that
+        a shim reading past it would find something to restore."""
         port = self.free_port(4100)
+        target = target_of(port)
         code = textwrap.dedent(f"""
             import ctypes, socket
             libc = ctypes.CDLL(None, use_errno=True)
@@ -374,7 +395,9 @@ class ShimCollateral(Collateral, PolicyTest):
                             ("flags", ctypes.c_int)]
 
             def call(name, fd, n):
-                buf = (ctypes.c_ubyte * 64)(*([0xAA] * 64))
+                canary = [0xAA] * 64
+                canary[2:4] = [{target} >> 8, {target} & 0xff]  # the real port, network order
+                buf = (ctypes.c_ubyte * 64)(*canary)
                 size = ctypes.c_uint(n)
                 data = ctypes.create_string_buffer(16)
                 if name in ("getsockname", "getpeername"):
@@ -385,7 +408,7 @@ class ShimCollateral(Collateral, PolicyTest):
                     io = iovec(ctypes.cast(data, ctypes.c_void_p), 16)
                     msg = msghdr(ctypes.cast(buf, ctypes.c_void_p), n, ctypes.pointer(io), 1, None, 0, 0)
                     r = libc.recvmsg(fd, ctypes.byref(msg), 0)
-                intact = all(b == 0xAA for b in buf[n:])
+                intact = all(buf[i] == canary[i] for i in range(n, 64))
                 got = buf[2] << 8 | buf[3] if n >= 16 else None
                 return r >= 0, intact, got
 
