@@ -143,10 +143,22 @@ void shim_moves_open(const char *policy_path)
                 t = map_table(-1);
         if (!t)
                 return;         /* no table: nothing is followed or restored */
+        /* A new file is all zeros: claim it. One another shim laid out
+         * differently is left alone (this process keeps a private table). */
         __atomic_compare_exchange_n(&t->size, &zero, (uint32_t)sizeof(*t), false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-        __atomic_store_n(&t->magic, MOVES_MAGIC, __ATOMIC_RELEASE);
-        table = t->size == sizeof(*t) ? t : NULL;
+        zero = 0;
+        __atomic_compare_exchange_n(&t->magic, &zero, MOVES_MAGIC, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+        if (t->size != sizeof(*t) || t->magic != MOVES_MAGIC) {
+                munmap(t, sizeof(*t));
+                t = fd >= 0 ? map_table(-1) : NULL;
+                if (t) {
+                        t->size = (uint32_t)sizeof(*t);
+                        t->magic = MOVES_MAGIC;
+                }
+        }
+        table = t;
         open_fd_moves();
 }
 

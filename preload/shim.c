@@ -395,7 +395,7 @@ static bool bound_already(int fd)
 /* Learning: the bind as asked, and a record of it with the port it got. */
 static int learn_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
-        int r = libc_bind(fd, addr, len), family, saved = errno;
+        int saved = errno, family, r = libc_bind(fd, addr, len);
         enum pf_proto proto;
         struct request req;
 
