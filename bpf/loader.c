@@ -298,6 +298,7 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
         r = ensure_bpffs(why);
         if (r < 0)
                 return r;
+        pf_bpf_prune(NULL, NULL, why);  /* cheap: one link read per fence */
         if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
                 return fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
         pin_dir(cgroup, dir, sizeof(dir));
@@ -395,6 +396,53 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
         return 0;
 }
 
+/* ---- defunct fences -------------------------------------------------------------- */
+
+/* A fence whose cgroup is gone: the kernel keeps its links (they hold no
+ * cgroup any more, cgroup id 0) and its pins until someone removes them. */
+static bool fence_defunct(uint64_t id)
+{
+        struct pf_cgroup cgroup = { .id = id };
+        struct bpf_link_info info = { 0 };
+        uint32_t len = sizeof(info);
+        char why[PF_WHY_SIZE];
+        int fd = open_pinned(&cgroup, "bind4", why);
+        bool defunct;
+
+        if (fd < 0)
+                return false;   /* not a whole fence: an attach or detach under way */
+        defunct = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == BPF_LINK_TYPE_CGROUP &&
+                  info.cgroup.cgroup_id == 0;
+        close(fd);
+        return defunct;
+}
+
+int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
+{
+        struct dirent *e;
+        DIR *dir = opendir(PF_BPF_PIN_ROOT);
+        char path[4200];
+        int count = 0;
+
+        if (!dir)
+                return errno == ENOENT ? 0 : fail(-errno, why, "cannot read '%s': %s", PF_BPF_PIN_ROOT,
+                                                  strerror(errno));
+        while ((e = readdir(dir))) {
+                uint64_t id = strtoull(e->d_name, NULL, 10);
+
+                if (e->d_name[0] == '.' || !id || !fence_defunct(id))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                unpin_all(path);
+                if (removed)
+                        removed(id, ctx);
+                count++;
+        }
+        closedir(dir);
+        rmdir(PF_BPF_PIN_ROOT);         /* only when no fence is left */
+        return count;
+}
+
 /* ---- status ---------------------------------------------------------------------- */
 
 static uint64_t wanted_id;
@@ -456,7 +504,8 @@ static int status_one(uint64_t id, struct pf_fence_status *out, char *why)
         if (r == 0)
                 r = read_counters(counters, out->counters);
         if (r == 0) {
-                snprintf(out->cgroup, sizeof(out->cgroup), "%s", cgroup_path_of(id));
+                out->defunct = fence_defunct(id);
+                snprintf(out->cgroup, sizeof(out->cgroup), "%s", out->defunct ? "" : cgroup_path_of(id));
                 snprintf(out->policy, sizeof(out->policy), "%s", s.policy_path);
                 out->policy_hash = s.policy_hash;
         }

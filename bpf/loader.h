@@ -26,12 +26,17 @@ struct pf_fence_status {
         char policy[256];       /* the policy file, "" for the built-in default */
         uint64_t policy_hash;
         uint64_t counters[PF_FENCE_COUNTERS];
+        bool defunct;           /* its cgroup is gone: 'portfence cgroup prune' removes it */
 };
 typedef int (*pf_fence_visit)(const struct pf_fence_status *status, void *ctx);
 /* Every fence (only NULL), or the one given, to visit(). A fence being
  * attached or detached meanwhile is left out; any other that cannot be read
  * is reported in why once the rest are visited. */
 int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why);
+
+/* Remove every fence whose cgroup is gone (removed() told each id); the
+ * count removed, or a negative errno. attach runs it first. */
+int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why);
 
 /* One decision of a fence, as it happened. */
 struct pf_fence_event {

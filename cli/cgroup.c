@@ -23,6 +23,7 @@ struct cgroup_args {
         const char *output;     /* learn: where the proposal goes */
         unsigned duration;      /* learn: seconds */
         bool prometheus;
+        bool whole_host;        /* the root cgroup may be fenced: every process of the host */
         bool json;
         bool verbose;
         unsigned count;
@@ -38,6 +39,7 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 { "count", required_argument, NULL, 'n' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "prometheus", no_argument, NULL, 'P' },
+                { "whole-host", no_argument, NULL, 'W' },
                 { "textfile", required_argument, NULL, 'T' },
                 { "output", required_argument, NULL, 'o' },
                 { "duration", required_argument, NULL, 'd' },
@@ -52,6 +54,7 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 case 'j': a->json = true; break;
                 case 'v': a->verbose = true; break;
                 case 'P': a->prometheus = true; break;
+                case 'W': a->whole_host = true; break;
                 case 'T': a->textfile = optarg; break;
                 case 'o': a->output = optarg; break;
                 case 'd':
@@ -107,6 +110,23 @@ static int prepare(const char *command, const struct cgroup_args *a, struct pf_c
         return 0;
 }
 
+/* A fence is made only on a cgroup that exists, and on the root cgroup
+ * (every process of the host) only when the caller says so. */
+static int check_new_fence(const char *command, const struct cgroup_args *a,
+                           const struct pf_cgroup *cgroup)
+{
+        if (!cgroup->path[0]) {
+                pf_error(command, "bad cgroup '%s': a fence needs the cgroup's path", a->path);
+                return -1;
+        }
+        if (cgroup->root && !a->whole_host) {
+                pf_error(command, "'%s' is the root cgroup: every process of this host would be "
+                         "fenced; say --whole-host to mean it", a->path);
+                return -1;
+        }
+        return 0;
+}
+
 /* The policy, with a note for every program glob the kernel cannot match
  * exactly. */
 static struct pf_policy *load_for_kernel(const char *command, const char *config, char *source,
@@ -132,7 +152,7 @@ static int cgroup_attach(int argc, char **argv, bool reload)
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare(command, &a, &cgroup) < 0)
+        if (prepare(command, &a, &cgroup) < 0 || check_new_fence(command, &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
         policy = load_for_kernel(command, a.config, source, sizeof(source));
         if (!policy)
@@ -147,8 +167,8 @@ static int cgroup_attach(int argc, char **argv, bool reload)
                 pf_error(command, "%s", why);
                 return pf_cgroup_exit(r);
         }
-        printf("%s: %s with %s\n", cgroup.path, reload ? "policy reloaded" : "fenced",
-               source[0] ? source : PF_POLICY_BUILTIN);
+        printf("%s: %s%s with %s\n", cgroup.path, reload ? "policy reloaded" : "fenced",
+               cgroup.root ? " (the whole host: every process)" : "", source[0] ? source : PF_POLICY_BUILTIN);
         return PF_EXIT_OK;
 }
 
@@ -159,7 +179,10 @@ static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup
         (void)a;
         if (r < 0)
                 return r;
-        printf("%s: detached\n", cgroup->path);
+        if (cgroup->path[0])
+                printf("%s: detached\n", cgroup->path);
+        else
+                printf("cgroup id %llu: detached\n", (unsigned long long)cgroup->id);
         return 0;
 }
 
@@ -177,6 +200,8 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
                 pf_json_object_begin(json);
                 pf_json_kv_string(json, "cgroup", st->cgroup[0] ? st->cgroup : NULL);
                 pf_json_kv_uint(json, "cgroup_id", st->cgroup_id);
+                pf_json_key(json, "defunct");
+                pf_json_number(json, st->defunct ? "true" : "false");
                 pf_json_kv_string(json, "policy", st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
                 pf_json_kv_string(json, "hash", hash);
                 for (int k = 0; k < PF_FENCE_COUNTERS; k++)
@@ -184,7 +209,9 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
                 pf_json_object_end(json);
                 return 0;
         }
-        pf_text(stdout, st->cgroup[0] ? st->cgroup : "(cgroup removed)");
+        pf_text(stdout, st->cgroup[0] ? st->cgroup : st->defunct ? "(cgroup removed: defunct, "
+                                                                   "'portfence cgroup prune' removes it)"
+                                                                 : "(cgroup not found)");
         printf(" (id %llu): policy ", (unsigned long long)st->cgroup_id);
         pf_text(stdout, st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
         printf(" (hash %s):", hash);
@@ -486,7 +513,7 @@ static int cgroup_learn_cmd(int argc, char **argv)
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare(command, &a, &cgroup) < 0)
+        if (prepare(command, &a, &cgroup) < 0 || check_new_fence(command, &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
         base = load_for_kernel(command, a.config, source, sizeof(source));
         if (!base)
@@ -520,6 +547,35 @@ static int cgroup_learn_cmd(int argc, char **argv)
         return r;
 }
 
+static void say_pruned(uint64_t id, void *ctx)
+{
+        (void)ctx;
+        printf("cgroup id %llu: defunct fence removed\n", (unsigned long long)id);
+}
+
+/* Fences whose cgroup is gone (pods and units are deleted all day). */
+static int cgroup_prune_cmd(int argc, char **argv)
+{
+        struct cgroup_args a = { 0 };
+        char why[PF_WHY_SIZE];
+        int r = parse_args("cgroup prune", argc, argv, &a, true);
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (a.path) {
+                pf_error("cgroup prune", "takes no PATH: it looks at every fence");
+                return PF_EXIT_USAGE;
+        }
+        if (prepare("cgroup prune", &a, NULL) < 0)
+                return PF_EXIT_USAGE;
+        r = pf_bpf_prune(say_pruned, NULL, why);
+        if (r < 0) {
+                pf_error("cgroup prune", "%s", why);
+                return PF_EXIT_FAILURE;
+        }
+        return PF_EXIT_OK;
+}
+
 /* Where cgroup v2 is mounted (no root needed): for scripts and tests. */
 static int cgroup_root_cmd(int argc, char **argv)
 {
@@ -541,14 +597,15 @@ static int cgroup_root_cmd(int argc, char **argv)
 }
 
 static const struct pf_command subcommands[] = {
-        { "attach", cgroup_attach_cmd, "[-c FILE] [-v] PATH", "fence PATH with the policy" },
+        { "attach", cgroup_attach_cmd, "[-c FILE] [-v] [--whole-host] PATH", "fence PATH with the policy" },
         { "reload", cgroup_reload_cmd, "[-c FILE] PATH", "switch PATH's fence to the policy at once" },
-        { "detach", cgroup_detach_cmd, "PATH", "remove PATH's fence, leaving nothing behind" },
+        { "detach", cgroup_detach_cmd, "PATH|id:N", "remove PATH's fence, leaving nothing behind" },
         { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR] [PATH]",
           "every fence (or PATH's): policy, counters" },
         { "events", cgroup_events_cmd, "[--json] [--count N] PATH", "decisions as they happen" },
         { "learn", cgroup_learn_cmd, "[-c BASE] [--duration SECONDS] [-o FILE] PATH",
           "log every guarded bind of PATH for a while, then propose a policy" },
+        { "prune", cgroup_prune_cmd, "", "remove the fences whose cgroup is gone" },
         { "root", cgroup_root_cmd, "", "print where cgroup v2 is mounted" },
 };
 
@@ -556,7 +613,9 @@ static void cgroup_help(FILE *f)
 {
         pf_cli_help(f, "cgroup", subcommands, PF_COUNT(subcommands));
         fprintf(f, "\nFence every process of a cgroup v2 with BPF programs (root). PATH is a cgroup\n"
-                   "directory, a path below the cgroup v2 mount, or pid:N (that process's cgroup).\n"
+                   "directory, a path below the cgroup v2 mount, pid:N (that process's cgroup) or\n"
+                   "id:N (the id status shows, for a cgroup that is gone). The root cgroup is\n"
+                   "fenced only with --whole-host.\n"
                    "Programs and maps are pinned below %s/<cgroup id>/.\n", PF_BPF_PIN_ROOT);
 }
 

@@ -108,6 +108,22 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
 
         if (r < 0)
                 return r;
+        *out = (struct pf_cgroup){ .root = false };
+        if (!*arg) {
+                snprintf(why, PF_WHY_SIZE, "bad cgroup '': empty (an unset variable?)");
+                return -EINVAL;
+        }
+        if (strncmp(arg, "id:", 3) == 0) {
+                char *end;
+
+                errno = 0;
+                out->id = strtoull(arg + 3, &end, 10);
+                if (!arg[3] || *end || errno || out->id == 0) {
+                        snprintf(why, PF_WHY_SIZE, "bad cgroup '%.400s': expected id:NUMBER", arg);
+                        return -EINVAL;
+                }
+                return 0;
+        }
         if (strncmp(arg, "pid:", 4) == 0) {
                 r = pid_cgroup(arg + 4, below, sizeof(below), why);
                 if (r < 0)
@@ -136,5 +152,6 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
         }
         snprintf(out->path, sizeof(out->path), "%s", real);
         out->id = st.st_ino;
+        out->root = real[len] == '\0';
         return 0;
 }

@@ -9,8 +9,9 @@
 #include "portset.h"
 
 struct pf_cgroup {
-        char path[4096];        /* the cgroup's directory */
+        char path[4096];        /* the cgroup's directory; "" when given as id:N */
         uint64_t id;            /* the cgroup id: the directory's inode */
+        bool root;              /* the root of cgroup v2: every process of the host */
 };
 
 /* The cgroup v2 mount point, from /proc/self/mountinfo. */
@@ -18,5 +19,7 @@ int pf_cgroup_mount(char *out, size_t size, char *why);
 /* Warn-worthy: net_cls or net_prio v1 controllers are mounted (they turn off
  * cgroup v2 socket matching for processes placed in them). */
 bool pf_cgroup_v1_net_controllers(void);
-/* A cgroup given as a v2 directory, a path below the v2 mount, or pid:N. */
+/* A cgroup given as a v2 directory, a path below the v2 mount, pid:N, or
+ * id:N (the id 'portfence cgroup status' shows, for a cgroup that may be
+ * gone). An empty argument (an unset variable?) is an error. */
 int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why);

@@ -221,6 +221,58 @@ class Lifecycle(CgroupTest):
             self.assertEqual(r.returncode, 2)
             self.assertIn("needs root", r.stderr)
 
+    def test_empty_and_root_paths_refused(self):
+        """An unset variable or the root cgroup would fence the whole host."""
+        mount = cgroup_mount()
+        for path, message in (("", "bad cgroup '': empty (an unset variable?)"),
+                              (".", "'.' is the root cgroup"), (mount, f"'{mount}' is the root cgroup")):
+            with self.subTest(path=path):
+                r = portfence("cgroup", "attach", "-c", self.policy, path)
+                self.assertEqual(r.returncode, 2)
+                self.assertIn(message, r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(PIN_ROOT, str(os.stat(mount).st_ino))))
+        self.assertIn("--whole-host", portfence("cgroup", "attach", "--help").stdout)
+
+    def test_removed_cgroups_are_pruned(self):
+        """Pods and units are deleted all day: their fences are shown as
+        defunct, one can be detached by id, prune removes the rest."""
+        cgroups = [Cgroup() for _ in range(50)]
+        ids = [os.stat(c.path).st_ino for c in cgroups]
+        self.addCleanup(lambda: [portfence("cgroup", "detach", f"id:{i}") for i in ids])
+        for cgroup in cgroups:
+            self.assertEqual(cgroup.attach(self.policy).returncode, 0)
+        for cgroup in cgroups:      # attach prunes what is defunct already: remove them after
+            os.rmdir(cgroup.path)
+        for _ in range(100):        # the kernel releases a removed cgroup's links a moment later
+            status = {s["cgroup_id"]: s for s in json.loads(portfence("cgroup", "status", "--json").stdout)}
+            if all(status[i]["defunct"] for i in ids):
+                break
+            time.sleep(0.05)
+        for i in ids:
+            self.assertEqual((status[i]["defunct"], status[i]["cgroup"]), (True, None))
+        self.assertIn("defunct", portfence("cgroup", "status", f"id:{ids[0]}").stdout)
+        r = portfence("cgroup", "detach", f"id:{ids[0]}")
+        self.assertEqual((r.returncode, r.stdout), (0, f"cgroup id {ids[0]}: detached\n"), r.stderr)
+        r = portfence("cgroup", "prune")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(int(line.split()[2][:-1]) for line in r.stdout.splitlines()), sorted(ids[1:]))
+        for i in ids:
+            self.assertFalse(os.path.exists(os.path.join(PIN_ROOT, str(i))))
+        # attach prunes too, and leaves live fences alone.
+        gone = Cgroup()
+        self.assertEqual(gone.attach(self.policy).returncode, 0)
+        gone_id = os.stat(gone.path).st_ino
+        os.rmdir(gone.path)
+        for _ in range(100):
+            status = json.loads(portfence("cgroup", "status", "--json", f"id:{gone_id}").stdout)
+            if status[0]["defunct"]:
+                break
+            time.sleep(0.05)
+        self.attach()
+        self.assertFalse(os.path.exists(os.path.join(PIN_ROOT, str(gone_id))))
+        status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)
+        self.assertEqual(status[0]["defunct"], False)
+
     def test_unsupported_glob_refused(self):
         policy = write_policy(POLICY.replace('program = "pf-prob?"', 'program = "*prob*"'))
         self.addCleanup(os.unlink, policy)
