@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -228,6 +229,77 @@ static int fill_policy(const struct pf_policy *p, const char *policy_path, int v
         return r;
 }
 
+/* ---- one change at a time ------------------------------------------------- */
+
+static void unpin_all(const char *dir);
+static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx);
+
+#define PF_FENCE_LOCK "/run/portfence.lock"
+#define PF_NEW_PREFIX "new-"    /* bpffs refuses names with a dot */
+
+/* Every change of a fence (attach, reload, detach, prune) holds this lock
+ * exclusively and a status reads under it shared: two reloads never mix
+ * policies, a status never reads half a fence. A descriptor to close, or
+ * -1 with the reason in why. */
+static int lock_fences(int how, char *why)
+{
+        struct stat st;
+        int fd = open(PF_FENCE_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+        if (fd < 0)
+                return fail(-errno, why, "cannot open '%s': %s", PF_FENCE_LOCK, strerror(errno));
+        if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                return fail(-EPERM, why, "'%s' is not root's own lock file", PF_FENCE_LOCK);
+        }
+        while (flock(fd, how) < 0) {
+                if (errno != EINTR) {
+                        int r = -errno;
+
+                        close(fd);
+                        return fail(r, why, "cannot lock '%s': %s", PF_FENCE_LOCK, strerror(-r));
+                }
+        }
+        return fd;
+}
+
+/* An attach builds its fence under PF_NEW_PREFIX<id> and renames it into
+ * place as its last step: one found under the lock was left by an attach
+ * that died (kill -9). Its links may be attached: remove them. */
+static void remove_abandoned(void)
+{
+        DIR *dir = opendir(PF_BPF_PIN_ROOT);
+        struct dirent *e;
+        char path[4200];
+
+        while (dir && (e = readdir(dir))) {
+                if (strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) != 0)
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                unpin_all(path);
+        }
+        if (dir)
+                closedir(dir);
+}
+
+/* Does dir hold every pin of a fence? */
+static bool fence_complete(const char *dir)
+{
+        char path[4400];
+
+        for (size_t i = 0; i < COUNT(hook_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, hook_names[i]);
+                if (access(path, F_OK) < 0)
+                        return false;
+        }
+        for (size_t i = 0; i < COUNT(map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, map_names[i]);
+                if (access(path, F_OK) < 0)
+                        return false;
+        }
+        return true;
+}
+
 /* ---- attach, reload, detach ---------------------------------------------------- */
 
 static void unpin_all(const char *dir)
@@ -286,27 +358,24 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
         return 0;
 }
 
-int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
-                  const struct pf_cgroup *cgroup, bool verbose, char *why)
+static int attach_locked(const struct pf_policy *policy, const char *policy_path,
+                         const struct pf_cgroup *cgroup, char *why)
 {
         struct portfence_bpf *skel = NULL;
-        char dir[4200];
+        char dir[4200], building[4200];
         int cgroup_fd = -1, r;
 
-        verbose_libbpf = verbose;
-        libbpf_set_print(libbpf_print);
-        r = ensure_bpffs(why);
-        if (r < 0)
-                return r;
-        pf_bpf_prune(NULL, NULL, why);  /* cheap: one link read per fence */
-        if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
-                return fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
         pin_dir(cgroup, dir, sizeof(dir));
-        if (mkdir(dir, 0700) < 0)
-                return errno == EEXIST ?
-                       fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
-                            cgroup->path) :
-                       fail(-errno, why, "cannot create '%s': %s", dir, strerror(errno));
+        if (access(dir, F_OK) == 0) {
+                if (fence_complete(dir))
+                        return fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
+                                    cgroup->path);
+                unpin_all(dir);         /* half a fence (an older attach that died): made anew */
+        }
+        snprintf(building, sizeof(building), "%s/" PF_NEW_PREFIX "%llu", PF_BPF_PIN_ROOT,
+                 (unsigned long long)cgroup->id);
+        if (mkdir(building, 0700) < 0)
+                return fail(-errno, why, "cannot create '%s': %s", building, strerror(errno));
         skel = portfence_bpf__open();
         if (!skel) {
                 r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
@@ -329,13 +398,38 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                 r = fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
                 goto out;
         }
-        r = attach_and_pin(skel, cgroup_fd, dir, why);
+        r = attach_and_pin(skel, cgroup_fd, building, why);
+        /* The fence exists, whole, from this rename on. */
+        if (r == 0 && rename(building, dir) < 0)
+                r = fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
 out:
         if (r < 0)
-                unpin_all(dir);
+                unpin_all(building);
         if (cgroup_fd >= 0)
                 close(cgroup_fd);
         portfence_bpf__destroy(skel);
+        return r;
+}
+
+int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
+                  const struct pf_cgroup *cgroup, bool verbose, char *why)
+{
+        int lock, r;
+
+        verbose_libbpf = verbose;
+        libbpf_set_print(libbpf_print);
+        r = ensure_bpffs(why);
+        if (r < 0)
+                return r;
+        if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
+                return fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
+        lock = lock_fences(LOCK_EX, why);
+        if (lock < 0)
+                return lock;
+        remove_abandoned();
+        prune_locked(NULL, NULL);       /* cheap: one link read per fence */
+        r = attach_locked(policy, policy_path, cgroup, why);
+        close(lock);
         return r;
 }
 
@@ -354,8 +448,8 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
         return fd;
 }
 
-int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
-                  const struct pf_cgroup *cgroup, char *why)
+static int reload_locked(const struct pf_policy *policy, const char *policy_path,
+                         const struct pf_cgroup *cgroup, char *why)
 {
         enum { VERDICTS, RULES, SETTINGS, LIVE, MAPS };
         static const char *const names[MAPS] = { "verdicts", "rules", "settings", "live" };
@@ -382,18 +476,38 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
         return r;
 }
 
+int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
+                  const struct pf_cgroup *cgroup, char *why)
+{
+        int lock = lock_fences(LOCK_EX, why), r;
+
+        if (lock < 0)
+                return lock;
+        remove_abandoned();
+        r = reload_locked(policy, policy_path, cgroup, why);
+        close(lock);
+        return r;
+}
+
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
 {
         char dir[4200];
+        int lock = lock_fences(LOCK_EX, why), r = 0;
 
+        if (lock < 0)
+                return lock;
+        remove_abandoned();
         pin_dir(cgroup, dir, sizeof(dir));
         if (access(dir, F_OK) < 0)
-                return fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
-        unpin_all(dir);
-        if (access(dir, F_OK) == 0)
-                return fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
-        rmdir(PF_BPF_PIN_ROOT);         /* only when no other cgroup is fenced */
-        return 0;
+                r = cgroup->path[0] ? fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path)
+                                    : fail(-ENOENT, why, "cgroup id %llu is not fenced by portfence",
+                                           (unsigned long long)cgroup->id);
+        if (r == 0)
+                unpin_all(dir);
+        if (r == 0 && access(dir, F_OK) == 0)
+                r = fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
+        close(lock);
+        return r;
 }
 
 /* ---- defunct fences -------------------------------------------------------------- */
@@ -417,7 +531,7 @@ static bool fence_defunct(uint64_t id)
         return defunct;
 }
 
-int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
+static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx)
 {
         struct dirent *e;
         DIR *dir = opendir(PF_BPF_PIN_ROOT);
@@ -425,8 +539,7 @@ int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
         int count = 0;
 
         if (!dir)
-                return errno == ENOENT ? 0 : fail(-errno, why, "cannot read '%s': %s", PF_BPF_PIN_ROOT,
-                                                  strerror(errno));
+                return 0;
         while ((e = readdir(dir))) {
                 uint64_t id = strtoull(e->d_name, NULL, 10);
 
@@ -439,7 +552,18 @@ int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
                 count++;
         }
         closedir(dir);
-        rmdir(PF_BPF_PIN_ROOT);         /* only when no fence is left */
+        return count;
+}
+
+int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
+{
+        int lock = lock_fences(LOCK_EX, why), count;
+
+        if (lock < 0)
+                return lock;
+        remove_abandoned();
+        count = prune_locked(removed, ctx);
+        close(lock);
         return count;
 }
 
@@ -525,26 +649,39 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
         DIR *dir;
         int r = 0;
 
+        int lock;
+
+        if (access(PF_BPF_PIN_ROOT, F_OK) < 0 && !only)
+                return 0;       /* nothing fenced */
+        lock = lock_fences(LOCK_EX, why);
+        if (lock < 0)
+                return lock;
+        remove_abandoned();
         if (only) {
                 r = status_one(only->id, &status, why);
-                return r < 0 ? r : visit(&status, ctx);
+                r = r < 0 ? r : visit(&status, ctx);
+                close(lock);
+                return r;
         }
-        if (!(dir = opendir(PF_BPF_PIN_ROOT)))
-                return 0;       /* nothing fenced */
-        while ((e = readdir(dir))) {
-                char one_why[PF_WHY_SIZE];
+        dir = opendir(PF_BPF_PIN_ROOT);
+        while (dir && (e = readdir(dir))) {
+                char one_why[PF_WHY_SIZE], path[4200];
+                uint64_t id = strtoull(e->d_name, NULL, 10);
                 int one;
 
-                if (e->d_name[0] == '.')
+                if (e->d_name[0] == '.' || !id)
                         continue;
-                one = status_one(strtoull(e->d_name, NULL, 10), &status, one_why);
-                if (one == 0)
-                        visit(&status, ctx);
-                else if (one != -ENOENT && r == 0)      /* reported once the others are listed */
-                        r = fail(one, why, "%s", one_why);
-                /* -ENOENT: a fence being attached or detached right now */
+                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                /* Under the lock no attach or detach is half done: a fence
+                 * missing pins is broken (reported; the rest are listed). */
+                one = fence_complete(path) ? status_one(id, &status, one_why) : -ENOENT;
+                if (one < 0)    /* shown as broken, among the others */
+                        status = (struct pf_fence_status){ .cgroup_id = id, .broken = true };
+                visit(&status, ctx);
         }
-        closedir(dir);
+        if (dir)
+                closedir(dir);
+        close(lock);
         return r;
 }
 

@@ -27,6 +27,7 @@ struct pf_fence_status {
         uint64_t policy_hash;
         uint64_t counters[PF_FENCE_COUNTERS];
         bool defunct;           /* its cgroup is gone: 'portfence cgroup prune' removes it */
+        bool broken;            /* pins missing: only cgroup_id is known */
 };
 typedef int (*pf_fence_visit)(const struct pf_fence_status *status, void *ctx);
 /* Every fence (only NULL), or the one given, to visit(). A fence being

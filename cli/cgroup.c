@@ -202,11 +202,18 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
                 pf_json_kv_uint(json, "cgroup_id", st->cgroup_id);
                 pf_json_key(json, "defunct");
                 pf_json_number(json, st->defunct ? "true" : "false");
+                pf_json_key(json, "broken");
+                pf_json_number(json, st->broken ? "true" : "false");
                 pf_json_kv_string(json, "policy", st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
                 pf_json_kv_string(json, "hash", hash);
                 for (int k = 0; k < PF_FENCE_COUNTERS; k++)
                         pf_json_kv_uint(json, counter_names[k], st->counters[k]);
                 pf_json_object_end(json);
+                return 0;
+        }
+        if (st->broken) {
+                printf("(cgroup id %llu): broken: pins are missing ('portfence cgroup detach id:%llu' "
+                       "removes it)\n", (unsigned long long)st->cgroup_id, (unsigned long long)st->cgroup_id);
                 return 0;
         }
         pf_text(stdout, st->cgroup[0] ? st->cgroup : st->defunct ? "(cgroup removed: defunct, "
@@ -231,6 +238,9 @@ struct fences {
 static int collect_status(const struct pf_fence_status *st, void *ctx)
 {
         struct fences *f = ctx;
+
+        if (st->broken)
+                return 0;       /* no counters to read */
         struct pf_fence_status *grown = realloc(f->list, (f->count + 1) * sizeof(*grown));
 
         if (!grown)

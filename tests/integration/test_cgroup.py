@@ -273,6 +273,68 @@ class Lifecycle(CgroupTest):
         status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)
         self.assertEqual(status[0]["defunct"], False)
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace")
+    def test_killed_attach_leaves_all_or_nothing(self):
+        """kill -9 at every bpf() call of an attach: what is left is either
+        the complete fence or none, and the next command finds it so."""
+        rounds = 0
+        for n in range(1, 200):
+            r = subprocess.run(["strace", "-o", "/dev/null", "-e", "trace=bpf", "-e",
+                                f"inject=bpf:signal=KILL:when={n}", BUILD["portfence"], "cgroup",
+                                "attach", "-c", self.policy, self.cgroup.path],
+                               capture_output=True, text=True, env=base_env(), timeout=60)
+            status = portfence("cgroup", "status", "--json", self.cgroup.path)
+            v4 = self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25040")[1]
+            v6 = self.cgroup.probe("tcp6", "bind", "::1", "25040")[1]
+            with self.subTest(n=n):
+                if status.returncode == 0:          # complete: both families fenced
+                    self.assertEqual((v4, v6), ("bind -1 EADDRINUSE", "bind -1 EADDRINUSE"))
+                    self.assertEqual(portfence("cgroup", "detach", self.cgroup.path).returncode, 0)
+                else:                               # absent: nothing fenced
+                    self.assertIn("not fenced", status.stderr)
+                    self.assertEqual((v4, v6), ("bind 0 0", "bind 0 0"))
+            self.assertEqual([name for name in os.listdir(PIN_ROOT) if name.startswith("new-")]
+                             if os.path.isdir(PIN_ROOT) else [], [])
+            rounds = n
+            if r.returncode == 0:                   # the attach ran to its end: every call was hit
+                break
+        self.assertGreater(rounds, 20)
+        self.assertEqual(self.cgroup.attach(self.policy).returncode, 0)
+
+    def test_concurrent_reloads_give_one_policy(self):
+        """Two reloads at once: the result is exactly one of them, and status
+        names the one in force."""
+        self.attach()
+        policies = {"EACCES": write_policy(POLICY + 'refuse_errno = "EACCES";\n'),
+                    "EPERM": write_policy(POLICY + 'refuse_errno = "EPERM";\n')}
+        for path in policies.values():
+            self.addCleanup(os.unlink, path)
+        for _ in range(10):
+            both = [subprocess.Popen([BUILD["portfence"], "cgroup", "reload", "-c", path,
+                                      self.cgroup.path], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=base_env())
+                    for path in policies.values()]
+            self.assertEqual([p.wait(timeout=60) for p in both], [0, 0])
+            named = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]["policy"]
+            got = self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25041")[1]
+            errno_name = [e for e, path in policies.items() if os.path.realpath(path) == named][0]
+            self.assertEqual(got, f"bind -1 {errno_name}")
+
+    def test_a_broken_fence_hides_no_other(self):
+        self.attach()
+        broken = os.path.join(PIN_ROOT, "999999999")
+        os.mkdir(broken)
+        self.addCleanup(lambda: os.path.isdir(broken) and os.rmdir(broken))
+        r = portfence("cgroup", "status", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        status = {s["cgroup_id"]: s for s in json.loads(r.stdout)}
+        self.assertTrue(status[999999999]["broken"])
+        self.assertFalse(status[os.stat(self.cgroup.path).st_ino]["broken"])
+        self.assertIn("detach id:999999999", portfence("cgroup", "status").stdout)
+        r = portfence("cgroup", "detach", "id:999999999")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(broken))
+
     def test_unsupported_glob_refused(self):
         policy = write_policy(POLICY.replace('program = "pf-prob?"', 'program = "*prob*"'))
         self.addCleanup(os.unlink, policy)
