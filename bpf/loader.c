@@ -69,12 +69,29 @@ static void pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
 }
 
 /* bpffs at /sys/fs/bpf, mounted if it is not. */
+/* Is this process in the host's mount namespace (the one of pid 1)? */
+static bool host_mount_namespace(void)
+{
+        struct stat self, init;
+
+        return stat("/proc/self/ns/mnt", &self) == 0 && stat("/proc/1/ns/mnt", &init) == 0 &&
+               self.st_ino == init.st_ino && self.st_dev == init.st_dev;
+}
+
+/* bpffs at /sys/fs/bpf, mounted if it is not, but only where the pins
+ * outlive this command: a bpffs mounted in a private mount namespace dies
+ * with it, and the fence with it. */
 static int ensure_bpffs(char *why)
 {
         struct statfs fs;
 
         if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
                 return 0;
+        if (!host_mount_namespace())
+                return fail(-EPERM, why, "no bpffs at '/sys/fs/bpf' in this mount namespace, which is "
+                            "not the host's: a fence pinned in a bpffs mounted here would end with "
+                            "the namespace; mount bpffs there in the host's namespace (or run this "
+                            "in it)");
         if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
                 return fail(-errno, why, "cannot mount bpffs at '/sys/fs/bpf': %s", strerror(errno));
         return 0;
@@ -502,8 +519,14 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
                 r = cgroup->path[0] ? fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path)
                                     : fail(-ENOENT, why, "cgroup id %llu is not fenced by portfence",
                                            (unsigned long long)cgroup->id);
-        if (r == 0)
+        if (r == 0) {
+                char events_lock[128];
+
                 unpin_all(dir);
+                snprintf(events_lock, sizeof(events_lock), "/run/portfence-events-%llu.lock",
+                         (unsigned long long)cgroup->id);
+                unlink(events_lock);
+        }
         if (r == 0 && access(dir, F_OK) == 0)
                 r = fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
         close(lock);
@@ -565,6 +588,40 @@ int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
         count = prune_locked(removed, ctx);
         close(lock);
         return count;
+}
+
+bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup)
+{
+        char dir[4200];
+
+        pin_dir(cgroup, dir, sizeof(dir));
+        return access(dir, F_OK) == 0;
+}
+
+int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *ancestor)
+{
+        char mount[4096], why[PF_WHY_SIZE], dir[4200];
+        size_t len;
+        struct stat st;
+
+        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0 || !cgroup->path[0])
+                return -ENOENT;
+        len = strlen(mount);
+        snprintf(ancestor->path, sizeof(ancestor->path), "%s", cgroup->path);
+        for (;;) {
+                char *slash = strrchr(ancestor->path, '/');
+
+                if (!slash || (size_t)(slash - ancestor->path) < len)
+                        return -ENOENT;
+                *slash = '\0';
+                if (stat(ancestor->path, &st) < 0)
+                        return -ENOENT;
+                ancestor->id = st.st_ino;
+                ancestor->root = strlen(ancestor->path) == len;
+                pin_dir(ancestor, dir, sizeof(dir));
+                if (access(dir, F_OK) == 0)
+                        return 0;
+        }
 }
 
 /* ---- status ---------------------------------------------------------------------- */
@@ -738,19 +795,50 @@ static int on_event(void *ctx, void *data, size_t size)
         return 0;
 }
 
+/* A ring buffer has one consumer: two readers would each miss what the
+ * other took. The second one is refused, by a lock per fence. */
+static int claim_events(const struct pf_cgroup *cgroup, char *why)
+{
+        char path[128];
+        struct stat st;
+        int fd;
+
+        snprintf(path, sizeof(path), "/run/portfence-events-%llu.lock", (unsigned long long)cgroup->id);
+        fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
+        if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                return fail(-EPERM, why, "'%s' is not root's own lock file", path);
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                close(fd);
+                return fail(-EBUSY, why, "another 'portfence cgroup events' (or 'cgroup learn') reads "
+                            "the events of %s: a fence's events go to one reader", cgroup->path[0] ?
+                            cgroup->path : "this fence");
+        }
+        return fd;
+}
+
 int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why)
 {
         struct event_sink sink = { .visit = visit, .ctx = ctx, .skip = true, .left = count };
         struct sigaction sa = { .sa_handler = on_stop };
         struct ring_buffer *rb;
-        int fd = open_pinned(cgroup, "events", why), r = 0;
+        int claim = claim_events(cgroup, why), fd, r = 0;
 
-        if (fd < 0)
+        if (claim < 0)
+                return claim;
+        fd = open_pinned(cgroup, "events", why);
+        if (fd < 0) {
+                close(claim);
                 return fd;
+        }
         rb = ring_buffer__new(fd, on_event, &sink, NULL);
         if (!rb) {
                 close(fd);
+                close(claim);
                 return fail(-errno, why, "cannot read the events: %s", strerror(errno));
         }
         sigaction(SIGINT, &sa, NULL);
@@ -772,5 +860,6 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
         }
         ring_buffer__free(rb);
         close(fd);
+        close(claim);
         return r;
 }

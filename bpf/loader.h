@@ -35,6 +35,12 @@ typedef int (*pf_fence_visit)(const struct pf_fence_status *status, void *ctx);
  * is reported in why once the rest are visited. */
 int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why);
 
+/* Does cgroup have a fence of its own? */
+bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup);
+/* The nearest ancestor of cgroup (by path) that is fenced, whose programs
+ * run for cgroup too: 0 and *ancestor, or -ENOENT. */
+int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *ancestor);
+
 /* Remove every fence whose cgroup is gone (removed() told each id); the
  * count removed, or a negative errno. attach runs it first. */
 int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why);

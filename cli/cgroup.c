@@ -339,13 +339,42 @@ static int do_metrics(const struct cgroup_args *a, const struct pf_cgroup *cgrou
         return r;
 }
 
+/* A cgroup without a fence of its own may be fenced through an ancestor,
+ * whose programs run for every cgroup below it. */
+static int status_by_ancestor(const struct cgroup_args *a, const struct pf_cgroup *cgroup,
+                              const struct pf_cgroup *ancestor)
+{
+        struct pf_json json;
+
+        if (a->json) {
+                pf_json_init(&json, stdout);
+                pf_json_array_begin(&json);
+                pf_json_object_begin(&json);
+                pf_json_kv_string(&json, "cgroup", cgroup->path);
+                pf_json_kv_uint(&json, "cgroup_id", cgroup->id);
+                pf_json_kv_string(&json, "fenced_by", ancestor->path);
+                pf_json_kv_uint(&json, "fenced_by_id", ancestor->id);
+                pf_json_object_end(&json);
+                pf_json_array_end(&json);
+                return 0;
+        }
+        pf_text(stdout, cgroup->path);
+        printf(" (id %llu): not fenced itself; fenced by ancestor ", (unsigned long long)cgroup->id);
+        pf_text(stdout, ancestor->path);
+        printf(" (id %llu)\n", (unsigned long long)ancestor->id);
+        return 0;
+}
+
 static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
 {
+        struct pf_cgroup ancestor;
         struct pf_json json;
         int r;
 
         if (a->prometheus || a->textfile)
                 return do_metrics(a, cgroup, why);
+        if (a->path && !pf_bpf_is_fenced(cgroup) && pf_bpf_fencing_ancestor(cgroup, &ancestor) == 0)
+                return status_by_ancestor(a, cgroup, &ancestor);
         pf_json_init(&json, stdout);
         if (a->json)
                 pf_json_array_begin(&json);

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: MIT
 """'portfence cgroup' for real: root, cgroup v2, BPF. Every test gets a fresh
 cgroup and leaves nothing behind: processes, pinned objects, the cgroup."""
+import fcntl
 import json
 import os
 import re
@@ -319,6 +320,49 @@ class Lifecycle(CgroupTest):
             got = self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25041")[1]
             errno_name = [e for e, path in policies.items() if os.path.realpath(path) == named][0]
             self.assertEqual(got, f"bind -1 {errno_name}")
+
+    @unittest.skipUnless(shutil.which("unshare"), "needs unshare")
+    def test_no_fence_in_a_private_bpffs(self):
+        """In a mount namespace of its own without bpffs, a fence could only
+        be pinned where it ends with the namespace: refused."""
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            'umount /sys/fs/bpf && exec "$0" cgroup attach -c "$1" "$2"',
+                            BUILD["portfence"], self.policy, self.cgroup.path],
+                           capture_output=True, text=True, env=base_env(), timeout=60)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("not the host's", r.stderr)
+        self.assertEqual(portfence("cgroup", "status", self.cgroup.path).returncode, 2)
+
+    def test_status_names_a_fencing_ancestor(self):
+        self.attach()
+        child = Cgroup(self.cgroup)
+        r = portfence("cgroup", "status", child.path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"not fenced itself; fenced by ancestor {self.cgroup.path}", r.stdout)
+        status = json.loads(portfence("cgroup", "status", "--json", child.path).stdout)[0]
+        self.assertEqual((status["fenced_by"], status["fenced_by_id"]),
+                         (self.cgroup.path, os.stat(self.cgroup.path).st_ino))
+        self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25042")[1], "bind -1 EADDRINUSE")
+
+    def test_one_events_reader(self):
+        """A fence's ring buffer has one consumer: a second reader is told so."""
+        self.attach()
+        first = subprocess.Popen([BUILD["portfence"], "cgroup", "events", self.cgroup.path],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env())
+        self.addCleanup(lambda: (first.kill(), first.wait()))
+        lock = f"/run/portfence-events-{os.stat(self.cgroup.path).st_ino}.lock"
+        for _ in range(200):        # until the first reader holds its claim
+            if os.path.exists(lock):
+                with open(lock) as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(f, fcntl.LOCK_UN)
+                    except BlockingIOError:
+                        break
+            time.sleep(0.05)
+        second = portfence("cgroup", "events", "--count", "1", self.cgroup.path)
+        self.assertEqual(second.returncode, 3, second.stderr)
+        self.assertIn("another 'portfence cgroup events'", second.stderr)
 
     def test_a_broken_fence_hides_no_other(self):
         self.attach()
