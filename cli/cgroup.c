@@ -457,17 +457,25 @@ static int do_root(const struct cgroup_args *a, const struct pf_cgroup *cgroup, 
 }
 
 /* detach, status, events: options, the root and cgroup checks, one call. */
-static int cgroup_simple(const char *command, int argc, char **argv, bool path_optional,
+/* What a simple subcommand takes: a PATH, maybe one, or none; root or not. */
+enum path_rule { PATH_REQUIRED, PATH_OPTIONAL, PATH_NONE };
+
+/* detach, status, events, prune, root: options, the checks, one call. */
+static int cgroup_simple(const char *command, int argc, char **argv, enum path_rule path, bool root,
                          int (*action)(const struct cgroup_args *, const struct pf_cgroup *, char *))
 {
         struct cgroup_args a = { 0 };
-        struct pf_cgroup cgroup;
+        struct pf_cgroup cgroup = { .root = false };
         char why[PF_WHY_SIZE];
-        int r = parse_args(command, argc, argv, &a, path_optional);
+        int r = parse_args(command, argc, argv, &a, path != PATH_REQUIRED);
 
         if (r)
                 return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare(command, &a, &cgroup) < 0)
+        if (path == PATH_NONE && a.path) {
+                pf_error(command, "takes no PATH");
+                return PF_EXIT_USAGE;
+        }
+        if (root && prepare(command, &a, &cgroup) < 0)
                 return PF_EXIT_USAGE;
         r = action(&a, &cgroup, why);
         if (r < 0) {
@@ -481,15 +489,15 @@ static int cgroup_attach_cmd(int argc, char **argv) { return cgroup_attach(argc,
 static int cgroup_reload_cmd(int argc, char **argv) { return cgroup_attach(argc, argv, true); }
 static int cgroup_detach_cmd(int argc, char **argv)
 {
-        return cgroup_simple("cgroup detach", argc, argv, false, do_detach);
+        return cgroup_simple("cgroup detach", argc, argv, PATH_REQUIRED, true, do_detach);
 }
 static int cgroup_status_cmd(int argc, char **argv)
 {
-        return cgroup_simple("cgroup status", argc, argv, true, do_status);
+        return cgroup_simple("cgroup status", argc, argv, PATH_OPTIONAL, true, do_status);
 }
 static int cgroup_events_cmd(int argc, char **argv)
 {
-        return cgroup_simple("cgroup events", argc, argv, false, do_events);
+        return cgroup_simple("cgroup events", argc, argv, PATH_REQUIRED, true, do_events);
 }
 
 /* ---- learn: a fence that only logs, its events, a proposal ----------------- */
@@ -593,46 +601,24 @@ static void say_pruned(uint64_t id, void *ctx)
 }
 
 /* Fences whose cgroup is gone (pods and units are deleted all day). */
+static int do_prune(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)
+{
+        int r = pf_bpf_prune(say_pruned, NULL, why);
+
+        (void)a;
+        (void)cgroup;
+        return r < 0 ? r : 0;
+}
+
 static int cgroup_prune_cmd(int argc, char **argv)
 {
-        struct cgroup_args a = { 0 };
-        char why[PF_WHY_SIZE];
-        int r = parse_args("cgroup prune", argc, argv, &a, true);
-
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (a.path) {
-                pf_error("cgroup prune", "takes no PATH: it looks at every fence");
-                return PF_EXIT_USAGE;
-        }
-        if (prepare("cgroup prune", &a, NULL) < 0)
-                return PF_EXIT_USAGE;
-        r = pf_bpf_prune(say_pruned, NULL, why);
-        if (r < 0) {
-                pf_error("cgroup prune", "%s", why);
-                return PF_EXIT_FAILURE;
-        }
-        return PF_EXIT_OK;
+        return cgroup_simple("cgroup prune", argc, argv, PATH_NONE, true, do_prune);
 }
 
 /* Where cgroup v2 is mounted (no root needed): for scripts and tests. */
 static int cgroup_root_cmd(int argc, char **argv)
 {
-        struct cgroup_args a = { 0 };
-        char why[PF_WHY_SIZE];
-        int r = parse_args("cgroup root", argc, argv, &a, true);
-
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (a.path) {
-                pf_error("cgroup root", "takes no PATH");
-                return PF_EXIT_USAGE;
-        }
-        if (do_root(&a, NULL, why) < 0) {
-                pf_error("cgroup root", "%s", why);
-                return PF_EXIT_FAILURE;
-        }
-        return PF_EXIT_OK;
+        return cgroup_simple("cgroup root", argc, argv, PATH_NONE, false, do_root);
 }
 
 static const struct pf_command subcommands[] = {
