@@ -226,6 +226,39 @@ static void compare_loops(const char *self, const char *shim, const char *cgroup
         }
 }
 
+/* The memory the kernel charges for one fence's maps: bpftool's memlock of
+ * each pinned map (target <= 1 MiB for a typical policy). */
+static void print_map_memory(const char *cgroup)
+{
+        static const char *const maps[] = { "verdicts", "rules", "settings", "live", "events",
+                                            "counters", "moved" };
+        struct stat st;
+        unsigned long long total = 0;
+
+        if (stat(cgroup, &st) < 0)
+                return;
+        for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+                char command[512], line[512];
+                unsigned long long bytes = 0;
+                FILE *p;
+
+                snprintf(command, sizeof(command), "bpftool map show pinned /sys/fs/bpf/portfence/%llu/%s "
+                         "2>/dev/null", (unsigned long long)st.st_ino, maps[i]);
+                p = popen(command, "r");
+                while (p && fgets(line, sizeof(line), p)) {
+                        const char *at = strstr(line, "memlock ");
+
+                        if (at)
+                                bytes = strtoull(at + 8, NULL, 10);
+                }
+                if (p)
+                        pclose(p);
+                printf("  map %-9s %8llu KiB\n", maps[i], bytes / 1024);
+                total += bytes;
+        }
+        printf("map memory of one fence: %llu KiB (target <= 1024 KiB)\n", total / 1024);
+}
+
 /* As root with cgroup v2: the same loops in a cgroup fenced by portfence. */
 static void bench_cgroup(const char *self, const char *portfence, const char *policy_path)
 {
@@ -245,6 +278,7 @@ static void bench_cgroup(const char *self, const char *portfence, const char *po
         if (system(command) == 0) {
                 printf("\nBPF cgroup programs (the same loops inside a fenced cgroup):\n");
                 compare_loops(self, NULL, cgroup);
+                print_map_memory(cgroup);
                 snprintf(command, sizeof(command), "%s cgroup detach %s >/dev/null", portfence, cgroup);
                 if (system(command) != 0)
                         fprintf(stderr, "bench-fence: detach failed\n");

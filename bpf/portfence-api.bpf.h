@@ -100,7 +100,9 @@ struct pf_bpf_moved {
         __u16 pad;
 };
 
-#define PF_BPF_MOVED_PORTS 65536        /* registered (netns, proto, port) keys */
+/* (netns, proto, port) keys registered at once: a hash map charges its
+ * buckets up front (16 bytes each), so this is what the registry costs. */
+#define PF_BPF_MOVED_PORTS 8192
 
 /* Per-socket state: the port the program asked for, for the name calls. */
 struct pf_bpf_sock {

@@ -405,8 +405,15 @@ int pf_sock_release(struct bpf_sock *ctx)
         if (!sk || !sk->registered || sk->cookie != bpf_get_socket_cookie(ctx))
                 return ALLOW_CALL;      /* not moved itself: an accepted connection */
         m = bpf_map_lookup_elem(&moved, &sk->key);
-        if (m)
+        if (m) {
                 __sync_fetch_and_add(&m->sockets, -1);
+                /* The last one gone: the key goes too, so the registry holds
+                 * live moves only. A socket moved from the same port in the
+                 * same instant may lose its count with it: its clients then
+                 * connect as addressed, never to the wrong place. */
+                if (m->sockets <= 0)
+                        bpf_map_delete_elem(&moved, &sk->key);
+        }
         sk->registered = 0;
         return ALLOW_CALL;
 }
