@@ -211,12 +211,18 @@ static size_t insert_at(const char *text, bool *has_rules)
 
         *has_rules = false;
         while ((at = strstr(at, "rules"))) {
-                const char *p = at + 5;
-                bool line_start = at == text || at[-1] == '\n' || at[-1] == ' ' || at[-1] == '\t' ||
+                const char *p = at + 5, *line = at;
+                bool word_start = at == text || at[-1] == '\n' || at[-1] == ' ' || at[-1] == '\t' ||
                                   at[-1] == ';';
+                bool commented;
 
+                while (line > text && line[-1] != '\n')
+                        line--;
+                /* "rules" in a comment is not the setting */
+                commented = memchr(line, '#', (size_t)(at - line)) ||
+                            memmem(line, (size_t)(at - line), "//", 2);
                 p += strspn(p, " \t");
-                if (line_start && (*p == '=' || *p == ':')) {
+                if (word_start && !commented && (*p == '=' || *p == ':')) {
                         p++;
                         p += strspn(p, " \t\n");
                         if (*p == '(') {

@@ -184,6 +184,7 @@ class Export(ToolTest):
 
 
 LEARN_BASE = """version = 1;
+# rules = ( a list in a comment is not the setting )
 ephemeral = "27000-27999";
 default_action = "refuse";
 rules = (
