@@ -141,6 +141,20 @@ static struct pf_policy *load_for_kernel(const char *command, const char *config
         return policy;
 }
 
+/* What attach, reload and learn share: options, the checks of a new fence,
+ * the policy. NULL with *status the exit code after --help or an error. */
+static struct pf_policy *fence_setup(const char *command, int argc, char **argv, struct cgroup_args *a,
+                                     struct pf_cgroup *cgroup, char *source, size_t size, int *status)
+{
+        struct pf_policy *policy = NULL;
+        int r = parse_args(command, argc, argv, a, false);
+
+        *status = r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (r == 0 && prepare(command, a, cgroup) == 0 && check_new_fence(command, a, cgroup) == 0)
+                policy = load_for_kernel(command, a->config, source, size);
+        return policy;
+}
+
 static int cgroup_attach(int argc, char **argv, bool reload)
 {
         const char *command = reload ? "cgroup reload" : "cgroup attach";
@@ -148,15 +162,11 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         struct pf_cgroup cgroup;
         struct pf_policy *policy;
         char why[PF_WHY_SIZE], source[PATH_MAX];
-        int r = parse_args(command, argc, argv, &a, false);
+        int r;
 
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare(command, &a, &cgroup) < 0 || check_new_fence(command, &a, &cgroup) < 0)
-                return PF_EXIT_USAGE;
-        policy = load_for_kernel(command, a.config, source, sizeof(source));
+        policy = fence_setup(command, argc, argv, &a, &cgroup, source, sizeof(source), &r);
         if (!policy)
-                return PF_EXIT_USAGE;
+                return r;
         if (!reload && pf_cgroup_v1_net_controllers())
                 pf_warning(command, "net_cls/net_prio v1 controllers are mounted: sockets of "
                            "processes placed in their cgroups are not matched to cgroup v2 programs");
@@ -532,18 +542,16 @@ static struct pf_policy *learning_policy(const struct pf_policy *base)
 
 static void learn_event(const struct pf_fence_event *e, void *ctx)
 {
-        char addr[INET6_ADDRSTRLEN], program[sizeof(e->comm) * 4 + 1], buf[PF_ESCAPE_SIZE];
-        size_t n = 0;
+        char addr[INET6_ADDRSTRLEN], program[sizeof(e->comm) * 4 + 1] = "";
+        FILE *f;
 
         if (strcmp(e->call, "bind") != 0)
                 return;
-        for (const char *c = e->comm; *c; c++) {       /* kept safe for the comment */
-                const char *escaped = pf_text_escape((unsigned char)*c, buf);
-
-                n += (size_t)snprintf(program + n, sizeof(program) - n, "%s",
-                                      escaped ? escaped : (char[]){ *c, 0 });
+        f = fmemopen(program, sizeof(program), "w");   /* escaped: kept safe for the comment */
+        if (f) {
+                pf_text(f, e->comm);
+                fclose(f);
         }
-        program[n] = '\0';
         format_addr(&e->addr, addr, sizeof(addr));
         pf_learn_add(ctx, e->proto, e->port, e->port, program, addr);
 }
@@ -556,15 +564,11 @@ static int cgroup_learn_cmd(int argc, char **argv)
         struct pf_policy *base, *learning;
         struct pf_cgroup cgroup;
         char why[PF_WHY_SIZE], source[PATH_MAX];
-        int r = parse_args(command, argc, argv, &a, false);
+        int r;
 
-        if (r)
-                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
-        if (prepare(command, &a, &cgroup) < 0 || check_new_fence(command, &a, &cgroup) < 0)
-                return PF_EXIT_USAGE;
-        base = load_for_kernel(command, a.config, source, sizeof(source));
+        base = fence_setup(command, argc, argv, &a, &cgroup, source, sizeof(source), &r);
         if (!base)
-                return PF_EXIT_USAGE;
+                return r;
         learning = learning_policy(base);
         if (!learning) {
                 pf_error(command, "the policy guards no port: nothing to learn");

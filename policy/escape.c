@@ -3,11 +3,23 @@
  * for JSON and one for text lines, shared by the command and the shim, so no
  * name can break a line, forge one, or inject a field. Allocation-free and
  * async-signal-safe. */
-#include <stdio.h>
+#include <string.h>
 
 #include "policy.h"
 
 static const char hex[] = "0123456789abcdef";
+
+/* PREFIX and the byte in two hex digits, into buf. */
+static const char *hex_escape(char buf[PF_ESCAPE_SIZE], const char *prefix, unsigned char c)
+{
+        size_t n = strlen(prefix);
+
+        memcpy(buf, prefix, n);
+        buf[n] = hex[c >> 4];
+        buf[n + 1] = hex[c & 15];
+        buf[n + 2] = '\0';
+        return buf;
+}
 
 /* Inside a JSON string: '"' and '\' escaped, every other byte below 0x20 or
  * from 0x7f up as \u00XX. Names are bytes, not always UTF-8: read as
@@ -21,28 +33,12 @@ const char *pf_json_escape(unsigned char c, char buf[PF_ESCAPE_SIZE])
                 buf[2] = '\0';
                 return buf;
         }
-        if (c >= 0x20 && c < 0x7f)
-                return NULL;
-        buf[0] = '\\';
-        buf[1] = 'u';
-        buf[2] = '0';
-        buf[3] = '0';
-        buf[4] = hex[c >> 4];
-        buf[5] = hex[c & 15];
-        buf[6] = '\0';
-        return buf;
+        return c >= 0x20 && c < 0x7f ? NULL : hex_escape(buf, "\\u00", c);
 }
 
 /* On a text line: control bytes, DEL and '\' as \xNN, so a line stays one
  * line; other bytes (UTF-8 names) as they are. */
 const char *pf_text_escape(unsigned char c, char buf[PF_ESCAPE_SIZE])
 {
-        if (c >= 0x20 && c != 0x7f && c != '\\')
-                return NULL;
-        buf[0] = '\\';
-        buf[1] = 'x';
-        buf[2] = hex[c >> 4];
-        buf[3] = hex[c & 15];
-        buf[4] = '\0';
-        return buf;
+        return c >= 0x20 && c != 0x7f && c != '\\' ? NULL : hex_escape(buf, "\\x", c);
 }
