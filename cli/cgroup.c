@@ -310,30 +310,21 @@ static void print_metrics(FILE *out, const struct fences *f)
 }
 
 /* DIR/portfence.prom, replaced whole (a temporary file, then rename). */
+static void put_metrics(FILE *out, const void *fences)
+{
+        print_metrics(out, fences);
+}
+
 static int write_textfile(const char *dir, const struct fences *f, char *why)
 {
-        char tmp[4200], path[4200];
-        FILE *out;
-        int fd;
+        char path[4200];
+        int r;
 
         snprintf(path, sizeof(path), "%s/portfence.prom", dir);
-        snprintf(tmp, sizeof(tmp), "%s/.portfence.prom.XXXXXX", dir);
-        fd = mkstemp(tmp);
-        if (fd < 0 || !(out = fdopen(fd, "w"))) {
-                snprintf(why, PF_WHY_SIZE, "cannot write in '%.400s': %s", dir, strerror(errno));
-                if (fd >= 0)
-                        close(fd);
-                return -errno;
-        }
-        print_metrics(out, f);
-        if (fchmod(fd, 0644) < 0 || fclose(out) != 0 || rename(tmp, path) < 0) {
-                int r = -errno;
-
+        r = pf_cli_replace_file(path, put_metrics, f);
+        if (r < 0)
                 snprintf(why, PF_WHY_SIZE, "cannot write '%.400s': %s", path, strerror(-r));
-                unlink(tmp);
-                return r;
-        }
-        return 0;
+        return r;
 }
 
 static int do_metrics(const struct cgroup_args *a, const struct pf_cgroup *cgroup, char *why)

@@ -43,6 +43,10 @@ void pf_warning(const char *command, const char *fmt, ...);
  * NULL (the command exits PF_EXIT_USAGE). */
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path);
 
+/* Replace path whole: write() fills a temporary file beside it, which is
+ * renamed over it (mode 0644). 0, or a negative errno. */
+int pf_cli_replace_file(const char *path, void (*write)(FILE *out, const void *ctx), const void *ctx);
+
 /* Load a policy from text (one this command made): 0, or -1 after printing
  * every problem. */
 int pf_cli_check_text(const char *command, const char *text);

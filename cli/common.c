@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -60,6 +62,36 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
         }
         pf_diag_free(&diag);
         return r < 0 ? NULL : policy;
+}
+
+int pf_cli_replace_file(const char *path, void (*write)(FILE *out, const void *ctx), const void *ctx)
+{
+        char tmp[PATH_MAX];
+        FILE *out;
+        int fd, r = 0;
+
+        if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp))
+                return -ENAMETOOLONG;
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        out = fdopen(fd, "w");
+        if (!out) {
+                r = -errno;
+                close(fd);
+                unlink(tmp);
+                return r;
+        }
+        write(out, ctx);
+        if (fchmod(fd, 0644) < 0 || ferror(out))
+                r = errno ? -errno : -EIO;
+        if (fclose(out) != 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
 }
 
 int pf_cli_check_text(const char *command, const char *text)

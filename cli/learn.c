@@ -333,30 +333,18 @@ static void summary(const char *command, const struct learn_state *st, const str
                 kernel, where);
 }
 
+static void put_text(FILE *out, const void *text)
+{
+        fputs(text, out);
+}
+
 static int write_proposal(const char *path, const char *text)
 {
-        char tmp[PATH_MAX];
-        FILE *f;
-
         if (!path) {
                 fputs(text, stdout);
                 return 0;
         }
-        if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp))
-                return -ENAMETOOLONG;
-        int fd = mkstemp(tmp);
-
-        if (fd < 0 || !(f = fdopen(fd, "w"))) {
-                if (fd >= 0)
-                        close(fd);
-                return -errno;
-        }
-        fputs(text, f);
-        if (fchmod(fd, 0644) < 0 || fclose(f) != 0 || rename(tmp, path) < 0) {
-                unlink(tmp);
-                return -errno;
-        }
-        return 0;
+        return pf_cli_replace_file(path, put_text, text);
 }
 
 struct learn_args {

@@ -523,7 +523,7 @@ class Metrics(CgroupTest):
             self.assertIn("refuse", self.counters(f.read()))
         r = portfence("cgroup", "status", "--textfile", "/nonexistent")
         self.assertEqual(r.returncode, 2)               # the caller's mistake
-        self.assertIn("cannot write in '/nonexistent'", r.stderr)
+        self.assertIn("cannot write '/nonexistent/portfence.prom'", r.stderr)
 
     def test_metrics_units_verify(self):
         if not shutil.which("systemd-analyze"):
