@@ -4,9 +4,11 @@
  * portfence command) inside a cgroup fenced by the BPF programs; the parent
  * prints ns per iteration and the ratios (targets: <= 1.05 for an allowed
  * port, a remapped port and an unguarded call; start-up of /bin/true at most
- * 1 ms slower with the shim; at most 1 MiB more RSS).
+ * 1 ms slower with the shim; at most 1 MiB more RSS), then the map memory
+ * of two fences of the shipped policy (1 MiB for the first, 64 KiB more for
+ * the second).
  *
- * usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence] */
+ * usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence SHIPPED.conf] */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "loader.h"
 #include "policy.h"
 
 #define ROUNDS 7
@@ -226,41 +229,106 @@ static void compare_loops(const char *self, const char *shim, const char *cgroup
         }
 }
 
-/* The memory the kernel charges for one fence's maps: bpftool's memlock of
- * each pinned map (target <= 1 MiB for a typical policy). */
-static void print_map_memory(const char *cgroup)
+/* ---- map memory: what the kernel charges per fence --------------------------- */
+
+#define MAX_MAPS 64
+
+struct map_list {
+        uint32_t ids[MAX_MAPS];
+        uint64_t bytes[MAX_MAPS];
+        char names[MAX_MAPS][16];
+        unsigned count;
+};
+
+static void add_map(uint32_t id, const char *name, uint64_t memlock, void *ctx)
 {
-        static const char *const maps[] = { "verdicts", "rules", "settings", "live", "events",
-                                            "counters", "moved" };
-        struct stat st;
-        unsigned long long total = 0;
+        struct map_list *list = ctx;
 
-        if (stat(cgroup, &st) < 0)
+        for (unsigned i = 0; i < list->count; i++)
+                if (list->ids[i] == id)
+                        return;
+        if (list->count == MAX_MAPS)
                 return;
-        for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
-                char command[512], line[512];
-                unsigned long long bytes = 0;
-                FILE *p;
+        list->ids[list->count] = id;
+        list->bytes[list->count] = memlock;
+        snprintf(list->names[list->count], sizeof(list->names[0]), "%s", name);
+        list->count++;
+}
 
-                snprintf(command, sizeof(command), "bpftool map show pinned /sys/fs/bpf/portfence/%llu/%s "
-                         "2>/dev/null", (unsigned long long)st.st_ino, maps[i]);
-                p = popen(command, "r");
-                while (p && fgets(line, sizeof(line), p)) {
-                        const char *at = strstr(line, "memlock ");
+static bool listed(const struct map_list *list, uint32_t id)
+{
+        for (unsigned i = 0; i < list->count; i++)
+                if (list->ids[i] == id)
+                        return true;
+        return false;
+}
 
-                        if (at)
-                                bytes = strtoull(at + 8, NULL, 10);
-                }
-                if (p)
-                        pclose(p);
-                printf("  map %-9s %8llu KiB\n", maps[i], bytes / 1024);
-                total += bytes;
+/* A cgroup of the bench's own, fenced by policy: 0, or -1 and nothing left. */
+static int fenced_cgroup(const char *portfence, const char *policy, const char *mount, int n,
+                         struct pf_cgroup *out)
+{
+        char command[8192];
+        struct stat st;
+
+        snprintf(out->path, sizeof(out->path), "%s/bench-fence-%d-%d", mount, getpid(), n);
+        if (mkdir(out->path, 0755) < 0)
+                return -1;
+        snprintf(command, sizeof(command), "%s cgroup attach -c %s %s >/dev/null", portfence, policy,
+                 out->path);
+        if (system(command) != 0 || stat(out->path, &st) < 0) {
+                rmdir(out->path);
+                return -1;
         }
-        printf("map memory of one fence: %llu KiB (target <= 1024 KiB)\n", total / 1024);
+        out->id = st.st_ino;
+        return 0;
+}
+
+static void unfence(const char *portfence, const struct pf_cgroup *cgroup)
+{
+        char command[8192];
+
+        snprintf(command, sizeof(command), "%s cgroup detach %s >/dev/null", portfence, cgroup->path);
+        if (system(command) != 0)
+                fprintf(stderr, "bench-fence: detach failed\n");
+        rmdir(cgroup->path);
+}
+
+/* The shipped policy on two cgroups: the maps of the first, and what the
+ * second adds (targets: <= 1024 KiB, then <= 64 KiB more). */
+static void print_map_memory(const char *portfence, const char *policy, const char *mount)
+{
+        struct pf_cgroup first, second;
+        struct map_list one = { .count = 0 }, both;
+        char why[PF_WHY_SIZE];
+        uint64_t total = 0, more = 0;
+
+        if (fenced_cgroup(portfence, policy, mount, 1, &first) < 0) {
+                printf("map memory: skipped (attach failed)\n");
+                return;
+        }
+        if (pf_bpf_fence_maps(&first, add_map, &one, why) == 0 &&
+            fenced_cgroup(portfence, policy, mount, 2, &second) == 0) {
+                printf("\nmap memory of a fence of %s:\n", policy);
+                for (unsigned i = 0; i < one.count; i++) {
+                        printf("  map %-16s %8.1f KiB\n", one.names[i], one.bytes[i] / 1024.0);
+                        total += one.bytes[i];
+                }
+                both = one;
+                pf_bpf_fence_maps(&second, add_map, &both, why);
+                for (unsigned i = 0; i < both.count; i++)
+                        if (!listed(&one, both.ids[i]))
+                                more += both.bytes[i];
+                printf("map memory of one fence: %.1f KiB (target <= 1024 KiB)\n", total / 1024.0);
+                printf("a second fence of the same policy adds: %.1f KiB (target <= 64 KiB)\n",
+                       more / 1024.0);
+                unfence(portfence, &second);
+        }
+        unfence(portfence, &first);
 }
 
 /* As root with cgroup v2: the same loops in a cgroup fenced by portfence. */
-static void bench_cgroup(const char *self, const char *portfence, const char *policy_path)
+static void bench_cgroup(const char *self, const char *portfence, const char *policy_path,
+                         const char *shipped)
 {
         char cgroup[4200], command[8192], mount[4096], why[PF_WHY_SIZE];
 
@@ -278,7 +346,6 @@ static void bench_cgroup(const char *self, const char *portfence, const char *po
         if (system(command) == 0) {
                 printf("\nBPF cgroup programs (the same loops inside a fenced cgroup):\n");
                 compare_loops(self, NULL, cgroup);
-                print_map_memory(cgroup);
                 snprintf(command, sizeof(command), "%s cgroup detach %s >/dev/null", portfence, cgroup);
                 if (system(command) != 0)
                         fprintf(stderr, "bench-fence: detach failed\n");
@@ -286,6 +353,7 @@ static void bench_cgroup(const char *self, const char *portfence, const char *po
                 printf("\ncgroup: skipped (attach failed)\n");
         }
         rmdir(cgroup);
+        print_map_memory(portfence, shipped, mount);
 }
 
 int main(int argc, char **argv)
@@ -302,8 +370,9 @@ int main(int argc, char **argv)
                 printf("%ld\n", rss_kib());
                 return 0;
         }
-        if (argc != 2 && argc != 3) {
-                fprintf(stderr, "usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence]\n");
+        if (argc != 2 && argc != 4) {
+                fprintf(stderr, "usage: bench-fence PATH/TO/libportfence.so [PATH/TO/portfence "
+                        "SHIPPED.conf]\n");
                 return 2;
         }
         len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -355,7 +424,7 @@ int main(int argc, char **argv)
                rss_shim, rss_shim - rss_plain);
         unlink(compiled);
 
-        if (argc == 3) {
+        if (argc == 4) {
                 int fd = mkstemp(source);
                 bool written = fd >= 0 && write(fd, policy_text, strlen(policy_text)) ==
                                                  (ssize_t)strlen(policy_text);
@@ -363,7 +432,7 @@ int main(int argc, char **argv)
                 if (fd >= 0)
                         close(fd);
                 if (written)
-                        bench_cgroup(self, argv[2], source);
+                        bench_cgroup(self, argv[2], source, argv[3]);
                 unlink(source);
         }
         return 0;

@@ -22,6 +22,7 @@
 #include "loader.h"
 #include "portfence-api.bpf.h"
 #include "portfence.skel.h"
+#include "tables.h"
 
 /* The pinned objects of one fenced cgroup, below PF_BPF_PIN_ROOT/<id>/. */
 static const char *const hook_names[] = {
@@ -30,8 +31,10 @@ static const char *const hook_names[] = {
         "post_bind4", "post_bind6", "sock_release",
 };
 static const char *const map_names[] = {
-        "verdicts", "rules", "settings", "live", "events", "counters", "moved",
+        "spans", "rules", "settings", "live", "events", "counters", "moved",
 };
+/* Pins of fences made by older versions, removed with the rest. */
+static const char *const old_map_names[] = { "verdicts" };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -41,7 +44,7 @@ _Static_assert(PF_BPF_ALLOW == PF_ALLOW && PF_BPF_LOG == PF_LOG && PF_BPF_REFUSE
 _Static_assert(PF_BPF_TCP == PF_TCP && PF_BPF_UDP == PF_UDP && PF_BPF_PROTOS == PF_PROTO_COUNT,
                "BPF protocols are enum pf_proto");
 _Static_assert(PF_BPF_IPV4 == PF_IPV4 && PF_BPF_IPV6 == PF_IPV6, "BPF families are enum pf_family");
-_Static_assert(PF_BPF_COUNTERS == PF_FENCE_COUNTERS, "one counter per action, then redirects");
+_Static_assert(PF_BPF_COUNTERS == PF_FENCE_COUNTERS, "one counter per action, then the others");
 
 __attribute__((format(printf, 3, 4)))
 static int fail(int r, char *why, const char *fmt, ...)
@@ -99,104 +102,187 @@ static int ensure_bpffs(char *why)
 
 /* ---- filling the maps from the compiled policy ------------------------------ */
 
-/* HEAD or HEAD*TAIL, each cut to the 15 characters a comm keeps. */
-static int fill_rule_program(struct pf_bpf_rule *out, const char *glob, unsigned rule, char *why)
-{
-        struct pf_comm_parts parts;
+/* ---- a policy's tables: made whole once, frozen, shared ----------------------- */
 
-        if (pf_glob_comm_split(glob, &parts) == PF_COMM_UNSUPPORTED)
-                return fail(-EINVAL, why, "rule %u: program glob '%s': %s", rule, glob,
-                            pf_comm_glob_note(PF_COMM_UNSUPPORTED));
-        _Static_assert(sizeof(out->head) > PF_COMM_LEN && sizeof(out->tail) > PF_COMM_LEN,
-                       "a comm's 15 characters fit the rule");
-        out->has_program = 1;
-        out->has_star = parts.star;
-        out->head_len = (uint8_t)parts.head_len;
-        out->tail_len = (uint8_t)parts.tail_len;
-        memcpy(out->head, parts.head, parts.head_len);
-        memcpy(out->tail, parts.tail, parts.tail_len);
-        return 0;
+struct tables {
+        struct pf_bpf_span *spans;
+        uint32_t span_count;
+        struct pf_bpf_rule *rules;
+        uint32_t rule_count;
+};
+
+static void free_tables(struct tables *t)
+{
+        free(t->spans);
+        free(t->rules);
 }
 
-static void addr_words(const struct pf_addr *addr, uint32_t words[4])
+/* Does map fd hold exactly count values of size, as in values? */
+static bool table_equal(int fd, uint32_t size, const void *values, uint32_t count)
 {
-        memset(words, 0, 16);
-        if (addr->family == PF_IPV4)
-                memcpy(words, &addr->v4, 4);
-        else
-                memcpy(words, &addr->v6, 16);
+        struct bpf_map_info info = { 0 };
+        uint32_t len = sizeof(info);
+        unsigned char value[sizeof(struct pf_bpf_rule) + sizeof(struct pf_bpf_span)];
+
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0 || info.type != BPF_MAP_TYPE_ARRAY ||
+            info.value_size != size || info.max_entries != count || size > sizeof(value))
+                return false;
+        for (uint32_t key = 0; key < count; key++)
+                if (bpf_map_lookup_elem(fd, &key, value) < 0 ||
+                    memcmp(value, (const unsigned char *)values + (size_t)key * size, size) != 0)
+                        return false;
+        return true;
 }
 
-static int fill_rules(const struct pf_policy *p, int fd, uint32_t generation, char *why)
+/* The table generation `generation` of outer map fd refers to, as a
+ * descriptor, if it holds exactly values; else -1. */
+static int table_if_equal(int outer, uint32_t generation, uint32_t size, const void *values, uint32_t count)
 {
-        for (unsigned rule = 1; rule <= pf_policy_rule_count(p); rule++) {
-                struct pf_conditions c;
-                struct pf_bpf_rule value = { 0 };
-                uint32_t key;
-                int r;
+        uint32_t id;
+        int fd;
 
-                pf_policy_conditions(p, rule, &c);
-                if (!c.has_family && !c.has_cidr && !c.program)
-                        continue;
-                if (rule > PF_BPF_RULES)
-                        return fail(-E2BIG, why, "rule %u has conditions, but the kernel checks those "
-                                    "of the first %d rules only", rule, PF_BPF_RULES);
-                value.has_family = c.has_family;
-                value.family = (uint8_t)c.family;
-                value.has_cidr = c.has_cidr;
-                value.cidr_family = (uint8_t)c.cidr_addr.family;
-                value.prefix = (uint8_t)c.cidr_prefix;
-                addr_words(&c.cidr_addr, value.addr);
-                if (c.program && (r = fill_rule_program(&value, c.program, rule, why)) < 0)
-                        return r;
-                key = PF_BPF_RULE(generation, rule);
-                if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) < 0)
-                        return fail(-errno, why, "cannot fill the rules map: %s", strerror(errno));
-        }
-        return 0;
+        if (outer < 0 || bpf_map_lookup_elem(outer, &generation, &id) < 0 ||
+            (fd = bpf_map_get_fd_by_id(id)) < 0)
+                return -1;
+        if (table_equal(fd, size, values, count))
+                return fd;
+        close(fd);
+        return -1;
 }
 
-static int fill_verdicts(const struct pf_policy *p, int fd, uint32_t generation, char *why)
+static int open_fence_map(const char *dir, const char *name)
 {
-        const uint32_t count = PF_BPF_PROTOS * PF_BPF_PORTS;
-        struct pf_bpf_slot *slots = calloc(count, sizeof(*slots));
-        uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
-        int r = 0;
+        char path[4400];
 
-        if (!slots || !keys) {
-                r = fail(-ENOMEM, why, "%s", strerror(ENOMEM));
-                goto out;
-        }
-        for (uint32_t proto = 0; proto < PF_BPF_PROTOS; proto++) {
-                for (uint32_t port = 0; port < PF_BPF_PORTS; port++) {
-                        struct pf_bpf_slot *slot = &slots[proto * PF_BPF_PORTS + port];
-                        struct pf_step steps[PF_BPF_CHAIN];
-                        int n = pf_policy_chain(p, proto, port, steps, PF_BPF_CHAIN);
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        return bpf_obj_get(path);
+}
 
-                        if (n < 0) {
-                                r = fail(n, why, "port %u/%s is covered by more than %d rules with "
-                                         "conditions: the kernel checks at most %d",
-                                         port, pf_proto_name(proto), PF_BPF_CHAIN - 1, PF_BPF_CHAIN - 1);
-                                goto out;
+/* The tables another fence uses for this very policy (found by its hash,
+ * taken only when equal value by value): 0 with *spans and *rules, or -1. */
+static int find_shared(const struct tables *t, uint64_t hash, int *spans, int *rules)
+{
+        DIR *root = opendir(PF_BPF_PIN_ROOT);
+        struct dirent *e;
+
+        *spans = *rules = -1;
+        while (root && (e = readdir(root)) && *rules < 0) {
+                char dir[4200];
+                struct pf_bpf_settings s;
+                uint32_t zero = 0, generation;
+                int live, settings, outer_spans, outer_rules;
+
+                if (!strtoull(e->d_name, NULL, 10))
+                        continue;       /* ".", "..", new-<id> */
+                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                live = open_fence_map(dir, "live");
+                settings = open_fence_map(dir, "settings");
+                outer_spans = open_fence_map(dir, "spans");
+                outer_rules = open_fence_map(dir, "rules");
+                if (live >= 0 && settings >= 0 && bpf_map_lookup_elem(live, &zero, &generation) == 0 &&
+                    (generation &= 1, bpf_map_lookup_elem(settings, &generation, &s) == 0) &&
+                    s.magic == PF_BPF_MAGIC && s.policy_hash == hash && s.span_count == t->span_count) {
+                        *spans = table_if_equal(outer_spans, generation, sizeof(*t->spans), t->spans,
+                                                t->span_count);
+                        *rules = *spans < 0 ? -1 : table_if_equal(outer_rules, generation, sizeof(*t->rules),
+                                                                  t->rules, t->rule_count);
+                        if (*spans >= 0 && *rules < 0) {
+                                close(*spans);
+                                *spans = -1;
                         }
-                        slot->count = (uint8_t)n;
-                        for (int i = 0; i < PF_BPF_CHAIN; i++) {        /* unused steps repeat the last */
-                                const struct pf_step *s = &steps[i < n ? i : n - 1];
-
-                                slot->step[i] = (struct pf_bpf_step){
-                                        .rule = (uint16_t)s->rule, .target = s->target,
-                                        .action = (uint8_t)(s->action | PF_BPF_FILLED),
-                                        .conditional = s->conditional && i < n - 1,
-                                };
-                        }
-                        keys[proto * PF_BPF_PORTS + port] = PF_BPF_SLOT(generation, proto, port);
                 }
+                for (int *fd = (int[]){ live, settings, outer_spans, outer_rules, -2 }; *fd != -2; fd++)
+                        if (*fd >= 0)
+                                close(*fd);
         }
-        if (bpf_map_update_batch(fd, keys, slots, &done, NULL) < 0)
-                r = fail(-errno, why, "cannot fill the verdicts map: %s", strerror(errno));
-out:
-        free(slots);
+        if (root)
+                closedir(root);
+        return *rules >= 0 ? 0 : -1;
+}
+
+/* The registry of moved ports is one for the whole host: a client in one
+ * fence follows a server another fence moved (when its own policy remaps
+ * that port too), and each fence after the first costs nothing for it.
+ * Taken from any fence that has one of the same shape. */
+static void share_moved(struct bpf_map *moved)
+{
+        DIR *root = opendir(PF_BPF_PIN_ROOT);
+        struct dirent *e;
+        bool shared = false;
+
+        while (root && !shared && (e = readdir(root))) {
+                struct bpf_map_info info = { 0 };
+                uint32_t len = sizeof(info);
+                char dir[4200];
+                int fd;
+
+                if (!strtoull(e->d_name, NULL, 10))
+                        continue;
+                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                fd = open_fence_map(dir, "moved");
+                if (fd < 0)
+                        continue;
+                shared = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+                         info.type == bpf_map__type(moved) && info.key_size == bpf_map__key_size(moved) &&
+                         info.value_size == bpf_map__value_size(moved) &&
+                         info.max_entries == bpf_map__max_entries(moved) && bpf_map__reuse_fd(moved, fd) == 0;
+                close(fd);
+        }
+        if (root)
+                closedir(root);
+}
+
+/* A new table holding values, frozen: from here on nothing changes it. */
+static int make_table(const char *name, uint32_t size, const void *values, uint32_t count, char *why)
+{
+        LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_INNER_MAP);
+        uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
+        int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name, sizeof(uint32_t), size, count, &opts);
+        int r = fd < 0 ? -errno : 0;
+
+        for (uint32_t i = 0; keys && i < count; i++)
+                keys[i] = i;
+        if (r == 0 && !keys)
+                r = -ENOMEM;
+        if (r == 0 && bpf_map_update_batch(fd, keys, values, &done, NULL) < 0)
+                r = -errno;
+        if (r == 0 && bpf_map_freeze(fd) < 0)
+                r = -errno;
         free(keys);
+        if (r < 0) {
+                if (fd >= 0)
+                        close(fd);
+                return fail(r, why, "cannot make the %s table: %s", name, strerror(-r));
+        }
+        return fd;
+}
+
+/* The policy's tables as generation `generation` of outer maps spans and
+ * rules: those of another fence of the same policy, or new ones. */
+static int put_tables(const struct pf_policy *p, int spans, int rules, uint32_t generation,
+                      uint32_t *span_count, char *why)
+{
+        struct tables t = { 0 };
+        int span_fd = -1, rule_fd = -1, r;
+
+        r = pf_bpf_build_spans(p, &t.spans, &t.span_count, why);
+        if (r == 0)
+                r = pf_bpf_build_rules(p, &t.rules, &t.rule_count, why);
+        if (r == 0 && find_shared(&t, pf_policy_hash(p), &span_fd, &rule_fd) < 0) {
+                span_fd = make_table(PF_BPF_TABLE_NAME_SPANS, sizeof(*t.spans), t.spans, t.span_count, why);
+                rule_fd = span_fd < 0 ? -1 : make_table(PF_BPF_TABLE_NAME_RULES, sizeof(*t.rules), t.rules,
+                                                        t.rule_count, why);
+                r = span_fd < 0 ? span_fd : rule_fd < 0 ? rule_fd : 0;
+        }
+        if (r == 0 && (bpf_map_update_elem(spans, &generation, &span_fd, BPF_ANY) < 0 ||
+                       bpf_map_update_elem(rules, &generation, &rule_fd, BPF_ANY) < 0))
+                r = fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
+        *span_count = t.span_count;
+        if (span_fd >= 0)
+                close(span_fd);
+        if (rule_fd >= 0)
+                close(rule_fd);
+        free_tables(&t);
         return r;
 }
 
@@ -215,9 +301,10 @@ static void fill_locals(struct pf_bpf_settings *s)
 }
 
 static int fill_settings(const struct pf_policy *p, const char *policy_path, int fd,
-                         uint32_t generation, char *why)
+                         uint32_t generation, uint32_t span_count, char *why)
 {
         struct pf_bpf_settings s = {
+                .span_count = span_count,
                 .magic = PF_BPF_MAGIC,
                 .refuse_errno = pf_policy_refuse_errno(p),
                 .redirect_connect = pf_policy_redirect_connect(p),
@@ -232,17 +319,16 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, int
         return 0;
 }
 
-/* Fill every map's half `generation`; the programs do not look at it until
- * live[0] says so. */
-static int fill_policy(const struct pf_policy *p, const char *policy_path, int verdicts, int rules,
+/* Fill generation `generation` of the fence's maps; the programs do not look
+ * at it until live[0] says so. */
+static int fill_policy(const struct pf_policy *p, const char *policy_path, int spans, int rules,
                        int settings, uint32_t generation, char *why)
 {
-        int r = fill_verdicts(p, verdicts, generation, why);
+        uint32_t span_count = 0;
+        int r = put_tables(p, spans, rules, generation, &span_count, why);
 
         if (r == 0)
-                r = fill_rules(p, rules, generation, why);
-        if (r == 0)
-                r = fill_settings(p, policy_path, settings, generation, why);
+                r = fill_settings(p, policy_path, settings, generation, span_count, why);
         return r;
 }
 
@@ -338,6 +424,10 @@ static void unpin_all(const char *dir)
                 snprintf(path, sizeof(path), "%s/%s", dir, map_names[i]);
                 unlink(path);
         }
+        for (size_t i = 0; i < COUNT(old_map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, old_map_names[i]);
+                unlink(path);
+        }
         rmdir(dir);
 }
 
@@ -398,6 +488,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
                 goto out;
         }
+        share_moved(skel->maps.moved);
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
@@ -406,7 +497,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 goto out;
         }
         /* Filled before attached: the cgroup is never fenced by empty maps. */
-        r = fill_policy(policy, policy_path, bpf_map__fd(skel->maps.verdicts),
+        r = fill_policy(policy, policy_path, bpf_map__fd(skel->maps.spans),
                         bpf_map__fd(skel->maps.rules), bpf_map__fd(skel->maps.settings), 0, why);
         if (r < 0)
                 goto out;
@@ -468,8 +559,8 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
 static int reload_locked(const struct pf_policy *policy, const char *policy_path,
                          const struct pf_cgroup *cgroup, char *why)
 {
-        enum { VERDICTS, RULES, SETTINGS, LIVE, MAPS };
-        static const char *const names[MAPS] = { "verdicts", "rules", "settings", "live" };
+        enum { SPANS, RULES, SETTINGS, LIVE, MAPS };
+        static const char *const names[MAPS] = { "spans", "rules", "settings", "live" };
         int fds[MAPS] = { -1, -1, -1, -1 };
         uint32_t zero = 0, generation = 0, next;
         int r = 0;
@@ -483,7 +574,7 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
                 r = fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
         next = (generation & 1) ^ 1;
         if (r == 0)
-                r = fill_policy(policy, policy_path, fds[VERDICTS], fds[RULES], fds[SETTINGS], next, why);
+                r = fill_policy(policy, policy_path, fds[SPANS], fds[RULES], fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
@@ -740,6 +831,56 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
                 closedir(dir);
         close(lock);
         return r;
+}
+
+/* ---- memory ---------------------------------------------------------------------- */
+
+static uint64_t memlock_of(int fd)
+{
+        char path[64], line[256];
+        unsigned long long bytes = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "memlock: %llu", &bytes) == 1)
+                        break;
+        if (f)
+                fclose(f);
+        return bytes;
+}
+
+static void visit_map(int fd, pf_map_visit visit, void *ctx)
+{
+        struct bpf_map_info info = { 0 };
+        uint32_t len = sizeof(info);
+
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+                visit(info.id, info.name, memlock_of(fd), ctx);
+}
+
+int pf_bpf_fence_maps(const struct pf_cgroup *cgroup, pf_map_visit visit, void *ctx, char *why)
+{
+        for (size_t i = 0; i < COUNT(map_names); i++) {
+                int fd = open_pinned(cgroup, map_names[i], why);
+                bool outer = strcmp(map_names[i], "spans") == 0 || strcmp(map_names[i], "rules") == 0;
+
+                if (fd < 0)
+                        return fd;
+                visit_map(fd, visit, ctx);
+                for (uint32_t generation = 0; outer && generation < PF_BPF_GENERATIONS; generation++) {
+                        uint32_t id;
+                        int inner;
+
+                        if (bpf_map_lookup_elem(fd, &generation, &id) < 0 || (inner = bpf_map_get_fd_by_id(id)) < 0)
+                                continue;
+                        visit_map(inner, visit, ctx);
+                        close(inner);
+                }
+                close(fd);
+        }
+        return 0;
 }
 
 /* ---- events ---------------------------------------------------------------------- */

@@ -19,7 +19,7 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why);
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why);
 /* What a fence says of itself. */
-#define PF_FENCE_COUNTERS 6     /* one per enum pf_action, then redirects, then errors */
+#define PF_FENCE_COUNTERS 7     /* one per enum pf_action, then redirects, errors, lost events */
 struct pf_fence_status {
         uint64_t cgroup_id;
         char cgroup[4096];      /* its directory, "" when the cgroup is gone */
@@ -44,6 +44,11 @@ int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *an
 /* Remove every fence whose cgroup is gone (removed() told each id); the
  * count removed, or a negative errno. attach runs it first. */
 int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why);
+
+/* Every map a fence holds (its own and those it shares), to visit() with
+ * the kernel's id and the memory it charges for it (fdinfo's memlock). */
+typedef void (*pf_map_visit)(uint32_t id, const char *name, uint64_t memlock, void *ctx);
+int pf_bpf_fence_maps(const struct pf_cgroup *cgroup, pf_map_visit visit, void *ctx, char *why);
 
 /* One decision of a fence, as it happened. */
 struct pf_fence_event {

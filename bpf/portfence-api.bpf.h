@@ -34,24 +34,35 @@
 
 struct pf_bpf_step {
         __u16 rule;             /* 1-based rule index, 0: default or not guarded */
-        __u16 target;           /* PF_BPF_REMAP: the port to use instead */
+        __u16 target;           /* PF_BPF_REMAP: the target of its span's first port */
         __u8 action;            /* PF_BPF_* | PF_BPF_FILLED */
         __u8 conditional;       /* check pf_bpf_rule[rule] before taking this step */
 };
 
-/* verdicts[generation][proto][port]. */
-#define PF_BPF_SLOTS (PF_BPF_GENERATIONS * PF_BPF_PROTOS * PF_BPF_PORTS)
-#define PF_BPF_SLOT(generation, proto, port) \
-        (((generation) & 1) * PF_BPF_PROTOS * PF_BPF_PORTS + ((proto) & 1) * PF_BPF_PORTS + (port))
-struct pf_bpf_slot {
+/* A policy's verdicts as spans: every port from start up to the next span's
+ * start (of the same protocol) takes the same steps. A remap step's target
+ * is that of the span's first port and grows with the port, so the pool's
+ * arithmetic stays one span per run of ports. Spans are sorted by
+ * (proto, start) and found by binary search: O(log spans), and a typical
+ * policy has a handful. */
+#define PF_BPF_SPAN_KEY(proto, port) (((__u32)(proto) << 16) | (port))
+#define PF_BPF_SPANS_MAX (PF_BPF_PROTOS * PF_BPF_PORTS)
+#define PF_BPF_SEARCH_STEPS 18  /* >= log2(PF_BPF_SPANS_MAX) + 1 */
+struct pf_bpf_span {
+        __u32 key;              /* PF_BPF_SPAN_KEY(proto, first port) */
         struct pf_bpf_step step[PF_BPF_CHAIN];
         __u8 count;             /* steps in use; the last one is unconditional */
-        __u8 pad;
+        __u8 pad[1];
 };
 
-/* The conditions of a conditional rule: rules[generation][rule number]. */
-#define PF_BPF_RULE_SLOTS (PF_BPF_GENERATIONS * (PF_BPF_RULES + 1))
-#define PF_BPF_RULE(generation, rule) (((generation) & 1) * (PF_BPF_RULES + 1) + (rule))
+/* A policy's tables (spans, rules) are maps of their own, made whole for one
+ * compiled policy, frozen, and shared by every fence of that policy: a fence
+ * holds them through tables[generation] (maps of maps). */
+#define PF_BPF_TABLE_NAME_SPANS "pf_spans"
+#define PF_BPF_TABLE_NAME_RULES "pf_rules"
+
+/* The conditions of a conditional rule, at its rule number in the rules
+ * table (sized to the highest such number + 1). */
 struct pf_bpf_rule {
         __u8 has_family;
         __u8 family;            /* PF_BPF_IPV4/6 */
@@ -68,9 +79,9 @@ struct pf_bpf_rule {
         char tail[16];
 };
 
-/* settings[generation]; the generation in force is live[0]. Every map of a
- * policy has two halves: a reload fills the idle one, then flips live[0]
- * with one 4-byte write, so no call ever sees half a policy. */
+/* settings[generation], spans[generation], rules[generation]; the generation
+ * in force is live[0]. A reload fills the idle generation, then flips
+ * live[0] with one 4-byte write, so no call ever sees half a policy. */
 struct pf_bpf_settings {
         __u32 magic;            /* PF_BPF_MAGIC once the loader filled everything */
         __s32 refuse_errno;
@@ -78,6 +89,7 @@ struct pf_bpf_settings {
         __u8 getsockname_requested;
         __u8 local4_count;
         __u8 local6_count;
+        __u32 span_count;       /* in spans[generation] */
         __u32 local4[PF_BPF_LOCALS];            /* network order */
         __u32 local6[PF_BPF_LOCALS][4];
         __u64 policy_hash;
@@ -126,10 +138,15 @@ struct pf_bpf_sock {
 #define PF_BPF_HOOKS 3
 
 /* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects,
- * then errors (binds refused because a map was not filled). */
+ * then errors (binds refused because a map was not filled), then events
+ * dropped because the ring buffer was full (no reader, or a slow one). */
 #define PF_BPF_COUNT_REDIRECT PF_BPF_ACTIONS
 #define PF_BPF_COUNT_ERROR (PF_BPF_ACTIONS + 1)
-#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 2)
+#define PF_BPF_COUNT_LOST (PF_BPF_ACTIONS + 2)
+#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 3)
+
+/* The events ring buffer of a fence: about 450 events. */
+#define PF_BPF_EVENTS_BYTES (32 * 1024)
 
 struct pf_bpf_event {
         __u64 cgroup_id;

@@ -18,18 +18,36 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-struct {
+/* The tables of the policy in force: made and frozen by the loader, one
+ * pair per compiled policy, shared by every fence of that policy. */
+struct span_table {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, PF_BPF_SLOTS);
-        __type(key, __u32);
-        __type(value, struct pf_bpf_slot);
-} verdicts SEC(".maps");
+        __uint(map_flags, BPF_F_INNER_MAP);     /* each sized to its policy */
+        __uint(max_entries, 1);
+        __uint(key_size, sizeof(__u32));
+        __uint(value_size, sizeof(struct pf_bpf_span)); /* __type() would leave it undefined in BTF */
+};
+
+struct rule_table {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(map_flags, BPF_F_INNER_MAP);
+        __uint(max_entries, 1);
+        __uint(key_size, sizeof(__u32));
+        __uint(value_size, sizeof(struct pf_bpf_rule)); /* __type() would leave it undefined in BTF */
+};
 
 struct {
-        __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, PF_BPF_RULE_SLOTS);
+        __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+        __uint(max_entries, PF_BPF_GENERATIONS);
         __type(key, __u32);
-        __type(value, struct pf_bpf_rule);
+        __array(values, struct span_table);
+} spans SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+        __uint(max_entries, PF_BPF_GENERATIONS);
+        __type(key, __u32);
+        __array(values, struct rule_table);
 } rules SEC(".maps");
 
 struct {
@@ -63,7 +81,7 @@ struct {
 
 struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
-        __uint(max_entries, 256 * 1024);
+        __uint(max_entries, PF_BPF_EVENTS_BYTES);
 } events SEC(".maps");
 
 struct {
@@ -201,10 +219,9 @@ static __always_inline bool comm_match(const struct pf_bpf_rule *rule, const cha
         return true;
 }
 
-static __always_inline bool rule_matches(__u32 generation, __u32 number, const struct request *r)
+static __always_inline bool rule_matches(void *table, __u32 number, const struct request *r)
 {
-        __u32 index = PF_BPF_RULE(generation, number);
-        struct pf_bpf_rule *rule = bpf_map_lookup_elem(&rules, &index);
+        struct pf_bpf_rule *rule = table ? bpf_map_lookup_elem(table, &number) : NULL;
         char comm[16] = {};
 
         if (!rule)
@@ -222,39 +239,59 @@ static __always_inline bool rule_matches(__u32 generation, __u32 number, const s
         return true;
 }
 
-/* The policy's verdict. A map the loader has not filled refuses (EPERM):
+/* The span of spans[] that holds key: the last one whose key is not above
+ * it (binary search; spans[0] is port 0 of TCP, so one always does). */
+static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, __u32 key)
+{
+        struct pf_bpf_span *span;
+        __u32 lo = 0, hi = count;
+
+        for (int i = 0; i < PF_BPF_SEARCH_STEPS && hi - lo > 1; i++) {
+                __u32 mid = lo + (hi - lo) / 2;
+
+                span = bpf_map_lookup_elem(table, &mid);
+                if (!span)
+                        return NULL;
+                if (span->key <= key)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        span = bpf_map_lookup_elem(table, &lo);
+        return span && span->key <= key ? span : NULL;
+}
+
+/* The policy's verdict. A table the loader has not filled refuses (EPERM):
  * an empty map must never mean "allow everything". */
 static __always_inline void decide(const struct request *r, struct decision *d)
 {
-        __u32 generation, index;
+        __u32 generation;
         struct pf_bpf_settings *s = get_settings(&generation);
-        struct pf_bpf_slot *slot;
+        struct pf_bpf_span *span;
+        void *span_table, *rule_table;
 
         d->action = PF_BPF_REFUSE;
         d->err = EPERM;
         d->target = 0;
         d->rule = 0;
-        if (!s) {
-                count(PF_BPF_COUNT_ERROR);
-                return;
-        }
-        index = PF_BPF_SLOT(generation, r->proto, r->port);
-        slot = bpf_map_lookup_elem(&verdicts, &index);
-        if (!slot) {
+        span_table = s ? bpf_map_lookup_elem(&spans, &generation) : NULL;
+        rule_table = s ? bpf_map_lookup_elem(&rules, &generation) : NULL;
+        span = span_table ? find_span(span_table, s->span_count, PF_BPF_SPAN_KEY(r->proto, r->port)) : NULL;
+        if (!span) {
                 count(PF_BPF_COUNT_ERROR);
                 return;
         }
         for (int i = 0; i < PF_BPF_CHAIN; i++) {
-                struct pf_bpf_step step = slot->step[i];
+                struct pf_bpf_step step = span->step[i];
 
                 if (!(step.action & PF_BPF_FILLED)) {
                         count(PF_BPF_COUNT_ERROR);
                         return;
                 }
-                if (i + 1 < slot->count && step.conditional && !rule_matches(generation, step.rule, r))
+                if (i + 1 < span->count && step.conditional && !rule_matches(rule_table, step.rule, r))
                         continue;
                 d->action = step.action & ~PF_BPF_FILLED;
-                d->target = step.target;
+                d->target = d->action == PF_BPF_REMAP ? step.target + (r->port - (span->key & 0xffff)) : 0;
                 d->rule = step.rule;
                 d->err = d->action == PF_BPF_REFUSE ? s->refuse_errno : 0;
                 return;
@@ -265,8 +302,10 @@ static __always_inline void emit(const struct request *r, const struct decision 
 {
         struct pf_bpf_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
-        if (!e)
+        if (!e) {
+                count(PF_BPF_COUNT_LOST);
                 return;
+        }
         e->cgroup_id = bpf_get_current_cgroup_id();
         e->pid = bpf_get_current_pid_tgid() >> 32;
         e->err = d->err;

@@ -197,7 +197,7 @@ static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup
 }
 
 static const char *const counter_names[PF_FENCE_COUNTERS] = {
-        "allow", "log", "refuse", "remap", "redirect", "errors",
+        "allow", "log", "refuse", "remap", "redirect", "errors", "lost_events",
 };
 
 static int print_status(const struct pf_fence_status *st, void *ctx)
@@ -293,6 +293,7 @@ static void print_metrics(FILE *out, const struct fences *f)
                 { "portfence_binds_total", "Binds a cgroup fence decided, by action.", 0, 3 },
                 { "portfence_redirects_total", "Connects and sends a cgroup fence sent to a moved server.", 4, 4 },
                 { "portfence_errors_total", "Binds a cgroup fence refused because its maps were not filled.", 5, 5 },
+                { "portfence_lost_events_total", "Events a cgroup fence dropped: its ring buffer was full.", 6, 6 },
         };
 
         for (size_t m = 0; m < PF_COUNT(families); m++) {

@@ -168,6 +168,38 @@ class Parity(CgroupTest):
                 self.assertEqual(kernel, shim)
 
 
+class ManySpans(CgroupTest):
+    """A policy of thousands of rules is thousands of spans, found by binary
+    search in the kernel: its verdicts are those of 'check', at every span
+    edge probed."""
+
+    def test_verdicts_match_check(self):
+        rules = []
+        for i in range(3000):   # allow, remap-to, refuse, pool-remap: every port its own span
+            port = 40000 + i
+            kind = i % 4
+            rules.append(f'{{ ports = "{port}"; action = "allow"; }}' if kind == 0 else
+                         f'{{ ports = "{port}"; action = "remap"; to = {8000 + i}; }}' if kind == 1 else
+                         f'{{ ports = "{port}"; action = "refuse"; }}' if kind == 2 else
+                         f'{{ ports = "{port}"; action = "remap"; }}')
+        policy = write_policy('version = 1;\nephemeral = "30000-49999";\ndefault_action = "remap";\n'
+                              'getsockname = "real";\nremap_pool = "7000-7006";\n'
+                              "rules = (\n" + ",\n".join(rules) + "\n);\n")
+        self.addCleanup(os.unlink, policy)
+        self.attach(policy)
+        ports = [30000, 30006, 30007, 39999, 40000, 40001, 40002, 40003, 41233, 41234, 41235,
+                 42998, 42999, 43000, 49999, 50000, 6500]
+        check = json.loads(portfence("check", "--json", "-c", policy, *[f"{p}/udp" for p in ports]).stdout)
+        for port, want in zip(ports, check):
+            with self.subTest(port=port):
+                got = self.cgroup.probe("udp4", "bind", "127.0.0.1", str(port), "sockname")
+                if want["action"] == "refuse":
+                    self.assertEqual(got[1], "bind -1 EADDRINUSE")
+                else:
+                    self.assertEqual(got[1:], ["bind 0 0", f"sockname 0 0 127.0.0.1 "
+                                               f"{want['target'] if want['action'] == 'remap' else port}"])
+
+
 class Lifecycle(CgroupTest):
     def test_detach_restores(self):
         self.attach()
@@ -504,7 +536,8 @@ class Metrics(CgroupTest):
         self.attach()
         before = self.counters(portfence("cgroup", "status", "--prometheus").stdout)
         self.assertEqual(before, {"allow": 0, "log": 0, "refuse": 0, "remap": 0,
-                                  "portfence_redirects_total": 0, "portfence_errors_total": 0})
+                                  "portfence_redirects_total": 0, "portfence_errors_total": 0,
+                                  "portfence_lost_events_total": 0})
         self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25030")                 # refused
         self.cgroup.probe("udp4", "bind", "127.0.0.1", "25031")                 # refused
         self.cgroup.probe("tcp4", "bind", "127.0.0.1", "20040", "sockname")     # remapped
@@ -541,26 +574,53 @@ class Metrics(CgroupTest):
         self.assertEqual((r.returncode, r.stderr), (0, ""))
 
 
+class LostEvents(CgroupTest):
+    def test_a_full_ring_buffer_counts_what_it_drops(self):
+        """Nobody reads the events: the ring buffer (about 450 events) fills,
+        binds are still decided, and every dropped event is counted."""
+        self.attach()
+        r = self.cgroup.run(sys.executable, "-c", """
+import socket
+refused = 0
+for _ in range(1000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 25040))
+    except OSError:
+        refused += 1
+    s.close()
+print(refused)
+""")
+        self.assertEqual(r.stdout.strip(), "1000", r.stderr)
+        status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
+        self.assertEqual(status["refuse"], 1000)
+        self.assertGreater(status["lost_events"], 400)
+        self.assertLess(status["lost_events"], 1000)
+
+
 class EmptyMaps(CgroupTest):
     """The trap that once made an empty allow list allow everything: maps
     that say nothing must not mean 'allow'."""
 
-    def bpftool_update(self, name, key, value):
+    def bpftool(self, verb, name, key, *value):
         pin = os.path.join(PIN_ROOT, str(os.stat(self.cgroup.path).st_ino), name)
-        args = ["bpftool", "map", "update", "pinned", pin, "key"]
-        args += [str(b) for b in key.to_bytes(4, "little")] + ["value"] + [str(b) for b in value]
+        args = ["bpftool", "map", verb, "pinned", pin, "key"]
+        args += [str(b) for b in key.to_bytes(4, "little")] + list(value)
         r = subprocess.run(args, capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def bpftool_update(self, name, key, value):
+        self.bpftool("update", name, key, "value", *[str(b) for b in value])
+
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
-    def test_unfilled_verdict_refuses(self):
+    def test_missing_table_refuses(self):
         self.attach()
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6510")[1], "bind 0 0")
-        self.bpftool_update("verdicts", 6510, bytes(20))        # tcp, port 6510, generation 0
+        self.bpftool("delete", "spans", 0)          # generation 0's verdict table
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6510")[1], "bind -1 EPERM")
         status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
         self.assertEqual((status["errors"], status["refuse"], status["redirect"]), (1, 1, 0))
-        self.assertEqual(self.cgroup.probe("udp4", "bind", "127.0.0.1", "6510")[1], "bind 0 0")
+        self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "0")[1], "bind 0 0")
 
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
     def test_unfilled_settings_refuse(self):
@@ -572,6 +632,55 @@ class EmptyMaps(CgroupTest):
         self.bpftool_update("settings", 0, bytes(settings_size))
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6511")[1], "bind -1 EPERM")
         self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "0")[1], "bind 0 0")
+
+
+class SharedTables(CgroupTest):
+    """A fence holds its policy's tables, made once per compiled policy and
+    shared by every fence of that policy; the moved-port registry is one
+    for the host."""
+
+    def map_id(self, cgroup, name, generation=None):
+        pin = os.path.join(PIN_ROOT, str(os.stat(cgroup.path).st_ino), name)
+        if generation is None:
+            r = subprocess.run(["bpftool", "-j", "map", "show", "pinned", pin], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)["id"]
+        r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", pin, "key"] +
+                           [str(b) for b in generation.to_bytes(4, "little")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return int.from_bytes(bytes(int(b, 0) for b in json.loads(r.stdout)["value"]), "little")
+
+    def live(self, cgroup):
+        pin = os.path.join(PIN_ROOT, str(os.stat(cgroup.path).st_ino), "live")
+        r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", pin, "key", "0", "0", "0", "0"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return int(json.loads(r.stdout)["value"][0], 0) & 1
+
+    def tables(self, cgroup):
+        generation = self.live(cgroup)
+        return self.map_id(cgroup, "spans", generation), self.map_id(cgroup, "rules", generation)
+
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_same_policy_same_tables(self):
+        other_policy = write_policy(POLICY.replace("rules = (\n", 'rules = (\n  { ports = "6599"; action = "refuse"; },\n'))
+        self.addCleanup(os.unlink, other_policy)
+        self.attach()
+        second, third = Cgroup(), Cgroup()
+        self.addCleanup(second.cleanup)
+        self.addCleanup(third.cleanup)
+        self.assertEqual(second.attach(self.policy).returncode, 0)
+        self.assertEqual(third.attach(other_policy).returncode, 0)
+        mine = self.tables(self.cgroup)
+        self.assertEqual(self.tables(second), mine)
+        self.assertNotEqual(self.tables(third)[0], mine[0])
+        self.assertEqual({self.map_id(c, "moved") for c in (self.cgroup, second, third)},
+                         {self.map_id(self.cgroup, "moved")})
+        # A reload to the other policy takes its tables, and enforces it.
+        self.assertEqual(portfence("cgroup", "reload", "-c", other_policy, second.path).returncode, 0)
+        self.assertEqual(self.tables(second), self.tables(third))
+        self.assertEqual(second.probe("tcp4", "bind", "127.0.0.1", "6599")[1], "bind -1 EADDRINUSE")
+        self.assertEqual(self.cgroup.probe("tcp4", "bind", "127.0.0.1", "6599")[1], "bind 0 0")
 
 
 def tearDownModule():
@@ -587,5 +696,5 @@ def tearDownModule():
 
 if __name__ == "__main__":
     main({"static": ["Enforce.test_static_binary_is_fenced"],
-          "bpftool": ["EmptyMaps", "Lifecycle.test_attach_shows_its_programs",
+          "bpftool": ["EmptyMaps", "SharedTables", "Lifecycle.test_attach_shows_its_programs",
                       "Lifecycle.test_detach_restores"]})
