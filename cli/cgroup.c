@@ -48,7 +48,7 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
         };
         int opt;
 
-        while ((opt = getopt_long(argc, argv, "c:o:vh", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt(command, argc, argv, "c:o:vh", options)) != -1) {
                 switch (opt) {
                 case 'c': a->config = optarg; break;
                 case 'j': a->json = true; break;

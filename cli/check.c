@@ -146,7 +146,7 @@ int pf_cmd_check(int argc, char **argv)
         bool json = false;
         int opt, r;
 
-        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt("check", argc, argv, "c:h", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <getopt.h>
 #include <stdio.h>
 
 #include "policy.h"
@@ -58,10 +59,16 @@ void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size
  * cannot match exactly. */
 void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);
 
-/* Parse a comma-separated --os list ("all" = every table row but "host")
- * into profiles; returns the count or -1 after printing an error. */
-int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,
-                    size_t capacity);
+/* getopt_long() with the errors as every other message of portfence:
+ * "portfence: COMMAND: unknown option '-x'". '?' after printing one. */
+int pf_cli_getopt(const char *command, int argc, char **argv, const char *shortopts,
+                  const struct option *longopts);
+
+/* Parse a comma-separated --os list into profiles for proto; returns the
+ * count or -1 after printing an error. Groups take their rows that describe
+ * proto: "all" = every row but "host", "seed" = the seed article's rows. */
+int pf_cli_parse_os(const char *command, const char *list, enum pf_proto proto,
+                    const struct pf_profile **out, size_t capacity);
 
 /* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
 bool pf_cli_port_free(unsigned port, enum pf_proto proto);

@@ -135,8 +135,43 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
         }
 }
 
-int pf_cli_parse_os(const char *command, const char *list, const struct pf_profile **out,
-                    size_t capacity)
+/* Does opt (a short option's letter or a long option's val) exist? */
+static bool known_option(int opt, const char *shortopts, const struct option *longopts)
+{
+        const char *at = opt > 0 && opt != ':' && opt != '+' ? strchr(shortopts, opt) : NULL;
+
+        if (at)
+                return true;
+        for (const struct option *o = longopts; o && o->name; o++)
+                if (!o->flag && o->val == opt)
+                        return true;
+        return false;
+}
+
+int pf_cli_getopt(const char *command, int argc, char **argv, const char *shortopts,
+                  const struct option *longopts)
+{
+        const char *word;
+        int opt;
+
+        opterr = 0;
+        opt = getopt_long(argc, argv, shortopts, longopts, NULL);
+        if (opt != '?')
+                return opt;
+        word = optind - 1 > 0 && optind - 1 < argc ? argv[optind - 1] : "";
+        if (optopt == 0)        /* an unknown long option: its word */
+                pf_error(command, "unknown option '%.*s'", (int)strcspn(word, "="), word);
+        else if (!known_option(optopt, shortopts, longopts))
+                pf_error(command, "unknown option '-%c'", optopt);
+        else if (strncmp(word, "--", 2) == 0)
+                pf_error(command, "option '%s' needs an argument", word);
+        else
+                pf_error(command, "option '-%c' needs an argument", optopt);
+        return '?';
+}
+
+int pf_cli_parse_os(const char *command, const char *list, enum pf_proto proto,
+                    const struct pf_profile **out, size_t capacity)
 {
         size_t table_count, n = 0;
         const struct pf_profile *table = pf_profiles(&table_count);
@@ -147,9 +182,12 @@ int pf_cli_parse_os(const char *command, const char *list, const struct pf_profi
                 return -1;
         }
         for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-                if (strcmp(name, "all") == 0) {
+                if (strcmp(name, "all") == 0 || strcmp(name, "seed") == 0) {
+                        bool seed_only = name[0] == 's';
+
                         for (size_t i = 0; i < table_count && n < capacity; i++)
-                                if (!table[i].live)
+                                if (!table[i].live && (table[i].seed || !seed_only) &&
+                                    (table[i].protos & PF_PROTO_BIT(proto)))
                                         out[n++] = &table[i];
                         continue;
                 }

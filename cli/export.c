@@ -112,7 +112,7 @@ static int run_export(const char *command, int argc, char **argv,
         struct pf_policy *policy;
         int opt, r;
 
-        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt(command, argc, argv, "c:h", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'h': export_help(stdout); return PF_EXIT_OK;

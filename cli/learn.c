@@ -151,14 +151,15 @@ static int run_and_wait(char **command, unsigned duration)
 
 /* ---- the proposal ------------------------------------------------------------ */
 
-/* Where suggest looks first: the ports safe on every stack portfence knows
- * and on this host (outside every dynamic and well-known range). */
+/* Where suggest looks first: the ports safe on every stack of the seed's
+ * table and on this host (outside every dynamic and well-known range).
+ * Today's stacks together leave none (OpenBSD picks from 1024-49151). */
 static void safe_everywhere(enum pf_proto proto, struct pf_portset *safe)
 {
         const struct pf_profile *list[64];
         struct pf_portset dynamic;
         char why[PF_WHY_SIZE];
-        int n = pf_cli_parse_os("learn", "all,host", list, 64);
+        int n = pf_cli_parse_os("learn", "seed,host", proto, list, 64);
 
         pf_portset_clear(safe);
         if (n > 0 && pf_profiles_combine(list, (size_t)n, proto, &dynamic, safe, why) < 0)
@@ -364,7 +365,7 @@ static int parse_learn_args(int argc, char **argv, struct learn_args *a)
         };
         int opt;
 
-        while ((opt = getopt_long(argc, argv, "+c:o:h", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt("learn", argc, argv, "+c:o:h", options)) != -1) {
                 switch (opt) {
                 case 'c': a->config = optarg; break;
                 case 'o': a->output = optarg; break;

@@ -162,7 +162,7 @@ int pf_cmd_run(int argc, char **argv)
         struct pf_policy *policy;
         int opt, r;
 
-        while ((opt = getopt_long(argc, argv, "+c:vh", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt("run", argc, argv, "+c:vh", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'v': setenv("PORTFENCE_LOG_LEVEL", "debug", 1); break;

@@ -79,7 +79,7 @@ int pf_cmd_scan(int argc, char **argv)
         struct pf_json writer;
         int opt, r;
 
-        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt("scan", argc, argv, "c:h", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;

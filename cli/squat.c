@@ -181,7 +181,7 @@ static int parse_squat_args(int argc, char **argv, struct squat_args *a)
         int opt;
 
         *a = (struct squat_args){ .proto = PF_TCP, .want4 = true, .want6 = true };
-        while ((opt = getopt_long(argc, argv, "+46h", options, NULL)) != -1) {
+        while ((opt = pf_cli_getopt("squat", argc, argv, "+46h", options)) != -1) {
                 switch (opt) {
                 case 'p':
                         if (pf_proto_parse(optarg, &a->proto) < 0) {

@@ -13,31 +13,93 @@
 #define R(lo, hi) { lo, hi }
 #define NONE { 0, 0 }
 
-/* The seed's table, port numbers inclusive. STCP is the one stack the seed
- * gives separate TCP and UDP rows for; every other row holds for both. */
+#define SEED "the seed article's table (Selecting TCP Port Numbers for Fun, Profit, and Reliability)"
+
+/* The seed's table, port numbers inclusive, then today's stacks and server
+ * ranges. STCP is the one stack the seed gives separate TCP and UDP rows
+ * for; every other row holds for both. */
 static const struct pf_profile profiles[] = {
-        { "iana", "IANA", BOTH, R(1, 1023), R(1024, 49151), R(49152, 65535), false },
-        { "tcp_os", "VOS TCP_OS", BOTH, R(1, 1023), R(5001, 65535), R(1024, 5000), false },
+        { "iana", "IANA", BOTH, R(1, 1023), R(1024, 49151), R(49152, 65535), false, true, NONE, NULL,
+          SEED "; RFC 6335 section 6" },
+        { "tcp_os", "VOS TCP_OS", BOTH, R(1, 1023), R(5001, 65535), R(1024, 5000), false, true, NONE,
+          NULL, SEED },
         { "stcp-pre-1098", "VOS STCP TCP before stcp-1098", TCP,
-          R(1, 1023), R(1024, 9999), R(10000, 65535), false },
+          R(1, 1023), R(1024, 9999), R(10000, 65535), false, true, NONE,
+          "stcp-udp-pre-2119, stcp-udp", SEED },
         { "stcp", "VOS STCP TCP after stcp-1098", TCP,
-          R(1, 1023), R(1024, 49151), R(49152, 65535), false },
+          R(1, 1023), R(1024, 49151), R(49152, 65535), false, true, NONE,
+          "stcp-udp-pre-2119, stcp-udp", SEED },
         /* The seed's text says the UDP dynamic range starts at 1024, its
-         * table says 1025: take the wider. */
+         * table says 1025: take the wider. 1024 is then both well-known
+         * (the table) and dynamic (the text): never safe either way. */
         { "stcp-udp-pre-2119", "VOS STCP UDP before stcp-2119", UDP,
-          R(1, 1024), NONE, R(1024, 65535), false },
+          R(1, 1024), NONE, R(1024, 65535), false, true, NONE, "stcp-pre-1098, stcp",
+          SEED "; its text puts 1024 in the dynamic range, its table in the well-known one: "
+          "counted in both" },
         { "stcp-udp", "VOS STCP UDP after stcp-2119", UDP,
-          R(1, 1023), R(1024, 49151), R(49152, 65535), false },
+          R(1, 1023), R(1024, 49151), R(49152, 65535), false, true, NONE, "stcp-pre-1098, stcp", SEED },
         { "hpux-11", "HP-UX 11.x (default)", BOTH,
-          R(1, 1023), R(1024, 49151), R(49152, 65535), false },
-        { "ftx-3.3", "FTX 3.3 and earlier", BOTH, R(1, 1023), R(6124, 65535), R(1024, 6123), false },
-        { "ftx-3.4", "FTX 3.4 and later", BOTH, R(1, 1023), R(1024, 49151), R(49152, 65535), false },
+          R(1, 1023), R(1024, 49151), R(49152, 65535), false, true, NONE, NULL, SEED },
+        { "ftx-3.3", "FTX 3.3 and earlier", BOTH, R(1, 1023), R(6124, 65535), R(1024, 6123), false, true,
+          NONE, NULL, SEED },
+        { "ftx-3.4", "FTX 3.4 and later", BOTH, R(1, 1023), R(1024, 49151), R(49152, 65535), false, true,
+          NONE, NULL, SEED },
         /* Windows MaxUserPort defaults to 5000. */
-        { "ftserver", "ftServer", BOTH, R(1, 1024), R(5001, 65535), R(1024, 5000), false },
-        { "linux-2.2", "Linux 2.2 and earlier", BOTH, R(1, 1023), R(5000, 65535), R(1024, 4999), false },
+        { "ftserver", "ftServer", BOTH, R(1, 1024), R(5001, 65535), R(1024, 5000), false, true, NONE, NULL,
+          SEED },
+        { "linux-2.2", "Linux 2.2 and earlier", BOTH, R(1, 1023), R(5000, 65535), R(1024, 4999), false,
+          true, NONE, NULL, SEED },
         { "linux-2.4", "Linux 2.4 and later (as the seed gives it)", BOTH,
-          R(1, 1023), R(1024, 32767), R(32768, 61000), false },
-        { "host", "this host, read live", BOTH, R(1, 1023), NONE, NONE, true },
+          R(1, 1023), R(1024, 32767), R(32768, 61000), false, true, NONE, NULL, SEED },
+
+        /* net.ipv4.ip_local_port_range defaults to "32768 60999"
+         * (Documentation/networking/ip-sysctl.rst), since Linux 4.2. */
+        { "linux", "Linux 4.2 and later (default ip_local_port_range)", BOTH,
+          R(1, 1023), R(1024, 32767), R(32768, 60999), false, false, NONE, NULL,
+          "Linux Documentation/networking/ip-sysctl.rst, ip_local_port_range" },
+        /* Microsoft KB 929851: the dynamic range is 49152-65535 since
+         * Windows Vista and Windows Server 2008 (netsh int ipv4 show
+         * dynamicport tcp). */
+        { "windows", "Windows Vista / Server 2008 and later", BOTH,
+          R(1, 1023), R(1024, 49151), R(49152, 65535), false, false, NONE, NULL,
+          "Microsoft KB 929851 (netsh int ipv4 show dynamicport tcp)" },
+        /* sys/netinet/in.h: IPPORT_EPHEMERALFIRST 10000, IPPORT_EPHEMERALLAST
+         * 65535 (sysctl net.inet.ip.portrange.first/last). */
+        { "freebsd", "FreeBSD", BOTH, R(1, 1023), NONE, R(10000, 65535), false, false, NONE, NULL,
+          "FreeBSD sys/netinet/in.h IPPORT_EPHEMERALFIRST/LAST (net.inet.ip.portrange.first/last)" },
+        /* sys/netinet/in.h: ports are picked at random between
+         * IPPORT_RESERVED (1024) and IPPORT_USERRESERVED (49151) unless a
+         * socket asks for the high range (net.inet.ip.portfirst/portlast). */
+        { "openbsd", "OpenBSD (default port range)", BOTH, R(1, 1023), NONE, R(1024, 49151), false, false,
+          NONE, NULL, "OpenBSD sys/netinet/in.h IPPORT_RESERVED..IPPORT_USERRESERVED "
+          "(net.inet.ip.portfirst/portlast)" },
+        /* sys/netinet/in.h: IPPORT_ANONMIN 49152, IPPORT_ANONMAX 65535. */
+        { "netbsd", "NetBSD", BOTH, R(1, 1023), NONE, R(49152, 65535), false, false, NONE, NULL,
+          "NetBSD sys/netinet/in.h IPPORT_ANONMIN/ANONMAX (net.inet.ip.anonportmin/max)" },
+        /* XNU bsd/netinet/in.h: IPPORT_HIFIRSTAUTO 49152, IPPORT_HILASTAUTO
+         * 65535, the default of net.inet.ip.portrange.first/last. */
+        { "macos", "macOS", BOTH, R(1, 1023), NONE, R(49152, 65535), false, false, NONE, NULL,
+          "XNU bsd/netinet/in.h IPPORT_HIFIRSTAUTO/HILASTAUTO (net.inet.ip.portrange.first/last)" },
+        /* tcp_smallest_anon_port 32768, tcp_largest_anon_port 65535 (and
+         * the same for UDP): ipadm show-prop -p smallest_anon_port tcp. */
+        { "solaris", "Solaris and illumos", BOTH, R(1, 1023), NONE, R(32768, 65535), false, false, NONE,
+          NULL, "Solaris/illumos tunables smallest_anon_port/largest_anon_port (ipadm show-prop)" },
+        /* no -o tcp_ephemeral_low 32768, tcp_ephemeral_high 65535 (and the
+         * udp_ ones). */
+        { "aix", "AIX", BOTH, R(1, 1023), NONE, R(32768, 65535), false, false, NONE, NULL,
+          "AIX network options tcp_ephemeral_low/high, udp_ephemeral_low/high (no -a)" },
+        /* The Docker daemon publishes '-P' ports from the host's
+         * ip_local_port_range, or 49153-65535 when it cannot read it
+         * (libnetwork portallocator): servers, in the clients' range. */
+        { "docker", "Docker published ports (-P), its fallback range", BOTH, R(1, 1023), NONE, NONE,
+          false, false, R(49153, 65535), NULL,
+          "Docker libnetwork portallocator: ip_local_port_range, else 49153-65535" },
+        /* kube-apiserver --service-node-port-range defaults to 30000-32767:
+         * kube-proxy listens there on every node. */
+        { "kubernetes-nodeport", "Kubernetes NodePort services", BOTH, R(1, 1023), NONE, NONE, false,
+          false, R(30000, 32767), NULL, "kube-apiserver --service-node-port-range (default 30000-32767)" },
+        { "host", "this host, read live", BOTH, R(1, 1023), NONE, NONE, true, false, NONE, NULL,
+          "/proc/sys/net/ipv4/ip_local_port_range minus ip_local_reserved_ports" },
 };
 
 const struct pf_profile *pf_profiles(size_t *count)
@@ -84,6 +146,15 @@ int pf_profile_dynamic(const struct pf_profile *profile, enum pf_proto proto,
         return 0;
 }
 
+/* A row asked for a protocol it has no numbers for: name the rows that do. */
+static int not_described(const struct pf_profile *profile, enum pf_proto proto, char *why)
+{
+        snprintf(why, PF_WHY_SIZE, "profile '%s' describes %s only; for %s use %s", profile->name,
+                 pf_proto_name(proto == PF_TCP ? PF_UDP : PF_TCP), pf_proto_name(proto),
+                 profile->others ? profile->others : "another profile");
+        return -EINVAL;
+}
+
 int pf_profiles_combine(const struct pf_profile *const *list, size_t count,
                         enum pf_proto proto, struct pf_portset *dynamic,
                         struct pf_portset *safe, char *why)
@@ -92,17 +163,24 @@ int pf_profiles_combine(const struct pf_profile *const *list, size_t count,
 
         pf_portset_clear(dynamic);
         pf_portset_fill(safe);
+        pf_portset_clear(&one);
+        pf_portset_add_range(&one, 1, 1023);    /* well-known everywhere, whatever a row says */
+        pf_portset_subtract(safe, &one);
         for (size_t i = 0; i < count; i++) {
                 const struct pf_profile *profile = list[i];
-                int r = pf_profile_dynamic(profile, proto, &one, why);
+                int r;
 
+                if (!(profile->protos & PF_PROTO_BIT(proto)))
+                        return not_described(profile, proto, why);
+                r = pf_profile_dynamic(profile, proto, &one, why);
                 if (r < 0)
                         return r;
                 pf_portset_union(dynamic, &one);
-                if (!(profile->protos & PF_PROTO_BIT(proto)))
-                        continue;
                 pf_portset_clear(&one);
-                pf_portset_add_range(&one, profile->well_known.lo, profile->well_known.hi);
+                if (profile->well_known.lo)
+                        pf_portset_add_range(&one, profile->well_known.lo, profile->well_known.hi);
+                if (profile->servers.lo)
+                        pf_portset_add_range(&one, profile->servers.lo, profile->servers.hi);
                 pf_portset_subtract(safe, &one);
         }
         pf_portset_subtract(safe, dynamic);

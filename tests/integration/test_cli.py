@@ -70,11 +70,24 @@ class Basics(unittest.TestCase):
         r = run("check", "-c", os.path.join(SOURCE, "config", "portfence.conf"), "80/sctp")
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stderr, "portfence: check: bad port '80/sctp': expected PORT[/tcp|/udp], PORT 0-65535\n")
-        r = run("ranges", "--os", "windows")
+        r = run("ranges", "--os", "beos")
         self.assertEqual(r.returncode, 2)
-        self.assertEqual(r.stderr, "portfence: ranges: unknown os 'windows' (see 'portfence ranges')\n")
+        self.assertEqual(r.stderr, "portfence: ranges: unknown os 'beos' (see 'portfence ranges')\n")
         r = run("suggest", "-n", "0")
         self.assertEqual(r.returncode, 2)
+
+    def test_option_errors_name_portfence_and_the_command(self):
+        for args, message in ((("check", "-x"), "unknown option '-x'"),
+                              (("check", "--bogus=1"), "unknown option '--bogus'"),
+                              (("check", "-c"), "option '-c' needs an argument"),
+                              (("scan", "--config"), "option '--config' needs an argument"),
+                              (("ranges", "-n", "3"), "unknown option '-n'"),
+                              (("squat", "-q", "24001"), "unknown option '-q'"),
+                              (("cgroup", "status", "--frob"), "unknown option '--frob'")):
+            with self.subTest(args=args):
+                r = run(*args)
+                self.assertEqual(r.returncode, 2)
+                self.assertEqual(r.stderr.splitlines()[0], f"portfence: {' '.join(args[:2] if args[0] == 'cgroup' else args[:1])}: {message}")
 
 
 class Shipped(unittest.TestCase):
@@ -222,29 +235,63 @@ class Ranges(unittest.TestCase):
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             lo, hi = f.read().split()
         self.assertTrue(rows["host"]["dynamic"][0].startswith(lo))
+        # A UDP-only row carries its own protocol's ranges; every range is a list.
+        self.assertEqual((rows["stcp-udp-pre-2119"]["ranges_for"], rows["stcp-udp-pre-2119"]["dynamic"],
+                          rows["stcp-udp-pre-2119"]["registered"]), ("udp", ["1024-65535"], []))
+        self.assertEqual(rows["kubernetes-nodeport"]["servers"], ["30000-32767"])
+        self.assertEqual(rows["linux"]["dynamic"], ["32768-60999"])
+        for row in rows.values():
+            self.assertTrue(row["source"], row["name"])
         r = run("ranges")
         self.assertIn("stcp-udp-pre-2119", r.stdout)
+        self.assertIn("  stcp-udp-pre-2119: the seed article's table", r.stdout)
+        self.assertIn("counted in both", r.stdout)
 
-    def test_all_tcp_stacks(self):
-        r = run("ranges", "--os", "all", "--json")
+    def test_table_of_one_protocol(self):
+        rows = json.loads(run("ranges", "--proto", "udp", "--json").stdout)
+        names = [row["name"] for row in rows]
+        self.assertIn("stcp-udp", names)
+        self.assertNotIn("stcp", names)
+        self.assertEqual({row["ranges_for"] for row in rows}, {"udp"})
+
+    def test_seed_tcp_stacks(self):
+        r = run("ranges", "--os", "seed", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         got = json.loads(r.stdout)
         self.assertEqual(got["proto"], "tcp")
         self.assertEqual(got["safe"], ["6124-9999"])
         self.assertEqual(got["dynamic"], ["1024-6123", "10000-65535"])
-        self.assertEqual(len(got["os"]), 12)
+        self.assertEqual(len(got["os"]), 10)       # the seed's TCP rows
 
-    def test_all_udp_stacks(self):
-        r = run("ranges", "--os", "all", "--proto", "udp", "--json")
+    def test_all_stacks_of_today_leave_nothing(self):
+        got = json.loads(run("ranges", "--os", "all", "--json").stdout)
+        self.assertIn("openbsd", got["os"])
+        self.assertEqual(got["safe"], [])
+
+    def test_udp_stacks(self):
+        r = run("ranges", "--os", "seed", "--proto", "udp", "--json")
         self.assertEqual(json.loads(r.stdout)["safe"], [])
         r = run("ranges", "--os", "iana,linux-2.4")
         self.assertEqual(r.stdout, "os: iana,linux-2.4\nproto: tcp\n"
                                    "dynamic: 32768-65535\nsafe: 1024-32767\n")
 
+    def test_well_known_never_safe_and_server_ranges_avoided(self):
+        got = json.loads(run("ranges", "--os", "kubernetes-nodeport,linux", "--json").stdout)
+        self.assertEqual(got["safe"], ["1024-29999", "61000-65535"])
+
+    def test_a_profile_without_the_protocol_is_an_error(self):
+        for args, message in ((("ranges", "--os", "stcp-udp", "--proto", "tcp"),
+                               "profile 'stcp-udp' describes udp only; for tcp use stcp-pre-1098, stcp"),
+                              (("suggest", "--os", "stcp", "--proto", "udp"),
+                               "profile 'stcp' describes tcp only; for udp use stcp-udp-pre-2119, stcp-udp")):
+            with self.subTest(args=args):
+                r = run(*args)
+                self.assertEqual((r.returncode, r.stdout, r.stderr), (2, "", f"portfence: {args[0]}: {message}\n"))
+
 
 class Suggest(unittest.TestCase):
     def test_suggest_safe_free_unlisted(self):
-        r = run("suggest", "--os", "all", "-n", "5", "--json")
+        r = run("suggest", "--os", "seed", "-n", "5", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         ports = json.loads(r.stdout)
         self.assertEqual(len(ports), 5)
@@ -254,18 +301,42 @@ class Suggest(unittest.TestCase):
             self.assertNotIn(port, listed)
 
     def test_skips_bound_port(self):
-        first = int(run("suggest", "--os", "all").stdout)
+        first = int(run("suggest", "--os", "seed").stdout)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", first))
             s.listen()
-            second = int(run("suggest", "--os", "all").stdout)
+            second = int(run("suggest", "--os", "seed").stdout)
         self.assertNotEqual(first, second)
         self.assertGreater(second, first)
 
     def test_too_few(self):
-        r = run("suggest", "--os", "all", "--proto", "udp", "-n", "1")
+        r = run("suggest", "--os", "seed", "--proto", "udp", "-n", "1")
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr, "portfence: suggest: only 0 safe free ports, 1 asked\n")
+
+    def test_key_is_stable_and_spreads_jobs(self):
+        """Parallel CI jobs each asking with their own name get their own
+        port, and the same job gets the same port every time."""
+        safe = json.loads(run("ranges", "--os", "seed", "--json").stdout)["safe"]
+        lo, hi = map(int, safe[0].split("-"))
+        got = {}
+        for job in ("job-1", "job-2", "job-3", "job-4", "job-5"):
+            first = run("suggest", "--os", "seed", "--key", job)
+            self.assertEqual(first.returncode, 0, first.stderr)
+            self.assertEqual(run("suggest", "--os", "seed", "--key", job).stdout, first.stdout)
+            got[job] = int(first.stdout)
+            self.assertTrue(lo <= got[job] <= hi)
+        self.assertGreater(len(set(got.values())), 3)
+        # -n N from the key's place is N distinct ports, wrapping round the set.
+        many = json.loads(run("suggest", "--os", "seed", "--key", "job-1", "-n", "20", "--json").stdout)
+        self.assertEqual((len(many), len(set(many)), many[0]), (20, 20, got["job-1"]))
+
+    def test_random(self):
+        picks = {int(run("suggest", "--os", "seed", "--random").stdout) for _ in range(5)}
+        self.assertGreater(len(picks), 1)
+        r = run("suggest", "--key", "a", "--random")
+        self.assertEqual((r.returncode, r.stderr),
+                         (2, "portfence: suggest: --key and --random contradict each other: choose one\n"))
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ static void test_table_matches_seed(void **state)
         size_t count;
 
         (void)state;
-        pf_profiles(&count);
-        assert_int_equal(count, sizeof(seed) / sizeof(seed[0]) + 1);   /* + host */
+        const struct pf_profile *table = pf_profiles(&count);
+        size_t seed_rows = 0;
+
+        for (size_t i = 0; i < count; i++)
+                seed_rows += table[i].seed;
+        assert_int_equal(seed_rows, sizeof(seed) / sizeof(seed[0]));
         for (size_t i = 0; i < sizeof(seed) / sizeof(seed[0]); i++) {
                 const struct pf_profile *p = pf_profile_find(seed[i].name);
 
@@ -59,19 +63,20 @@ static void test_table_matches_seed(void **state)
                 assert_int_equal(p->dynamic.hi, seed[i].dyn_hi);
                 assert_int_equal(p->protos, seed[i].protos);
                 assert_false(p->live);
+                assert_true(p->seed);
         }
         assert_true(pf_profile_find("host")->live);
-        assert_null(pf_profile_find("windows"));
+        assert_null(pf_profile_find("beos"));
 }
 
-/* Every row of the table but host. */
-static size_t all_stacks(const struct pf_profile **list)
+/* Every row of the seed's table that describes proto. */
+static size_t seed_stacks(const struct pf_profile **list, enum pf_proto proto)
 {
         size_t count, n = 0;
         const struct pf_profile *table = pf_profiles(&count);
 
         for (size_t i = 0; i < count; i++)
-                if (!table[i].live)
+                if (table[i].seed && (table[i].protos & PF_PROTO_BIT(proto)))
                         list[n++] = &table[i];
         return n;
 }
@@ -81,7 +86,7 @@ static void test_safe_on_every_tcp_stack(void **state)
         const struct pf_profile *list[32];
         struct pf_portset dynamic, safe;
         char why[PF_WHY_SIZE];
-        size_t n = all_stacks(list);
+        size_t n = seed_stacks(list, PF_TCP);
 
         (void)state;
         assert_int_equal(pf_profiles_combine(list, n, PF_TCP, &dynamic, &safe, why), 0);
@@ -95,7 +100,7 @@ static void test_udp_on_old_stcp_leaves_nothing(void **state)
         const struct pf_profile *list[32];
         struct pf_portset dynamic, safe;
         char why[PF_WHY_SIZE];
-        size_t n = all_stacks(list);
+        size_t n = seed_stacks(list, PF_UDP);
 
         (void)state;
         assert_int_equal(pf_profiles_combine(list, n, PF_UDP, &dynamic, &safe, why), 0);
@@ -111,18 +116,59 @@ static void test_udp_on_old_stcp_leaves_nothing(void **state)
         assert_string_equal(format(&safe), "6124-49151");
 }
 
-static void test_tcp_only_row_ignored_for_udp(void **state)
+static void test_tcp_only_row_asked_for_udp_is_an_error(void **state)
 {
         const struct pf_profile *list[] = { pf_profile_find("stcp-pre-1098") };
         struct pf_portset dynamic, safe;
         char why[PF_WHY_SIZE];
 
         (void)state;
-        assert_int_equal(pf_profiles_combine(list, 1, PF_UDP, &dynamic, &safe, why), 0);
-        assert_true(pf_portset_empty(&dynamic));
-        assert_string_equal(format(&safe), "1-65535");
+        assert_int_equal(pf_profiles_combine(list, 1, PF_UDP, &dynamic, &safe, why), -EINVAL);
+        assert_string_equal(why, "profile 'stcp-pre-1098' describes tcp only; for udp use "
+                                 "stcp-udp-pre-2119, stcp-udp");
         assert_int_equal(pf_profiles_combine(list, 1, PF_TCP, &dynamic, &safe, why), 0);
         assert_string_equal(format(&safe), "1024-9999");
+}
+
+static void test_well_known_never_safe_and_server_ranges_avoided(void **state)
+{
+        const struct pf_profile *list[] = { pf_profile_find("kubernetes-nodeport"),
+                                            pf_profile_find("docker") };
+        struct pf_portset dynamic, safe;
+        char why[PF_WHY_SIZE];
+
+        (void)state;
+        assert_int_equal(pf_profiles_combine(list, 2, PF_UDP, &dynamic, &safe, why), 0);
+        assert_true(pf_portset_empty(&dynamic));
+        assert_string_equal(format(&safe), "1024-29999,32768-49152");
+}
+
+static void test_todays_stacks(void **state)
+{
+        static const struct {
+                const char *name;
+                unsigned lo, hi;
+        } rows[] = {
+                { "linux", 32768, 60999 }, { "windows", 49152, 65535 }, { "freebsd", 10000, 65535 },
+                { "openbsd", 1024, 49151 }, { "netbsd", 49152, 65535 }, { "macos", 49152, 65535 },
+                { "solaris", 32768, 65535 }, { "aix", 32768, 65535 },
+        };
+        size_t count;
+        const struct pf_profile *table = pf_profiles(&count);
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                const struct pf_profile *p = pf_profile_find(rows[i].name);
+
+                assert_non_null(p);
+                assert_int_equal(p->dynamic.lo, rows[i].lo);
+                assert_int_equal(p->dynamic.hi, rows[i].hi);
+                assert_int_equal(p->protos, PF_PROTO_BOTH);
+        }
+        assert_int_equal(pf_profile_find("kubernetes-nodeport")->servers.lo, 30000);
+        assert_int_equal(pf_profile_find("kubernetes-nodeport")->servers.hi, 32767);
+        for (size_t i = 0; i < count; i++)
+                assert_true(table[i].source && table[i].source[0]);
 }
 
 static char *write_temp(const char *text)
@@ -210,7 +256,9 @@ int main(void)
                 cmocka_unit_test(test_table_matches_seed),
                 cmocka_unit_test(test_safe_on_every_tcp_stack),
                 cmocka_unit_test(test_udp_on_old_stcp_leaves_nothing),
-                cmocka_unit_test(test_tcp_only_row_ignored_for_udp),
+                cmocka_unit_test(test_tcp_only_row_asked_for_udp_is_an_error),
+                cmocka_unit_test(test_well_known_never_safe_and_server_ranges_avoided),
+                cmocka_unit_test(test_todays_stacks),
                 cmocka_unit_test(test_host_files),
                 cmocka_unit_test(test_host_long_reserved_list),
                 cmocka_unit_test(test_host_file_missing),
