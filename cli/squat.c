@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,9 +23,11 @@ static void squat_help(FILE *f)
                    "                       [-- CMD [ARGS...]]\n\n"
                    "Occupy each PORT as a client would: a connected socket whose local port is\n"
                    "PORT, on 127.0.0.1 and ::1 (-4 or -6: one of them). With CMD, run it while\n"
-                   "holding the ports and exit with its status; without, hold them for SECONDS\n"
-                   "(default: until interrupted). Nothing is ever killed; everything is released\n"
-                   "on exit.\n");
+                   "holding the ports and exit with its status (128+N if signal N ended it);\n"
+                   "SIGINT, SIGTERM and SIGHUP are passed on to it, and it is sent SIGTERM if\n"
+                   "squat dies. Without CMD, hold them for SECONDS (default: until SIGINT,\n"
+                   "SIGTERM or SIGHUP). Options go anywhere before '--'. Everything is released\n"
+                   "on exit, with a reset: no TIME_WAIT is left on a port.\n");
 }
 
 struct held {
@@ -132,31 +135,62 @@ static void release(struct held *h)
         h->count = 0;
 }
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted;      /* the signal that came, or 0 */
+static volatile pid_t command_pid;
 
+/* The command gets what squat got: the test runner that stops squat stops
+ * what it runs, and squat releases its ports once it is gone. */
 static void on_signal(int sig)
 {
-        (void)sig;
-        interrupted = 1;
+        interrupted = sig;
+        if (command_pid > 0)
+                kill(command_pid, sig);
+}
+
+static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP };
+
+static void catch_signals(void)
+{
+        struct sigaction sa = { .sa_handler = on_signal };
+
+        for (size_t i = 0; i < PF_COUNT(forwarded); i++)
+                sigaction(forwarded[i], &sa, NULL);
+}
+
+static void exec_command(char **argv, pid_t parent)
+{
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+        for (size_t i = 0; i < PF_COUNT(forwarded); i++)
+                sigaction(forwarded[i], &dfl, NULL);
+        /* Dies with squat: a killed test runner leaves no server behind. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                _exit(128 + SIGTERM);
+        execvp(argv[0], argv);
+        pf_error("squat", "cannot run '%s': %s", argv[0], strerror(errno));
+        _exit(errno == ENOENT ? 127 : 126);
 }
 
 static int run_command(char **argv)
 {
+        pid_t parent = getpid(), pid;
         int status;
-        pid_t pid = fork();
 
+        catch_signals();
+        pid = fork();
         if (pid < 0) {
                 pf_error("squat", "fork: %s", strerror(errno));
-                return PF_EXIT_USAGE;
+                return PF_EXIT_FAILURE;
         }
-        if (pid == 0) {
-                execvp(argv[0], argv);
-                pf_error("squat", "cannot run '%s': %s", argv[0], strerror(errno));
-                _exit(errno == ENOENT ? 127 : 126);
-        }
+        if (pid == 0)
+                exec_command(argv, parent);
+        command_pid = pid;
+        if (interrupted)                /* came before command_pid was known */
+                kill(pid, interrupted);
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
-                        return PF_EXIT_USAGE;
+                        return PF_EXIT_FAILURE;
+        command_pid = 0;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -168,8 +202,8 @@ struct squat_args {
         char **command;         /* after "--", or NULL */
 };
 
-/* Options, then ports up to "--" and the command after it. 1 after --help,
- * -1 after an error (printed). */
+/* Options and ports in any order up to "--", the command after it. 1 after
+ * --help, -1 after an error (printed). */
 static int parse_squat_args(int argc, char **argv, struct squat_args *a)
 {
         static const struct option options[] = {
@@ -178,10 +212,16 @@ static int parse_squat_args(int argc, char **argv, struct squat_args *a)
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        int opt;
+        bool only4 = false, only6 = false;
+        int opt, end = 1;
 
         *a = (struct squat_args){ .proto = PF_TCP, .want4 = true, .want6 = true };
-        while ((opt = pf_cli_getopt("squat", argc, argv, "+46h", options)) != -1) {
+        while (end < argc && strcmp(argv[end], "--") != 0)
+                end++;
+        if (end < argc)
+                a->command = argv + end + 1;
+        /* getopt sees what comes before "--" only, ports moved behind the options. */
+        while ((opt = pf_cli_getopt("squat", end, argv, "46h", options)) != -1) {
                 switch (opt) {
                 case 'p':
                         if (pf_proto_parse(optarg, &a->proto) < 0) {
@@ -191,31 +231,52 @@ static int parse_squat_args(int argc, char **argv, struct squat_args *a)
                         break;
                 case 't':
                         if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &a->hold) < 0) {
-                                pf_error("squat", "bad --hold '%s': expected seconds", optarg);
+                                pf_error("squat", "bad --hold '%s': expected seconds, 1 or more", optarg);
                                 return -1;
                         }
                         break;
-                case '4': a->want6 = false; a->want4 = true; break;
-                case '6': a->want4 = false; a->want6 = true; break;
+                case '4': only4 = true; break;
+                case '6': only6 = true; break;
                 case 'h': squat_help(stdout); return 1;
-                default: squat_help(stderr); return -1;
+                default: return -1;
                 }
         }
-        for (; optind < argc; optind++) {
-                if (strcmp(argv[optind], "--") == 0) {
-                        a->command = argv + optind + 1;
-                        break;
-                }
-                if (a->nports == MAX_HELD / 4 ||
-                    pf_cli_parse_uint(argv[optind], 1, PF_PORT_MAX, &a->ports[a->nports]) < 0) {
-                        pf_error("squat", "bad port '%s': expected 1-65535 (at most %d ports)",
-                                 argv[optind], MAX_HELD / 4);
+        if (only4 && only6) {
+                pf_error("squat", "-4 and -6 together: give one of them, or neither for both");
+                return -1;
+        }
+        a->want4 = !only6;
+        a->want6 = !only4;
+        for (; optind < end; optind++) {
+                unsigned port;
+
+                if (pf_cli_parse_uint(argv[optind], 1, PF_PORT_MAX, &port) < 0) {
+                        pf_error("squat", "bad port '%s': expected a number 1-65535", argv[optind]);
                         return -1;
                 }
-                a->nports++;
+                for (unsigned i = 0; i < a->nports; i++) {
+                        if (a->ports[i] == port) {
+                                pf_error("squat", "port %u is given twice", port);
+                                return -1;
+                        }
+                }
+                if (a->nports == MAX_HELD / 4) {
+                        pf_error("squat", "more than %d ports", MAX_HELD / 4);
+                        return -1;
+                }
+                a->ports[a->nports++] = port;
         }
-        if (a->nports == 0 || (a->command && !*a->command)) {
-                pf_error("squat", "%s", a->nports ? "no command after '--'" : "no port given");
+        if (a->nports == 0) {
+                pf_error("squat", "no port given (portfence squat PORT... [-- CMD])");
+                return -1;
+        }
+        if (a->command && !*a->command) {
+                pf_error("squat", "no command after '--'");
+                return -1;
+        }
+        if (a->command && a->hold) {
+                pf_error("squat", "--hold and a command contradict each other: the ports are held "
+                         "while the command runs");
                 return -1;
         }
         return 0;
@@ -265,8 +326,7 @@ static int hold_ports(const struct squat_args *a)
         fflush(say);
         if (a->command)
                 return run_command(a->command);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        catch_signals();
         if (a->hold)
                 alarm(a->hold);
         sigaction(SIGALRM, &sa, NULL);

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -77,9 +78,68 @@ class Squat(ToolTest):
         holder.stop()
 
     def test_usage(self):
-        for args in ((), ("0",), ("70000",), ("29014", "--"), ("--proto", "sctp", "29014")):
+        for args, message in (((), "no port given (portfence squat PORT... [-- CMD])"),
+                              (("0",), "bad port '0': expected a number 1-65535"),
+                              (("70000",), "bad port '70000': expected a number 1-65535"),
+                              (("29014", "--"), "no command after '--'"),
+                              (("--", "true"), "no port given (portfence squat PORT... [-- CMD])"),
+                              (("--proto", "sctp", "29014"), "unknown proto 'sctp' (tcp or udp)"),
+                              (("29014", "--hold", "0"), "bad --hold '0': expected seconds, 1 or more"),
+                              (("-4", "-6", "29014"), "-4 and -6 together: give one of them, or neither for both"),
+                              (("29014", "29014"), "port 29014 is given twice"),
+                              (("29014", "--hold", "5", "--", "true"),
+                               "--hold and a command contradict each other: the ports are held while "
+                               "the command runs")):
             with self.subTest(args=args):
-                self.assertEqual(portfence("squat", *args).returncode, 2)
+                r = portfence("squat", *args)
+                self.assertEqual((r.returncode, r.stderr.splitlines()[0]), (2, "portfence: squat: " + message))
+
+    def test_options_after_ports(self):
+        r = portfence("squat", "29016", "-4", "--proto", "udp", "--", "true")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("holding 29016/udp on 127.0.0.1 as a client would", r.stderr)
+
+    def time_wait_on(self, port):
+        """Connections in TIME_WAIT with local port `port` (IPv4 and IPv6)."""
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if int(fields[1].split(":")[1], 16) == port and fields[3] == "06":
+                        count += 1
+        return count
+
+    def gone(self, pid):
+        """pid has exited (reaped, or a zombie of someone else)."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    def test_signals_reach_the_command_and_everything_is_released(self):
+        for port, sig in ((29017, signal.SIGTERM), (29018, signal.SIGINT), (29019, signal.SIGHUP)):
+            with self.subTest(sig=sig.name):
+                squat = self.start([BUILD["portfence"], "squat", str(port), "--", "sh", "-c",
+                                    "echo child $$; exec sleep 60"], ready="child")
+                child = int(squat.lines[-1].split()[1])
+                squat.proc.send_signal(sig)
+                self.assertEqual(squat.proc.wait(timeout=10), 128 + sig)
+                self.assertTrue(self.gone(child))
+                self.assertEqual(self.time_wait_on(port), 0)
+                self.assertEqual(lines(probe("tcp4", "bind", "127.0.0.1", str(port)))[1], "bind 0 0")
+
+    def test_the_command_dies_with_squat(self):
+        squat = self.start([BUILD["portfence"], "squat", "29022", "--", "sh", "-c",
+                            "echo child $$; exec sleep 60"], ready="child")
+        child = int(squat.lines[-1].split()[1])
+        squat.proc.kill()
+        squat.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not self.gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(self.gone(child))
 
 
 class Scan(ToolTest):
