@@ -36,27 +36,12 @@ static int parse_port_arg(const char *text, struct port_arg *out)
         return pf_cli_parse_uint(number, 0, PF_PORT_MAX, &out->port);
 }
 
-/* Why the verdict is what it is, e.g. "rule 1, FILE:12". */
-static void describe_reason(const struct pf_policy *policy, unsigned port,
-                            const struct pf_verdict *v, char *buf, size_t size)
-{
-        if (port == 0)
-                snprintf(buf, size, "port 0: the kernel chooses");
-        else if (v->rule)
-                snprintf(buf, size, "rule %u, %s:%u", v->rule, pf_policy_name(policy),
-                         pf_policy_rule_line(policy, v->rule));
-        else if (v->guarded)
-                snprintf(buf, size, "default_action for guarded ports");
-        else
-                snprintf(buf, size, "not guarded");
-}
-
 static void print_verdict(const struct pf_policy *policy, const struct port_arg *arg,
                           const struct pf_verdict *v, struct pf_json *json)
 {
         char reason[512];
 
-        describe_reason(policy, arg->port, v, reason, sizeof(reason));
+        pf_cli_verdict_reason(policy, arg->port, v, reason, sizeof(reason));
         if (!json) {
                 printf("%u/%s %s", arg->port, pf_proto_name(arg->proto), pf_action_name(v->action));
                 if (v->action == PF_REMAP)

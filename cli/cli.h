@@ -70,6 +70,10 @@ int pf_cli_getopt(const char *command, int argc, char **argv, const char *shorto
 int pf_cli_parse_os(const char *command, const char *list, enum pf_proto proto,
                     const struct pf_profile **out, size_t capacity);
 
+/* Why a verdict is what it is: "rule 1, FILE:12", "not guarded"... */
+void pf_cli_verdict_reason(const struct pf_policy *policy, unsigned port, const struct pf_verdict *v,
+                           char *buf, size_t size);
+
 /* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
 bool pf_cli_port_free(unsigned port, enum pf_proto proto);
 
@@ -106,6 +110,8 @@ void pf_json_decision(struct pf_json *j, enum pf_action action, uint16_t target,
                       unsigned rule);
 /* Text a program controls, on a text line: pf_text_escape()d. */
 void pf_text(FILE *out, const char *s);
+/* The same into out (size bytes, cut before an escape that does not fit). */
+void pf_text_copy(char *out, size_t size, const char *s);
 
 /* The environment of a program run under the shim with policy: compiled
  * into the run cache (its directory in cache, if given), PORTFENCE_* and

@@ -285,3 +285,17 @@ bool pf_cli_port_free(unsigned port, enum pf_proto proto)
         }
         return free4 && free6;
 }
+
+void pf_cli_verdict_reason(const struct pf_policy *policy, unsigned port, const struct pf_verdict *v,
+                           char *buf, size_t size)
+{
+        if (port == 0)
+                snprintf(buf, size, "port 0: the kernel chooses");
+        else if (v->rule)
+                snprintf(buf, size, "rule %u, %s:%u", v->rule, pf_policy_name(policy),
+                         pf_policy_rule_line(policy, v->rule));
+        else if (v->guarded)
+                snprintf(buf, size, "default_action for guarded ports");
+        else
+                snprintf(buf, size, "not guarded");
+}

@@ -11,21 +11,38 @@
 
 static void export_help(FILE *f);
 
+/* net.ipv4.ip_local_reserved_ports: the reservations there already, plus
+ * every port the policy gives to a server that the kernel could hand to a
+ * client (inside ip_local_port_range): a reservation elsewhere protects
+ * nothing. The setting is per network namespace. */
 static int export_sysctl(const struct pf_policy *policy)
 {
-        struct pf_portset reserved, tcp;
-        char *text, why[PF_WHY_SIZE];
+        struct pf_portset reserved, range, wanted, one;
+        char *text, why[PF_WHY_SIZE], range_text[32];
         size_t size;
 
-        if (pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0) {
+        if (pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0 ||
+            pf_host_port_range_read(PF_PROC_PORT_RANGE, &range, why) < 0) {
                 pf_error("export", "%s", why);
                 return PF_EXIT_FAILURE;
         }
         /* One list for both protocols: the kernel's reservations are too. */
-        pf_policy_server_ports(policy, PF_TCP, &tcp);
-        pf_portset_union(&reserved, &tcp);
-        pf_policy_server_ports(policy, PF_UDP, &tcp);
-        pf_portset_union(&reserved, &tcp);
+        pf_policy_server_ports(policy, PF_TCP, &wanted);
+        pf_policy_server_ports(policy, PF_UDP, &one);
+        pf_portset_union(&wanted, &one);
+        pf_portset_intersect(&wanted, &range);
+        pf_portset_subtract(&wanted, &reserved);
+        pf_portset_format(&range, range_text, sizeof(range_text));
+        if (pf_portset_empty(&wanted)) {
+                printf("# portfence: nothing to export: every port ");
+                pf_text(stdout, pf_policy_name(policy));
+                printf(" gives to a server is outside ip_local_port_range (%s) or reserved already\n",
+                       range_text);
+                pf_note("export", "nothing to export: the kernel never hands a port of this policy's "
+                        "servers to a client here");
+                return PF_EXIT_OK;
+        }
+        pf_portset_union(&reserved, &wanted);
         size = pf_portset_format(&reserved, NULL, 0) + 1;
         text = malloc(size);
         if (!text) {
@@ -33,6 +50,7 @@ static int export_sysctl(const struct pf_policy *policy)
                 return PF_EXIT_FAILURE;
         }
         pf_portset_format(&reserved, text, size);
+        printf("# ip_local_reserved_ports is per network namespace: apply it in each one\n");
         printf("net.ipv4.ip_local_reserved_ports = %s\n", text);
         free(text);
         return PF_EXIT_OK;

@@ -4,6 +4,7 @@
  * policy/escape.c's rule, which the shim's log uses too. A top-level array
  * puts each element on a line of its own; a top-level object is one line. */
 #include <inttypes.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -178,4 +179,23 @@ void pf_text(FILE *out, const char *s)
                 else
                         fputc(*s, out);
         }
+}
+
+void pf_text_copy(char *out, size_t size, const char *s)
+{
+        char buf[PF_ESCAPE_SIZE];
+        size_t used = 0;
+
+        if (size == 0)
+                return;
+        for (; *s; s++) {
+                const char *escaped = pf_text_escape((unsigned char)*s, buf);
+                size_t n = escaped ? strlen(escaped) : 1;
+
+                if (used + n >= size)
+                        break;          /* whole escapes only */
+                memcpy(out + used, escaped ? escaped : s, n);
+                used += n;
+        }
+        out[used] = '\0';
 }

@@ -1,21 +1,33 @@
 /* SPDX-License-Identifier: MIT */
 /* portfence scan: the servers on this host that sit in a guarded range, and
  * the clients sitting on a port the policy gives to a server. */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 #include "sockets.h"
 
 static void scan_help(FILE *f)
 {
         fprintf(f, "usage: portfence scan [-c FILE] [--json]\n\n"
-                   "List the listening TCP and bound UDP sockets of this network namespace whose\n"
-                   "port the policy guards (server-in-ephemeral), and the client connections whose\n"
-                   "local port the policy gives to a server (client-on-server-port), with pid and\n"
-                   "program. Exit 1 when anything is found, 0 when clean, 2 on errors.\n");
+                   "List what is at risk in this network namespace: TCP listeners in a guarded\n"
+                   "range that ip_local_reserved_ports does not protect (server-in-ephemeral),\n"
+                   "unconnected UDP sockets there (udp-in-ephemeral: a server, or a client\n"
+                   "sending from a kernel-chosen port), and client connections whose local port\n"
+                   "the policy gives to a server (client-on-server-port). Each with its owners,\n"
+                   "the policy's verdict for a bind of its port and why it is a risk. Exit 1\n"
+                   "when anything is found, 0 when clean, 2 on errors.\n");
 }
+
+struct finding {
+        const char *kind;
+        struct pf_verdict verdict;
+        char risk[256];
+};
 
 /* A connection accepted by a listener shares its local port: not a client. */
 static bool has_listener(const struct pf_socket *list, size_t count, const struct pf_socket *s)
@@ -26,28 +38,97 @@ static bool has_listener(const struct pf_socket *list, size_t count, const struc
         return false;
 }
 
-static const char *classify(const struct pf_policy *policy, const struct pf_portset server_ports[],
-                            const struct pf_socket *list, size_t count, const struct pf_socket *s)
+struct scan {
+        const struct pf_policy *policy;
+        struct pf_portset server_ports[PF_PROTO_COUNT];
+        struct pf_portset reserved;     /* this namespace's ip_local_reserved_ports */
+        const struct pf_socket *list;
+        size_t count;
+};
+
+static void decide_socket(const struct pf_policy *policy, const struct pf_socket *s, struct pf_verdict *v)
 {
-        if (s->port == 0)
-                return NULL;
-        if (s->listening)
-                return pf_portset_has(pf_policy_guarded(policy, s->proto), s->port) ?
-                       "server-in-ephemeral" : NULL;
-        if (pf_portset_has(&server_ports[s->proto], s->port) && !has_listener(list, count, s))
-                return "client-on-server-port";
-        return NULL;
+        struct pf_query q = { .proto = s->proto, .port = s->port,
+                              .program = s->owner_count ? s->owners[0].program : NULL };
+
+        if (s->family == AF_INET)
+                pf_addr_set_in4(&q.addr, (const struct in_addr *)(const void *)s->addr);
+        else
+                pf_addr_set_in6(&q.addr, (const struct in6_addr *)(const void *)s->addr);
+        pf_decide(policy, &q, v);
 }
 
-static void print_finding(const struct pf_socket *s, const char *kind, struct pf_json *json)
+/* A server in the guarded range: at risk unless the kernel keeps clients
+ * off its port; the verdict says whether the policy even wants it there. */
+static bool server_risk(const struct pf_socket *s, struct finding *f)
 {
-        char text[64];
+        if (f->verdict.action == PF_REFUSE || f->verdict.action == PF_REMAP) {
+                snprintf(f->risk, sizeof(f->risk), "the policy would %s this bind: the server runs "
+                         "unfenced, and a client can be given its port while it is down",
+                         f->verdict.action == PF_REFUSE ? "refuse" : "remap");
+                return true;
+        }
+        snprintf(f->risk, sizeof(f->risk), "a client can be given this port while the server is down "
+                 "(reserve it: portfence export sysctl)");
+        (void)s;
+        return true;
+}
 
+static bool classify(const struct scan *sc, const struct pf_socket *s, struct finding *f)
+{
+        if (s->port == 0 || s->time_wait)
+                return false;
+        decide_socket(sc->policy, s, &f->verdict);
+        if (s->listening) {
+                if (!pf_portset_has(pf_policy_guarded(sc->policy, s->proto), s->port) ||
+                    pf_portset_has(&sc->reserved, s->port))
+                        return false;   /* the kernel never hands its port to a client */
+                f->kind = s->proto == PF_TCP ? "server-in-ephemeral" : "udp-in-ephemeral";
+                server_risk(s, f);
+                if (s->proto == PF_UDP)
+                        snprintf(f->risk + strlen(f->risk), sizeof(f->risk) - strlen(f->risk),
+                                 "; or a client sending from a kernel-chosen port: no risk (sock_diag "
+                                 "cannot tell them apart)");
+                return true;
+        }
+        if (pf_portset_has(&sc->server_ports[s->proto], s->port) && !has_listener(sc->list, sc->count, s)) {
+                f->kind = "client-on-server-port";
+                snprintf(f->risk, sizeof(f->risk), "the policy gives this port to a server, whose bind "
+                         "fails with EADDRINUSE while this client holds it");
+                return true;
+        }
+        return false;
+}
+
+static void print_owners_text(const struct pf_socket *s)
+{
+        if (s->owner_count == 0) {
+                printf("owner not visible");
+                return;
+        }
+        for (unsigned i = 0; i < s->owner_count; i++) {
+                printf("%spid %d (", i ? ", " : "", (int)s->owners[i].pid);
+                pf_text(stdout, s->owners[i].program);
+                printf(")");
+        }
+}
+
+static void print_finding(const struct scan *sc, const struct pf_socket *s, const struct finding *f,
+                          struct pf_json *json)
+{
+        char text[64], reason[512];
+
+        pf_cli_verdict_reason(sc->policy, s->port, &f->verdict, reason, sizeof(reason));
         if (!json) {
                 pf_socket_format(s, text, sizeof(text));
-                printf("%s %s pid %d (", pf_proto_name(s->proto), text, (int)s->pid);
-                pf_text(stdout, s->program);
-                printf("): %s\n", kind);
+                printf("%s %s ", pf_proto_name(s->proto), text);
+                print_owners_text(s);
+                printf(": %s: %s", f->kind, pf_action_name(f->verdict.action));
+                if (f->verdict.action == PF_REMAP)
+                        printf(" -> %u", f->verdict.target);
+                printf(" (");
+                pf_text(stdout, reason);
+                printf("): %s\n", f->risk);
                 return;
         }
         pf_socket_address(s, text, sizeof(text));
@@ -55,10 +136,26 @@ static void print_finding(const struct pf_socket *s, const char *kind, struct pf
         pf_json_kv_string(json, "proto", pf_proto_name(s->proto));
         pf_json_kv_string(json, "address", text);
         pf_json_kv_uint(json, "port", s->port);
-        pf_json_key(json, "pid");
-        pf_json_int(json, s->pid);
-        pf_json_kv_string(json, "program", s->program);
-        pf_json_kv_string(json, "kind", kind);
+        pf_json_key(json, "pid");       /* the first owner, 0 when none is visible */
+        pf_json_int(json, s->owner_count ? s->owners[0].pid : 0);
+        pf_json_kv_string(json, "program", s->owner_count ? s->owners[0].program : "?");
+        pf_json_key(json, "owners");
+        pf_json_array_begin(json);
+        for (unsigned i = 0; i < s->owner_count; i++) {
+                pf_json_object_begin(json);
+                pf_json_key(json, "pid");
+                pf_json_int(json, s->owners[i].pid);
+                pf_json_kv_string(json, "program", s->owners[i].program);
+                pf_json_object_end(json);
+        }
+        pf_json_array_end(json);
+        pf_json_kv_string(json, "kind", f->kind);
+        pf_json_key(json, "verdict");
+        pf_json_object_begin(json);
+        pf_json_decision(json, f->verdict.action, f->verdict.target, f->verdict.err, f->verdict.rule);
+        pf_json_kv_string(json, "reason", reason);
+        pf_json_object_end(json);
+        pf_json_kv_string(json, "risk", f->risk);
         pf_json_object_end(json);
 }
 
@@ -70,8 +167,10 @@ int pf_cmd_scan(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        struct pf_portset server_ports[PF_PROTO_COUNT];
+        struct scan sc = { .policy = NULL };
         const char *config = NULL;
+        char why[PF_WHY_SIZE];
+        bool hidden_owners = false;
         struct pf_socket *list;
         struct pf_policy *policy;
         size_t count, found = 0;
@@ -101,21 +200,27 @@ int pf_cmd_scan(int argc, char **argv)
                 return PF_EXIT_FAILURE;
         }
         pf_sockets_owners(list, count);
+        sc = (struct scan){ .policy = policy, .list = list, .count = count };
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
-                pf_policy_server_ports(policy, proto, &server_ports[proto]);
+                pf_policy_server_ports(policy, proto, &sc.server_ports[proto]);
+        if (pf_host_reserved_read(PF_PROC_RESERVED, &sc.reserved, why) < 0)
+                pf_portset_clear(&sc.reserved);
         pf_json_init(&writer, stdout);
         if (json)
                 pf_json_array_begin(&writer);
         for (size_t i = 0; i < count; i++) {
-                const char *kind = classify(policy, server_ports, list, count, &list[i]);
+                struct finding f;
 
-                if (kind) {
-                        print_finding(&list[i], kind, json ? &writer : NULL);
+                if (classify(&sc, &list[i], &f)) {
+                        print_finding(&sc, &list[i], &f, json ? &writer : NULL);
+                        hidden_owners |= list[i].owner_count == 0;
                         found++;
                 }
         }
         if (json)
                 pf_json_array_end(&writer);
+        if (hidden_owners && geteuid() != 0)
+                pf_note("scan", "the owners of other users' sockets are shown to root only");
         free(list);
         pf_policy_free(policy);
         return found ? PF_EXIT_FOUND : PF_EXIT_OK;

@@ -40,7 +40,6 @@ static void to_socket(const struct inet_diag_msg *m, enum pf_proto proto, struct
         s->listening = proto == PF_TCP ? m->idiag_state == TCP_LISTEN : s->peer_port == 0;
         s->time_wait = proto == PF_TCP && m->idiag_state == TCP_TIME_WAIT;
         s->inode = m->idiag_inode;
-        snprintf(s->program, sizeof(s->program), "?");
 }
 
 struct collect {
@@ -108,6 +107,22 @@ static void read_comm(const char *pid, char *out, size_t size)
                 out[n] = '\0';
 }
 
+/* pid holds s (once per process, however many descriptors). */
+static void add_owner(struct pf_socket *s, const char *pid)
+{
+        struct pf_socket_owner *o;
+
+        for (unsigned i = 0; i < s->owner_count; i++)
+                if (s->owners[i].pid == atoi(pid))
+                        return;
+        if (s->owner_count == PF_SOCKET_OWNERS)
+                return;
+        o = &s->owners[s->owner_count++];
+        o->pid = atoi(pid);
+        snprintf(o->program, sizeof(o->program), "?");
+        read_comm(pid, o->program, sizeof(o->program));
+}
+
 void pf_sockets_owners(struct pf_socket *list, size_t count)
 {
         DIR *proc = opendir("/proc");
@@ -135,12 +150,9 @@ void pf_sockets_owners(struct pf_socket *list, size_t count)
                         link[n] = '\0';
                         if (sscanf(link, "socket:[%lu]", &inode) != 1)
                                 continue;
-                        for (size_t i = 0; i < count; i++) {
-                                if (list[i].inode != inode || list[i].pid)
-                                        continue;
-                                list[i].pid = atoi(p->d_name);
-                                read_comm(p->d_name, list[i].program, sizeof(list[i].program));
-                        }
+                        for (size_t i = 0; i < count; i++)
+                                if (list[i].inode == inode)
+                                        add_owner(&list[i], p->d_name);
                 }
                 closedir(fds);
         }

@@ -8,6 +8,8 @@
 
 #include "policy.h"
 
+#define PF_SOCKET_OWNERS 8      /* owners listed per socket: a fork-server shares it among many */
+
 struct pf_socket {
         enum pf_proto proto;
         int family;             /* AF_INET or AF_INET6 */
@@ -17,13 +19,16 @@ struct pf_socket {
         bool listening;         /* TCP LISTEN, or UDP bound and not connected */
         bool time_wait;         /* a closed TCP connection the kernel still keeps */
         unsigned long inode;
-        pid_t pid;              /* 0 when no process of ours can be seen holding it */
-        char program[32];
+        unsigned owner_count;   /* processes seen holding it (0: none visible) */
+        struct pf_socket_owner {
+                pid_t pid;
+                char program[32];
+        } owners[PF_SOCKET_OWNERS];
 };
 
 /* Every TCP and UDP socket of this network namespace; free() the list. */
 int pf_sockets_read(struct pf_socket **list, size_t *count);
-/* Fill pid and program from /proc/PID/fd. */
+/* Fill the owners from /proc/PID/fd (every process we may look into). */
 void pf_sockets_owners(struct pf_socket *list, size_t count);
 /* The local address: "::1"; with its port: "[::1]:80". */
 void pf_socket_address(const struct pf_socket *s, char *buf, size_t size);

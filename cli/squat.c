@@ -78,8 +78,11 @@ static void describe_holder(enum pf_proto proto, unsigned port, char *out, size_
         for (size_t i = 0; i < count; i++) {
                 if (list[i].proto != proto || list[i].port != port)
                         continue;
-                if (list[i].pid) {
-                        snprintf(out, size, "pid %d (%s)", (int)list[i].pid, list[i].program);
+                if (list[i].owner_count) {
+                        char program[4 * sizeof(list[i].owners[0].program)];
+
+                        pf_text_copy(program, sizeof(program), list[i].owners[0].program);
+                        snprintf(out, size, "pid %d (%s)", (int)list[i].owners[0].pid, program);
                         break;
                 }
                 if (list[i].time_wait)
@@ -289,7 +292,7 @@ static int take_ports(const struct squat_args *a, struct held *h)
         for (unsigned i = 0; i < a->nports; i++) {
                 for (int f = 0; f < 2; f++) {
                         const char *where = f ? "::1" : "127.0.0.1";
-                        char holder[128];
+                        char holder[256];
                         int r;
 
                         if (!(f ? a->want6 : a->want4))

@@ -185,7 +185,8 @@ void pf_policy_server_ports(const struct pf_policy *p, enum pf_proto proto, stru
                         pf_portset_add_range(&ports, pf_ranges_of(p)[rule->first_range + k].lo,
                                              pf_ranges_of(p)[rule->first_range + k].hi);
                 if (rule->action == PF_ALLOW && !rule->conditional) {
-                        pf_portset_intersect(&ports, &p->guarded[proto]);
+                        if (!rule->has_ports)   /* "every port": the guarded ones it frees */
+                                pf_portset_intersect(&ports, &p->guarded[proto]);
                         pf_portset_union(out, &ports);
                 } else if (rule->action == PF_REMAP && rule->has_to) {
                         pf_portset_add_range(out, rule->to, rule->to + pf_portset_count(&ports) - 1u);

@@ -80,15 +80,12 @@ int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why)
         return r;
 }
 
-int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
-                           struct pf_portset *out, char *why)
+int pf_host_port_range_read(const char *range_path, struct pf_portset *out, char *why)
 {
-        struct pf_portset reserved;
         char *text, tail;
         unsigned lo, hi;
-        int r;
+        int r = read_text(range_path, &text, why);
 
-        r = read_text(range_path, &text, why);
         if (r < 0)
                 return r;
         if (sscanf(text, "%u %u %c", &lo, &hi, &tail) != 2 || lo == 0 || lo > hi ||
@@ -99,13 +96,22 @@ int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
                 return -EINVAL;
         }
         free(text);
-        r = pf_host_reserved_read(reserved_path, &reserved, why);
-        if (r < 0)
-                return r;
         pf_portset_clear(out);
         pf_portset_add_range(out, lo, hi);
-        pf_portset_subtract(out, &reserved);
         return 0;
+}
+
+int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
+                           struct pf_portset *out, char *why)
+{
+        struct pf_portset reserved;
+        int r = pf_host_port_range_read(range_path, out, why);
+
+        if (r == 0)
+                r = pf_host_reserved_read(reserved_path, &reserved, why);
+        if (r == 0)
+                pf_portset_subtract(out, &reserved);
+        return r;
 }
 
 /* ---- local addresses ---------------------------------------------------------- */

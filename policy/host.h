@@ -16,6 +16,9 @@ struct inet_diag_msg;
  * however long. 0, or a negative errno with the reason in why. */
 int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why);
 
+/* The range of an ip_local_port_range file, whole (reserved ports in it). */
+int pf_host_port_range_read(const char *range_path, struct pf_portset *out, char *why);
+
 /* This host's ephemeral ports: the ip_local_port_range file minus the
  * ip_local_reserved_ports file (paths given for tests). */
 int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,

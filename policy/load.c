@@ -453,12 +453,10 @@ static void load_client_ports(struct loader *l, const config_setting_t *root)
 
 /* remap_pool, or the default pool: ports 1024-65535 outside this host's
  * dynamic range and outside every guarded set. */
-static void load_pool(struct loader *l, const config_setting_t *root, bool uses_host)
+static void load_pool(struct loader *l, const config_setting_t *root)
 {
         struct pf_policy *p = l->policy;
         const config_setting_t *s = config_setting_get_member(root, "remap_pool");
-        struct pf_portset host;
-        char why[PF_WHY_SIZE];
 
         if (s) {
                 size_t count;
@@ -485,12 +483,7 @@ static void load_pool(struct loader *l, const config_setting_t *root, bool uses_
                 }
                 return;
         }
-        /* The host's range is in the guarded sets already when they use it;
-         * unreadable, the pool just keeps those ports. */
-        if (uses_host || pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &host, why) < 0)
-                pf_pool_default(p->guarded, NULL, &p->pool);
-        else
-                pf_pool_default(p->guarded, &host, &p->pool);
+        pf_pool_default_of(p);   /* the host's range unreadable, it just stays in the pool */
 }
 
 /* ---- rules ------------------------------------------------------------ */
@@ -704,9 +697,10 @@ static void load_config(struct loader *l, const config_setting_t *root)
         check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), "");
         load_version(l, root);
         load_ephemeral(l, root, &uses_host);
+        pf_rank_domain_fill(l->policy, uses_host);
         load_scalars(l, root);
         load_log(l, root);
-        load_pool(l, root, uses_host);
+        load_pool(l, root);
         load_client_ports(l, root);
         load_rules(l, root);
         if (l->remap_needs_pool && pf_portset_empty(&l->policy->pool))

@@ -67,7 +67,7 @@ static void compile_slots(struct pf_policy *p, enum pf_proto proto)
         rank = 0;
         for (unsigned w = 0; w < PF_PORTSET_WORDS; w++) {
                 p->guarded_rank[proto][w] = (uint16_t)rank;
-                rank += (uint32_t)__builtin_popcountll(p->guarded[proto].words[w]);
+                rank += (uint32_t)__builtin_popcountll(p->rank_domain[proto].words[w]);
         }
         if (p->default_action != PF_REMAP)
                 return;
@@ -156,7 +156,8 @@ int pf_policy_default(struct pf_policy **out, char *why)
                 return r;
         }
         head->guarded[PF_UDP] = head->guarded[PF_TCP];
-        pf_pool_default(head->guarded, NULL, &head->pool);
+        pf_rank_domain_fill(head, true);
+        pf_pool_default_of(head);
         *out = pf_policy_pack(&parts);
         if (!*out) {
                 snprintf(why, PF_WHY_SIZE, "%s", strerror(ENOMEM));

@@ -10,7 +10,7 @@
 
 #include "policy.h"
 
-#define PF_POLICY_MAGIC 0x31434650u     /* "PFC1" */
+#define PF_POLICY_MAGIC 0x32434650u     /* "PFC2" */
 
 struct pf_cidr {
         struct pf_addr addr;
@@ -75,7 +75,12 @@ struct pf_policy {
         uint32_t strings, strings_size;
 
         struct pf_portset guarded[PF_PROTO_COUNT];
-        uint16_t guarded_rank[PF_PROTO_COUNT][PF_PORTSET_WORDS]; /* members below word */
+        /* What the default remap counts a port's offset in: the guarded set
+         * plus, when it comes from this host, every port of the host's
+         * ip_local_port_range, reserved or not. Reserving ports (export
+         * sysctl) then moves no target. */
+        struct pf_portset rank_domain[PF_PROTO_COUNT];
+        uint16_t guarded_rank[PF_PROTO_COUNT][PF_PORTSET_WORDS]; /* rank_domain members below word */
         struct pf_portset pool;
         struct pf_portset client_ports; /* local ports for outgoing connects; empty: kernel's */
         struct pf_slot slots[PF_PROTO_COUNT][PF_PORT_MAX + 1];
@@ -138,9 +143,14 @@ uint32_t pf_rule_rank(const struct pf_policy *p, const struct pf_rule *rule, uns
 uint16_t pf_rule_target_at(const struct pf_policy *p, const struct pf_rule *rule, uint32_t rank);
 uint16_t pf_rule_target(const struct pf_policy *p, const struct pf_rule *rule, unsigned port);
 bool pf_rule_covers(const struct pf_policy *p, const struct pf_rule *rule, unsigned port);
-/* The default pool: ports 1024-65535 outside every guarded set and outside
- * host (this host's dynamic ports, NULL when already in guarded). */
-void pf_pool_default(const struct pf_portset guarded[PF_PROTO_COUNT], const struct pf_portset *host,
+/* rank_domain from guarded, plus the host's whole ip_local_port_range when
+ * the guarded sets come from it (uses_host). */
+void pf_rank_domain_fill(struct pf_policy *p, bool uses_host);
+/* The default pool of p, from its rank domain and this host's range. */
+void pf_pool_default_of(struct pf_policy *p);
+/* The default pool: ports 1024-65535 outside every rank domain and outside
+ * host (this host's whole ip_local_port_range; NULL when unreadable). */
+void pf_pool_default(const struct pf_portset domain[PF_PROTO_COUNT], const struct pf_portset *host,
                      struct pf_portset *out);
 
 int pf_action_parse(const char *name, enum pf_action *out);

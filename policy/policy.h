@@ -138,8 +138,9 @@ const struct pf_portset *pf_policy_pool(const struct pf_policy *policy);
 /* client_ports: local ports outgoing connects take (empty: the kernel's). */
 const struct pf_portset *pf_policy_client_ports(const struct pf_policy *policy);
 /* The ports the policy gives to servers of proto: ports of unconditional
- * allow rules on guarded ports, and every remap target (a rule's "to"
- * range, the pool when a remap uses it). Clients must stay off them. */
+ * allow rules (the guarded ones for a rule without ports), and every remap
+ * target (a rule's "to" range, the pool when a remap uses it). Clients must
+ * stay off them. */
 void pf_policy_server_ports(const struct pf_policy *policy, enum pf_proto proto,
                             struct pf_portset *out);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);

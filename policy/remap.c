@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Remap arithmetic: where a remapped port goes. A target is a pure function
  * of the policy (the rule's "to" plus the port's offset in the rule's ports,
- * or that offset, for the default the offset in the guarded set, wrapped
- * around the pool), so a client in another process computes the very port
+ * or that offset, for the default the offset in the rank domain: the guarded set,
+ * with the host's whole ip_local_port_range when it comes from there), wrapped
+ * around the pool, so a client in another process computes the very port
  * the server got. */
+#include "host.h"
 #include "policy-internal.h"
 
 uint16_t pf_pool_nth(const struct pf_policy *p, uint32_t n)
@@ -25,7 +27,7 @@ uint16_t pf_pool_nth(const struct pf_policy *p, uint32_t n)
 
 uint32_t pf_guarded_rank(const struct pf_policy *p, enum pf_proto proto, unsigned port)
 {
-        uint64_t below = p->guarded[proto].words[port / 64] & (((uint64_t)1 << (port % 64)) - 1);
+        uint64_t below = p->rank_domain[proto].words[port / 64] & (((uint64_t)1 << (port % 64)) - 1);
 
         return p->guarded_rank[proto][port / 64] + (uint32_t)__builtin_popcountll(below);
 }
@@ -75,13 +77,37 @@ uint16_t pf_rule_target(const struct pf_policy *p, const struct pf_rule *rule, u
         return pf_rule_target_at(p, rule, pf_rule_rank(p, rule, port));
 }
 
-void pf_pool_default(const struct pf_portset guarded[PF_PROTO_COUNT], const struct pf_portset *host,
+void pf_rank_domain_fill(struct pf_policy *p, bool uses_host)
+{
+        struct pf_portset host;
+        char why[PF_WHY_SIZE];
+        bool have_host = uses_host && pf_host_port_range_read(PF_PROC_PORT_RANGE, &host, why) == 0;
+
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                p->rank_domain[proto] = p->guarded[proto];
+                if (have_host)
+                        pf_portset_union(&p->rank_domain[proto], &host);
+        }
+}
+
+void pf_pool_default_of(struct pf_policy *p)
+{
+        struct pf_portset host;
+        char why[PF_WHY_SIZE];
+
+        if (pf_host_port_range_read(PF_PROC_PORT_RANGE, &host, why) == 0)
+                pf_pool_default(p->rank_domain, &host, &p->pool);
+        else
+                pf_pool_default(p->rank_domain, NULL, &p->pool);
+}
+
+void pf_pool_default(const struct pf_portset domain[PF_PROTO_COUNT], const struct pf_portset *host,
                      struct pf_portset *out)
 {
         pf_portset_clear(out);
         pf_portset_add_range(out, 1024, PF_PORT_MAX);
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
-                pf_portset_subtract(out, &guarded[proto]);
+                pf_portset_subtract(out, &domain[proto]);
         if (host)
                 pf_portset_subtract(out, host);
 }

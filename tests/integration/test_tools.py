@@ -29,8 +29,18 @@ rules = (
 """
 
 
+NETNS = os.geteuid() == 0 and shutil.which("unshare")
+
+
 class ToolTest(PolicyTest):
     POLICY = POLICY
+
+    def in_netns(self, script):
+        """script (sh) in a network namespace of its own: sysctls of its own."""
+        r = subprocess.run(["unshare", "-n", "sh", "-euc", script], capture_output=True, text=True,
+                           timeout=30, env=base_env({"PF": BUILD["portfence"], "PYTHON": sys.executable}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.splitlines()
 
 
 class Squat(ToolTest):
@@ -163,11 +173,91 @@ class Scan(ToolTest):
         self.assertEqual(r.returncode, 1)
         got = {(f["proto"], f["address"], f["port"], f["kind"], f["program"], f["pid"]) for f in found}
         self.assertIn(("tcp", "127.0.0.1", 29020, "server-in-ephemeral", "pf-probe", server.proc.pid), got)
-        self.assertIn(("udp", "::1", 29021, "server-in-ephemeral", "pf-probe", udp.proc.pid), got)
+        # Unconnected UDP: a server, or a client sending from a kernel-chosen port.
+        self.assertIn(("udp", "::1", 29021, "udp-in-ephemeral", "pf-probe", udp.proc.pid), got)
         self.assertIn(("tcp", "127.0.0.1", 7705, "client-on-server-port", "portfence", client.proc.pid), got)
+        by_port = {f["port"]: f for f in found}
+        self.assertEqual(by_port[29020]["verdict"], {"action": "remap", "target": 7720, "errno": None,
+                                                     "rule": None, "reason": "default_action for guarded ports"})
+        self.assertIn("the policy would remap this bind", by_port[29020]["risk"])
+        self.assertIn("cannot tell them apart", by_port[29021]["risk"])
+        self.assertIn("fails with EADDRINUSE while this client holds it", by_port[7705]["risk"])
+        self.assertEqual(by_port[7705]["owners"], [{"pid": client.proc.pid, "program": "portfence"}])
         text = portfence("scan", "-c", self.policy)
-        self.assertIn(f"tcp 127.0.0.1:29020 pid {server.proc.pid} (pf-probe): server-in-ephemeral",
+        self.assertIn(f"tcp 127.0.0.1:29020 pid {server.proc.pid} (pf-probe): server-in-ephemeral: "
+                      "remap -> 7720 (default_action for guarded ports): the policy would remap",
                       text.stdout)
+
+    def scan_until(self, policy, port):
+        """scan --json until a finding on port shows (bounded), then it."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = [f for f in json.loads(portfence("scan", "-c", policy, "--json").stdout) if f["port"] == port]
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        self.fail(f"nothing found on {port}")
+
+    def test_allowed_server_reported_with_its_rule(self):
+        server = self.start([BUILD["probe"], "tcp4", "reuse", "bind", "127.0.0.1", "29050", "listen", "ready",
+                             "wait"], ready="ready")
+        found = self.scan_until(self.policy, 29050)
+        self.assertEqual((found["kind"], found["verdict"]["action"], found["verdict"]["rule"]),
+                         ("server-in-ephemeral", "allow", 1))
+        self.assertIn("reserve it", found["risk"])
+        self.assertRegex(found["verdict"]["reason"], r"^rule 1, .*:6$")
+        server.stop()
+
+    @unittest.skipUnless(NETNS, "needs root and unshare")
+    def test_a_reserved_port_protects_its_server(self):
+        out = self.in_netns("""
+            ip link set lo up 2>/dev/null || true
+            "$PYTHON" -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 29026)); s.listen(); print("ready", flush=True); time.sleep(30)' &
+            holder=$!
+            sleep 0.5
+            "$PF" scan -c "$POLICY" --json | tr -d '\\n'; echo
+            echo 29026 > /proc/sys/net/ipv4/ip_local_reserved_ports
+            "$PF" scan -c "$POLICY" --json | tr -d '\\n'; echo
+            kill $holder""".replace("$POLICY", self.policy))
+        before, after = json.loads(out[-2]), json.loads(out[-1])
+        self.assertEqual([f["port"] for f in before], [29026])
+        self.assertEqual(after, [])
+
+    def test_client_on_an_allowed_port_outside_the_guarded_range(self):
+        policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { ports = "7650"; action = "allow"; },'))
+        self.addCleanup(os.unlink, policy)
+        self.start([BUILD["portfence"], "squat", "-4", "7650"], ready="portfence: squat: holding")
+        self.assertEqual(self.scan_until(policy, 7650)["kind"], "client-on-server-port")
+
+    def test_every_owner_of_a_shared_socket(self):
+        script = ("import os, socket, time\n"
+                  "s = socket.socket(); s.bind(('127.0.0.1', 29024)); s.listen()\n"
+                  "child = os.fork()\n"
+                  "if child == 0:\n    time.sleep(30); os._exit(0)\n"
+                  "print('ready', child, flush=True); time.sleep(30)\n")
+        holder = self.start([sys.executable, "-c", script], ready="ready")
+        child = int(holder.lines[-1].split()[1])
+        self.addCleanup(lambda: os.kill(child, signal.SIGKILL))
+        found = self.scan_until(self.policy, 29024)
+        self.assertEqual(sorted(o["pid"] for o in found["owners"]), sorted([holder.proc.pid, child]))
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+    def test_unprivileged_scan_says_root_sees_owners(self):
+        server = self.start([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "29025", "listen", "ready", "wait"],
+                            ready="ready")
+        self.scan_until(self.policy, 29025)
+        workdir = tempfile.mkdtemp(prefix="pf-unprivileged-")
+        self.addCleanup(shutil.rmtree, workdir)
+        copy, policy = shutil.copy(BUILD["portfence"], workdir), shutil.copy(self.policy, workdir)
+        os.chmod(workdir, 0o755)
+        os.chmod(policy, 0o644)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", copy, "scan",
+                            "-c", policy, "--json"], capture_output=True, text=True, timeout=30)
+        found = [f for f in json.loads(r.stdout) if f["port"] == 29025][0]
+        self.assertEqual((found["pid"], found["owners"]), (0, []))
+        self.assertEqual(r.stderr.count("the owners of other users' sockets are shown to root only"), 1)
+        server.stop()
 
     def test_accepted_connections_are_not_clients(self):
         """A server on an allowed port with a connection: not a collision."""
@@ -180,27 +270,46 @@ class Scan(ToolTest):
         server.stop()
 
 
-class Export(ToolTest):
-    def test_sysctl(self):
-        r = portfence("export", "sysctl", "-c", self.policy)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        key, value = r.stdout.strip().split(" = ")
-        self.assertEqual(key, "net.ipv4.ip_local_reserved_ports")
-        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
-            current = f.read().strip()
-        if not current:
-            self.assertEqual(value, "7700-7799,7860-7869,29050")
-        for part in ["7700-7799", "7860-7869", "29050"] + (current.split(",") if current else []):
-            self.assertIn(part, value.split(","))
 
-    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare")
-    def test_sysctl_applies_in_a_network_namespace(self):
-        value = portfence("export", "sysctl", "-c", self.policy).stdout.strip().split(" = ")[1]
-        script = (f"echo {value} > /proc/sys/net/ipv4/ip_local_reserved_ports && "
-                  "cat /proc/sys/net/ipv4/ip_local_reserved_ports")
-        r = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True,
-                           timeout=30)
-        self.assertEqual((r.returncode, r.stdout.strip()), (0, value), r.stderr)
+class Export(ToolTest):
+    def test_nothing_to_export_is_said(self):
+        """The shipped policy's servers all sit outside ip_local_port_range:
+        reserving them would protect nothing."""
+        r = portfence("export", "sysctl", "-c", os.path.join(SOURCE, "config", "portfence.conf"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("net.ipv4", r.stdout)
+        self.assertTrue(r.stdout.startswith("# portfence: nothing to export:"), r.stdout)
+        self.assertIn("nothing to export", r.stderr)
+
+    @unittest.skipUnless(NETNS, "needs root and unshare")
+    def test_sysctl_exports_what_protects_and_applies(self):
+        out = self.in_netns("""
+            echo 29000 29999 > /proc/sys/net/ipv4/ip_local_port_range
+            echo 29990 > /proc/sys/net/ipv4/ip_local_reserved_ports
+            "$PF" export sysctl -c "$POLICY" > /tmp/pf-export-$$.conf
+            cat /tmp/pf-export-$$.conf
+            sysctl -q -p /tmp/pf-export-$$.conf; rm -f /tmp/pf-export-$$.conf
+            cat /proc/sys/net/ipv4/ip_local_reserved_ports""".replace("$POLICY", self.policy))
+        # Only the allowed server inside the range, beside what was reserved already.
+        self.assertEqual(out[-2:], ["net.ipv4.ip_local_reserved_ports = 29050,29990", "29050,29990"])
+        self.assertIn("per network namespace", out[0])
+
+    @unittest.skipUnless(NETNS, "needs root and unshare")
+    def test_reserving_ports_moves_no_target(self):
+        policy = write_policy('version = 1;\nephemeral = "host";\ndefault_action = "remap";\n'
+                              'rules = ( { ports = "45000"; action = "allow"; } );\n')
+        self.addCleanup(os.unlink, policy)
+        out = self.in_netns("""
+            check() { "$PF" check -c "$POLICY" 50000 33000 | cut -d' ' -f4; }
+            check
+            echo 40000 > /proc/sys/net/ipv4/ip_local_reserved_ports; check
+            "$PF" export sysctl -c "$POLICY" | sysctl -q -p -; cat /proc/sys/net/ipv4/ip_local_reserved_ports
+            check""".replace("$POLICY", policy))
+        before, unrelated, reserved, after = out[0:2], out[2:4], out[4], out[5:7]
+        self.assertEqual(reserved, "40000,45000")
+        self.assertEqual(unrelated, before)
+        self.assertEqual(after, before)
+        self.assertEqual(before, [str(50000 - 32768 + 1024), str(33000 - 32768 + 1024)])
 
     def test_systemd(self):
         policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { program = "x"; action = "allow"; },\n'
@@ -360,5 +469,7 @@ class Demo(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    main({"demo": ["Demo"], "netns": ["Export.test_sysctl_applies_in_a_network_namespace"],
+    main({"demo": ["Demo"],
+          "netns": ["Export.test_sysctl_exports_what_protects_and_applies",
+                    "Export.test_reserving_ports_moves_no_target", "Scan.test_a_reserved_port_protects_its_server"],
           "cgroup": ["Learn.test_cgroup_learn"]})
