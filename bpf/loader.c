@@ -759,9 +759,10 @@ static int read_counters(int fd, uint64_t totals[PF_FENCE_COUNTERS])
         return 0;
 }
 
-static int status_one(uint64_t id, struct pf_fence_status *out, char *why)
+static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, char *why)
 {
-        struct pf_cgroup cgroup = { .id = id };
+        struct pf_cgroup cgroup = *of;
+        uint64_t id = of->id;
         struct pf_bpf_settings s;
         uint32_t zero = 0, generation = 0;
         int settings = open_pinned(&cgroup, "settings", why);
@@ -806,7 +807,7 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
                 return lock;
         remove_abandoned();
         if (only) {
-                r = status_one(only->id, &status, why);
+                r = status_one(only, &status, why);
                 r = r < 0 ? r : visit(&status, ctx);
                 close(lock);
                 return r;
@@ -822,7 +823,8 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
                 snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
                 /* Under the lock no attach or detach is half done: a fence
                  * missing pins is broken (reported; the rest are listed). */
-                one = fence_complete(path) ? status_one(id, &status, one_why) : -ENOENT;
+                one = fence_complete(path) ? status_one(&(struct pf_cgroup){ .id = id }, &status, one_why)
+                                           : -ENOENT;
                 if (one < 0)    /* shown as broken, among the others */
                         status = (struct pf_fence_status){ .cgroup_id = id, .broken = true };
                 visit(&status, ctx);

@@ -138,6 +138,8 @@ static struct pf_policy *load_for_kernel(const char *command, const char *config
                 return NULL;
         pf_cli_comm_notes(command, policy);
         pf_cli_policy_source(policy, source, size);
+        if (!*source && strcmp(pf_policy_name(policy), PF_POLICY_BUILTIN) != 0)
+                snprintf(source, size, "%s", pf_policy_name(policy));    /* "(stdin)": a name to show */
         return policy;
 }
 

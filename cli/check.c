@@ -10,19 +10,21 @@
 static void check_help(FILE *f)
 {
         fprintf(f, "usage: portfence check [-c FILE] [--json] [--address ADDR] [--program NAME]\n"
-                   "                       [PORT[/tcp|/udp]...]\n\n"
-                   "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports,\n"
-                   "print the verdict for a bind of each (default tcp, address 0.0.0.0).\n");
+                   "                       [PORT[-PORT][/tcp|/udp]...]\n\n"
+                   "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports\n"
+                   "(or ranges of them), print the verdict for a bind of each (default tcp,\n"
+                   "address 0.0.0.0).\n");
 }
 
 struct port_arg {
-        unsigned port;
+        unsigned lo, hi;        /* one port: lo == hi */
         enum pf_proto proto;
 };
 
+/* PORT, or LO-HI, then an optional /tcp or /udp. */
 static int parse_port_arg(const char *text, struct port_arg *out)
 {
-        char number[8];
+        char number[16], *dash;
         const char *slash = strchr(text, '/');
         size_t len = slash ? (size_t)(slash - text) : strlen(text);
 
@@ -33,17 +35,25 @@ static int parse_port_arg(const char *text, struct port_arg *out)
                 return -1;
         memcpy(number, text, len);
         number[len] = '\0';
-        return pf_cli_parse_uint(number, 0, PF_PORT_MAX, &out->port);
+        dash = strchr(number, '-');
+        if (dash)
+                *dash = '\0';
+        if (pf_cli_parse_uint(number, 0, PF_PORT_MAX, &out->lo) < 0)
+                return -1;
+        out->hi = out->lo;
+        if (dash && (pf_cli_parse_uint(dash + 1, 0, PF_PORT_MAX, &out->hi) < 0 || out->hi < out->lo))
+                return -1;
+        return 0;
 }
 
-static void print_verdict(const struct pf_policy *policy, const struct port_arg *arg,
+static void print_verdict(const struct pf_policy *policy, unsigned port, enum pf_proto proto,
                           const struct pf_verdict *v, struct pf_json *json)
 {
         char reason[512];
 
-        pf_cli_verdict_reason(policy, arg->port, v, reason, sizeof(reason));
+        pf_cli_verdict_reason(policy, port, v, reason, sizeof(reason));
         if (!json) {
-                printf("%u/%s %s", arg->port, pf_proto_name(arg->proto), pf_action_name(v->action));
+                printf("%u/%s %s", port, pf_proto_name(proto), pf_action_name(v->action));
                 if (v->action == PF_REMAP)
                         printf(" -> %u", v->target);
                 else if (v->action == PF_REFUSE)
@@ -52,8 +62,8 @@ static void print_verdict(const struct pf_policy *policy, const struct port_arg 
                 return;
         }
         pf_json_object_begin(json);
-        pf_json_kv_uint(json, "port", arg->port);
-        pf_json_kv_string(json, "proto", pf_proto_name(arg->proto));
+        pf_json_kv_uint(json, "port", port);
+        pf_json_kv_string(json, "proto", pf_proto_name(proto));
         pf_json_decision(json, v->action, v->target, v->err, v->rule);
         pf_json_kv_string(json, "reason", reason);
         pf_json_object_end(json);
@@ -84,7 +94,7 @@ static int parse_ports(int count, char **args, struct port_arg **out)
         }
         for (int i = 0; i < count; i++) {
                 if (parse_port_arg(args[i], &ports[i]) < 0) {
-                        pf_error("check", "bad port '%s': expected PORT[/tcp|/udp], PORT 0-65535",
+                        pf_error("check", "bad port '%s': expected PORT[-PORT][/tcp|/udp], PORT 0-65535",
                                  args[i]);
                         free(ports);
                         return PF_EXIT_USAGE;
@@ -103,12 +113,14 @@ static void print_verdicts(const struct pf_policy *policy, struct pf_query *quer
         if (json)
                 pf_json_array_begin(&writer);
         for (int i = 0; i < count; i++) {
-                struct pf_verdict verdict;
+                for (unsigned port = ports[i].lo; port <= ports[i].hi; port++) {
+                        struct pf_verdict verdict;
 
-                query->proto = ports[i].proto;
-                query->port = (uint16_t)ports[i].port;
-                pf_decide(policy, query, &verdict);
-                print_verdict(policy, &ports[i], &verdict, json ? &writer : NULL);
+                        query->proto = ports[i].proto;
+                        query->port = (uint16_t)port;
+                        pf_decide(policy, query, &verdict);
+                        print_verdict(policy, port, ports[i].proto, &verdict, json ? &writer : NULL);
+                }
         }
         if (json)
                 pf_json_array_end(&writer);

@@ -46,13 +46,62 @@ void pf_warning(const char *command, const char *fmt, ...)
         va_end(ap);
 }
 
+#define PF_STDIN_NAME "(stdin)"
+#define PF_STDIN_MAX (16u << 20)
+
+/* All of standard input as a string: 0, or a negative errno. */
+static int read_stdin(char **out)
+{
+        size_t used = 0, size = 4096;
+        char *text = malloc(size);
+        ssize_t n;
+
+        while (text && (n = read(STDIN_FILENO, text + used, size - used - 1)) != 0) {
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 || used + (size_t)n >= PF_STDIN_MAX) {
+                        int r = n < 0 ? -errno : -EFBIG;
+
+                        free(text);
+                        return r;
+                }
+                used += (size_t)n;
+                if (used + 1 == size) {
+                        char *grown = realloc(text, size *= 2);
+
+                        if (!grown)
+                                free(text);
+                        text = grown;
+                }
+        }
+        if (!text)
+                return -ENOMEM;
+        text[used] = '\0';
+        *out = text;
+        return 0;
+}
+
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path)
 {
         const char *path = pf_policy_path(explicit_path);
         struct pf_policy *policy = NULL;
-        struct pf_diag diag;
-        char line[1024];
-        int r = pf_policy_load(path, &policy, &diag);
+        struct pf_diag diag = { 0 };
+        char line[1024], *text = NULL;
+        int r;
+
+        if (explicit_path && !*explicit_path) {
+                pf_error(command, "-c '': an empty policy path (an unset variable?)");
+                return NULL;
+        }
+        if (explicit_path && strcmp(explicit_path, "-") == 0) {
+                path = PF_STDIN_NAME;
+                r = read_stdin(&text);
+                if (r == 0)
+                        r = pf_policy_load_text(text, PF_STDIN_NAME, &policy, &diag);
+                free(text);
+        } else {
+                r = pf_policy_load(path, &policy, &diag);
+        }
 
         if (r == -EINVAL) {
                 for (size_t i = 0; i < diag.count; i++)
@@ -115,8 +164,8 @@ void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size
         const char *name = pf_policy_name(policy);
         char real[PATH_MAX];
 
-        if (strcmp(name, PF_POLICY_BUILTIN) == 0)
-                snprintf(out, size, "%s", "");
+        if (strcmp(name, PF_POLICY_BUILTIN) == 0 || strcmp(name, PF_STDIN_NAME) == 0)
+                snprintf(out, size, "%s", "");  /* nothing to read again */
         else
                 snprintf(out, size, "%s", realpath(name, real) ? real : name);
 }

@@ -234,6 +234,9 @@ class Lifecycle(CgroupTest):
         r = portfence("cgroup", "detach", other.path)
         self.assertEqual((r.returncode, r.stderr), (2, f"portfence: cgroup detach: {other.path} is not "
                                                        "fenced by portfence\n"))
+        r = portfence("cgroup", "status", other.path)
+        self.assertEqual((r.returncode, r.stderr), (2, f"portfence: cgroup status: {other.path} is not "
+                                                       "fenced by portfence\n"))
         r = portfence("cgroup", "attach", "-c", self.policy, "/tmp")
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a cgroup v2 directory", r.stderr)

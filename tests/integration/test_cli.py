@@ -69,12 +69,28 @@ class Basics(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         r = run("check", "-c", os.path.join(SOURCE, "config", "portfence.conf"), "80/sctp")
         self.assertEqual(r.returncode, 2)
-        self.assertEqual(r.stderr, "portfence: check: bad port '80/sctp': expected PORT[/tcp|/udp], PORT 0-65535\n")
+        self.assertEqual(r.stderr, "portfence: check: bad port '80/sctp': expected PORT[-PORT][/tcp|/udp], PORT 0-65535\n")
         r = run("ranges", "--os", "beos")
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stderr, "portfence: ranges: unknown os 'beos' (see 'portfence ranges')\n")
         r = run("suggest", "-n", "0")
         self.assertEqual(r.returncode, 2)
+
+    def test_policy_from_stdin_and_empty_path(self):
+        text = 'version = 1;\nephemeral = "30000-30010";\ndefault_action = "refuse";\n'
+        r = run("check", "-c", "-", "30005", input=text)
+        self.assertEqual((r.returncode, r.stdout), (0, "30005/tcp refuse EADDRINUSE (default_action for guarded ports)\n"))
+        r = run("check", "-c", "-", input="version = 1;\nbogus = 1;\n")
+        self.assertEqual((r.returncode, r.stderr), (2, "(stdin):2: unknown key 'bogus'\n"))
+        r = run("check", "-c", "")
+        self.assertEqual((r.returncode, r.stderr),
+                         (2, "portfence: check: -c '': an empty policy path (an unset variable?)\n"))
+
+    def test_check_a_range_of_ports(self):
+        r = run("check", "-c", os.path.join(SOURCE, "config", "portfence.conf"), "--json", "40000-40002/udp")
+        got = [(v["port"], v["proto"]) for v in json.loads(r.stdout)]
+        self.assertEqual(got, [(40000, "udp"), (40001, "udp"), (40002, "udp")])
+        self.assertEqual(run("check", "40002-40000").returncode, 2)
 
     def test_option_errors_name_portfence_and_the_command(self):
         for args, message in ((("check", "-x"), "unknown option '-x'"),
