@@ -179,7 +179,7 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
                 pf_policy_conditions(policy, rule, &c);
                 if (!c.program || (form = pf_glob_comm_form(c.program)) == PF_COMM_EXACT)
                         continue;
-                pf_note(command, "rule %u (%s:%u), program '%s': %s", rule, pf_policy_name(policy),
+                pf_note(command, "rule %u (%s:%u), program '%s': %s", rule, pf_policy_rule_file(policy, rule),
                         pf_policy_rule_line(policy, rule), c.program, pf_comm_glob_note(form));
         }
 }
@@ -341,7 +341,7 @@ void pf_cli_verdict_reason(const struct pf_policy *policy, unsigned port, const 
         if (port == 0)
                 snprintf(buf, size, "port 0: the kernel chooses");
         else if (v->rule)
-                snprintf(buf, size, "rule %u, %s:%u", v->rule, pf_policy_name(policy),
+                snprintf(buf, size, "rule %u, %s:%u", v->rule, pf_policy_rule_file(policy, v->rule),
                          pf_policy_rule_line(policy, v->rule));
         else if (v->guarded)
                 snprintf(buf, size, "default_action for guarded ports");

@@ -85,7 +85,7 @@ static void comment_rules(const struct pf_policy *policy)
                 else if (pf_policy_rule_action(policy, rule) == PF_LOG)
                         note = "systemd does not log binds: its ports are allowed";
                 if (note)
-                        printf("# rule %u (%s:%u): %s\n", rule, pf_policy_name(policy),
+                        printf("# rule %u (%s:%u): %s\n", rule, pf_policy_rule_file(policy, rule),
                                pf_policy_rule_line(policy, rule), note);
         }
 }

@@ -212,6 +212,12 @@ unsigned pf_policy_rule_line(const struct pf_policy *p, unsigned rule)
 {
         return rule >= 1 && rule <= p->rule_count ? pf_rules_of(p)[rule - 1].line : 0;
 }
+const char *pf_policy_rule_file(const struct pf_policy *p, unsigned rule)
+{
+        uint32_t file = rule >= 1 && rule <= p->rule_count ? pf_rules_of(p)[rule - 1].file : 0;
+
+        return file ? pf_string_at(p, file) : pf_policy_name(p);
+}
 enum pf_action pf_policy_rule_action(const struct pf_policy *p, unsigned rule)
 {
         return rule >= 1 && rule <= p->rule_count ? pf_rules_of(p)[rule - 1].action : PF_ALLOW;

@@ -15,8 +15,10 @@
 
 void pf_diag_free(struct pf_diag *diag)
 {
-        for (size_t i = 0; i < diag->count; i++)
+        for (size_t i = 0; i < diag->count; i++) {
                 free(diag->entries[i].text);
+                free(diag->entries[i].file);
+        }
         free(diag->entries);
         free(diag->file);
         memset(diag, 0, sizeof(*diag));
@@ -25,16 +27,18 @@ void pf_diag_free(struct pf_diag *diag)
 const char *pf_diag_format(const struct pf_diag *diag, size_t i, char *buf, size_t size)
 {
         const struct pf_diag_entry *e = &diag->entries[i];
+        const char *file = e->file ? e->file : diag->file;
 
         if (e->line)
-                snprintf(buf, size, "%s:%u: %s", diag->file, e->line, e->text);
+                snprintf(buf, size, "%s:%u: %s", file, e->line, e->text);
         else
-                snprintf(buf, size, "%s: %s", diag->file, e->text);
+                snprintf(buf, size, "%s: %s", file, e->text);
         return buf;
 }
 
 struct loader {
         struct pf_diag *diag;
+        const char *include_dir;        /* where @include looks; NULL: the current directory */
         struct pf_policy *policy;       /* the head: settings, guarded sets, pool */
         struct pf_rule *rules;
         uint32_t rule_count;
@@ -51,8 +55,20 @@ struct loader {
 };
 
 __attribute__((format(printf, 3, 4)))
-static void report(struct loader *l, unsigned line, const char *fmt, ...)
+/* Where a problem is: the file (NULL: the policy's own) and line (0: none). */
+struct pos {
+        const char *file;
+        unsigned line;
+};
+
+static struct pos at_line(unsigned line)
 {
+        return (struct pos){ NULL, line };
+}
+
+static void report(struct loader *l, struct pos at, const char *fmt, ...)
+{
+        char *file = NULL;
         struct pf_diag_entry *entries;
         va_list ap;
         char *text;
@@ -62,15 +78,26 @@ static void report(struct loader *l, unsigned line, const char *fmt, ...)
         va_start(ap, fmt);
         n = vasprintf(&text, fmt, ap);
         va_end(ap);
+        /* libconfig names an included file as written: with the directory
+         * it was found in, it names the file to open. */
+        if (n >= 0 && at.file && l->diag->file && strcmp(at.file, l->diag->file) != 0 &&
+            (l->include_dir && at.file[0] != '/' ? asprintf(&file, "%s/%s", l->include_dir, at.file) < 0
+                                                 : !(file = strdup(at.file)))) {
+                free(text);
+                file = NULL;
+                n = -1;
+        }
         entries = n < 0 ? NULL : realloc(l->diag->entries,
                                          (l->diag->count + 1) * sizeof(*entries));
         if (!entries) {
-                if (n >= 0)
+                if (n >= 0) {
                         free(text);
+                        free(file);
+                }
                 l->out_of_memory = true;
                 return;
         }
-        entries[l->diag->count++] = (struct pf_diag_entry){ line, text };
+        entries[l->diag->count++] = (struct pf_diag_entry){ at.line, text, file };
         l->diag->entries = entries;
 }
 
@@ -97,6 +124,28 @@ static unsigned line_of(const config_setting_t *s)
         return s ? config_setting_source_line(s) : 0;
 }
 
+/* Where a setting was written: an @include'd file names itself. */
+static struct pos at(const config_setting_t *s)
+{
+        return (struct pos){ s ? config_setting_source_file(s) : NULL, line_of(s) };
+}
+
+/* The string offset of the @include'd file s is in, 0 for the policy's own. */
+static uint32_t included_file(struct loader *l, const config_setting_t *s)
+{
+        const char *file = config_setting_source_file(s);
+        char *path = NULL;
+        uint32_t offset;
+
+        if (!file || (l->diag->file && strcmp(file, l->diag->file) == 0))
+                return 0;
+        if (l->include_dir && file[0] != '/' && asprintf(&path, "%s/%s", l->include_dir, file) < 0)
+                return 0;
+        offset = add_string(l, path ? path : file);
+        free(path);
+        return offset;
+}
+
 /* ---- typed access to settings ------------------------------------------ */
 
 static const char *type_name(int type)
@@ -120,7 +169,7 @@ static bool expect_type(struct loader *l, const config_setting_t *s, int type, c
 
         if (got == type || (type == CONFIG_TYPE_INT && got == CONFIG_TYPE_INT64))
                 return true;
-        report(l, line_of(s), "'%s' must be %s, not %s", what, type_name(type), type_name(got));
+        report(l, at(s), "'%s' must be %s, not %s", what, type_name(type), type_name(got));
         return false;
 }
 
@@ -181,10 +230,10 @@ static void check_keys(struct loader *l, const config_setting_t *group,
                         }
                 }
                 if (best)
-                        report(l, line_of(s), "unknown key '%s'%s (did you mean '%s'?)", name,
+                        report(l, at(s), "unknown key '%s'%s (did you mean '%s'?)", name,
                                where, best);
                 else
-                        report(l, line_of(s), "unknown key '%s'%s", name, where);
+                        report(l, at(s), "unknown key '%s'%s", name, where);
         }
 }
 
@@ -202,7 +251,7 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
                 long long port = config_setting_get_int64(s);
 
                 if (port < 1 || port > PF_PORT_MAX) {
-                        report(l, line_of(s), "%s: port %lld outside 1-65535", what, port);
+                        report(l, at(s), "%s: port %lld outside 1-65535", what, port);
                         return NULL;
                 }
                 ranges = malloc(sizeof(*ranges));
@@ -215,7 +264,7 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
                 return ranges;
         }
         if (type != CONFIG_TYPE_STRING) {
-                report(l, line_of(s), "%s must be a port list string or an integer, not %s",
+                report(l, at(s), "%s must be a port list string or an integer, not %s",
                        what, type_name(type));
                 return NULL;
         }
@@ -223,7 +272,7 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
         if (r == -ENOMEM)
                 l->out_of_memory = true;
         else if (r < 0)
-                report(l, line_of(s), "%s: %s in '%s'", what, why, config_setting_get_string(s));
+                report(l, at(s), "%s: %s in '%s'", what, why, config_setting_get_string(s));
         return r < 0 ? NULL : ranges;
 }
 
@@ -234,11 +283,11 @@ static void load_version(struct loader *l, const config_setting_t *root)
         const config_setting_t *s = config_setting_get_member(root, "version");
 
         if (!s) {
-                report(l, 1, "'version' is missing: start the policy with 'version = 1;'");
+                report(l, at_line(1), "'version' is missing: start the policy with 'version = 1;'");
                 return;
         }
         if (expect_type(l, s, CONFIG_TYPE_INT, "version") && config_setting_get_int64(s) != 1)
-                report(l, line_of(s), "unsupported version %lld: this portfence reads version 1",
+                report(l, at(s), "unsupported version %lld: this portfence reads version 1",
                        config_setting_get_int64(s));
 }
 
@@ -257,7 +306,7 @@ static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
         if (profile) {
                 for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
                         if (pf_profile_dynamic(profile, proto, &set, why) < 0) {
-                                report(l, line_of(item), "profile '%s': %s", text, why);
+                                report(l, at(item), "profile '%s': %s", text, why);
                                 return;
                         }
                         pf_portset_union(&p->guarded[proto], &set);
@@ -265,12 +314,12 @@ static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
                 return;
         }
         if (text[0] < '0' || text[0] > '9') {
-                report(l, line_of(item), "unknown profile '%s' in 'ephemeral' (see 'portfence ranges')",
+                report(l, at(item), "unknown profile '%s' in 'ephemeral' (see 'portfence ranges')",
                        text);
                 return;
         }
         if (pf_portset_parse(text, &set, reason) < 0) {
-                report(l, line_of(item), "'ephemeral': %s in '%s'", reason, text);
+                report(l, at(item), "'ephemeral': %s in '%s'", reason, text);
                 return;
         }
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
@@ -288,7 +337,7 @@ static void load_ephemeral(struct loader *l, const config_setting_t *root, bool 
                 struct pf_portset set;
 
                 if (pf_profile_dynamic(pf_profile_find("host"), PF_TCP, &set, why) < 0) {
-                        report(l, 0, "default 'ephemeral = \"host\"': %s", why);
+                        report(l, at_line(0), "default 'ephemeral = \"host\"': %s", why);
                         return;
                 }
                 for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
@@ -303,12 +352,12 @@ static void load_ephemeral(struct loader *l, const config_setting_t *root, bool 
                 return;
         }
         if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
-                report(l, line_of(s), "'ephemeral' must be a string or a list of strings, not %s",
+                report(l, at(s), "'ephemeral' must be a string or a list of strings, not %s",
                        type_name(type));
                 return;
         }
         if (config_setting_length(s) == 0)
-                report(l, line_of(s), "'ephemeral' is an empty list: name at least one profile or range");
+                report(l, at(s), "'ephemeral' is an empty list: name at least one profile or range");
         for (int i = 0; i < config_setting_length(s); i++) {
                 const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
 
@@ -328,7 +377,7 @@ static bool get_action(struct loader *l, const config_setting_t *s, const char *
         if (!text)
                 return false;
         if (pf_action_parse(text, out) < 0) {
-                report(l, line_of(s), "%s: unknown action '%s' (allow, log, refuse or remap)",
+                report(l, at(s), "%s: unknown action '%s' (allow, log, refuse or remap)",
                        what, text);
                 return false;
         }
@@ -354,7 +403,7 @@ static int get_choice(struct loader *l, const config_setting_t *s, const char *w
                 snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
                          i == 0 ? "" : i == count - 1 ? " or " : ", ", names[i]);
         }
-        report(l, line_of(s), "%s: unknown value '%s' (%s)", what, text, choices);
+        report(l, at(s), "%s: unknown value '%s' (%s)", what, text, choices);
         return fallback;
 }
 
@@ -386,9 +435,9 @@ static void load_log(struct loader *l, const config_setting_t *root)
                 p->log_to = PF_LOG_FILE;
                 l->log_path = add_string(l, text + 5);
         } else if (strncmp(text, "file:", 5) == 0) {
-                report(l, line_of(to), "log file '%s' must be an absolute path", text + 5);
+                report(l, at(to), "log file '%s' must be an absolute path", text + 5);
         } else {
-                report(l, line_of(to), "unknown log destination '%s' (stderr, syslog or file:PATH)",
+                report(l, at(to), "unknown log destination '%s' (stderr, syslog or file:PATH)",
                        text);
         }
 }
@@ -419,7 +468,7 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
                 if (name && pf_errno_parse(name, &err) == 0)
                         p->refuse_errno = err;
                 else if (name)
-                        report(l, line_of(s), "unknown errno name '%s' (e.g. EADDRINUSE, EACCES, EPERM)",
+                        report(l, at(s), "unknown errno name '%s' (e.g. EADDRINUSE, EACCES, EPERM)",
                                name);
         }
 
@@ -476,7 +525,7 @@ static void load_pool(struct loader *l, const config_setting_t *root)
                         if (pf_portset_empty(&both))
                                 continue;
                         pf_portset_format(&both, text, sizeof(text));
-                        report(l, line_of(s), "remap_pool ports %s%s are guarded (%s): a remap target must not be",
+                        report(l, at(s), "remap_pool ports %s%s are guarded (%s): a remap target must not be",
                                text, strlen(text) >= sizeof(text) - 1 ? "..." : "",
                                pf_proto_name(proto));
                         return;
@@ -555,18 +604,18 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
         if (!expect_type(l, s, CONFIG_TYPE_INT, what))
                 return;
         if (rule->action != PF_REMAP) {
-                report(l, line_of(s), "rule %u: 'to' needs action = \"remap\", not \"%s\"", index,
+                report(l, at(s), "rule %u: 'to' needs action = \"remap\", not \"%s\"", index,
                        pf_action_name((enum pf_action)rule->action));
                 return;
         }
         to = config_setting_get_int64(s);
         if (to < 1 || to > PF_PORT_MAX) {
-                report(l, line_of(s), "rule %u: remap target %lld outside 1-65535", index, to);
+                report(l, at(s), "rule %u: remap target %lld outside 1-65535", index, to);
                 return;
         }
         last = to + rule_port_count(l, rule) - 1;
         if (last > PF_PORT_MAX) {
-                report(l, line_of(s), "rule %u: remap targets %lld-%lld run past 65535", index, to,
+                report(l, at(s), "rule %u: remap targets %lld-%lld run past 65535", index, to,
                        last);
                 return;
         }
@@ -574,7 +623,7 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
                 if (!(rule->protos & PF_PROTO_BIT(proto)))
                         continue;
                 if (pf_portset_overlaps_range(&p->guarded[proto], (unsigned)to, (unsigned)last)) {
-                        report(l, line_of(s), "rule %u: remap targets %lld-%lld are guarded (%s): choose ports outside 'ephemeral'",
+                        report(l, at(s), "rule %u: remap targets %lld-%lld are guarded (%s): choose ports outside 'ephemeral'",
                                index, to, last, pf_proto_name(proto));
                         return;
                 }
@@ -598,7 +647,7 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
                 if (pf_proto_parse(text, &proto) == 0)
                         rule->protos = PF_PROTO_BIT(proto);
                 else
-                        report(l, line_of(s), "rule %u: unknown proto '%s' (tcp or udp)", index, text);
+                        report(l, at(s), "rule %u: unknown proto '%s' (tcp or udp)", index, text);
         }
         s = config_setting_get_member(group, "family");
         if (s) {
@@ -613,12 +662,12 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
                 if (pf_cidr_parse(text, &rule->cidr) == 0)
                         rule->has_cidr = true;
                 else
-                        report(l, line_of(s), "rule %u: bad address or CIDR '%s'", index, text);
+                        report(l, at(s), "rule %u: bad address or CIDR '%s'", index, text);
         }
         s = config_setting_get_member(group, "program");
         if (s && (text = get_string(l, s, "program"))) {
                 if (!*text)
-                        report(l, line_of(s), "rule %u: empty program pattern", index);
+                        report(l, at(s), "rule %u: empty program pattern", index);
                 else
                         rule->program = add_string(l, text);
         }
@@ -635,8 +684,9 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
         char where[32];
 
         rule->line = line_of(group);
+        rule->file = included_file(l, group);
         if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
-                report(l, line_of(group), "rule %u must be a group { ... }, not %s", index,
+                report(l, at(group), "rule %u must be a group { ... }, not %s", index,
                        type_name(config_setting_type(group)));
                 return;
         }
@@ -646,7 +696,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
         load_rule_ports(l, group, rule, index);
         s = config_setting_get_member(group, "action");
         if (!s) {
-                report(l, line_of(group), "rule %u: 'action' is missing", index);
+                report(l, at(group), "rule %u: 'action' is missing", index);
                 return;
         }
         snprintf(where, sizeof(where), "rule %u: action", index);
@@ -664,13 +714,13 @@ static void load_rules(struct loader *l, const config_setting_t *root)
         if (!s)
                 return;
         if (config_setting_type(s) != CONFIG_TYPE_LIST) {
-                report(l, line_of(s), "'rules' must be a list ( { ... }, ... ), not %s",
+                report(l, at(s), "'rules' must be a list ( { ... }, ... ), not %s",
                        type_name(config_setting_type(s)));
                 return;
         }
         count = (unsigned)config_setting_length(s);
         if (count > UINT16_MAX) {
-                report(l, line_of(s), "too many rules: %u (at most %u)", count, UINT16_MAX);
+                report(l, at(s), "too many rules: %u (at most %u)", count, UINT16_MAX);
                 return;
         }
         l->rules = calloc(count ? count : 1, sizeof(struct pf_rule));
@@ -704,7 +754,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         load_client_ports(l, root);
         load_rules(l, root);
         if (l->remap_needs_pool && pf_portset_empty(&l->policy->pool))
-                report(l, l->pool_line ? l->pool_line : 1,
+                report(l, at_line(l->pool_line ? l->pool_line : 1),
                        "remap needs a port to go to, but remap_pool is empty");
 }
 
@@ -757,8 +807,50 @@ static int read_stream(config_t *cfg, const void *source)
         return config_read(cfg, (FILE *)source);
 }
 
-static int load(config_reader reader, const void *source, const char *name,
-                struct pf_policy **out, struct pf_diag *diag)
+/* Line `line` of text (1-based) into buf, "" if there is none. */
+static void text_line(const char *text, unsigned line, char *buf, size_t size)
+{
+        for (unsigned n = 1; text && n < line; n++) {
+                text = strchr(text, '\n');
+                text = text ? text + 1 : NULL;
+        }
+        snprintf(buf, size, "%.*s", text ? (int)strcspn(text, "\n") : 0, text ? text : "");
+}
+
+/* libconfig's parse error, where it is; a missing @include file named (the
+ * library says only "cannot open include file"). text: the policy's own
+ * text, when it did not come from a file. */
+static void report_parse_error(struct loader *l, const config_t *cfg, const char *text)
+{
+        struct pos where = { config_error_file(cfg), (unsigned)config_error_line(cfg) };
+        char line[512] = "", *name, *end;
+
+        if (strstr(config_error_text(cfg), "include") && where.line) {
+                if (where.file || l->diag->file) {
+                        FILE *f = fopen(where.file ? where.file : l->diag->file, "re");
+
+                        for (unsigned n = 0; f && n < where.line && fgets(line, sizeof(line), f); n++)
+                                ;
+                        if (f)
+                                fclose(f);
+                }
+                if (!where.file && text)
+                        text_line(text, where.line, line, sizeof(line));
+                name = strstr(line, "@include");
+                name = name ? strchr(name, '"') : NULL;
+                end = name ? strchr(name + 1, '"') : NULL;
+                if (end) {
+                        report(l, where, "%s '%.*s'%s", config_error_text(cfg), (int)(end - name - 1),
+                               name + 1, config_get_include_dir(cfg) ? "" : " (relative to the current "
+                                                                          "directory)");
+                        return;
+                }
+        }
+        report(l, where, "%s", config_error_text(cfg));
+}
+
+static int load(config_reader reader, const void *source, const char *text, const char *include_dir,
+                const char *name, struct pf_policy **out, struct pf_diag *diag)
 {
         struct loader l = { .diag = diag };
         config_t cfg;
@@ -770,8 +862,11 @@ static int load(config_reader reader, const void *source, const char *name,
         add_string(&l, "");
         l.name = add_string(&l, name);
         config_init(&cfg);
+        l.include_dir = include_dir;
+        if (include_dir)
+                config_set_include_dir(&cfg, include_dir);
         if (reader(&cfg, source) != CONFIG_TRUE)
-                report(&l, (unsigned)config_error_line(&cfg), "%s", config_error_text(&cfg));
+                report_parse_error(&l, &cfg, text);
         else
                 load_config(&l, config_root_setting(&cfg));
         config_destroy(&cfg);
@@ -790,11 +885,12 @@ int pf_policy_load_text(const char *text, const char *name, struct pf_policy **o
 {
         int r = start_diag(diag, name);
 
-        return r < 0 ? r : load(read_text, text, name, out, diag);
+        return r < 0 ? r : load(read_text, text, text, NULL, name, out, diag);
 }
 
 int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *diag)
 {
+        char *dir, *slash;
         struct stat st;
         FILE *f;
         int r;
@@ -809,7 +905,7 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
                 if (r < 0) {
                         struct loader l = { .diag = diag };
 
-                        report(&l, 0, "%s", why);
+                        report(&l, at_line(0), "%s", why);
                 }
                 return r;
         }
@@ -820,10 +916,20 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
                 r = !f ? -errno : S_ISDIR(st.st_mode) ? -EISDIR : -errno;
                 if (f)
                         fclose(f);
-                report(&l, 0, "%s", strerror(-r));
+                report(&l, at_line(0), "%s", strerror(-r));
                 return r;
         }
-        r = load(read_stream, f, path, out, diag);
+        /* @include is relative to the policy's own directory. */
+        dir = strdup(path);
+        if (!dir) {
+                fclose(f);
+                return -ENOMEM;
+        }
+        slash = strrchr(dir, '/');
+        if (slash)
+                slash[slash == dir] = '\0';    /* "/x.conf" -> "/" */
+        r = load(read_stream, f, NULL, slash ? dir : NULL, path, out, diag);
+        free(dir);
         fclose(f);
         return r;
 }

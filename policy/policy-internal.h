@@ -19,6 +19,7 @@ struct pf_cidr {
 
 struct pf_rule {
         uint32_t line;
+        uint32_t file;          /* string offset of the @include'd file it is in; 0: the policy's */
         uint32_t first_range;   /* into the ranges section */
         uint32_t range_count;
         uint32_t program;       /* offset of the glob in the strings; 0: none */

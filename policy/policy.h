@@ -54,6 +54,7 @@ struct pf_verdict {
 struct pf_diag_entry {
         unsigned line;
         char *text;
+        char *file;             /* an @include'd file it is in; NULL: the policy's own */
 };
 
 struct pf_diag {
@@ -145,6 +146,8 @@ void pf_policy_server_ports(const struct pf_policy *policy, enum pf_proto proto,
                             struct pf_portset *out);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);
 unsigned pf_policy_rule_line(const struct pf_policy *policy, unsigned rule);
+/* The file rule is written in: the policy's, or an @include'd one. */
+const char *pf_policy_rule_file(const struct pf_policy *policy, unsigned rule);
 enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned rule);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);

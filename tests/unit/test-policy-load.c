@@ -224,6 +224,62 @@ static void test_all_keys(void **state)
         pf_policy_free(p);
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+        char path[512];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* An error in an @include'd file is that file's, at its line; a missing
+ * include is named; rules remember the file they are written in. @include
+ * is relative to the including policy's directory, wherever portfence runs. */
+static void test_include_errors_where_they_are(void **state)
+{
+        char dir[] = "/tmp/pf-include-XXXXXX", path[512], line[512], expect[600];
+        struct pf_policy *p = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        write_file(dir, "main.conf", "version = 1;\n@include \"rules.conf\"\n");
+        write_file(dir, "rules.conf", "rules = (\n  { ports = \"80\"; action = \"allow\"; },\n"
+                                      "  { ports = \"x\"; action = \"allow\"; }\n);\n");
+        write_file(dir, "missing.conf", "version = 1;\n\n@include \"nowhere.conf\"\n");
+        snprintf(path, sizeof(path), "%s/main.conf", dir);
+        assert_int_equal(pf_policy_load(path, &p, &diag), -EINVAL);
+        assert_int_equal(diag.count, 1);
+        snprintf(expect, sizeof(expect), "%s/rules.conf:3: rule 2: 'ports': expected a port number in 'x'", dir);
+        assert_string_equal(pf_diag_format(&diag, 0, line, sizeof(line)), expect);
+        pf_diag_free(&diag);
+
+        snprintf(path, sizeof(path), "%s/missing.conf", dir);
+        assert_int_equal(pf_policy_load(path, &p, &diag), -EINVAL);
+        snprintf(expect, sizeof(expect), "%s:3: cannot open include file 'nowhere.conf'", path);
+        assert_string_equal(pf_diag_format(&diag, 0, line, sizeof(line)), expect);
+        pf_diag_free(&diag);
+
+        write_file(dir, "rules.conf", "rules = (\n  { ports = \"80\"; action = \"allow\"; }\n);\n");
+        snprintf(path, sizeof(path), "%s/main.conf", dir);
+        assert_int_equal(pf_policy_load(path, &p, &diag), 0);
+        pf_diag_free(&diag);
+        snprintf(expect, sizeof(expect), "%s/rules.conf", dir);
+        assert_string_equal(pf_policy_rule_file(p, 1), expect);
+        assert_int_equal(pf_policy_rule_line(p, 1), 2);
+        pf_policy_free(p);
+        for (const char *const *name = (const char *const[]){ "main.conf", "rules.conf", "missing.conf", NULL };
+             *name; name++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, *name);
+                unlink(path);
+        }
+        rmdir(dir);
+}
+
 /* The pool of a policy without remap_pool: 1024-65535 outside the guarded
  * ports and outside this host's dynamic range. */
 static void test_default_pool(void **state)
@@ -387,6 +443,7 @@ int main(void)
                 cmocka_unit_test(test_builtin_default),
                 cmocka_unit_test(test_policy_path_order),
                 cmocka_unit_test(test_save_and_map),
+                cmocka_unit_test(test_include_errors_where_they_are),
                 cmocka_unit_test(test_map_rejects_damage),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
