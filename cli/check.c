@@ -69,6 +69,21 @@ static void print_verdict(const struct pf_policy *policy, unsigned port, enum pf
         pf_json_object_end(json);
 }
 
+/* The default wrap-around, said where it happens: ports moved into a pool
+ * smaller than they are share its ports, and then fail in turn. */
+static void note_pool_sharing(const struct pf_policy *policy)
+{
+        struct pf_pool_share share;
+
+        if (pf_policy_pool_share(policy, &share) < 0 || share.most < 2)
+                return;
+        pf_note("check", "the remap pool is shared: %u ports are moved into it and up to %u go to one "
+                "pool port (%u and %u both go to %u/%s); while one of their servers holds it, the "
+                "other's bind fails. Widen remap_pool, narrow the guarded range, or give rules a "
+                "'to' of their own", share.sources, share.most, share.example[0], share.example[1],
+                share.target, pf_proto_name(share.proto));
+}
+
 static void print_summary(const struct pf_policy *policy)
 {
         char tcp[512], udp[512], pool[512];
@@ -166,6 +181,7 @@ int pf_cmd_check(int argc, char **argv)
                 if (optind == argc && !json)
                         print_summary(policy);
                 pf_cli_comm_notes("check", policy);
+                note_pool_sharing(policy);
                 print_verdicts(policy, &query, ports, argc - optind, json);
                 pf_policy_free(policy);
         }

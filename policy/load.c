@@ -3,6 +3,7 @@
 #include "policy-internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -733,6 +734,89 @@ static void load_rules(struct loader *l, const config_setting_t *root)
                 load_rule(l, config_setting_get_elem(s, i), i + 1);
 }
 
+/* ---- remap targets that collide ------------------------------------------ */
+
+/* Where rule i (0-based) is written, for a report there. */
+static struct pos rule_pos(const struct loader *l, unsigned i)
+{
+        const struct pf_rule *rule = &l->rules[i];
+
+        return (struct pos){ rule->file ? l->strings + rule->file : NULL, rule->line };
+}
+
+/* "FILE:LINE" of rule i, for a message about another rule. */
+static void rule_where(const struct loader *l, unsigned i, char *buf, size_t size)
+{
+        struct pos p = rule_pos(l, i);
+
+        snprintf(buf, size, "%s:%u", p.file ? p.file : l->diag->file, p.line);
+}
+
+/* The first rule that allows a port of lo-hi for proto, or -1. */
+static int allowing_rule(const struct loader *l, unsigned proto, unsigned lo, unsigned hi)
+{
+        for (unsigned i = 0; i < l->rule_count; i++) {
+                const struct pf_rule *rule = &l->rules[i];
+
+                if (rule->action != PF_ALLOW || !rule->has_ports || !(rule->protos & PF_PROTO_BIT(proto)))
+                        continue;
+                for (uint32_t k = 0; k < rule->range_count; k++) {
+                        const struct pf_range *r = &l->ranges[rule->first_range + k];
+
+                        if (r->lo <= hi && lo <= r->hi)
+                                return (int)i;
+                }
+        }
+        return -1;
+}
+
+/* Two servers must never be sent to one port: a rule's "to" range that
+ * overlaps another's, a port an allow rule gives to a server, or the pool
+ * others are moved into, is an error naming both places. O(rules^2) in the
+ * worst case, over remap rules with "to" only. */
+static void check_remap_targets(struct loader *l)
+{
+        bool pool_used = l->remap_needs_pool || l->policy->default_action == PF_REMAP;
+        char where[PATH_MAX + 16];
+
+        for (unsigned i = 0; i < l->rule_count; i++) {
+                const struct pf_rule *a = &l->rules[i];
+                unsigned lo = a->to, hi;
+                bool reported = false;
+
+                if (a->action != PF_REMAP || !a->has_to)
+                        continue;
+                hi = lo + rule_port_count(l, a) - 1u;
+                for (unsigned j = 0; j < i && !reported; j++) {
+                        const struct pf_rule *b = &l->rules[j];
+                        unsigned b_hi;
+
+                        if (b->action != PF_REMAP || !b->has_to || !(a->protos & b->protos))
+                                continue;
+                        b_hi = b->to + rule_port_count(l, b) - 1u;
+                        if (b->to > hi || lo > b_hi)
+                                continue;
+                        rule_where(l, j, where, sizeof(where));
+                        report(l, rule_pos(l, i), "rule %u: remap targets %u-%u overlap those of rule %u (%s): "
+                               "two servers would be sent to one port", i + 1, lo, hi, j + 1, where);
+                        reported = true;
+                }
+                for (unsigned proto = 0; proto < PF_PROTO_COUNT && !reported; proto++) {
+                        int j = (a->protos & PF_PROTO_BIT(proto)) ? allowing_rule(l, proto, lo, hi) : -1;
+
+                        if (j < 0)
+                                continue;
+                        rule_where(l, (unsigned)j, where, sizeof(where));
+                        report(l, rule_pos(l, i), "rule %u: remap targets %u-%u take ports rule %u (%s) "
+                               "allows to servers", i + 1, lo, hi, (unsigned)j + 1, where);
+                        reported = true;
+                }
+                if (!reported && pool_used && pf_portset_overlaps_range(&l->policy->pool, lo, hi))
+                        report(l, rule_pos(l, i), "rule %u: remap targets %u-%u are in the remap pool, "
+                               "where other servers are moved", i + 1, lo, hi);
+        }
+}
+
 /* ---- load --------------------------------------------------------------- */
 
 static void load_config(struct loader *l, const config_setting_t *root)
@@ -753,6 +837,8 @@ static void load_config(struct loader *l, const config_setting_t *root)
         load_pool(l, root);
         load_client_ports(l, root);
         load_rules(l, root);
+        if (l->errors == 0)
+                check_remap_targets(l);
         if (l->remap_needs_pool && pf_portset_empty(&l->policy->pool))
                 report(l, at_line(l->pool_line ? l->pool_line : 1),
                        "remap needs a port to go to, but remap_pool is empty");

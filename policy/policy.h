@@ -146,6 +146,19 @@ void pf_policy_server_ports(const struct pf_policy *policy, enum pf_proto proto,
                             struct pf_portset *out);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);
 unsigned pf_policy_rule_line(const struct pf_policy *policy, unsigned rule);
+/* How ports moved into the pool share it (the default remap and rules
+ * without "to" all count from the pool's start, and wrap around it):
+ * sources (TCP ports moved there), the most any one pool port receives,
+ * and where: two ports of proto that both go to target. */
+struct pf_pool_share {
+        unsigned sources;
+        unsigned most;
+        enum pf_proto proto;
+        uint16_t target;
+        uint16_t example[2];
+};
+int pf_policy_pool_share(const struct pf_policy *policy, struct pf_pool_share *out);   /* 0 or -ENOMEM */
+
 /* The file rule is written in: the policy's, or an @include'd one. */
 const char *pf_policy_rule_file(const struct pf_policy *policy, unsigned rule);
 enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned rule);

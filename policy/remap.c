@@ -5,6 +5,10 @@
  * with the host's whole ip_local_port_range when it comes from there), wrapped
  * around the pool, so a client in another process computes the very port
  * the server got. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "host.h"
 #include "policy-internal.h"
 
@@ -110,4 +114,48 @@ void pf_pool_default(const struct pf_portset domain[PF_PROTO_COUNT], const struc
                 pf_portset_subtract(out, &domain[proto]);
         if (host)
                 pf_portset_subtract(out, host);
+}
+
+/* Does an unconditional verdict move its port into the pool? */
+static bool pool_remap(const struct pf_policy *p, const struct pf_step *step)
+{
+        return step->action == PF_REMAP &&
+               (step->rule == 0 || !pf_rules_of(p)[step->rule - 1].has_to);
+}
+
+int pf_policy_pool_share(const struct pf_policy *p, struct pf_pool_share *out)
+{
+        uint32_t *count = malloc((PF_PORT_MAX + 1) * sizeof(*count));  /* sources per pool port */
+
+        memset(out, 0, sizeof(*out));
+        if (!count)
+                return -ENOMEM;
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                memset(count, 0, (PF_PORT_MAX + 1) * sizeof(*count));
+                for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
+                        struct pf_step step;
+
+                        pf_policy_fallback(p, (enum pf_proto)proto, port, &step);
+                        if (!pool_remap(p, &step))
+                                continue;
+                        out->sources += proto == PF_TCP;
+                        if (++count[step.target] <= out->most)
+                                continue;
+                        out->most = count[step.target];
+                        out->proto = (enum pf_proto)proto;
+                        out->target = step.target;
+                }
+        }
+        free(count);
+        if (out->most < 2)
+                return 0;
+        /* The first two ports that share the busiest target. */
+        for (unsigned port = 1, found = 0; port <= PF_PORT_MAX && found < 2; port++) {
+                struct pf_step step;
+
+                pf_policy_fallback(p, out->proto, port, &step);
+                if (pool_remap(p, &step) && step.target == out->target)
+                        out->example[found++] = (uint16_t)port;
+        }
+        return 0;
 }

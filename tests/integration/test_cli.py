@@ -242,6 +242,55 @@ class Check(unittest.TestCase):
                     self.assertEqual(r.returncode, 0, f"{path}: {r.stderr}")
 
 
+class ReadmeAndCollisions(unittest.TestCase):
+    def test_readme_check_example_matches_its_policy(self):
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            readme = f.read()
+        block = readme[readme.index("    version = 1;                          # required"):]
+        policy = write_policy("\n".join(line[4:] for line in block[:block.index("\n\n")].splitlines()) + "\n")
+        self.addCleanup(os.unlink, policy)
+        example = readme[readme.index("      $ portfence check "):]
+        example = [line[6:] for line in example[:example.index("\n\n")].splitlines()]
+        r = run("check", "-c", policy, *example[0].split()[3:])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.replace(policy, "/etc/portfence.conf").splitlines(),
+                         [line for line in example[1:] if not line.startswith("portfence:")])
+        self.assertTrue(r.stderr.startswith(example[-1].rstrip(".")), r.stderr)
+
+    def test_colliding_targets_are_errors_with_both_places(self):
+        base = 'version = 1;\nephemeral = "40000-49999";\nremap_pool = "7000-7099";\nrules = (\n'
+        for rules, message in (
+                ('{ ports = "40000-40009"; action = "remap"; to = 8000; },\n'
+                 '{ ports = "41000-41009"; action = "remap"; to = 8005; }',
+                 "6: rule 2: remap targets 8005-8014 overlap those of rule 1 ({policy}:5): two servers "
+                 "would be sent to one port"),
+                ('{ ports = "8003"; action = "allow"; },\n'
+                 '{ ports = "40000-40009"; action = "remap"; to = 8000; }',
+                 "6: rule 2: remap targets 8000-8009 take ports rule 1 ({policy}:5) allows to servers"),
+                ('{ ports = "40000-40009"; action = "remap"; to = 7090; },\n'
+                 '{ ports = "41000"; action = "remap"; }',
+                 "5: rule 1: remap targets 7090-7099 are in the remap pool, where other servers are moved")):
+            with self.subTest(message=message):
+                policy = write_policy(base + rules + "\n);\n")
+                self.addCleanup(os.unlink, policy)
+                r = run("check", "-c", policy)
+                self.assertEqual((r.returncode, r.stderr), (2, f"{policy}:" + message.format(policy=policy) + "\n"))
+        # Different protocols never collide.
+        policy = write_policy(base + '{ ports = "40000-40009"; proto = "tcp"; action = "remap"; to = 8000; },\n'
+                                     '{ ports = "41000-41009"; proto = "udp"; action = "remap"; to = 8000; }\n);\n')
+        self.addCleanup(os.unlink, policy)
+        self.assertEqual(run("check", "-c", policy).returncode, 0)
+
+    def test_pool_wrap_around_is_explained(self):
+        policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "remap";\n'
+                              'remap_pool = "7000-7009";\n')
+        self.addCleanup(os.unlink, policy)
+        r = run("check", "-c", policy, "40000", "40010")
+        self.assertEqual(r.stdout.count("remap -> 7000"), 2)
+        self.assertIn("100 ports are moved into it and up to 10 go to one pool port (40000 and 40010 both "
+                      "go to 7000/tcp)", r.stderr)
+
+
 class Ranges(unittest.TestCase):
     def test_table(self):
         r = run("ranges", "--json")
