@@ -6,14 +6,19 @@
 #include <string.h>
 
 #include "cli.h"
+#ifdef PF_HAVE_BPF
+#include "tables.h"
+#endif
 
 static void check_help(FILE *f)
 {
         fprintf(f, "usage: portfence check [-c FILE] [--json] [--address ADDR] [--program NAME]\n"
-                   "                       [PORT[-PORT][/tcp|/udp]...]\n\n"
+                   "                       [--for cgroup|shim] [PORT[-PORT][/tcp|/udp]...]\n\n"
                    "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports\n"
                    "(or ranges of them), print the verdict for a bind of each (default tcp,\n"
-                   "address 0.0.0.0).\n");
+                   "address 0.0.0.0). The cgroup enforcer has limits of its own (conditions on\n"
+                   "the first 1024 rules, two per port, globs HEAD*TAIL): a policy past them is\n"
+                   "a note, or with --for cgroup an error; --for shim checks what the shim takes.\n");
 }
 
 struct port_arg {
@@ -84,6 +89,47 @@ static void note_pool_sharing(const struct pf_policy *policy)
                 share.target, pf_proto_name(share.proto));
 }
 
+enum enforcer { FOR_ANY, FOR_SHIM, FOR_CGROUP };
+
+/* What the cgroup programs cannot hold of a valid policy (the shim takes
+ * every one): 0, or -1 with why. Built by the very code attach runs. */
+static int cgroup_refuses(const struct pf_policy *policy, char *why)
+{
+#ifdef PF_HAVE_BPF
+        struct pf_bpf_span *spans = NULL;
+        struct pf_bpf_rule *rules = NULL;
+        uint32_t count;
+        int r = pf_bpf_build_rules(policy, &rules, &count, why);
+
+        if (r == 0)
+                r = pf_bpf_build_spans(policy, &spans, &count, why);
+        free(spans);
+        free(rules);
+        return r < 0 ? -1 : 0;
+#else
+        (void)policy;
+        snprintf(why, PF_WHY_SIZE, "this portfence was built without the cgroup enforcer");
+        return -1;
+#endif
+}
+
+/* 0, or PF_EXIT_USAGE when the enforcer asked for would refuse the policy. */
+static int check_enforcer(const struct pf_policy *policy, enum enforcer e)
+{
+        char why[PF_WHY_SIZE];
+
+        if (e == FOR_SHIM || cgroup_refuses(policy, why) == 0)
+                return PF_EXIT_OK;
+        if (e == FOR_CGROUP) {
+                pf_error("check", "the cgroup enforcer would refuse this policy: %s", why);
+                return PF_EXIT_USAGE;
+        }
+#ifdef PF_HAVE_BPF
+        pf_note("check", "'portfence cgroup attach' would refuse this policy (the shim takes it): %s", why);
+#endif
+        return PF_EXIT_OK;
+}
+
 static void print_summary(const struct pf_policy *policy)
 {
         char tcp[512], udp[512], pool[512];
@@ -148,9 +194,11 @@ int pf_cmd_check(int argc, char **argv)
                 { "json", no_argument, NULL, 'j' },
                 { "address", required_argument, NULL, 'a' },
                 { "program", required_argument, NULL, 'p' },
+                { "for", required_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
+        enum enforcer enforcer = FOR_ANY;
         const char *config = NULL;
         struct pf_query query = { .addr.family = PF_IPV4 };
         struct pf_policy *policy;
@@ -163,6 +211,13 @@ int pf_cmd_check(int argc, char **argv)
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;
                 case 'p': query.program = optarg; break;
+                case 'f':
+                        if (strcmp(optarg, "cgroup") != 0 && strcmp(optarg, "shim") != 0) {
+                                pf_error("check", "unknown enforcer '%s' (cgroup or shim)", optarg);
+                                return PF_EXIT_USAGE;
+                        }
+                        enforcer = optarg[0] == 'c' ? FOR_CGROUP : FOR_SHIM;
+                        break;
                 case 'a':
                         if (pf_addr_parse(optarg, &query.addr) < 0) {
                                 pf_error("check", "bad address '%s'", optarg);
@@ -177,14 +232,15 @@ int pf_cmd_check(int argc, char **argv)
         if (r != PF_EXIT_OK)
                 return r;
         policy = pf_cli_load_policy("check", config);
-        if (policy) {
+        r = policy ? check_enforcer(policy, enforcer) : PF_EXIT_USAGE;
+        if (r == PF_EXIT_OK) {
                 if (optind == argc && !json)
                         print_summary(policy);
                 pf_cli_comm_notes("check", policy);
                 note_pool_sharing(policy);
                 print_verdicts(policy, &query, ports, argc - optind, json);
-                pf_policy_free(policy);
         }
+        pf_policy_free(policy);
         free(ports);
-        return policy ? PF_EXIT_OK : PF_EXIT_USAGE;
+        return r;
 }

@@ -281,6 +281,26 @@ class ReadmeAndCollisions(unittest.TestCase):
         self.addCleanup(os.unlink, policy)
         self.assertEqual(run("check", "-c", policy).returncode, 0)
 
+    def test_what_each_enforcer_would_refuse(self):
+        rules = [f'{{ ports = "{20000 + i}"; action = "allow"; }}' for i in range(1024)]
+        rules.append('{ ports = "30000"; family = "ipv6"; action = "allow"; }')
+        policy = write_policy('version = 1;\nephemeral = "20000-39999";\nrules = (\n' + ",\n".join(rules) + "\n);\n")
+        self.addCleanup(os.unlink, policy)
+        limit = "rule 1025 has conditions, but the kernel checks those of the first 1024 rules only"
+        built = "cgroup enforcer: built" in run("--version").stdout
+        r = run("check", "-c", policy)
+        self.assertEqual(r.returncode, 0)
+        if built:
+            self.assertIn(f"note: 'portfence cgroup attach' would refuse this policy (the shim takes it): {limit}",
+                          r.stderr)
+        r = run("check", "--for", "cgroup", "-c", policy)
+        self.assertEqual((r.returncode, r.stderr), (2, "portfence: check: the cgroup enforcer would refuse this "
+                                                       "policy: " + (limit if built else "this portfence was built "
+                                                                     "without the cgroup enforcer") + "\n"))
+        r = run("check", "--for", "shim", "-c", policy)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(run("check", "--for", "kernel").returncode, 2)
+
     def test_pool_wrap_around_is_explained(self):
         policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "remap";\n'
                               'remap_pool = "7000-7009";\n')
