@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* portfence run: start a command with libportfence.so preloaded. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -38,55 +41,147 @@ static int find_shim(char *out, size_t size)
         return access(out, R_OK) == 0 ? 0 : -ENOENT;
 }
 
-/* A directory only this user can write: $XDG_RUNTIME_DIR/portfence or
- * /tmp/portfence-UID. Refuses one that someone else owns. */
-static int cache_dir(char *out, size_t size)
+/* The run cache: $XDG_RUNTIME_DIR/portfence or /tmp/portfence-UID, opened
+ * once (no symlink followed) and checked on its descriptor: a directory of
+ * this user that no one else can write. Everything in it is reached through
+ * that descriptor, so no one can swap a directory under our feet. A
+ * descriptor, or -1 after saying what is wrong and what to do. */
+static int open_cache_dir(const char *command, char *path, size_t size)
 {
         const char *runtime = getenv("XDG_RUNTIME_DIR");
         struct stat st;
+        int fd;
 
         if (runtime && *runtime == '/')
-                snprintf(out, size, "%s/portfence", runtime);
+                snprintf(path, size, "%s/portfence", runtime);
         else
-                snprintf(out, size, "/tmp/portfence-%u", (unsigned)getuid());
-        if (mkdir(out, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        if (lstat(out, &st) < 0)
-                return -errno;
-        if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 0022))
-                return -EPERM;
-        return 0;
+                snprintf(path, size, "/tmp/portfence-%u", (unsigned)getuid());
+        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+                pf_error(command, "cannot create the cache directory '%s': %s", path, strerror(errno));
+                return -1;
+        }
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                pf_error(command, "cannot use the cache directory '%s': %s", path,
+                         errno == ELOOP || errno == ENOTDIR ? "it is not a directory (a symbolic link?)"
+                                                            : strerror(errno));
+                return -1;
+        }
+        if (fstat(fd, &st) < 0 || st.st_uid != getuid() || (st.st_mode & 0022)) {
+                if (st.st_uid != getuid())
+                        pf_error(command, "the cache directory '%s' belongs to uid %u, not to you (uid %u): "
+                                 "someone made it before you; remove it (as its owner or root) or set "
+                                 "XDG_RUNTIME_DIR to a directory of yours", path, (unsigned)st.st_uid,
+                                 (unsigned)getuid());
+                else
+                        pf_error(command, "the cache directory '%s' can be written by others (mode %04o): "
+                                 "chmod 700 it", path, (unsigned)(st.st_mode & 07777));
+                close(fd);
+                return -1;
+        }
+        return fd;
 }
 
-/* Write the compiled policy where the shim maps it from, named by its hash
- * so that one policy is written once. */
+#define CACHE_KEEP 8            /* compiled policies kept however old */
+#define CACHE_MIN_AGE 60        /* seconds: a file just written may not be mapped yet */
+
+/* Does a process of ours map dir/name now? /proc/PID/maps of every process
+ * we may read. */
+static bool mapped_by_anyone(const char *dir, const char *name)
+{
+        char want[PATH_MAX + 300], line[PATH_MAX + 256], maps[300];
+        DIR *proc = opendir("/proc");
+        struct dirent *e;
+        bool found = false;
+
+        snprintf(want, sizeof(want), " %s/%s\n", dir, name);
+        while (proc && !found && (e = readdir(proc))) {
+                FILE *f;
+
+                if (e->d_name[0] < '0' || e->d_name[0] > '9')
+                        continue;
+                snprintf(maps, sizeof(maps), "/proc/%s/maps", e->d_name);
+                if (!(f = fopen(maps, "re")))
+                        continue;
+                while (!found && fgets(line, sizeof(line), f)) {
+                        size_t len = strlen(line), want_len = strlen(want);
+
+                        found = len >= want_len && strcmp(line + len - want_len, want) == 0;
+                }
+                fclose(f);
+        }
+        if (proc)
+                closedir(proc);
+        return found;
+}
+
+/* Keep the cache bounded: past CACHE_KEEP compiled policies, remove those
+ * (and their moves files) that no live process maps and that were not
+ * written or used in the last CACHE_MIN_AGE seconds. */
+static void prune_cache(int dirfd, const char *dir)
+{
+        int list_fd = dup(dirfd);
+        DIR *d = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+        unsigned compiled = 0;
+        struct dirent *e;
+        time_t now = time(NULL);
+
+        while (d && (e = readdir(d)))
+                compiled += strlen(e->d_name) == 20 && strcmp(e->d_name + 16, ".pfc") == 0;
+        if (!d || compiled <= CACHE_KEEP) {
+                if (d)
+                        closedir(d);
+                else if (list_fd >= 0)
+                        close(list_fd);
+                return;
+        }
+        rewinddir(d);
+        while ((e = readdir(d))) {
+                size_t len = strlen(e->d_name);
+                bool pfc = len == 20 && strcmp(e->d_name + 16, ".pfc") == 0;
+                bool moves = len == 22 && strcmp(e->d_name + 16, ".moves") == 0;
+                struct stat st;
+
+                if ((!pfc && !moves) || fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    now - st.st_mtime < CACHE_MIN_AGE || mapped_by_anyone(dir, e->d_name))
+                        continue;
+                unlinkat(dirfd, e->d_name, 0);
+        }
+        closedir(d);
+}
+
+/* Write the compiled policy where the shim maps it from, named by its
+ * content (the hash of the compiled block) so that one policy is written
+ * once, and used again. */
 static int save_compiled(const char *command, const struct pf_policy *policy, char *out, size_t size)
 {
-        char dir[PATH_MAX];
+        char dir[PATH_MAX], name[32];
         const struct pf_policy *existing;
-        int r = cache_dir(dir, sizeof(dir));
+        int dirfd = open_cache_dir(command, dir, sizeof(dir)), fd, r = 0;
 
-        if (r < 0) {
-                pf_error(command, "cannot use the cache directory '%s': %s", dir,
-                         r == -EPERM ? "it must be a directory of this user that no one else can write"
-                                     : strerror(-r));
-                return r;
-        }
-        if (snprintf(out, size, "%s/%016llx.pfc", dir,
-                     (unsigned long long)pf_policy_hash(policy)) >= (int)size) {
+        if (dirfd < 0)
+                return -EPERM;
+        snprintf(name, sizeof(name), "%016llx.pfc", (unsigned long long)pf_policy_hash(policy));
+        if (snprintf(out, size, "%s/%s", dir, name) >= (int)size) {
                 pf_error(command, "cannot use the cache directory '%s': %s", dir, strerror(ENAMETOOLONG));
+                close(dirfd);
                 return -ENAMETOOLONG;
         }
-        if (pf_policy_map(out, &existing) == 0) {
-                bool same = pf_policy_hash(existing) == pf_policy_hash(policy);
-
+        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 && pf_policy_map_fd(fd, &existing) == 0) {
+                r = pf_policy_hash(existing) == pf_policy_hash(policy) ? 1 : 0;
                 pf_policy_unmap(existing);
-                if (same)
-                        return 0;
         }
-        r = pf_policy_save(policy, out);
+        if (fd >= 0 && r == 1)
+                futimens(fd, NULL);     /* used now: not pruned for a while */
+        if (fd >= 0)
+                close(fd);
+        r = r == 1 ? 0 : pf_policy_save_at(policy, dirfd, name);
         if (r < 0)
                 pf_error(command, "cannot write '%s': %s", out, strerror(-r));
+        else
+                prune_cache(dirfd, dir);
+        close(dirfd);
         return r;
 }
 
@@ -158,7 +253,8 @@ int pf_cmd_run(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        const char *config = NULL;
+        const char *config = NULL, *path;
+        char real[PATH_MAX];
         struct pf_policy *policy;
         int opt, r;
 
@@ -174,6 +270,11 @@ int pf_cmd_run(int argc, char **argv)
                 pf_error("run", "no command given (portfence run -- CMD [ARGS...])");
                 return PF_EXIT_USAGE;
         }
+        /* Named by its real path, one policy compiles to one file however
+         * it was named on the command line. */
+        path = pf_policy_path(config);
+        if (strcmp(path, "-") != 0 && strcmp(path, PF_POLICY_BUILTIN) != 0 && realpath(path, real))
+                config = real;
         policy = pf_cli_load_policy("run", config);
         if (!policy)
                 return PF_EXIT_USAGE;

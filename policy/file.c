@@ -22,16 +22,17 @@ uint64_t pf_policy_hash(const struct pf_policy *p)
         return hash;
 }
 
-int pf_policy_save(const struct pf_policy *p, const char *path)
+int pf_policy_save_at(const struct pf_policy *p, int dirfd, const char *name)
 {
-        char tmp[4096];
+        char tmp[300];
         const char *data = (const char *)p;
         size_t done = 0;
-        int fd, r = 0;
+        int fd = -1, r = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = mkostemp(tmp, O_CLOEXEC);
+        if (strchr(name, '/') || snprintf(tmp, sizeof(tmp), ".%s.%d", name, (int)getpid()) >= (int)sizeof(tmp))
+                return -EINVAL;
+        unlinkat(dirfd, tmp, 0);        /* a leftover of a run of ours that died */
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
         while (done < p->size) {
@@ -45,14 +46,31 @@ int pf_policy_save(const struct pf_policy *p, const char *path)
                 }
                 done += (size_t)n;
         }
-        if (r == 0 && fchmod(fd, 0644) < 0)
+        if (r == 0 && fchmod(fd, 0644) < 0)     /* whatever the umask: the shim checks the mode */
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
+        if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
                 r = -errno;
         if (r < 0)
-                unlink(tmp);
+                unlinkat(dirfd, tmp, 0);
+        return r;
+}
+
+int pf_policy_save(const struct pf_policy *p, const char *path)
+{
+        const char *slash = strrchr(path, '/');
+        char dir[4096];
+        int dirfd, r;
+
+        if (slash && (size_t)(slash - path) >= sizeof(dir))
+                return -ENAMETOOLONG;
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+        dirfd = open(slash == path ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+                return -errno;
+        r = pf_policy_save_at(p, dirfd, slash ? slash + 1 : path);
+        close(dirfd);
         return r;
 }
 
@@ -98,26 +116,19 @@ static bool policy_valid(const struct pf_policy *p, uint64_t file_size)
         return !(p->default_action == PF_REMAP && p->pool_count == 0);
 }
 
-int pf_policy_map(const char *path, const struct pf_policy **out)
+int pf_policy_map_fd(int fd, const struct pf_policy **out)
 {
         struct stat st;
         void *map;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-        if (fd < 0)
+        if (fstat(fd, &st) < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0) {
-                int r = -errno;
-
-                close(fd);
-                return r;
-        }
-        if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(struct pf_policy)) {
-                close(fd);
+        if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(struct pf_policy))
                 return -EINVAL;
-        }
+        /* Written by this user or root, and by no one else since. */
+        if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 0022))
+                return -EPERM;
         map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        close(fd);
         if (map == MAP_FAILED)
                 return -errno;
         if (!policy_valid(map, (uint64_t)st.st_size)) {
@@ -126,6 +137,17 @@ int pf_policy_map(const char *path, const struct pf_policy **out)
         }
         *out = map;
         return 0;
+}
+
+int pf_policy_map(const char *path, const struct pf_policy **out)
+{
+        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r;
+
+        if (fd < 0)
+                return -errno;
+        r = pf_policy_map_fd(fd, out);
+        close(fd);
+        return r;
 }
 
 void pf_policy_unmap(const struct pf_policy *p)

@@ -88,10 +88,14 @@ void pf_policy_free(struct pf_policy *policy);
 int pf_policy_default(struct pf_policy **out, char *why);
 
 /* A compiled policy as a file: written whole (to a temporary name, then
- * renamed), and mapped back read-only with every offset checked. For the
+ * renamed, all below one directory descriptor), and mapped back read-only
+ * with every offset checked: only a regular file (no symlink followed) of
+ * this user or root that no one else can write (-EPERM otherwise). For the
  * enforcers that must not link libconfig. Negative errno on failure. */
 int pf_policy_save(const struct pf_policy *policy, const char *path);
+int pf_policy_save_at(const struct pf_policy *policy, int dirfd, const char *name);
 int pf_policy_map(const char *path, const struct pf_policy **out);
+int pf_policy_map_fd(int fd, const struct pf_policy **out);
 void pf_policy_unmap(const struct pf_policy *policy);
 /* A hash of the compiled block, e.g. to name its file. */
 uint64_t pf_policy_hash(const struct pf_policy *policy);

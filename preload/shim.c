@@ -229,6 +229,9 @@ static void load_policy(void)
         }
         shim_log_text(PF_LEVEL_ERROR, r == -EINVAL ?
                       "the compiled policy in PORTFENCE_POLICY is damaged or of another build" :
+                      r == -EPERM ?
+                      "the compiled policy in PORTFENCE_POLICY is not this user's or root's, or others "
+                      "can write it: not used" :
                       "cannot open the compiled policy in PORTFENCE_POLICY");
         policy = fallback_policy();
 }

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.request
 
@@ -423,8 +424,70 @@ class Run(ShimTest):
             os.chown(os.path.join(runtime, "portfence"), 65534, 65534)
             r = fenced(self.policy, "true", env={"XDG_RUNTIME_DIR": runtime})
             self.assertEqual(r.returncode, 3)
+            self.assertIn("belongs to uid 65534, not to you (uid 0): someone made it before you; remove it",
+                          r.stderr)
         r = fenced(self.policy, "sh", "-c", "echo $PORTFENCE_POLICY", env={"XDG_RUNTIME_DIR": "relative"})
         self.assertTrue(r.stdout.startswith(f"/tmp/portfence-{os.getuid()}/"), r.stdout + r.stderr)
+
+    def runtime_dir(self):
+        runtime = tempfile.mkdtemp(prefix="pf-runtime-")
+        self.addCleanup(shutil.rmtree, runtime)
+        return runtime
+
+    def compiled_path(self, policy, runtime, *cmd):
+        r = fenced(policy, "sh", "-c", "echo $PORTFENCE_POLICY", env={"XDG_RUNTIME_DIR": runtime})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.strip()
+
+    def test_cache_is_named_by_content(self):
+        """One policy, one compiled file, however its path was written."""
+        runtime = self.runtime_dir()
+        relative = os.path.relpath(self.policy)
+        self.assertEqual(self.compiled_path(relative, runtime), self.compiled_path(self.policy, runtime))
+        self.assertEqual(len([n for n in os.listdir(os.path.join(runtime, "portfence")) if n.endswith(".pfc")]), 1)
+
+    def test_cache_stays_bounded(self):
+        """Past a few files, what no live process maps and nobody used for a
+        minute goes; what a running program maps stays."""
+        runtime = self.runtime_dir()
+        cache = os.path.join(runtime, "portfence")
+        other = write_policy(self.POLICY + "\n# another policy\n")
+        self.addCleanup(os.unlink, other)
+        server = self.start([BUILD["portfence"], "run", "-c", other, "--", BUILD["probe"], "tcp4", "bind",
+                             "127.0.0.1", "0", "ready", "wait"], env={"XDG_RUNTIME_DIR": runtime}, ready="ready")
+        in_use = self.compiled_path(other, runtime)
+        old = time.time() - 3600
+        for i in range(20):
+            stale = os.path.join(cache, f"{i:016x}.pfc")
+            shutil.copy(in_use, stale)
+            os.utime(stale, (old, old))
+        os.utime(in_use, (old, old))
+        fresh = os.path.join(cache, f"{99:016x}.pfc")
+        shutil.copy(in_use, fresh)
+        r = fenced(self.policy, "true", env={"XDG_RUNTIME_DIR": runtime})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        left = sorted(os.listdir(cache))
+        self.assertIn(os.path.basename(in_use), left)                # mapped by the server
+        self.assertIn(os.path.basename(fresh), left)                 # too young to judge
+        self.assertEqual([n for n in left if n.startswith("00000000000000") and n != os.path.basename(fresh)], [])
+        server.stop()
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_compiled_file_of_someone_else_is_not_used(self):
+        """A compiled policy another user owns, or others can write, could
+        have been put there by them: the shim does not take it."""
+        runtime = self.runtime_dir()
+        compiled = self.compiled_path(self.policy, runtime)
+        for owner, mode in ((65534, 0o644), (0, 0o666)):
+            with self.subTest(owner=owner, mode=oct(mode)):
+                planted = os.path.join(runtime, f"planted-{owner}.pfc")
+                shutil.copy(compiled, planted)
+                os.chown(planted, owner, owner)
+                os.chmod(planted, mode)
+                r = subprocess.run([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "20035"], capture_output=True,
+                                   text=True, timeout=30,
+                                   env=base_env({"LD_PRELOAD": preload(BUILD["shim"]), "PORTFENCE_POLICY": planted}))
+                self.assertIn("is not this user's or root's, or others can write it: not used", r.stderr)
 
     def test_environment(self):
         r = fenced(self.policy, "sh", "-c", 'echo "$PORTFENCE_CONFIG"; test -r "$PORTFENCE_POLICY"')
