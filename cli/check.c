@@ -3,7 +3,10 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #ifdef PF_HAVE_BPF
@@ -87,6 +90,40 @@ static void note_pool_sharing(const struct pf_policy *policy)
                 "other's bind fails. Widen remap_pool, narrow the guarded range, or give rules a "
                 "'to' of their own", share.sources, share.most, share.example[0], share.example[1],
                 share.target, pf_proto_name(share.proto));
+}
+
+/* Where the shim will log, if it can: a destination it cannot open sends
+ * the lines to stderr instead, which is better known now. */
+static void warn_log_destination(const struct pf_policy *policy)
+{
+        struct pf_log_settings log;
+        struct stat st;
+        char dir[PATH_MAX], *slash;
+
+        pf_policy_log(policy, &log);
+        if (log.to == PF_LOG_SYSLOG && (stat("/dev/log", &st) < 0 || !S_ISSOCK(st.st_mode))) {
+                pf_warning("check", "log to syslog, but /dev/log is no socket here: the shim will log "
+                           "to stderr");
+                return;
+        }
+        if (log.to != PF_LOG_FILE)
+                return;
+        if (access(log.path, F_OK) == 0) {
+                if (access(log.path, W_OK) < 0)
+                        pf_warning("check", "log file '%s' cannot be opened: %s; the shim will log to "
+                                   "stderr (for users without write access)", log.path, strerror(errno));
+                return;
+        }
+        snprintf(dir, sizeof(dir), "%s", log.path);
+        slash = strrchr(dir, '/');
+        if (slash)
+                slash[slash == dir] = '\0';
+        if (slash && stat(dir, &st) < 0)
+                pf_warning("check", "log file '%s' cannot be opened: its directory does not exist; the "
+                           "shim will log to stderr", log.path);
+        else if (access(slash ? dir : ".", W_OK) < 0)
+                pf_warning("check", "log file '%s' cannot be created: %s; the shim will log to stderr "
+                           "(for users without write access)", log.path, strerror(errno));
 }
 
 enum enforcer { FOR_ANY, FOR_SHIM, FOR_CGROUP };
@@ -238,6 +275,7 @@ int pf_cmd_check(int argc, char **argv)
                         print_summary(policy);
                 pf_cli_comm_notes("check", policy);
                 note_pool_sharing(policy);
+                warn_log_destination(policy);
                 print_verdicts(policy, &query, ports, argc - optind, json);
         }
         pf_policy_free(policy);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -189,9 +190,34 @@ static int open_stderr(void)
         return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
 }
 
+static void put_prefix(struct line *l);
+static void emit(enum pf_log_level level, struct line *l);
+
+/* The log destination could not be opened: said once per command tree, on
+ * stderr, where the lines go instead. */
+static void say_log_fallback(const struct pf_log_settings *settings, int err)
+{
+        struct line l = { .len = 0 };
+
+        if (!shim_log_enabled(PF_LEVEL_WARN) || !shim_mark_reported("log"))
+                return;
+        put_prefix(&l);
+        if (settings->to == PF_LOG_FILE) {
+                put_str(&l, "cannot open the log file '");
+                put_escaped(&l, settings->path, pf_text_escape);
+                put_str(&l, "': ");
+        } else {
+                put_str(&l, "cannot reach syslog at /dev/log: ");
+        }
+        put_str(&l, strerror(err));
+        put_str(&l, "; logging to stderr");
+        emit(PF_LEVEL_WARN, &l);
+}
+
 void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level level)
 {
         struct stat st;
+        int err = 0;
 
         log_to = settings->to;
         log_level = level;
@@ -201,10 +227,41 @@ void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level lev
         else if (log_to == PF_LOG_SYSLOG)
                 log_fd = open_syslog();
         if (log_fd < 0) {
+                err = errno;
                 log_to = PF_LOG_STDERR;         /* say it somewhere rather than nowhere */
                 log_fd = open_stderr();
         }
         log_is_pipe = log_fd >= 0 && fstat(log_fd, &st) == 0 && S_ISFIFO(st.st_mode);
+        if (err && settings->to != PF_LOG_STDERR)
+                say_log_fallback(settings, err);
+}
+
+bool shim_mark_reported(const char *kind)
+{
+        const char *done = secure_getenv("PORTFENCE_REPORTED");
+        char list[256];
+        size_t len = strlen(kind);
+
+        for (const char *at = done; at && (at = strstr(at, kind)); at += len)
+                if ((at == done || at[-1] == ',') && (at[len] == ',' || at[len] == '\0'))
+                        return false;
+        struct line l = { .len = 0 };
+
+        if (done && *done && strlen(done) < sizeof(list) - len - 2) {
+                put_str(&l, done);
+                put(&l, ",", 1);
+        }
+        put_str(&l, kind);
+        memcpy(list, l.text, l.len < sizeof(list) - 1 ? l.len : sizeof(list) - 1);
+        list[l.len < sizeof(list) - 1 ? l.len : sizeof(list) - 1] = '\0';
+        setenv("PORTFENCE_REPORTED", list, 1);  /* at load: the program has not started yet */
+        return true;
+}
+
+void shim_log_once(enum pf_log_level level, const char *kind, const char *text)
+{
+        if (shim_log_enabled(level) && shim_mark_reported(kind))
+                shim_log_text(level, text);
 }
 
 bool shim_log_enabled(enum pf_log_level level)
@@ -248,10 +305,15 @@ static void emit(enum pf_log_level level, struct line *l)
 
         if (log_fd < 0)
                 return;
-        if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user */
+        if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user, then a tag */
                 put(&framed, "<", 1);
                 put_uint(&framed, 8u + (unsigned)syslog_severity[level]);
                 put(&framed, ">", 1);
+                if (log_format == PF_FORMAT_JSON) {     /* text lines start with their tag */
+                        put_str(&framed, "portfence[");
+                        put_uint(&framed, (unsigned long)getpid());
+                        put_str(&framed, "]: ");
+                }
                 put(&framed, l->text, l->len);
                 l = &framed;
         } else {
@@ -333,6 +395,16 @@ static void put_json_event(struct line *l, const struct shim_event *e, const cha
                 put_uint(l, e->rule);
         else
                 put_str(l, "null");
+        put_str(l, ", \"source\": ");
+        if (e->rule) {
+                put(l, "\"", 1);
+                put_escaped(l, e->rule_file, pf_json_escape);
+                put(l, ":", 1);
+                put_uint(l, e->rule_line);
+                put(l, "\"", 1);
+        } else {
+                put_str(l, "null");
+        }
         put_str(l, "}");
 }
 
@@ -357,6 +429,15 @@ static void put_text_event(struct line *l, const struct shim_event *e, const cha
                 put_str(l, " (");
                 put_str(l, pf_errno_name(e->err));
                 put_str(l, ")");
+        }
+        put_str(l, e->rule ? " [rule " : " [default]");
+        if (e->rule) {
+                put_uint(l, e->rule);
+                put_str(l, ", ");
+                put_escaped(l, e->rule_file, pf_text_escape);
+                put(l, ":", 1);
+                put_uint(l, e->rule_line);
+                put(l, "]", 1);
         }
 }
 

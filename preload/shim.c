@@ -196,10 +196,10 @@ static const struct pf_policy *fallback_policy(void)
         const char *on_error = secure_getenv("PORTFENCE_ON_ERROR");
 
         if (on_error && strcmp(on_error, "allow") == 0) {
-                shim_log_text(PF_LEVEL_ERROR, "on_error = allow: every bind passes");
+                shim_log_once(PF_LEVEL_ERROR, "on-error", "on_error = allow: every bind passes");
                 return NULL;
         }
-        shim_log_text(PF_LEVEL_ERROR, "on_error = refuse: guarding this host's ephemeral range");
+        shim_log_once(PF_LEVEL_ERROR, "on-error", "on_error = refuse: guarding this host's ephemeral range");
         return builtin_policy();
 }
 
@@ -227,7 +227,7 @@ static void load_policy(void)
                 policy = builtin_policy();
                 return;
         }
-        shim_log_text(PF_LEVEL_ERROR, r == -EINVAL ?
+        shim_log_once(PF_LEVEL_ERROR, "policy", r == -EINVAL ?
                       "the compiled policy in PORTFENCE_POLICY is damaged or of another build" :
                       r == -EPERM ?
                       "the compiled policy in PORTFENCE_POLICY is not this user's or root's, or others "
@@ -377,6 +377,8 @@ static void log_decision(const char *call, const struct request *req, const stru
         struct shim_event event = {
                 .call = call, .proto = req->query.proto, .addr = addr, .port = req->port,
                 .action = v->action, .target = v->target, .err = err, .rule = v->rule,
+                .rule_file = v->rule ? pf_policy_rule_file(policy, v->rule) : NULL,
+                .rule_line = v->rule ? pf_policy_rule_line(policy, v->rule) : 0,
         };
 
         shim_log_event(level, &event);

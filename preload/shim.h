@@ -18,6 +18,8 @@ struct shim_event {
         uint16_t target;                /* PF_REMAP: where it went */
         int err;                        /* the errno the call returned, 0 if none */
         unsigned rule;                  /* the rule that decided, 0: the default */
+        const char *rule_file;          /* where that rule is written (rule != 0) */
+        unsigned rule_line;
 };
 
 /* Open the log destination of the policy (at load, never on the call path). */
@@ -26,6 +28,12 @@ bool shim_log_enabled(enum pf_log_level level);
 /* One write(2) per line, formatted without stdio: async-signal-safe. */
 void shim_log_event(enum pf_log_level level, const struct shim_event *event);
 void shim_log_text(enum pf_log_level level, const char *text);
+/* The same, once for a whole command tree: the first process that says it
+ * marks the environment its children inherit (PORTFENCE_REPORTED). Only at
+ * load, before the program runs. */
+void shim_log_once(enum pf_log_level level, const char *kind, const char *text);
+/* true the first time kind is reported in this command tree (and marks it). */
+bool shim_mark_reported(const char *kind);
 
 /* The real getsockname(), for the files of the shim. */
 int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);

@@ -301,6 +301,14 @@ class ReadmeAndCollisions(unittest.TestCase):
         self.assertEqual((r.returncode, r.stderr), (0, ""))
         self.assertEqual(run("check", "--for", "kernel").returncode, 2)
 
+    def test_syslog_without_a_socket_is_warned(self):
+        policy = write_policy('version = 1;\nlog = { to = "syslog"; };\n')
+        self.addCleanup(os.unlink, policy)
+        r = run("check", "-c", policy)
+        warned = "warning: log to syslog, but /dev/log is no socket here" in r.stderr
+        import stat
+        self.assertEqual(warned, not (os.path.exists("/dev/log") and stat.S_ISSOCK(os.stat("/dev/log").st_mode)))
+
     def test_pool_wrap_around_is_explained(self):
         policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "remap";\n'
                               'remap_pool = "7000-7009";\n')

@@ -96,7 +96,9 @@ class Remap(ShimTest):
     def test_log_action(self):
         r = probe("udp4", "bind", "127.0.0.1", "21001", policy=self.policy)
         self.assertEqual(lines(r)[1], "bind 0 0")
-        self.assertIn("bind 127.0.0.1:21001/udp: log", r.stderr)
+        self.assertIn(f"bind 127.0.0.1:21001/udp: log [rule 2, {os.path.realpath(self.policy)}:7]", r.stderr)
+        r = probe("udp4", "bind", "127.0.0.1", "25001", policy=self.policy)
+        self.assertIn("bind 127.0.0.1:25001/udp: refuse (EADDRINUSE) [default]", r.stderr)
 
     def test_json_log(self):
         policy = write_policy(POLICY + 'log = { format = "json"; };\n')
@@ -110,8 +112,57 @@ class Remap(ShimTest):
                               "action": "remap", "target": 7250, "errno": None})
             self.assertGreater(event["time"], 1.6e9)
             self.assertEqual(event["pid"], int(event["pid"]))
+            self.assertEqual((event["rule"], event["source"]), (1, f"{os.path.realpath(policy)}:6"))
         finally:
             os.unlink(policy)
+
+    def test_log_destination_that_fails_is_said_once(self):
+        """An unopenable log file: the lines go to stderr, and that is said
+        once for the whole command tree; check warns beforehand."""
+        policy = write_policy(POLICY + 'log = { to = "file:/nonexistent-dir/portfence.log"; };\n')
+        self.addCleanup(os.unlink, policy)
+        r = fenced(policy, "sh", "-c", f"{BUILD['probe']} tcp4 bind 127.0.0.1 25003; "
+                                       f"{BUILD['probe']} tcp4 bind 127.0.0.1 25004")
+        self.assertEqual(r.stderr.count("cannot open the log file '/nonexistent-dir/portfence.log': No such file "
+                                        "or directory; logging to stderr"), 1, r.stderr)
+        self.assertIn("bind 127.0.0.1:25004/tcp: refuse", r.stderr)
+        r = portfence("check", "-c", policy)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("warning: log file '/nonexistent-dir/portfence.log' cannot be opened: its directory "
+                      "does not exist; the shim will log to stderr", r.stderr)
+
+    def test_broken_compiled_policy_reported_once_per_command_tree(self):
+        damaged = tempfile.NamedTemporaryFile(prefix="pf-damaged-", delete=False)
+        damaged.write(b"not a compiled policy" * 100)
+        damaged.close()
+        self.addCleanup(os.unlink, damaged.name)
+        r = subprocess.run(["sh", "-c", "for i in 1 2 3 4 5; do true; done; sh -c true; sh -c true"],
+                           capture_output=True, text=True, timeout=30,
+                           env=base_env({"LD_PRELOAD": preload(BUILD["shim"]), "PORTFENCE_POLICY": damaged.name}))
+        self.assertEqual(r.stderr.count("the compiled policy in PORTFENCE_POLICY is damaged"), 1, r.stderr)
+        self.assertEqual(r.stderr.count("on_error = refuse"), 1, r.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare")
+    def test_json_over_syslog_is_tagged(self):
+        """A syslog of our own at /dev/log, in a private mount namespace."""
+        workdir = tempfile.mkdtemp(prefix="pf-syslog-")
+        self.addCleanup(shutil.rmtree, workdir)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(listener.close)
+        listener.bind(os.path.join(workdir, "log"))
+        listener.settimeout(10)
+        policy = write_policy(POLICY + 'log = { to = "syslog"; format = "json"; };\n')
+        self.addCleanup(os.unlink, policy)
+        # /dev/log of the mount namespace only: a tmpfs over /dev, with null.
+        script = (f"mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && touch /dev/log && "
+                  f"mount --bind {workdir}/log /dev/log && "
+                  f"{BUILD['portfence']} run -c {policy} -- {BUILD['probe']} tcp4 bind 127.0.0.1 25005")
+        r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30,
+                           env=base_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        line = listener.recv(4096).decode()
+        self.assertRegex(line, r"^<1[0-5]>portfence\[\d+\]: \{")
+        self.assertEqual(json.loads(line.split(": ", 1)[1])["port"], 25005)
 
     def test_log_file(self):
         log = tempfile.mktemp(prefix="pf-log-")
