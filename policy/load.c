@@ -55,7 +55,6 @@ struct loader {
         unsigned pool_line;
 };
 
-__attribute__((format(printf, 3, 4)))
 /* Where a problem is: the file (NULL: the policy's own) and line (0: none). */
 struct pos {
         const char *file;
@@ -67,6 +66,7 @@ static struct pos at_line(unsigned line)
         return (struct pos){ NULL, line };
 }
 
+__attribute__((format(printf, 3, 4)))
 static void report(struct loader *l, struct pos at, const char *fmt, ...)
 {
         char *file = NULL;
