@@ -118,8 +118,17 @@ static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request
         return true;
 }
 
+/* The address family as the kernel will take it: its own error (EAFNOSUPPORT)
+ * for any other, which the program must not pre-empt. An AF_INET socket
+ * binds AF_UNSPEC with INADDR_ANY as AF_INET. */
+#define AF_UNSPEC 0
+#define AF_INET 2
+#define AF_INET6 10
+
 static __always_inline bool read_request4(struct bpf_sock_addr *ctx, struct request *r)
 {
+        if (ctx->user_family != AF_INET && !(ctx->user_family == AF_UNSPEC && ctx->user_ip4 == 0))
+                return false;
         r->family = PF_BPF_IPV4;
         r->addr[0] = ctx->user_ip4;
         r->addr[1] = r->addr[2] = r->addr[3] = 0;
@@ -131,6 +140,9 @@ static __always_inline bool read_request6(struct bpf_sock_addr *ctx, struct requ
 {
         __u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2];
         __u32 a3 = ctx->user_ip6[3];
+
+        if (ctx->user_family != AF_INET6)
+                return false;
 
         if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {   /* ::ffff:a.b.c.d */
                 r->family = PF_BPF_IPV4;

@@ -413,14 +413,31 @@ static int learn_bind(int fd, const struct sockaddr *addr, socklen_t len)
         return r;
 }
 
+/* Linux binds an AF_INET socket given AF_UNSPEC and INADDR_ANY as AF_INET
+ * (any other AF_UNSPEC bind fails with EAFNOSUPPORT): so it is decided, as
+ * the same address with AF_INET. */
+static const struct sockaddr *unspec_as_inet(int fd, const struct sockaddr *addr, socklen_t len,
+                                             struct sockaddr_in *as_inet)
+{
+        if (!addr || len < (socklen_t)sizeof(*as_inet) || addr->sa_family != AF_UNSPEC)
+                return addr;
+        memcpy(as_inet, addr, sizeof(*as_inet));
+        if (as_inet->sin_addr.s_addr != htonl(INADDR_ANY) || !socket_family_is(fd, AF_INET))
+                return addr;
+        as_inet->sin_family = AF_INET;
+        return (const struct sockaddr *)as_inet;
+}
+
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
         const struct pf_policy *p;
         struct sockaddr_storage copy;
+        struct sockaddr_in as_inet;
         struct pf_verdict v;
         struct request req;
         int saved = errno, r;
 
+        addr = unspec_as_inet(fd, addr, len, &as_inet);
         if (shim_policy() && learning)
                 return learn_bind(fd, addr, len);
         if (!read_request(addr, len, &req) || !(p = shim_policy()) ||

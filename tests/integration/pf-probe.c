@@ -5,6 +5,8 @@
  *   tcp4 tcp6 udp4 udp6 unix devnull   open a socket (or /dev/null); it becomes current
  *   fd N                               make descriptor N current
  *   bind ADDR PORT | bindnull | bindshort ADDR PORT | bindunix PATH
+ *   bindunspec ADDR PORT               bind with sa_family AF_UNSPEC (an IPv4 ADDR)
+ *   rawbind ADDR PORT                  bind by syscall(SYS_bind), past libc
  *   connect ADDR PORT | listen | accept | close
  *   sockname | peername                print the address the call reports
  *   send MSG | recv | sendto ADDR PORT MSG | sendmsg ADDR PORT MSG
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -109,11 +112,17 @@ int main(int argc, char **argv)
                 } else if (!strcmp(w, "fd")) {
                         need(argc, argv, i, 1);
                         fd = atoi(argv[++i]);
-                } else if (!strcmp(w, "bind") || !strcmp(w, "connect") || !strcmp(w, "bindshort")) {
+                } else if (!strcmp(w, "bind") || !strcmp(w, "connect") || !strcmp(w, "bindshort") ||
+                           !strcmp(w, "bindunspec") || !strcmp(w, "rawbind")) {
                         need(argc, argv, i, 2);
                         len = make_addr(argv[i + 1], argv[i + 2], &ss);
                         i += 2;
-                        if (w[0] == 'c')
+                        if (!strcmp(w, "bindunspec")) {
+                                ss.ss_family = AF_UNSPEC;
+                                r = bind(fd, (struct sockaddr *)&ss, len);
+                        } else if (!strcmp(w, "rawbind")) {
+                                r = syscall(SYS_bind, fd, (struct sockaddr *)&ss, len);
+                        } else if (w[0] == 'c')
                                 r = connect(fd, (struct sockaddr *)&ss, len);
                         else
                                 r = bind(fd, (struct sockaddr *)&ss, w[4] ? sizeof(sa_family_t) + 2 : len);

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The escape catalogue: every way a program might bind a port the policy
+refuses, tried against the shim and against a fenced cgroup. Each asserts
+the exact result: the errno, or where the socket really is (read from
+/proc/net, never from the rewritten getsockname). A technique one enforcer
+cannot see by design is asserted as documented, not skipped."""
+import os
+import shutil
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pftest import (main, BUILD, PROBE_STATIC, Cgroup, PolicyTest, cgroup_skip_reason, fenced,  # noqa: E402
+                    lines)
+
+# A range nobody else on the host uses; one allowed port for contrast.
+POLICY = """version = 1;
+ephemeral = "26000-26999";
+default_action = "refuse";
+rules = ( { ports = "26500"; action = "allow"; } );
+"""
+
+REFUSED = "26001"
+
+
+def bound_in_proc(port):
+    """Sockets bound to port, as the kernel lists them in /proc/net."""
+    count = 0
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                count += int(line.split()[1].split(":")[1], 16) == int(port)
+    return count
+
+
+class Catalogue:
+    """The techniques; probe_lines(words) runs pf-probe under one enforcer."""
+
+    def probe_lines(self, *words, static=False):
+        raise NotImplementedError
+
+    def result(self, *words, static=False):
+        """The probe's line for its last call."""
+        return self.probe_lines(*words, static=static)[-1]
+
+    def test_plain_bind_refused(self):
+        self.assertEqual(self.result("tcp4", "bind", "0.0.0.0", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("tcp4", "bind", "0.0.0.0", "26500"), "bind 0 0")
+
+    def test_af_unspec_on_an_ipv4_socket(self):
+        """Linux binds AF_UNSPEC + INADDR_ANY on an AF_INET socket as IPv4."""
+        self.assertEqual(self.result("tcp4", "bindunspec", "0.0.0.0", REFUSED), "bindunspec -1 EADDRINUSE")
+        self.assertEqual(self.result("udp4", "bindunspec", "0.0.0.0", REFUSED), "bindunspec -1 EADDRINUSE")
+        self.assertEqual(self.result("tcp4", "bindunspec", "0.0.0.0", "26500"), "bindunspec 0 0")
+        # Any other AF_UNSPEC address: the kernel's own error, untouched.
+        self.assertEqual(self.result("tcp4", "bindunspec", "127.0.0.1", REFUSED), "bindunspec -1 EAFNOSUPPORT")
+
+    def test_v4_mapped_on_an_ipv6_socket(self):
+        self.assertEqual(self.result("tcp6", "bind", "::ffff:0.0.0.0", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("udp6", "bind", "::ffff:127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
+
+    def test_reuse_options_change_nothing(self):
+        self.assertEqual(self.result("tcp4", "reuse", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("udp6", "reuse", "bind", "::", REFUSED), "bind -1 EADDRINUSE")
+
+    def test_user_namespace(self):
+        if not shutil.which("unshare"):
+            self.skipTest("needs unshare")
+        out = self.run_in_userns("tcp4", "bind", "127.0.0.1", REFUSED)
+        self.assertEqual(out[-1], "bind -1 EADDRINUSE")
+
+
+class Shim(Catalogue, PolicyTest):
+    POLICY = POLICY
+
+    def probe_lines(self, *words, static=False):
+        return lines(fenced(self.policy, PROBE_STATIC if static else BUILD["probe"], *words))
+
+    def run_in_userns(self, *words):
+        return lines(fenced(self.policy, "unshare", "-U", "-r", BUILD["probe"], *words))
+
+    def test_raw_syscall_is_not_seen(self):
+        """Documented: the shim wraps libc's bind(); syscall(SYS_bind) goes past it."""
+        probe = self.probe_lines("tcp4", "rawbind", "127.0.0.1", REFUSED, "ready")
+        self.assertEqual(probe[1], "rawbind 0 0")
+
+    def test_static_binary_is_not_seen(self):
+        """Documented: a static binary loads no shim."""
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind 0 0")
+
+
+@unittest.skipIf(cgroup_skip_reason(), cgroup_skip_reason())
+class Kernel(Catalogue, PolicyTest):
+    POLICY = POLICY
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.cgroup = Cgroup()
+        r = cls.cgroup.attach(cls.policy)
+        if r.returncode != 0:
+            cls.cgroup.cleanup()
+            raise RuntimeError(r.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cgroup.cleanup()
+        super().tearDownClass()
+
+    def probe_lines(self, *words, static=False):
+        return self.cgroup.probe(*words, static=static)
+
+    def run_in_userns(self, *words):
+        return self.cgroup.run("unshare", "-U", "-r", BUILD["probe"], *words).stdout.splitlines()
+
+    def test_raw_syscall_is_refused(self):
+        self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EADDRINUSE")
+        self.assertEqual(bound_in_proc(REFUSED), 0)
+
+    def test_static_binary_is_refused(self):
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind -1 EADDRINUSE")
+
+
+if __name__ == "__main__":
+    main({"cgroup": ["Kernel"]})
