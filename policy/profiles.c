@@ -163,9 +163,6 @@ int pf_profiles_combine(const struct pf_profile *const *list, size_t count,
 
         pf_portset_clear(dynamic);
         pf_portset_fill(safe);
-        pf_portset_clear(&one);
-        pf_portset_add_range(&one, 1, 1023);    /* well-known everywhere, whatever a row says */
-        pf_portset_subtract(safe, &one);
         for (size_t i = 0; i < count; i++) {
                 const struct pf_profile *profile = list[i];
                 int r;
