@@ -31,7 +31,7 @@ static const char *const hook_names[] = {
         "post_bind4", "post_bind6", "sock_release",
 };
 static const char *const map_names[] = {
-        "spans", "rules", "settings", "live", "events", "counters", "moved",
+        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -204,7 +204,7 @@ static int find_shared(const struct tables *t, uint64_t hash, int *spans, int *r
  * fence follows a server another fence moved (when its own policy remaps
  * that port too), and each fence after the first costs nothing for it.
  * Taken from any fence that has one of the same shape. */
-static void share_moved(struct bpf_map *moved)
+static void share_moved(struct bpf_map *moved, const char *name)
 {
         DIR *root = opendir(PF_BPF_PIN_ROOT);
         struct dirent *e;
@@ -219,7 +219,7 @@ static void share_moved(struct bpf_map *moved)
                 if (!strtoull(e->d_name, NULL, 10))
                         continue;
                 snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                fd = open_fence_map(dir, "moved");
+                fd = open_fence_map(dir, name);
                 if (fd < 0)
                         continue;
                 shared = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
@@ -488,7 +488,8 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
                 goto out;
         }
-        share_moved(skel->maps.moved);
+        share_moved(skel->maps.moved, "moved");
+        share_moved(skel->maps.moved_back, "moved_back");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "

@@ -112,6 +112,14 @@ struct pf_bpf_moved {
         __u16 pad;
 };
 
+/* The way back, for MPTCP: its bind and connect run on the subflow, its name
+ * calls on the MPTCP socket, which has no storage of ours. moved_back[key
+ * of the port a server was moved to] holds the port it asked for. */
+struct pf_bpf_moved_back {
+        __u16 requested;
+        __u16 pad[3];
+};
+
 /* (netns, proto, port) keys registered at once: a hash map charges its
  * buckets up front (16 bytes each), so this is what the registry costs. */
 #define PF_BPF_MOVED_PORTS 8192

@@ -80,6 +80,14 @@ struct {
 } moved SEC(".maps");
 
 struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_MOVED_PORTS);
+        __type(key, struct pf_bpf_moved_key);
+        __type(value, struct pf_bpf_moved_back);
+} moved_back SEC(".maps");
+
+struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
         __uint(max_entries, PF_BPF_EVENTS_BYTES);
 } events SEC(".maps");
@@ -107,9 +115,11 @@ struct decision {
         int err;
 };
 
+
+
 static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request *r)
 {
-        if (ctx->protocol == IPPROTO_TCP)
+        if (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_MPTCP)   /* MPTCP is TCP to the policy */
                 r->proto = PF_BPF_TCP;
         else if (ctx->protocol == IPPROTO_UDP)
                 r->proto = PF_BPF_UDP;
@@ -398,6 +408,16 @@ int pf_bind6(struct bpf_sock_addr *ctx)
 /* ---- post_bind, sock_release: the registry of ports servers were moved from -- */
 
 /* Count a remapped socket in moved[] once its bind succeeded. */
+/* The target's way back to the port asked for (for MPTCP's name calls). */
+static __always_inline void register_back(const struct pf_bpf_sock *sk)
+{
+        struct pf_bpf_moved_key back = sk->key;
+        struct pf_bpf_moved_back value = { .requested = sk->asked };
+
+        back.port = sk->moved_to;
+        bpf_map_update_elem(&moved_back, &back, &value, BPF_ANY);
+}
+
 static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk)
 {
         struct pf_bpf_moved first = { .sockets = 1, .target = sk->moved_to }, *m;
@@ -406,6 +426,7 @@ static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_s
         sk->key.netns = bpf_get_netns_cookie(ctx);
         sk->key.port = sk->asked;
         sk->key.proto = sk->proto;
+        register_back(sk);
         m = bpf_map_lookup_elem(&moved, &sk->key);
         if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0) {
                 sk->registered = 1;
@@ -462,8 +483,13 @@ int pf_sock_release(struct bpf_sock *ctx)
                  * live moves only. A socket moved from the same port in the
                  * same instant may lose its count with it: its clients then
                  * connect as addressed, never to the wrong place. */
-                if (m->sockets <= 0)
+                if (m->sockets <= 0) {
+                        struct pf_bpf_moved_key back = sk->key;
+
+                        back.port = m->target;
+                        bpf_map_delete_elem(&moved_back, &back);
                         bpf_map_delete_elem(&moved, &sk->key);
+                }
         }
         sk->registered = 0;
         return ALLOW_CALL;
@@ -597,6 +623,23 @@ int pf_sendmsg6(struct bpf_sock_addr *ctx)
 
 /* ---- the name calls: report the ports asked for ---------------------------- */
 
+/* An MPTCP socket's name: its subflow was bound or connected, with our
+ * storage; the port asked for comes back through moved_back. */
+static __always_inline int restore_mptcp(struct bpf_sock_addr *ctx)
+{
+        struct pf_bpf_moved_key key = {
+                .netns = bpf_get_netns_cookie(ctx), .port = bpf_ntohs(ctx->user_port), .proto = PF_BPF_TCP,
+        };
+        struct pf_bpf_moved_back *back;
+
+        if (ctx->protocol != IPPROTO_MPTCP)
+                return ALLOW_CALL;
+        back = bpf_map_lookup_elem(&moved_back, &key);
+        if (back && back->requested)
+                ctx->user_port = bpf_htons(back->requested);
+        return ALLOW_CALL;
+}
+
 static __always_inline int restore_local(struct bpf_sock_addr *ctx)
 {
         __u32 generation;
@@ -606,7 +649,9 @@ static __always_inline int restore_local(struct bpf_sock_addr *ctx)
         if (!s || !s->getsockname_requested)
                 return ALLOW_CALL;
         sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
-        if (sk && sk->requested && bpf_ntohs(ctx->user_port) == sk->bound)
+        if (!sk)
+                return restore_mptcp(ctx);
+        if (sk->requested && bpf_ntohs(ctx->user_port) == sk->bound)
                 ctx->user_port = bpf_htons(sk->requested);
         return ALLOW_CALL;
 }
@@ -615,7 +660,9 @@ static __always_inline int restore_peer(struct bpf_sock_addr *ctx)
 {
         struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
 
-        if (sk && sk->peer_requested && bpf_ntohs(ctx->user_port) == sk->peer_target)
+        if (!sk)
+                return restore_mptcp(ctx);
+        if (sk->peer_requested && bpf_ntohs(ctx->user_port) == sk->peer_target)
                 ctx->user_port = bpf_htons(sk->peer_requested);
         return ALLOW_CALL;
 }

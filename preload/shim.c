@@ -303,6 +303,8 @@ static bool read_request(const struct sockaddr *addr, socklen_t len, struct requ
         return req->port != 0;
 }
 
+#define PF_IPPROTO_MPTCP 262    /* IPPROTO_MPTCP, newer than some libc headers */
+
 /* The socket's protocol, asked of the socket itself (flags such as
  * SOCK_CLOEXEC do not matter). False for sockets that are not TCP or UDP and
  * for bad descriptors, which then go to libc for the real error. */
@@ -316,7 +318,7 @@ static bool socket_proto(int fd, enum pf_proto *proto)
                 errno = saved;
                 return false;
         }
-        if (value == IPPROTO_TCP)
+        if (value == IPPROTO_TCP || value == PF_IPPROTO_MPTCP)     /* MPTCP: TCP to the policy */
                 *proto = PF_TCP;
         else if (value == IPPROTO_UDP)
                 *proto = PF_UDP;

@@ -3,6 +3,7 @@
  * prints one line per call, so integration tests can compare behaviour with
  * and without portfence. Words:
  *   tcp4 tcp6 udp4 udp6 unix devnull   open a socket (or /dev/null); it becomes current
+ *   mptcp4 mptcp6                      a stream socket of IPPROTO_MPTCP
  *   fd N                               make descriptor N current
  *   bind ADDR PORT | bindnull | bindshort ADDR PORT | bindunix PATH
  *   bindunspec ADDR PORT               bind with sa_family AF_UNSPEC (an IPv4 ADDR)
@@ -94,6 +95,11 @@ int main(int argc, char **argv)
                 long r = 0;
 
                 errno = 0;
+                if (!strcmp(w, "mptcp4") || !strcmp(w, "mptcp6")) {
+                        fd = socket(w[5] == '6' ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 262);
+                        printf("%s %d %s\n", w, fd < 0 ? -1 : 0, errno_name(fd < 0 ? errno : 0));
+                        continue;
+                }
                 if (!strcmp(w, "tcp4") || !strcmp(w, "tcp6") || !strcmp(w, "udp4") ||
                     !strcmp(w, "udp6") || !strcmp(w, "unix")) {
                         int family = w[0] == 'u' && w[1] == 'n' ? AF_UNIX : w[3] == '6' ? AF_INET6 : AF_INET;

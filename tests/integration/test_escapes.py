@@ -12,17 +12,26 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, BUILD, PROBE_STATIC, Cgroup, PolicyTest, cgroup_skip_reason, fenced,  # noqa: E402
-                    lines)
+from pftest import (main, BUILD, PROBE_STATIC, Background, Cgroup, PolicyTest, base_env,  # noqa: E402
+                    cgroup_skip_reason, fenced, lines)
 
 # A range nobody else on the host uses; one allowed port for contrast.
 POLICY = """version = 1;
 ephemeral = "26000-26999";
 default_action = "refuse";
-rules = ( { ports = "26500"; action = "allow"; } );
+rules = ( { ports = "26500"; action = "allow"; },
+          { ports = "26100-26199"; action = "remap"; to = 7600; } );
 """
 
 REFUSED = "26001"
+
+
+def mptcp_available():
+    try:
+        with open("/proc/sys/net/mptcp/enabled") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def bound_in_proc(port):
@@ -65,6 +74,18 @@ class Catalogue:
         self.assertEqual(self.result("tcp4", "reuse", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
         self.assertEqual(self.result("udp6", "reuse", "bind", "::", REFUSED), "bind -1 EADDRINUSE")
 
+    @unittest.skipUnless(mptcp_available(), "the kernel has no MPTCP (net.mptcp.enabled)")
+    def test_mptcp_is_tcp(self):
+        """Go 1.24+ listens with MPTCP: decided as TCP, named as TCP."""
+        self.assertEqual(self.result("mptcp4", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("mptcp6", "bind", "::1", REFUSED), "bind -1 EADDRINUSE")
+        server = self.serve("mptcp4", "bind", "127.0.0.1", "26101", "sockname", "listen", "ready", "wait")
+        self.assertEqual(server.lines[2], "sockname 0 0 127.0.0.1 26101")     # the port asked for
+        self.assertEqual((bound_in_proc(7601), bound_in_proc(26101)), (1, 0))   # the port it has
+        client = self.probe_lines("mptcp4", "connect", "127.0.0.1", "26101", "peername")
+        self.assertEqual(client[-2:], ["connect 0 0", "peername 0 0 127.0.0.1 26101"])
+        server.finish()
+
     def test_user_namespace(self):
         if not shutil.which("unshare"):
             self.skipTest("needs unshare")
@@ -80,6 +101,10 @@ class Shim(Catalogue, PolicyTest):
 
     def run_in_userns(self, *words):
         return lines(fenced(self.policy, "unshare", "-U", "-r", BUILD["probe"], *words))
+
+    def serve(self, *words):
+        return self.start([BUILD["portfence"], "run", "-c", self.policy, "--", BUILD["probe"], *words],
+                          ready="ready")
 
     def test_raw_syscall_is_not_seen(self):
         """Documented: the shim wraps libc's bind(); syscall(SYS_bind) goes past it."""
@@ -114,6 +139,9 @@ class Kernel(Catalogue, PolicyTest):
 
     def run_in_userns(self, *words):
         return self.cgroup.run("unshare", "-U", "-r", BUILD["probe"], *words).stdout.splitlines()
+
+    def serve(self, *words):
+        return self.start([BUILD["probe"], *words], ready="ready", preexec_fn=self.cgroup.enter)
 
     def test_raw_syscall_is_refused(self):
         self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EADDRINUSE")
