@@ -236,6 +236,7 @@ int pf_cmd_check(int argc, char **argv)
                 {}
         };
         enum enforcer enforcer = FOR_ANY;
+        char comm[16];
         const char *config = NULL;
         struct pf_query query = { .addr.family = PF_IPV4 };
         struct pf_policy *policy;
@@ -247,7 +248,13 @@ int pf_cmd_check(int argc, char **argv)
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;
-                case 'p': query.program = optarg; break;
+                case 'p':       /* the thread name a process of that name has: 15 characters */
+                        snprintf(comm, sizeof(comm), "%s", optarg);
+                        query.program = comm;
+                        if (strlen(optarg) >= sizeof(comm))
+                                pf_note("check", "--program '%s' is seen as '%s': a name keeps 15 characters",
+                                        optarg, comm);
+                        break;
                 case 'f':
                         if (strcmp(optarg, "cgroup") != 0 && strcmp(optarg, "shim") != 0) {
                                 pf_error("check", "unknown enforcer '%s' (cgroup or shim)", optarg);

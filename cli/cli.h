@@ -55,8 +55,8 @@ int pf_cli_check_text(const char *command, const char *text);
 /* The absolute path of the policy's file, "" for the built-in default. */
 void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size);
 
-/* A note on stderr for every rule whose program glob the cgroup programs
- * cannot match exactly. */
+/* A note on stderr for every rule whose program glob matches otherwise than
+ * a reader may think (names keep 15 characters), or the kernel refuses. */
 void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);
 
 /* getopt_long() with the errors as every other message of portfence:

@@ -174,13 +174,13 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
 {
         for (unsigned rule = 1; rule <= pf_policy_rule_count(policy); rule++) {
                 struct pf_conditions c;
-                enum pf_comm_glob form;
+                const char *note;
 
                 pf_policy_conditions(policy, rule, &c);
-                if (!c.program || (form = pf_glob_comm_form(c.program)) == PF_COMM_EXACT)
+                if (!c.program || !(note = pf_program_glob_note(c.program)))
                         continue;
                 pf_note(command, "rule %u (%s:%u), program '%s': %s", rule, pf_policy_rule_file(policy, rule),
-                        pf_policy_rule_line(policy, rule), c.program, pf_comm_glob_note(form));
+                        pf_policy_rule_line(policy, rule), c.program, note);
         }
 }
 

@@ -81,7 +81,15 @@ bool pf_conditions_match(const struct pf_conditions *c, const struct pf_query *q
                 return false;
         if (c->has_cidr && !pf_cidr_match(&cidr, &q->addr))
                 return false;
-        return !c->program || (q->program && pf_glob_match(c->program, q->program));
+        return !c->program || (q->program && pf_program_match(c->program, q->program));
+}
+
+bool pf_policy_uses_programs(const struct pf_policy *p)
+{
+        for (uint32_t i = 0; i < p->rule_count; i++)
+                if (pf_rules_of(p)[i].program)
+                        return true;
+        return false;
 }
 
 void pf_policy_conditions(const struct pf_policy *p, unsigned rule, struct pf_conditions *out)

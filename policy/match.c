@@ -254,11 +254,53 @@ enum pf_comm_glob pf_glob_comm_split(const char *glob, struct pf_comm_parts *out
         return head > PF_COMM_LEN || tail > PF_COMM_LEN ? PF_COMM_TRUNCATED : PF_COMM_EXACT;
 }
 
+bool pf_program_match(const char *glob, const char *comm)
+{
+        struct pf_comm_parts parts;
+        char cut[2 * PF_COMM_LEN + 2];
+        size_t n = 0;
+
+        if (pf_glob_comm_split(glob, &parts) != PF_COMM_TRUNCATED)
+                return pf_glob_match(glob, comm);
+        /* The glob as the kernel keeps it: HEAD's first, TAIL's last 15. */
+        memcpy(cut, parts.head, parts.head_len);
+        n = parts.head_len;
+        if (parts.star) {
+                cut[n++] = '*';
+                memcpy(cut + n, parts.tail, parts.tail_len);
+                n += parts.tail_len;
+        }
+        cut[n] = '\0';
+        return pf_glob_match(cut, comm);
+}
+
 enum pf_comm_glob pf_glob_comm_form(const char *glob)
 {
         struct pf_comm_parts parts;
 
         return pf_glob_comm_split(glob, &parts);
+}
+
+const char *pf_program_glob_note(const char *glob)
+{
+        struct pf_comm_parts parts;
+
+        switch (pf_glob_comm_split(glob, &parts)) {
+        case PF_COMM_UNSUPPORTED:
+                return pf_comm_glob_note(PF_COMM_UNSUPPORTED);
+        case PF_COMM_TRUNCATED:
+                return "a thread's name keeps 15 characters (its comm): this glob is matched cut to 15, "
+                       "by both enforcers";
+        default:
+                break;
+        }
+        if (parts.star && parts.tail_len)
+                return "a name longer than 15 characters is cut: its end is never seen, so this tail "
+                       "matches only names of 15 characters or less";
+        if (!parts.star && parts.head_len == PF_COMM_LEN)
+                return "15 characters: this also matches every longer name that starts with them "
+                       "(a name keeps 15 characters)";
+        return NULL;
 }
 
 const char *pf_comm_glob_note(enum pf_comm_glob form)
@@ -269,7 +311,7 @@ const char *pf_comm_glob_note(enum pf_comm_glob form)
                        "name: they match this glob cut to 15 characters";
         case PF_COMM_UNSUPPORTED:
                 return "the cgroup programs match the comm against HEAD or HEAD*TAIL with '?' only: "
-                       "'portfence cgroup attach' refuses this glob";
+                       "'portfence cgroup attach' refuses this glob (the shim matches it whole)";
         default:
                 return "matched exactly";
         }

@@ -199,6 +199,12 @@ const char *pf_text_escape(unsigned char c, char buf[PF_ESCAPE_SIZE]);
 
 /* Glob match on a program name: '*', '?', '[...]' (with '!' or '^'). */
 bool pf_glob_match(const char *pattern, const char *name);
+/* A program condition: glob against a thread's comm (at most 15 characters,
+ * what the kernel keeps of a name), the glob cut as the cgroup programs cut
+ * it, so both enforcers give one answer. */
+bool pf_program_match(const char *glob, const char *comm);
+/* Does any rule of the policy have a program condition? */
+bool pf_policy_uses_programs(const struct pf_policy *policy);
 
 /* How a glob fares against the kernel's 16-byte comm (15 characters of the
  * name), which the cgroup programs match as HEAD or HEAD*TAIL with '?'. */
@@ -219,5 +225,8 @@ struct pf_comm_parts {
         bool star;
 };
 enum pf_comm_glob pf_glob_comm_split(const char *glob, struct pf_comm_parts *out);
+/* What a user should know of a program glob (its matching differs from
+ * a plain name match, or the kernel refuses it), or NULL. */
+const char *pf_program_glob_note(const char *glob);
 /* A note saying what the kernel does with such a glob. */
 const char *pf_comm_glob_note(enum pf_comm_glob form);

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,7 +22,6 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-extern char *program_invocation_short_name;
 
 /* ---- the real functions ----------------------------------------------------- */
 
@@ -153,6 +153,7 @@ enum { POLICY_NONE, POLICY_LOADING, POLICY_READY };
 
 static const struct pf_policy *policy;  /* NULL when ready: everything passes */
 static bool learning;                   /* 'portfence learn': record binds, decide nothing */
+static bool uses_programs;              /* the policy has program conditions */
 static unsigned client_first;           /* the first of client_ports; 0: none */
 static int policy_state = POLICY_NONE;
 static __thread int loading_here __attribute__((tls_model("initial-exec")));
@@ -216,6 +217,7 @@ static void load_policy(void)
         if (r == 0) {
                 pf_policy_log(loaded, &log);
                 shim_log_open(&log, env_level(log.level));
+                uses_programs = pf_policy_uses_programs(loaded);
                 client_first = pf_portset_find(pf_policy_client_ports(loaded), 1, true);
                 if (client_first > PF_PORT_MAX)
                         client_first = 0;
@@ -276,6 +278,7 @@ struct request {
         int family;
         uint16_t port;
         struct pf_query query;
+        char comm[16];          /* the calling thread's name, when the policy asks */
 };
 
 /* Fill req from a caller's address; false for anything the shim does not
@@ -299,7 +302,14 @@ static bool read_request(const struct sockaddr *addr, socklen_t len, struct requ
                 return false;
         }
         req->query.port = req->port;
-        req->query.program = program_invocation_short_name;
+        req->query.program = NULL;
+        /* A program condition is about the calling thread's name, the comm
+         * the kernel keeps (what the cgroup programs see too): one prctl(2),
+         * only for a policy that has such a condition. */
+        if (uses_programs && prctl(PR_GET_NAME, req->comm) == 0) {
+                req->comm[sizeof(req->comm) - 1] = '\0';
+                req->query.program = req->comm;
+        }
         return req->port != 0;
 }
 

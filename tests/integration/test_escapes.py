@@ -20,7 +20,28 @@ POLICY = """version = 1;
 ephemeral = "26000-26999";
 default_action = "refuse";
 rules = ( { ports = "26500"; action = "allow"; },
-          { ports = "26100-26199"; action = "remap"; to = 7600; } );
+          { ports = "26100-26199"; action = "remap"; to = 7600; },
+          { ports = "26300"; program = "worker-?"; action = "allow"; },
+          { ports = "26301"; program = "main-thread"; action = "allow"; } );
+"""
+
+# Threads name themselves, then bind: 26300 is allowed to "worker-N" only,
+# 26301 to "main-thread" only.
+THREAD_BINDS = """
+import ctypes, socket, sys, threading
+ctypes.CDLL(None).prctl(15, b"main-thread", 0, 0, 0)       # PR_SET_NAME
+def bind(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port, "0")
+    except OSError as e:
+        print(port, e.errno)
+    s.close()
+def worker():
+    ctypes.CDLL(None).prctl(15, b"worker-1", 0, 0, 0)     # PR_SET_NAME: this thread only
+    bind(26300); bind(26301)
+t = threading.Thread(target=worker); t.start(); t.join()
+bind(26300); bind(26301)
 """
 
 REFUSED = "26001"
@@ -86,6 +107,16 @@ class Catalogue:
         self.assertEqual(client[-2:], ["connect 0 0", "peername 0 0 127.0.0.1 26101"])
         server.finish()
 
+    def test_program_is_the_calling_threads_name(self):
+        """One definition in both enforcers: the comm of the calling thread,
+        as the kernel keeps it. A renamed worker thread is judged by its own
+        name, the main thread by its own; argv[0] plays no part."""
+        out = self.python_lines(THREAD_BINDS)
+        self.assertEqual(out, ["26300 0", "26301 98", "26300 98", "26301 0"])
+        # argv[0] "worker-1", comm "pf-probe": not a worker.
+        renamed = self.exec_as("worker-1", "tcp4", "bind", "127.0.0.1", "26300")
+        self.assertEqual(renamed[-1], "bind -1 EADDRINUSE")
+
     def test_user_namespace(self):
         if not shutil.which("unshare"):
             self.skipTest("needs unshare")
@@ -105,6 +136,12 @@ class Shim(Catalogue, PolicyTest):
     def serve(self, *words):
         return self.start([BUILD["portfence"], "run", "-c", self.policy, "--", BUILD["probe"], *words],
                           ready="ready")
+
+    def python_lines(self, script):
+        return fenced(self.policy, "python3", "-c", script).stdout.splitlines()
+
+    def exec_as(self, name, *words):
+        return lines(fenced(self.policy, "bash", "-c", f'exec -a {name} {BUILD["probe"]} "$@"', "-", *words))
 
     def test_raw_syscall_is_not_seen(self):
         """Documented: the shim wraps libc's bind(); syscall(SYS_bind) goes past it."""
@@ -142,6 +179,12 @@ class Kernel(Catalogue, PolicyTest):
 
     def serve(self, *words):
         return self.start([BUILD["probe"], *words], ready="ready", preexec_fn=self.cgroup.enter)
+
+    def python_lines(self, script):
+        return self.cgroup.run("python3", "-c", script).stdout.splitlines()
+
+    def exec_as(self, name, *words):
+        return self.cgroup.run("bash", "-c", f'exec -a {name} {BUILD["probe"]} "$@"', "-", *words).stdout.splitlines()
 
     def test_raw_syscall_is_refused(self):
         self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EADDRINUSE")
