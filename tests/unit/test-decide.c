@@ -309,10 +309,32 @@ static void test_glob_comm_form(void **state)
         assert_int_equal(pf_glob_comm_form("[np]ginx"), PF_COMM_UNSUPPORTED);
 }
 
+/* The matcher both enforcers share: a thread's comm (15 characters at
+ * most) against the glob as the kernel cuts it. */
+static void test_program_match_on_the_comm(void **state)
+{
+        (void)state;
+        assert_true(pf_program_match("abcdefghijkl?no", "abcdefghijklmno"));
+        assert_true(pf_program_match("a-very-long-program-name", "a-very-long-pro"));  /* cut to 15 */
+        assert_true(pf_program_match("prefix-a-very-long-*", "prefix-a-very-l"));
+        assert_false(pf_program_match("*-name", "my-very-long-se"));
+        assert_true(pf_program_match("worker-?", "worker-1"));
+        assert_false(pf_program_match("worker-?", "worker-10"));
+        assert_true(pf_program_match("[np]ginx", "nginx"));                     /* the shim's own */
+        assert_null(pf_program_glob_note("redis-*"));
+        assert_null(pf_program_glob_note("redis-server"));
+        assert_non_null(pf_program_glob_note("*-name"));
+        assert_non_null(pf_program_glob_note("abcde*mnop"));
+        assert_non_null(pf_program_glob_note("abcdefghijkl?no"));
+        assert_non_null(pf_program_glob_note("a-very-long-program-name"));
+        assert_non_null(pf_program_glob_note("*sql*"));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_decide_rules),
+                cmocka_unit_test(test_program_match_on_the_comm),
                 cmocka_unit_test(test_default_remap_wraps),
                 cmocka_unit_test(test_glob),
                 cmocka_unit_test(test_address_rules),
