@@ -19,6 +19,7 @@ from pftest import (main, BUILD, PROBE_STATIC, Background, Cgroup, PolicyTest, b
 POLICY = """version = 1;
 ephemeral = "26000-26999";
 default_action = "refuse";
+unbound_listen = "refuse";
 rules = ( { ports = "26500"; action = "allow"; },
           { ports = "26100-26199"; action = "remap"; to = 7600; },
           { ports = "26300"; program = "worker-?"; action = "allow"; },
@@ -143,6 +144,9 @@ class Shim(Catalogue, PolicyTest):
     def exec_as(self, name, *words):
         return lines(fenced(self.policy, "bash", "-c", f'exec -a {name} {BUILD["probe"]} "$@"', "-", *words))
 
+    def test_unbound_listen_refused(self):
+        self.assertEqual(self.result("tcp4", "listen"), "listen -1 EADDRINUSE")
+
     def test_raw_syscall_is_not_seen(self):
         """Documented: the shim wraps libc's bind(); syscall(SYS_bind) goes past it."""
         probe = self.probe_lines("tcp4", "rawbind", "127.0.0.1", REFUSED, "ready")
@@ -185,6 +189,33 @@ class Kernel(Catalogue, PolicyTest):
 
     def exec_as(self, name, *words):
         return self.cgroup.run("bash", "-c", f'exec -a {name} {BUILD["probe"]} "$@"', "-", *words).stdout.splitlines()
+
+    def test_unbound_listen_is_not_seen(self):
+        """Documented: no cgroup hook runs for listen(): the kernel's autobind
+        of an unbound socket picks a port no program sees."""
+        self.assertEqual(self.result("tcp4", "listen"), "listen 0 0")
+
+    def moved_bind(self, into, port):
+        """A socket made in one cgroup, bound after its process moved to another."""
+        script = ("import socket, os\n"
+                  "s = socket.socket()\n"
+                  f"open('{into}/cgroup.procs', 'w').write(str(os.getpid()))\n"
+                  "try:\n"
+                  f"    s.bind(('127.0.0.1', {port})); print('bound')\n"
+                  "except OSError as e:\n"
+                  "    print(e.errno)\n")
+        return script
+
+    def test_a_socket_is_judged_by_the_cgroup_it_was_made_in(self):
+        """Documented: the kernel ties a socket to the cgroup of the process
+        that made it. Made outside and bound inside: not fenced; made inside
+        and bound after leaving: fenced."""
+        outside = Cgroup()
+        self.addCleanup(outside.cleanup)
+        made_outside = outside.run(sys.executable, "-c", self.moved_bind(self.cgroup.path, REFUSED))
+        self.assertEqual(made_outside.stdout.strip(), "bound", made_outside.stderr)
+        made_inside = self.cgroup.run(sys.executable, "-c", self.moved_bind(outside.path, REFUSED))
+        self.assertEqual(made_inside.stdout.strip(), "98", made_inside.stderr)
 
     def test_raw_syscall_is_refused(self):
         self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EADDRINUSE")
