@@ -28,7 +28,7 @@
 static const char *const hook_names[] = {
         "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
         "getsockname4", "getsockname6", "getpeername4", "getpeername6", "recvmsg4", "recvmsg6",
-        "post_bind4", "post_bind6", "sock_release",
+        "post_bind4", "post_bind6", "sock_release", "setsockopt",
 };
 static const char *const map_names[] = {
         "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back",

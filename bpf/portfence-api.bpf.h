@@ -134,7 +134,8 @@ struct pf_bpf_sock {
         __u16 moved_to;         /* ...and the one written instead, until post_bind */
         __u8 proto;             /* PF_BPF_TCP/UDP */
         __u8 registered;        /* counted in moved[key] until the socket is released */
-        __u8 pad[2];
+        __u8 narrowed;          /* IP_LOCAL_PORT_RANGE set: a port-0 bind is the program's choice */
+        __u8 check_chosen;      /* a port-0 bind of a narrowed socket in flight */
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */
         struct pf_bpf_moved_key key;
 };

@@ -283,6 +283,15 @@ static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, _
         return span && span->key <= key ? span : NULL;
 }
 
+/* The policy's errno for a refusal, EPERM when it cannot be read. */
+static __always_inline int refuse_errno(void)
+{
+        __u32 generation;
+        struct pf_bpf_settings *s = get_settings(&generation);
+
+        return s ? s->refuse_errno : EPERM;
+}
+
 /* The policy's verdict. A table the loader has not filled refuses (EPERM):
  * an empty map must never mean "allow everything". */
 static __always_inline void decide(const struct request *r, struct decision *d)
@@ -358,6 +367,17 @@ static __always_inline bool bound_already(struct bpf_sock_addr *ctx)
         return sk && sk->src_port != 0;
 }
 
+/* bind(port 0) on a socket whose range the program narrowed: the port the
+ * kernel picks is checked once it is known (post_bind). */
+static __always_inline int on_bind_port_zero(struct bpf_sock_addr *ctx)
+{
+        struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
+
+        if (sk && sk->narrowed && !bound_already(ctx))
+                sk->check_chosen = 1;
+        return ALLOW_CALL;
+}
+
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
 {
         struct decision d;
@@ -394,7 +414,9 @@ int pf_bind4(struct bpf_sock_addr *ctx)
 {
         struct request r;
 
-        return read_request4(ctx, &r) ? on_bind(ctx, &r) : ALLOW_CALL;
+        if (read_request4(ctx, &r))
+                return on_bind(ctx, &r);
+        return ctx->user_port == 0 ? on_bind_port_zero(ctx) : ALLOW_CALL;
 }
 
 SEC("cgroup/bind6")
@@ -402,7 +424,30 @@ int pf_bind6(struct bpf_sock_addr *ctx)
 {
         struct request r;
 
-        return read_request6(ctx, &r) ? on_bind(ctx, &r) : ALLOW_CALL;
+        if (read_request6(ctx, &r))
+                return on_bind(ctx, &r);
+        return ctx->user_port == 0 ? on_bind_port_zero(ctx) : ALLOW_CALL;
+}
+
+/* ---- setsockopt: IP_LOCAL_PORT_RANGE ---------------------------------------- */
+
+#define SOL_IP 0
+#define IP_LOCAL_PORT_RANGE 51
+
+/* A program that narrows its socket's range chooses the port a bind of
+ * port 0 gets: remembered here, checked in post_bind. The option itself
+ * is left alone: clients narrow their range for outgoing connects. */
+SEC("cgroup/setsockopt")
+int pf_setsockopt(struct bpf_sockopt *ctx)
+{
+        struct pf_bpf_sock *sk;
+
+        if (ctx->level != SOL_IP || ctx->optname != IP_LOCAL_PORT_RANGE || !ctx->sk)
+                return ALLOW_CALL;
+        sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (sk)
+                sk->narrowed = 1;
+        return ALLOW_CALL;
 }
 
 /* ---- post_bind, sock_release: the registry of ports servers were moved from -- */
@@ -441,10 +486,45 @@ static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_s
         sk->registered = 1;
 }
 
-static __always_inline int on_post_bind(struct bpf_sock *ctx)
+/* The port the kernel chose in a narrowed range, decided as a bind of it:
+ * one the policy refuses or moves is refused (it cannot be moved now); the
+ * kernel then gives the port back. */
+static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock *sk, struct request *r)
+{
+        struct decision d;
+
+        sk->check_chosen = 0;
+        r->port = (__u16)ctx->src_port;
+        r->with_program = 1;
+        r->proto = ctx->protocol == IPPROTO_UDP ? PF_BPF_UDP : PF_BPF_TCP;
+        if (r->port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP &&
+                             ctx->protocol != IPPROTO_MPTCP))
+                return ALLOW_CALL;      /* no port yet (IP_BIND_ADDRESS_NO_PORT) */
+        decide(r, &d);
+        count(d.action == PF_BPF_REMAP ? PF_BPF_REFUSE : d.action);
+        if (d.action == PF_BPF_ALLOW)
+                return ALLOW_CALL;
+        if (d.action == PF_BPF_LOG) {
+                emit(r, &d, PF_BPF_HOOK_BIND);
+                return ALLOW_CALL;
+        }
+        if (d.action == PF_BPF_REMAP) {
+                d.action = PF_BPF_REFUSE;
+                d.err = refuse_errno();
+        }
+        emit(r, &d, PF_BPF_HOOK_BIND);
+        bpf_set_retval(-d.err);
+        return REJECT_CALL;
+}
+
+/* r: the bound address, read by the hook of its family (each may read
+ * only its own fields). */
+static __always_inline int on_post_bind(struct bpf_sock *ctx, struct request *r)
 {
         struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx, 0, 0);
 
+        if (sk && sk->check_chosen)
+                return check_chosen(ctx, sk, r);
         if (!sk || !sk->asked)
                 return ALLOW_CALL;
         if (ctx->src_port == sk->moved_to) {
@@ -459,13 +539,20 @@ static __always_inline int on_post_bind(struct bpf_sock *ctx)
 SEC("cgroup/post_bind4")
 int pf_post_bind4(struct bpf_sock *ctx)
 {
-        return on_post_bind(ctx);
+        struct request r = { .family = PF_BPF_IPV4, .addr = { ctx->src_ip4 } };
+
+        return on_post_bind(ctx, &r);
 }
 
 SEC("cgroup/post_bind6")
 int pf_post_bind6(struct bpf_sock *ctx)
 {
-        return on_post_bind(ctx);
+        struct request r = {
+                .family = PF_BPF_IPV6,
+                .addr = { ctx->src_ip6[0], ctx->src_ip6[1], ctx->src_ip6[2], ctx->src_ip6[3] },
+        };
+
+        return on_post_bind(ctx, &r);
 }
 
 SEC("cgroup/sock_release")

@@ -9,6 +9,7 @@
  * is async-signal-safe; what it does not guard goes to libc untouched. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -409,6 +410,90 @@ static bool bound_already(int fd)
         return bound_port(fd, &family) != 0;
 }
 
+/* ---- IP_LOCAL_PORT_RANGE: a port "the kernel chose" that the program chose -- */
+
+#ifndef IP_LOCAL_PORT_RANGE
+#define IP_LOCAL_PORT_RANGE 51          /* Linux 6.3 */
+#endif
+
+/* Has the program narrowed the socket's local range (IP_LOCAL_PORT_RANGE)?
+ * Then the port the kernel gives a bind of port 0 is the program's choice:
+ * a range of one guarded port is a bind of that port. */
+static bool range_narrowed(int fd)
+{
+        uint32_t range = 0;
+        socklen_t len = sizeof(range);
+        int saved = errno;
+        bool narrowed = getsockopt(fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &range, &len) == 0 && range != 0;
+
+        errno = saved;
+        return narrowed;
+}
+
+/* A bind cannot be undone: the socket is replaced by a fresh one of the same
+ * kind at the same descriptor (its options are lost: the call failed). */
+static void unbind_by_replacing(int fd)
+{
+        int domain = 0, type = 0, protocol = 0, fresh, fd_flags = fcntl(fd, F_GETFD), fl_flags = fcntl(fd, F_GETFL);
+        socklen_t len = sizeof(int);
+
+        if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0)
+                return;
+        fresh = socket(domain, type | (fl_flags > 0 && (fl_flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0), protocol);
+        if (fresh < 0)
+                return;
+        dup3(fresh, fd, fd_flags > 0 && (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+        close(fresh);
+}
+
+/* The port the kernel chose inside a narrowed range, decided as a bind of
+ * it: 0, or -1 with the refusal's errno (a port the policy refuses or moves
+ * is refused: it cannot be moved once taken). The cgroup programs do the
+ * same in post_bind. */
+static int check_chosen_port(int fd, const struct pf_policy *p)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        struct pf_verdict v;
+        struct request req;
+
+        if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+            !read_request((struct sockaddr *)&ss, len, &req) || !decide_request(p, fd, &req, &v))
+                return 0;
+        if (v.action == PF_LOG) {
+                log_decision("bind", &req, (struct sockaddr *)&ss, &v, 0, PF_LEVEL_INFO);
+                return 0;
+        }
+        unbind_by_replacing(fd);
+        v.action = PF_REFUSE;
+        v.err = pf_policy_refuse_errno(p);
+        log_decision("bind", &req, (struct sockaddr *)&ss, &v, v.err, PF_LEVEL_INFO);
+        errno = v.err;
+        return -1;
+}
+
+/* bind(port 0) on a socket whose range the program narrowed. */
+static int bind_in_narrowed_range(int fd, const struct sockaddr *addr, socklen_t len, const struct pf_policy *p)
+{
+        int saved = errno, r = libc_bind(fd, addr, len);
+
+        if (r == 0 && (r = check_chosen_port(fd, p)) == 0)
+                errno = saved;
+        return r;
+}
+
+/* A port-0 bind of an IPv4 or IPv6 address. */
+static bool port_zero(const struct sockaddr *addr, socklen_t len)
+{
+        if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+                return ((const struct sockaddr_in *)(const void *)addr)->sin_port == 0;
+        if (addr && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+                return ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port == 0;
+        return false;
+}
+
 /* Learning: the bind as asked, and a record of it with the port it got. */
 static int learn_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
@@ -452,6 +537,8 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         addr = unspec_as_inet(fd, addr, len, &as_inet);
         if (shim_policy() && learning)
                 return learn_bind(fd, addr, len);
+        if (port_zero(addr, len) && (p = shim_policy()) && range_narrowed(fd))
+                return bind_in_narrowed_range(fd, addr, len, p);
         if (!read_request(addr, len, &req) || !(p = shim_policy()) ||
             !decide_request(p, fd, &req, &v))
                 return libc_bind(fd, addr, len);
@@ -671,6 +758,16 @@ static int pf_listen(int fd, int backlog)
 
         if (learning)
                 return learn_listen(fd, backlog);
+        if (p && range_narrowed(fd) && bound_port(fd, &family) == 0 && (family == AF_INET || family == AF_INET6)) {
+                /* The kernel's autobind would take the program's range: bound
+                 * here instead, on the wildcard, and checked. */
+                struct sockaddr_storage any = { .ss_family = (sa_family_t)family };
+
+                if (bind_in_narrowed_range(fd, (struct sockaddr *)&any, family == AF_INET ?
+                                           sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6), p) < 0)
+                        return -1;
+                return libc_listen(fd, backlog);
+        }
         if (action == PF_ALLOW && !shim_log_enabled(PF_LEVEL_DEBUG))
                 return libc_listen(fd, backlog);
         if (bound_port(fd, &family) != 0 || (family != AF_INET && family != AF_INET6) ||

@@ -9,10 +9,12 @@
  *   bindunspec ADDR PORT               bind with sa_family AF_UNSPEC (an IPv4 ADDR)
  *   rawbind ADDR PORT                  bind by syscall(SYS_bind), past libc
  *   connect ADDR PORT | listen | accept | close
+ *   reset                              close with a reset (SO_LINGER 0): no TIME_WAIT
  *   sockname | peername                print the address the call reports
  *   send MSG | recv | sendto ADDR PORT MSG | sendmsg ADDR PORT MSG
  *   recvfrom | recvmsg | echo          (echo: recvfrom, then reply to the sender)
  *   reuse                              set SO_REUSEADDR (servers restarted by tests)
+ *   portrange LO HI                    set IP_LOCAL_PORT_RANGE (Linux 6.3+)
  *   ready                              print "ready" and flush (for fixtures)
  *   wait                               read a line from stdin
  * Each result line is "WORD RET ERRNO[ extra]", ERRNO a name or 0. */
@@ -152,6 +154,12 @@ int main(int argc, char **argv)
                         printf("%s %d %s\n", w, r < 0 ? -1 : 0, errno_name(r < 0 ? errno : 0));
                         if (r >= 0)
                                 fd = (int)r;
+                } else if (!strcmp(w, "reset")) {
+                        struct linger now = { .l_onoff = 1, .l_linger = 0 };
+
+                        setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+                        r = close(fd);
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
                 } else if (!strcmp(w, "close")) {
                         r = close(fd);
                         printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
@@ -198,6 +206,14 @@ int main(int argc, char **argv)
                         memset(&ss, 0, sizeof(ss));
                         r = recvmsg(fd, &msg, 0);
                         print_addr(w, r, errno, &ss);
+                } else if (!strcmp(w, "portrange")) {
+                        uint32_t range;
+
+                        need(argc, argv, i, 2);
+                        range = (uint32_t)atoi(argv[i + 1]) | (uint32_t)atoi(argv[i + 2]) << 16;
+                        i += 2;
+                        r = setsockopt(fd, IPPROTO_IP, 51 /* IP_LOCAL_PORT_RANGE */, &range, sizeof(range));
+                        printf("%s %ld %s\n", w, r, errno_name(r < 0 ? errno : 0));
                 } else if (!strcmp(w, "reuse")) {
                         int one = 1;
 

@@ -47,6 +47,14 @@ bind(26300); bind(26301)
 
 REFUSED = "26001"
 
+# IP_LOCAL_PORT_RANGE narrows within ip_local_port_range: ports near its top,
+# refused, remapped and allowed by rules of their own.
+with open("/proc/sys/net/ipv4/ip_local_port_range") as _f:
+    NARROW = int(_f.read().split()[1]) - 9
+POLICY = POLICY.replace("rules = ( ", f"""rules = ( {{ ports = "{NARROW},{NARROW + 3},{NARROW + 4}"; action = "refuse"; }},
+          {{ ports = "{NARROW + 1}"; action = "remap"; to = 7800; }},
+          """)
+
 
 def mptcp_available():
     try:
@@ -118,6 +126,30 @@ class Catalogue:
         renamed = self.exec_as("worker-1", "tcp4", "bind", "127.0.0.1", "26300")
         self.assertEqual(renamed[-1], "bind -1 EADDRINUSE")
 
+    def narrowed(self, sock, port, *then):
+        return self.probe_lines(sock, "portrange", str(port), str(port), *then)
+
+    def test_ip_local_port_range_bind_zero(self):
+        """A range of one port, then bind(port 0): the kernel gives exactly
+        that port, so it is decided as a bind of it; a moved port is refused
+        (it cannot be moved once taken)."""
+        for sock, any_addr in (("tcp4", "0.0.0.0"), ("udp4", "0.0.0.0"), ("tcp6", "::")):
+            with self.subTest(sock=sock):
+                self.assertEqual(self.narrowed(sock, NARROW, "bind", any_addr, "0")[-1], "bind -1 EADDRINUSE")
+                self.assertEqual(self.narrowed(sock, NARROW + 1, "bind", any_addr, "0")[-1], "bind -1 EADDRINUSE")
+                self.assertEqual(self.narrowed(sock, NARROW + 2, "bind", any_addr, "0", "sockname")[-1],
+                                 f"sockname 0 0 {any_addr} {NARROW + 2}")
+        # Given back: the refused socket holds no port.
+        out = self.narrowed("tcp4", NARROW, "bind", "0.0.0.0", "0", "sockname")
+        self.assertEqual(out[-1], "sockname 0 0 0.0.0.0 0")
+
+    def test_ip_local_port_range_for_clients(self):
+        """A client narrowing its range for outgoing connects is not refused."""
+        server = self.serve("tcp4", "bind", "127.0.0.1", "26500", "listen", "ready", "accept", "wait")
+        out = self.narrowed("tcp4", NARROW + 4, "connect", "127.0.0.1", "26500", "sockname", "reset")
+        self.assertEqual(out[-3:-1], ["connect 0 0", f"sockname 0 0 127.0.0.1 {NARROW + 4}"])
+        server.finish()
+
     def test_user_namespace(self):
         if not shutil.which("unshare"):
             self.skipTest("needs unshare")
@@ -146,6 +178,8 @@ class Shim(Catalogue, PolicyTest):
 
     def test_unbound_listen_refused(self):
         self.assertEqual(self.result("tcp4", "listen"), "listen -1 EADDRINUSE")
+        # With a narrowed range the shim binds it first, as the kernel would, and decides.
+        self.assertEqual(self.narrowed("tcp4", NARROW + 3, "listen")[-1], "listen -1 EADDRINUSE")
 
     def test_raw_syscall_is_not_seen(self):
         """Documented: the shim wraps libc's bind(); syscall(SYS_bind) goes past it."""
@@ -194,6 +228,8 @@ class Kernel(Catalogue, PolicyTest):
         """Documented: no cgroup hook runs for listen(): the kernel's autobind
         of an unbound socket picks a port no program sees."""
         self.assertEqual(self.result("tcp4", "listen"), "listen 0 0")
+        self.assertEqual(self.narrowed("tcp4", NARROW + 3, "listen", "sockname")[-1],
+                         f"sockname 0 0 0.0.0.0 {NARROW + 3}")
 
     def moved_bind(self, into, port):
         """A socket made in one cgroup, bound after its process moved to another."""
