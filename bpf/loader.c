@@ -31,7 +31,7 @@ static const char *const hook_names[] = {
         "post_bind4", "post_bind6", "sock_release", "setsockopt",
 };
 static const char *const map_names[] = {
-        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back",
+        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -300,11 +300,27 @@ static void fill_locals(struct pf_bpf_settings *s)
         }
 }
 
-static int fill_settings(const struct pf_policy *p, const char *policy_path, int fd,
-                         uint32_t generation, uint32_t span_count, char *why)
+/* How deep cgroup is below the v2 root (the root: 0). */
+static uint32_t cgroup_level(const struct pf_cgroup *cgroup)
+{
+        char mount[4096], why[PF_WHY_SIZE];
+        uint32_t level = 0;
+        size_t len;
+
+        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0 || !cgroup->path[0])
+                return 0;
+        len = strlen(mount);
+        for (const char *c = cgroup->path + len; *c; c++)
+                level += *c == '/' && c[1] && c[1] != '/';
+        return level;
+}
+
+static int fill_settings(const struct pf_policy *p, const char *policy_path, uint32_t level,
+                         int fd, uint32_t generation, uint32_t span_count, char *why)
 {
         struct pf_bpf_settings s = {
                 .span_count = span_count,
+                .fence_level = level,
                 .magic = PF_BPF_MAGIC,
                 .refuse_errno = pf_policy_refuse_errno(p),
                 .redirect_connect = pf_policy_redirect_connect(p),
@@ -321,14 +337,14 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, int
 
 /* Fill generation `generation` of the fence's maps; the programs do not look
  * at it until live[0] says so. */
-static int fill_policy(const struct pf_policy *p, const char *policy_path, int spans, int rules,
-                       int settings, uint32_t generation, char *why)
+static int fill_policy(const struct pf_policy *p, const char *policy_path, uint32_t level,
+                       int spans, int rules, int settings, uint32_t generation, char *why)
 {
         uint32_t span_count = 0;
         int r = put_tables(p, spans, rules, generation, &span_count, why);
 
         if (r == 0)
-                r = fill_settings(p, policy_path, settings, generation, span_count, why);
+                r = fill_settings(p, policy_path, level, settings, generation, span_count, why);
         return r;
 }
 
@@ -369,6 +385,36 @@ static int lock_fences(int how, char *why)
 /* An attach builds its fence under PF_NEW_PREFIX<id> and renames it into
  * place as its last step: one found under the lock was left by an attach
  * that died (kill -9). Its links may be attached: remove them. */
+/* The host's list of fenced cgroups names only fences that exist: an attach
+ * that died after registering its cgroup must not leave it there (a fence
+ * above would leave that cgroup's calls alone). */
+static void scrub_fenced(void)
+{
+        DIR *dir = opendir(PF_BPF_PIN_ROOT);
+        struct dirent *e;
+        char path[4400];
+        uint64_t key, next;
+        int fd = -1;
+
+        while (dir && fd < 0 && (e = readdir(dir))) {
+                if (!strtoull(e->d_name, NULL, 10))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s/fenced", PF_BPF_PIN_ROOT, e->d_name);
+                fd = bpf_obj_get(path);
+        }
+        if (dir)
+                closedir(dir);
+        for (int r = fd < 0 ? -1 : bpf_map_get_next_key(fd, NULL, &next); r == 0;
+             r = bpf_map_get_next_key(fd, &key, &next)) {
+                key = next;
+                snprintf(path, sizeof(path), "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)key);
+                if (access(path, F_OK) < 0)
+                        bpf_map_delete_elem(fd, &key);
+        }
+        if (fd >= 0)
+                close(fd);
+}
+
 static void remove_abandoned(void)
 {
         DIR *dir = opendir(PF_BPF_PIN_ROOT);
@@ -383,6 +429,7 @@ static void remove_abandoned(void)
         }
         if (dir)
                 closedir(dir);
+        scrub_fenced();
 }
 
 /* Does dir hold every pin of a fence? */
@@ -405,10 +452,32 @@ static bool fence_complete(const char *dir)
 
 /* ---- attach, reload, detach ---------------------------------------------------- */
 
+/* The fence of dir (PIN_ROOT/<id> or PIN_ROOT/new-<id>) leaves the host's
+ * list of fenced cgroups. */
+static void unregister(const char *dir)
+{
+        const char *base = strrchr(dir, '/');
+        char path[4400];
+        uint64_t id;
+        int fd;
+
+        base = base ? base + 1 : dir;
+        if (strncmp(base, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0)
+                base += strlen(PF_NEW_PREFIX);
+        id = strtoull(base, NULL, 10);
+        snprintf(path, sizeof(path), "%s/fenced", dir);
+        fd = bpf_obj_get(path);
+        if (fd >= 0) {
+                bpf_map_delete_elem(fd, &id);
+                close(fd);
+        }
+}
+
 static void unpin_all(const char *dir)
 {
         char path[4200];
 
+        unregister(dir);
         for (size_t i = 0; i < COUNT(hook_names); i++) {
                 int fd;
 
@@ -490,6 +559,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         }
         share_moved(skel->maps.moved, "moved");
         share_moved(skel->maps.moved_back, "moved_back");
+        share_moved(skel->maps.fenced, "fenced");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
@@ -498,10 +568,16 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 goto out;
         }
         /* Filled before attached: the cgroup is never fenced by empty maps. */
-        r = fill_policy(policy, policy_path, bpf_map__fd(skel->maps.spans),
+        r = fill_policy(policy, policy_path, cgroup_level(cgroup), bpf_map__fd(skel->maps.spans),
                         bpf_map__fd(skel->maps.rules), bpf_map__fd(skel->maps.settings), 0, why);
         if (r < 0)
                 goto out;
+        /* Known as fenced before its programs run: a fence above leaves its
+         * calls alone from the first one. */
+        if (bpf_map_update_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id, &(uint8_t){ 1 }, BPF_ANY) < 0) {
+                r = fail(-errno, why, "cannot register the fence: %s", strerror(errno));
+                goto out;
+        }
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup_fd < 0) {
                 r = fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
@@ -512,6 +588,8 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         if (r == 0 && rename(building, dir) < 0)
                 r = fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
 out:
+        if (r < 0 && skel)
+                bpf_map_delete_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id);
         if (r < 0)
                 unpin_all(building);
         if (cgroup_fd >= 0)
@@ -563,7 +641,8 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         enum { SPANS, RULES, SETTINGS, LIVE, MAPS };
         static const char *const names[MAPS] = { "spans", "rules", "settings", "live" };
         int fds[MAPS] = { -1, -1, -1, -1 };
-        uint32_t zero = 0, generation = 0, next;
+        uint32_t zero = 0, generation = 0, next, level = 0;
+        struct pf_bpf_settings old;
         int r = 0;
 
         for (int i = 0; i < MAPS && r == 0; i++) {
@@ -573,9 +652,13 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         }
         if (r == 0 && bpf_map_lookup_elem(fds[LIVE], &zero, &generation) < 0)
                 r = fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
-        next = (generation & 1) ^ 1;
+        generation &= 1;
+        next = generation ^ 1;
+        /* The cgroup stays where it is: its depth, as the fence knows it. */
+        if (r == 0 && bpf_map_lookup_elem(fds[SETTINGS], &generation, &old) == 0)
+                level = old.fence_level;
         if (r == 0)
-                r = fill_policy(policy, policy_path, fds[SPANS], fds[RULES], fds[SETTINGS], next, why);
+                r = fill_policy(policy, policy_path, level, fds[SPANS], fds[RULES], fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));

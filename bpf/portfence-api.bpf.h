@@ -90,6 +90,7 @@ struct pf_bpf_settings {
         __u8 local4_count;
         __u8 local6_count;
         __u32 span_count;       /* in spans[generation] */
+        __u32 fence_level;      /* depth of the fenced cgroup below the v2 root (root: 0) */
         __u32 local4[PF_BPF_LOCALS];            /* network order */
         __u32 local6[PF_BPF_LOCALS][4];
         __u64 policy_hash;
@@ -119,6 +120,12 @@ struct pf_bpf_moved_back {
         __u16 requested;
         __u16 pad[3];
 };
+
+/* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
+ * the innermost decides: a fence leaves alone the calls of a cgroup below it
+ * that has a fence of its own. */
+#define PF_BPF_FENCED_MAX 4096
+#define PF_BPF_NESTING 16       /* cgroup levels below a fence looked at for another */
 
 /* (netns, proto, port) keys registered at once: a hash map charges its
  * buckets up front (16 bytes each), so this is what the registry costs. */

@@ -88,6 +88,14 @@ struct {
 } moved_back SEC(".maps");
 
 struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_FENCED_MAX);
+        __type(key, __u64);
+        __type(value, __u8);
+} fenced SEC(".maps");
+
+struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
         __uint(max_entries, PF_BPF_EVENTS_BYTES);
 } events SEC(".maps");
@@ -283,6 +291,21 @@ static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, _
         return span && span->key <= key ? span : NULL;
 }
 
+/* Is the caller in a cgroup below this fence that has a fence of its own?
+ * That one, the innermost, decides; this one leaves the call alone. */
+static __always_inline bool inner_fence_decides(const struct pf_bpf_settings *s)
+{
+        for (int i = 1; i <= PF_BPF_NESTING; i++) {
+                __u64 id = bpf_get_current_ancestor_cgroup_id((int)s->fence_level + i);
+
+                if (!id)
+                        return false;           /* deeper than the caller's own cgroup */
+                if (bpf_map_lookup_elem(&fenced, &id))
+                        return true;
+        }
+        return false;
+}
+
 /* The policy's errno for a refusal, EPERM when it cannot be read. */
 static __always_inline int refuse_errno(void)
 {
@@ -372,18 +395,22 @@ static __always_inline bool bound_already(struct bpf_sock_addr *ctx)
 static __always_inline int on_bind_port_zero(struct bpf_sock_addr *ctx)
 {
         struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
+        __u32 generation;
+        struct pf_bpf_settings *s = get_settings(&generation);
 
-        if (sk && sk->narrowed && !bound_already(ctx))
+        if (sk && sk->narrowed && !bound_already(ctx) && s && !inner_fence_decides(s))
                 sk->check_chosen = 1;
         return ALLOW_CALL;
 }
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
 {
+        __u32 generation;
+        struct pf_bpf_settings *s = get_settings(&generation);
         struct decision d;
         struct pf_bpf_sock *sk;
 
-        if (bound_already(ctx))
+        if (bound_already(ctx) || (s && inner_fence_decides(s)))
                 return ALLOW_CALL;
         r->with_program = 1;
         decide(r, &d);
@@ -656,7 +683,7 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         struct pf_bpf_sock *sk;
         struct decision d;
 
-        if (!s || !s->redirect_connect || !is_local(s, r))
+        if (!s || !s->redirect_connect || !is_local(s, r) || inner_fence_decides(s))
                 return ALLOW_CALL;
         r->with_program = 0;
         decide(r, &d);

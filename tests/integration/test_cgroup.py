@@ -493,20 +493,43 @@ class Lifecycle(CgroupTest):
         self.assertIn(7550, seen)
         self.assertIn("errno 98", seen)
 
-    def test_nested_cgroups_both_apply(self):
-        """Multi-attach: the parent's programs and the child's both run."""
-        self.attach()
+    def test_nested_fences_the_innermost_decides(self):
+        """Parent and child fenced, every pair of actions on one port: the
+        child's fence decides for the child's processes (the parent's leaves
+        their calls alone), the parent's for its own."""
+        def policy(action, target):
+            rule = f'{{ ports = "30005"; action = "{action}";' + (f" to = {target};" if action == "remap" else "") + " }"
+            path = write_policy(f'version = 1;\nephemeral = "30000-30009";\ngetsockname = "real";\n'
+                                f'refuse_errno = "{"EACCES" if target == 7705 else "EADDRINUSE"}";\n'
+                                f"rules = ( {rule} );\n")
+            self.addCleanup(os.unlink, path)
+            return path
+
+        def expect(action, target, errno):
+            return {"allow": ["bind 0 0", "sockname 0 0 127.0.0.1 30005"],
+                    "log": ["bind 0 0", "sockname 0 0 127.0.0.1 30005"],
+                    "refuse": [f"bind -1 {errno}"],
+                    "remap": ["bind 0 0", f"sockname 0 0 127.0.0.1 {target}"]}[action]
+
+        actions = ("allow", "log", "refuse", "remap")
         child = Cgroup(self.cgroup)
         self.addCleanup(child.cleanup)
-        allow_log = write_policy('version = 1;\nephemeral = "30000-30009";\n'
-                                 'rules = ( { ports = "30005"; action = "remap"; to = 7605; } );\n')
-        self.addCleanup(os.unlink, allow_log)
-        r = child.attach(allow_log)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(child.probe("tcp4", "bind", "127.0.0.1", "25060")[1], "bind -1 EADDRINUSE")
-        self.assertEqual(child.probe("tcp4", "bind", "127.0.0.1", "30001")[1], "bind -1 EADDRINUSE")
-        out = child.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")
-        self.assertEqual(out[1:], ["bind 0 0", "sockname 0 0 127.0.0.1 30005"])
+        self.attach(policy("allow", 7705))
+        self.assertEqual(child.attach(policy("allow", 7605)).returncode, 0)
+        for outer in actions:
+            self.assertEqual(portfence("cgroup", "reload", "-c", policy(outer, 7705), self.cgroup.path).returncode, 0)
+            for inner in actions:
+                with self.subTest(parent=outer, child=inner):
+                    r = portfence("cgroup", "reload", "-c", policy(inner, 7605), child.path)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    got = child.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")[1:]
+                    self.assertEqual(got[:len(expect(inner, 7605, "EADDRINUSE"))], expect(inner, 7605, "EADDRINUSE"))
+                    got = self.cgroup.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")[1:]
+                    self.assertEqual(got[:len(expect(outer, 7705, "EACCES"))], expect(outer, 7705, "EACCES"))
+        # Without a fence of its own, the child is the parent's again.
+        self.assertEqual(portfence("cgroup", "detach", child.path).returncode, 0)
+        got = child.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")[1:]
+        self.assertEqual(got, ["bind 0 0", "sockname 0 0 127.0.0.1 7705"])
 
 
 def parse_exposition(text):
