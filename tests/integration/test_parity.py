@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Three-way parity: random valid policies and random binds, each decided by
+'portfence check --json', by the shim and by a fenced cgroup, which must all
+agree. Bounded for CI (PF_PARITY_POLICIES x PF_PARITY_QUERIES, default 12 x 25);
+raise both for a long run. The seed is printed: PF_PARITY_SEED repeats a run."""
+import json
+import os
+import random
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pftest import (main, BUILD, Cgroup, PolicyTest, cgroup_skip_reason, fenced, lines,  # noqa: E402
+                    portfence, write_policy)
+
+SEED = int(os.environ.get("PF_PARITY_SEED", str(int(time.time()))))
+POLICIES = int(os.environ.get("PF_PARITY_POLICIES", "12"))
+QUERIES = int(os.environ.get("PF_PARITY_QUERIES", "25"))
+
+# A block of ports nobody else uses: guarded 27000-27199, pools and targets
+# in 7900-7999 (unguarded), addresses of loopback only.
+GUARDED = (27000, 27199)
+ADDRESSES = {"tcp4": ["127.0.0.1", "0.0.0.0"], "udp4": ["127.0.0.1"], "tcp6": ["::1", "::"],
+             "udp6": ["::1", "::ffff:127.0.0.1"]}
+ERRNOS = ["EADDRINUSE", "EACCES", "EPERM"]
+
+
+def random_policy(rng):
+    """A valid policy the cgroup enforcer takes: at most two conditional
+    rules per port, globs HEAD or HEAD*TAIL, remap targets that never collide."""
+    lines_ = ["version = 1;", f'ephemeral = "{GUARDED[0]}-{GUARDED[1]}";', 'getsockname = "real";',
+              f'default_action = "{rng.choice(["allow", "log", "refuse", "remap"])}";',
+              f'refuse_errno = "{rng.choice(ERRNOS)}";', 'remap_pool = "7900-7949";']
+    rules, next_to, conditional_ports = [], 7950, set()
+    for _ in range(rng.randint(0, 6)):
+        lo = rng.randint(GUARDED[0], GUARDED[1] - 4)
+        hi = lo + rng.randint(0, 3)
+        action = rng.choice(["allow", "log", "refuse", "remap"])
+        rule = [f'ports = "{lo}-{hi}"', f'action = "{action}"']
+        if rng.random() < 0.3:
+            rule.append(f'proto = "{rng.choice(["tcp", "udp"])}"')
+        conditions = []
+        if rng.random() < 0.25:
+            conditions.append(f'family = "{rng.choice(["ipv4", "ipv6"])}"')
+        if rng.random() < 0.2:
+            conditions.append(f'address = "{rng.choice(["127.0.0.0/8", "::1", "0.0.0.0/0", "::/0"])}"')
+        if rng.random() < 0.2:
+            conditions.append(f'program = "{rng.choice(["pf-probe", "pf-*", "*probe", "pf-pro?e", "other"])}"')
+        if conditions:
+            if any(p in conditional_ports for p in range(lo, hi + 1)):
+                conditions = []         # the kernel checks two per port: keep it to one
+            else:
+                conditional_ports.update(range(lo, hi + 1))
+        if action == "remap" and rng.random() < 0.5 and next_to + (hi - lo) <= 7999:
+            rule.append(f"to = {next_to}")
+            next_to += hi - lo + 1
+        rules.append("{ " + "; ".join(rule + conditions) + "; }")
+    lines_.append("rules = (\n  " + ",\n  ".join(rules) + "\n);" if rules else "")
+    return "\n".join(lines_) + "\n"
+
+
+def random_queries(rng):
+    out = []
+    for _ in range(QUERIES):
+        sock = rng.choice(sorted(ADDRESSES))
+        out.append((sock, rng.choice(ADDRESSES[sock]), rng.randint(GUARDED[0] - 2, GUARDED[1] + 2)))
+    return out
+
+
+def expected(check):
+    """What a bind shows for a verdict of 'check': the errno, or the port."""
+    if check["action"] == "refuse":
+        return ("refused", check["errno"])
+    return ("bound", check["target"] if check["action"] == "remap" else check["port"])
+
+
+def observed(probe_lines):
+    """('refused', ERRNO) or ('bound', real port) from pf-probe's bind+sockname."""
+    bind = probe_lines[1].split()
+    if bind[1] != "0":
+        return ("refused", bind[2])
+    return ("bound", int(probe_lines[2].split()[-1]))
+
+
+class Parity(PolicyTest):
+    POLICY = "version = 1;\n"
+
+    def cases(self):
+        rng = random.Random(SEED)
+        print(f"parity seed {SEED} (PF_PARITY_SEED={SEED} repeats this run)", file=sys.stderr)
+        for n in range(POLICIES):
+            text = random_policy(rng)
+            yield n, text, random_queries(rng)
+
+    def decide_all(self, text, queries):
+        policy = write_policy(text)
+        self.addCleanup(os.unlink, policy)
+        verdicts = {}
+        for sock, addr, port in queries:
+            proto = sock[:3]
+            r = portfence("check", "--json", "--for", "cgroup", "-c", policy, "--address", addr,
+                          "--program", "pf-probe", f"{port}/{proto}")
+            self.assertEqual(r.returncode, 0, r.stderr + text)
+            verdicts[(sock, addr, port)] = expected(json.loads(r.stdout)[0])
+        return policy, verdicts
+
+    def compare(self, run_probe):
+        for n, text, queries in self.cases():
+            policy, verdicts = self.decide_all(text, queries)
+            for query in queries:
+                sock, addr, port = query
+                got = observed(run_probe(policy, sock, "bind", addr, str(port), "sockname"))
+                with self.subTest(policy=n, query=query):
+                    self.assertEqual(got, verdicts[query], f"seed {SEED}, policy:\n{text}")
+
+
+class ShimParity(Parity):
+    def test_check_and_shim_agree(self):
+        self.compare(lambda policy, *words: lines(fenced(policy, BUILD["probe"], *words)))
+
+
+@unittest.skipIf(cgroup_skip_reason(), cgroup_skip_reason())
+class KernelParity(Parity):
+    def test_check_and_cgroup_agree(self):
+        cgroup = Cgroup()
+        self.addCleanup(cgroup.cleanup)
+        attached = [False]
+
+        def run_probe(policy, *words):
+            if getattr(run_probe, "policy", None) != policy:
+                r = (portfence("cgroup", "reload", "-c", policy, cgroup.path) if attached[0]
+                     else cgroup.attach(policy))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                attached[0], run_probe.policy = True, policy
+            return cgroup.probe(*words)
+
+        self.compare(run_probe)
+
+
+if __name__ == "__main__":
+    main({"cgroup": ["KernelParity"]})
