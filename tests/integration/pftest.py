@@ -24,6 +24,8 @@ ASAN_RUNTIME = os.environ.get("PF_ASAN_RUNTIME", "")
 TIMEOUT = 60
 PIN_ROOT = "/sys/fs/bpf/portfence"
 PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
+URING = os.environ.get("PF_URING", "")
+GO_LISTEN = os.environ.get("PF_GO_LISTEN", "")
 
 
 def base_env(extra=None):

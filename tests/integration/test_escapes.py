@@ -12,8 +12,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, BUILD, PROBE_STATIC, Background, Cgroup, PolicyTest, base_env,  # noqa: E402
-                    cgroup_skip_reason, fenced, lines)
+from pftest import (main, BUILD, GO_LISTEN, PROBE_STATIC, URING, Background, Cgroup, PolicyTest,  # noqa: E402
+                    base_env, cgroup_skip_reason, fenced, lines)
 
 # A range nobody else on the host uses; one allowed port for contrast.
 POLICY = """version = 1;
@@ -186,6 +186,20 @@ class Shim(Catalogue, PolicyTest):
         probe = self.probe_lines("tcp4", "rawbind", "127.0.0.1", REFUSED, "ready")
         self.assertEqual(probe[1], "rawbind 0 0")
 
+    @unittest.skipUnless(URING, "pf-uring not built (needs liburing)")
+    def test_io_uring_is_not_seen(self):
+        """Documented: io_uring's bind and connect never call libc."""
+        r = fenced(self.policy, URING, "bind", "127.0.0.1", REFUSED)
+        if r.returncode == 77:
+            self.skipTest("this kernel has no IORING_OP_BIND")
+        self.assertEqual(r.stdout.strip(), f"bind 0 0 {REFUSED}")
+
+    @unittest.skipUnless(GO_LISTEN, "pf-go-listen not built (needs go)")
+    def test_go_without_cgo_is_not_seen(self):
+        """Documented: a Go program built with CGO_ENABLED=0 makes its own system calls."""
+        r = fenced(self.policy, GO_LISTEN, "tcp", f"127.0.0.1:{REFUSED}")
+        self.assertEqual(r.stdout.strip(), f"listen 0 0 127.0.0.1:{REFUSED}")
+
     def test_static_binary_is_not_seen(self):
         """Documented: a static binary loads no shim."""
         self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind 0 0")
@@ -257,9 +271,30 @@ class Kernel(Catalogue, PolicyTest):
         self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EADDRINUSE")
         self.assertEqual(bound_in_proc(REFUSED), 0)
 
+    @unittest.skipUnless(URING, "pf-uring not built (needs liburing)")
+    def test_io_uring_is_fenced(self):
+        r = self.cgroup.run(URING, "bind", "127.0.0.1", REFUSED)
+        if r.returncode == 77:
+            self.skipTest("this kernel has no IORING_OP_BIND")
+        self.assertEqual(r.stdout.strip(), "bind -1 EADDRINUSE 0")
+        # A connect through io_uring follows a moved server as connect(2) does.
+        server = self.serve("tcp4", "bind", "127.0.0.1", "26102", "listen", "ready", "wait")
+        r = self.cgroup.run(URING, "connect", "127.0.0.1", "26102")
+        self.assertRegex(r.stdout.strip(), r"^connect 0 0 \d+$")
+        server.finish()
+
+    @unittest.skipUnless(GO_LISTEN, "pf-go-listen not built (needs go)")
+    def test_go_without_cgo_is_fenced(self):
+        r = self.cgroup.run(GO_LISTEN, "tcp", f"127.0.0.1:{REFUSED}")
+        self.assertEqual(r.stdout.strip(), "listen -1 EADDRINUSE")
+        r = self.cgroup.run(GO_LISTEN, "tcp", "127.0.0.1:26103")
+        self.assertEqual(r.stdout.strip(), "listen 0 0 127.0.0.1:26103")     # moved, named as asked
+
     def test_static_binary_is_refused(self):
         self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind -1 EADDRINUSE")
 
 
 if __name__ == "__main__":
-    main({"cgroup": ["Kernel"]})
+    main({"cgroup": ["Kernel"],
+          "uring": ["Shim.test_io_uring_is_not_seen", "Kernel.test_io_uring_is_fenced"],
+          "go": ["Shim.test_go_without_cgo_is_not_seen", "Kernel.test_go_without_cgo_is_fenced"]})
