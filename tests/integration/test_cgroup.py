@@ -168,6 +168,32 @@ class Parity(CgroupTest):
                 self.assertEqual(kernel, shim)
 
 
+class LocalAddresses(CgroupTest):
+    @unittest.skipUnless(shutil.which("unshare") and shutil.which("ip"), "needs unshare and ip")
+    def test_reload_reads_the_local_addresses_again(self):
+        """A client follows a moved server at this host's own addresses, as
+        the fence read them (at attach, and again at each reload): an address
+        added later is followed once the fence is reloaded. In a network
+        namespace of the test's own."""
+        procs = os.path.join(self.cgroup.path, "cgroup.procs")
+        script = f"""
+            ip link set lo up
+            "$PF" cgroup attach -c "$POLICY" {self.cgroup.path} >/dev/null
+            ip addr add 10.250.0.1/32 dev lo
+            in_cgroup() {{ sh -c 'echo $$ > {procs}; exec "$@"' - "$@"; }}
+            (sleep 3 | in_cgroup "$PROBE" tcp4 bind 0.0.0.0 20060 listen ready wait > /dev/null) &
+            sleep 0.5
+            in_cgroup "$PROBE" tcp4 connect 10.250.0.1 20060 | tail -1
+            "$PF" cgroup reload -c "$POLICY" {self.cgroup.path} >/dev/null
+            in_cgroup "$PROBE" tcp4 connect 10.250.0.1 20060 | tail -1
+            wait
+        """
+        r = subprocess.run(["unshare", "-n", "sh", "-euc", script], capture_output=True, text=True, timeout=30,
+                           env=base_env({"PF": BUILD["portfence"], "POLICY": self.policy, "PROBE": BUILD["probe"]}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines(), ["connect -1 ECONNREFUSED", "connect 0 0"])
+
+
 class ManySpans(CgroupTest):
     """A policy of thousands of rules is thousands of spans, found by binary
     search in the kernel: its verdicts are those of 'check', at every span
@@ -722,5 +748,6 @@ def tearDownModule():
 
 if __name__ == "__main__":
     main({"static": ["Enforce.test_static_binary_is_fenced"],
+          "netns": ["LocalAddresses"],
           "bpftool": ["EmptyMaps", "SharedTables", "Lifecycle.test_attach_shows_its_programs",
                       "Lifecycle.test_detach_restores"]})
