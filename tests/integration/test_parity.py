@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Three-way parity: random valid policies and random binds, each decided by
 'portfence check --json', by the shim and by a fenced cgroup, which must all
-agree. Bounded for CI (PF_PARITY_POLICIES x PF_PARITY_QUERIES, default 12 x 25);
+agree; then, per policy, a server bound at a remapped port and connects to
+every port: only the one a server was really moved from follows it. Bounded for CI (PF_PARITY_POLICIES x PF_PARITY_QUERIES, default 12 x 25);
 raise both for a long run. The seed is printed: PF_PARITY_SEED repeats a run."""
 import json
 import os
@@ -106,19 +107,47 @@ class Parity(PolicyTest):
             verdicts[(sock, addr, port)] = expected(json.loads(r.stdout)[0])
         return policy, verdicts
 
-    def compare(self, run_probe):
+    def compare(self, run_probe, serve):
+        self.compared = {"binds": 0, "connects": 0}
+        self.addCleanup(lambda: print(f"parity: {self.compared['binds']} binds, {self.compared['connects']} "
+                                      "connects compared", file=sys.stderr))
         for n, text, queries in self.cases():
             policy, verdicts = self.decide_all(text, queries)
             for query in queries:
                 sock, addr, port = query
                 got = observed(run_probe(policy, sock, "bind", addr, str(port), "sockname"))
+                self.compared["binds"] += 1
                 with self.subTest(policy=n, query=query):
                     self.assertEqual(got, verdicts[query], f"seed {SEED}, policy:\n{text}")
+            self.compare_connects(n, text, policy, verdicts, run_probe, serve)
+
+    def compare_connects(self, n, text, policy, verdicts, run_probe, serve):
+        """A TCP server at a port the policy moves: clients reach it through
+        the port it asked for (when the policy, asked with no program name as
+        a client's connect is, remaps that port), and through no other."""
+        moved = sorted({q[2] for q, v in verdicts.items() if q[0] == "tcp4" and q[1] == "127.0.0.1"
+                        and v[0] == "bound" and v[1] != q[2]})
+        if not moved:
+            return
+        port = moved[0]
+        server = serve(policy, "tcp4", "bind", "127.0.0.1", str(port), "listen", "ready", "accept", "wait")
+        as_client = json.loads(portfence("check", "--json", "-c", policy, "--address", "127.0.0.1",
+                                         f"{port}/tcp").stdout)[0]["action"]
+        for other in [port] + [p for p in moved[1:3]]:
+            got = run_probe(policy, "tcp4", "connect", "127.0.0.1", str(other), "peername", "reset")
+            self.compared["connects"] += 1
+            want = ["connect 0 0", f"peername 0 0 127.0.0.1 {other}"] if other == port and as_client == "remap" \
+                else ["connect -1 ECONNREFUSED"]
+            with self.subTest(policy=n, connect=other):
+                self.assertEqual(got[1:1 + len(want)], want, f"seed {SEED}, server at {port}, policy:\n{text}")
+        server.finish()
 
 
 class ShimParity(Parity):
     def test_check_and_shim_agree(self):
-        self.compare(lambda policy, *words: lines(fenced(policy, BUILD["probe"], *words)))
+        self.compare(lambda policy, *words: lines(fenced(policy, BUILD["probe"], *words)),
+                     lambda policy, *words: self.start([BUILD["portfence"], "run", "-c", policy, "--",
+                                                        BUILD["probe"], *words], ready="ready"))
 
 
 @unittest.skipIf(cgroup_skip_reason(), cgroup_skip_reason())
@@ -136,7 +165,11 @@ class KernelParity(Parity):
                 attached[0], run_probe.policy = True, policy
             return cgroup.probe(*words)
 
-        self.compare(run_probe)
+        def serve(policy, *words):
+            run_probe(policy, "tcp4")       # the fence holds this policy
+            return self.start([BUILD["probe"], *words], ready="ready", preexec_fn=cgroup.enter)
+
+        self.compare(run_probe, serve)
 
 
 if __name__ == "__main__":
