@@ -200,11 +200,12 @@ static int find_shared(const struct tables *t, uint64_t hash, int *spans, int *r
         return *rules >= 0 ? 0 : -1;
 }
 
-/* The registry of moved ports is one for the whole host: a client in one
- * fence follows a server another fence moved (when its own policy remaps
- * that port too), and each fence after the first costs nothing for it.
- * Taken from any fence that has one of the same shape. */
-static void share_moved(struct bpf_map *moved, const char *name)
+/* Some maps are one for the whole host: the registry of moved ports (a
+ * client in one fence follows a server another fence moved, when its own
+ * policy remaps that port too), its way back, and the list of fenced
+ * cgroups. Each fence after the first costs nothing for them. Taken from
+ * any fence that has one of the same shape. */
+static void share_host_map(struct bpf_map *moved, const char *name)
 {
         DIR *root = opendir(PF_BPF_PIN_ROOT);
         struct dirent *e;
@@ -557,9 +558,9 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
                 goto out;
         }
-        share_moved(skel->maps.moved, "moved");
-        share_moved(skel->maps.moved_back, "moved_back");
-        share_moved(skel->maps.fenced, "fenced");
+        share_host_map(skel->maps.moved, "moved");
+        share_host_map(skel->maps.moved_back, "moved_back");
+        share_host_map(skel->maps.fenced, "fenced");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "

@@ -479,7 +479,6 @@ int pf_setsockopt(struct bpf_sockopt *ctx)
 
 /* ---- post_bind, sock_release: the registry of ports servers were moved from -- */
 
-/* Count a remapped socket in moved[] once its bind succeeded. */
 /* The target's way back to the port asked for (for MPTCP's name calls). */
 static __always_inline void register_back(const struct pf_bpf_sock *sk)
 {
@@ -490,6 +489,7 @@ static __always_inline void register_back(const struct pf_bpf_sock *sk)
         bpf_map_update_elem(&moved_back, &back, &value, BPF_ANY);
 }
 
+/* Count a remapped socket in moved[] once its bind succeeded. */
 static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk)
 {
         struct pf_bpf_moved first = { .sockets = 1, .target = sk->moved_to }, *m;
