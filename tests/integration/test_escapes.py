@@ -200,6 +200,7 @@ class Shim(Catalogue, PolicyTest):
         r = fenced(self.policy, GO_LISTEN, "tcp", f"127.0.0.1:{REFUSED}")
         self.assertEqual(r.stdout.strip(), f"listen 0 0 127.0.0.1:{REFUSED}")
 
+    @unittest.skipUnless(PROBE_STATIC, "pf-probe-static not built (sanitizers, or no BPF)")
     def test_static_binary_is_not_seen(self):
         """Documented: a static binary loads no shim."""
         self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind 0 0")
@@ -290,6 +291,7 @@ class Kernel(Catalogue, PolicyTest):
         r = self.cgroup.run(GO_LISTEN, "tcp", "127.0.0.1:26103")
         self.assertEqual(r.stdout.strip(), "listen 0 0 127.0.0.1:26103")     # moved, named as asked
 
+    @unittest.skipUnless(PROBE_STATIC, "pf-probe-static not built (sanitizers)")
     def test_static_binary_is_refused(self):
         self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind -1 EADDRINUSE")
 
@@ -297,4 +299,5 @@ class Kernel(Catalogue, PolicyTest):
 if __name__ == "__main__":
     main({"cgroup": ["Kernel"],
           "uring": ["Shim.test_io_uring_is_not_seen", "Kernel.test_io_uring_is_fenced"],
+          "static": ["Shim.test_static_binary_is_not_seen", "Kernel.test_static_binary_is_refused"],
           "go": ["Shim.test_go_without_cgo_is_not_seen", "Kernel.test_go_without_cgo_is_fenced"]})
