@@ -8,6 +8,8 @@ raise both for a long run. The seed is printed: PF_PARITY_SEED repeats a run."""
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -25,6 +27,15 @@ QUERIES = int(os.environ.get("PF_PARITY_QUERIES", "25"))
 GUARDED = (27000, 27199)
 ADDRESSES = {"tcp4": ["127.0.0.1", "0.0.0.0"], "udp4": ["127.0.0.1"], "tcp6": ["::1", "::"],
              "udp6": ["::1", "::ffff:127.0.0.1"]}
+CIDRS = ["127.0.0.0/8", "::1", "0.0.0.0/0", "::/0"]
+# In a network namespace of the test's own (NetnsParity), more addresses of
+# this host, and conditions on them.
+NETNS_ADDRESSES = {"tcp4": ["10.250.0.1"], "udp4": ["10.250.0.1", "10.250.1.1"], "tcp6": ["fd00:250::1"],
+                   "udp6": ["fd00:250::1", "::ffff:10.250.0.1"]}
+if os.environ.get("PF_PARITY_IN_NETNS"):
+    for _sock, _addrs in NETNS_ADDRESSES.items():
+        ADDRESSES[_sock] = ADDRESSES[_sock] + _addrs
+    CIDRS += ["10.250.0.0/16", "10.250.1.0/24", "fd00:250::/32"]
 ERRNOS = ["EADDRINUSE", "EACCES", "EPERM"]
 
 
@@ -46,7 +57,7 @@ def random_policy(rng):
         if rng.random() < 0.25:
             conditions.append(f'family = "{rng.choice(["ipv4", "ipv6"])}"')
         if rng.random() < 0.2:
-            conditions.append(f'address = "{rng.choice(["127.0.0.0/8", "::1", "0.0.0.0/0", "::/0"])}"')
+            conditions.append(f'address = "{rng.choice(CIDRS)}"')
         if rng.random() < 0.2:
             conditions.append(f'program = "{rng.choice(["pf-probe", "pf-*", "*probe", "pf-pro?e", "other"])}"')
         if conditions:
@@ -108,9 +119,10 @@ class Parity(PolicyTest):
         return policy, verdicts
 
     def compare(self, run_probe, serve):
-        self.compared = {"binds": 0, "connects": 0}
+        self.compared = {"binds": 0, "connects": 0, "datagrams": 0}
         self.addCleanup(lambda: print(f"parity: {self.compared['binds']} binds, {self.compared['connects']} "
-                                      "connects compared", file=sys.stderr))
+                                      f"connects, {self.compared['datagrams']} datagrams compared",
+                                      file=sys.stderr))
         for n, text, queries in self.cases():
             policy, verdicts = self.decide_all(text, queries)
             for query in queries:
@@ -140,6 +152,27 @@ class Parity(PolicyTest):
                 else ["connect -1 ECONNREFUSED"]
             with self.subTest(policy=n, connect=other):
                 self.assertEqual(got[1:1 + len(want)], want, f"seed {SEED}, server at {port}, policy:\n{text}")
+        server.finish()
+        self.compare_datagrams(n, text, policy, verdicts, run_probe, serve, as_client)
+
+    def compare_datagrams(self, n, text, policy, verdicts, run_probe, serve, as_client):
+        """A UDP server moved the same way answers a sendto() at the port it
+        asked for, and recvfrom() names that port."""
+        moved = sorted({q[2] for q, v in verdicts.items() if q[0] == "udp4" and q[1] == "127.0.0.1"
+                        and v[0] == "bound" and v[1] != q[2]})
+        if not moved:
+            return
+        port = moved[0]
+        as_client = json.loads(portfence("check", "--json", "-c", policy, "--address", "127.0.0.1",
+                                         f"{port}/udp").stdout)[0]["action"]
+        if as_client != "remap":
+            return              # not followed: the datagram would wait for no one
+        server = serve(policy, "udp4", "bind", "127.0.0.1", str(port), "ready", "echo", "wait")
+        got = run_probe(policy, "udp4", "sendto", "127.0.0.1", str(port), "hi", "recvfrom")
+        self.compared["datagrams"] += 1
+        with self.subTest(policy=n, sendto=port):
+            self.assertEqual(got[1:], ["sendto 2 0", f"recvfrom 2 0 127.0.0.1 {port}"],
+                             f"seed {SEED}, policy:\n{text}")
         server.finish()
 
 
@@ -172,5 +205,21 @@ class KernelParity(Parity):
         self.compare(run_probe, serve)
 
 
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"),
+                     "needs root, unshare and ip")
+class NetnsParity(unittest.TestCase):
+    """The same, in a network namespace with more addresses of this host
+    (10.250.0.1, 10.250.1.1, fd00:250::1) and conditions on them."""
+
+    def test_in_a_network_namespace_with_more_addresses(self):
+        script = ('ip link set lo up && ip addr add 10.250.0.1/32 dev lo && ip addr add 10.250.1.1/32 dev lo && '
+                  'ip addr add fd00:250::1/128 dev lo nodad && '
+                  f'"$PYTHON" {os.path.abspath(__file__)} && "$PYTHON" {os.path.abspath(__file__)} cgroup')
+        env = dict(os.environ, PF_PARITY_IN_NETNS="1", PYTHON=sys.executable, PF_PARITY_SEED=str(SEED))
+        r = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, env=env,
+                           timeout=600)
+        self.assertIn(r.returncode, (0, 77), r.stderr[-4000:])
+
+
 if __name__ == "__main__":
-    main({"cgroup": ["KernelParity"]})
+    main({"cgroup": ["KernelParity"], "netns": ["NetnsParity"]})
