@@ -2,9 +2,13 @@
 /* portfence export sysctl|systemd: the policy in the kernel's and systemd's
  * own terms, for hosts and units that enforce it themselves. */
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "host.h"
@@ -93,26 +97,88 @@ static void comment_rules(const struct pf_policy *policy)
 /* SocketBindDeny= over the guarded ranges and every refused port, and
  * SocketBindAllow= (which takes precedence) for the guarded ports the policy
  * lets through. A remap becomes a deny; conditions are dropped. */
+#define SYSTEMD_LIST_MAX 128      /* entries systemd takes per SocketBindAllow=/Deny= list */
+#define SYSTEMCTL "/usr/bin/systemctl"
+
+/* Does this host's systemd enforce SocketBind*=? 1 yes, 0 no, -1 unknown:
+ * 'systemctl --version' lists +BPF_FRAMEWORK or -BPF_FRAMEWORK. Run from
+ * its fixed path, no shell. */
+static int systemd_has_bpf_framework(void)
+{
+        char *argv[] = { SYSTEMCTL, "--version", NULL }, text[4096] = "";
+        posix_spawn_file_actions_t actions;
+        int pipefd[2], status, r = -1;
+        size_t used = 0;
+        ssize_t n;
+        pid_t pid;
+
+        if (access(SYSTEMCTL, X_OK) < 0 || pipe2(pipefd, O_CLOEXEC) < 0)
+                return -1;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+        if (posix_spawn(&pid, SYSTEMCTL, &actions, NULL, argv, (char *[]){ NULL }) == 0) {
+                close(pipefd[1]);
+                pipefd[1] = -1;
+                while (used < sizeof(text) - 1 && (n = read(pipefd[0], text + used, sizeof(text) - 1 - used)) > 0)
+                        used += (size_t)n;
+                text[used] = '\0';
+                waitpid(pid, &status, 0);
+                r = strstr(text, "+BPF_FRAMEWORK") ? 1 : strstr(text, "-BPF_FRAMEWORK") ? 0 : -1;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+        close(pipefd[0]);
+        if (pipefd[1] >= 0)
+                close(pipefd[1]);
+        return r;
+}
+
 static int export_systemd(const struct pf_policy *policy)
 {
-        printf("# from %s by 'portfence export systemd'\n[Service]\n", pf_policy_name(policy));
-        comment_rules(policy);
+        struct pf_portset allow[PF_PROTO_COUNT], deny[PF_PROTO_COUNT];
+        unsigned allow_entries = 0, deny_entries = 0;
+        int framework;
+
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
                 const struct pf_portset *guarded = pf_policy_guarded(policy, proto);
-                struct pf_portset deny = *guarded, allow;
 
-                pf_portset_clear(&allow);
+                deny[proto] = *guarded;
+                pf_portset_clear(&allow[proto]);
                 for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
                         struct pf_step verdict;
 
                         pf_policy_fallback(policy, proto, port, &verdict);
                         if (verdict.action == PF_REFUSE || verdict.action == PF_REMAP)
-                                pf_portset_add(&deny, port);
+                                pf_portset_add(&deny[proto], port);
                         else if (pf_portset_has(guarded, port))
-                                pf_portset_add(&allow, port);
+                                pf_portset_add(&allow[proto], port);
                 }
-                print_bind_lines("SocketBindAllow", &allow, proto);
-                print_bind_lines("SocketBindDeny", &deny, proto);
+                allow_entries += pf_portset_range_count(&allow[proto]);
+                deny_entries += pf_portset_range_count(&deny[proto]);
+        }
+        /* Nothing printed unless all of it can be used: the output is appended to units. */
+        if (allow_entries > SYSTEMD_LIST_MAX || deny_entries > SYSTEMD_LIST_MAX) {
+                pf_error("export", "systemd takes at most %d entries per list; this policy needs %u "
+                         "SocketBindAllow= and %u SocketBindDeny= entries (merge its rules' ranges)",
+                         SYSTEMD_LIST_MAX, allow_entries, deny_entries);
+                return PF_EXIT_USAGE;
+        }
+        framework = systemd_has_bpf_framework();
+        if (framework == 0)
+                pf_warning("export", "this host's systemd is built without BPF_FRAMEWORK ('systemctl "
+                           "--version' shows -BPF_FRAMEWORK): it accepts these lines and does not enforce "
+                           "them; fence the unit's cgroup instead (portfence cgroup attach)");
+        else if (framework < 0)
+                pf_note("export", "SocketBindAllow=/SocketBindDeny= are enforced only by a systemd built with "
+                        "BPF framework support: 'systemctl --version' must show +BPF_FRAMEWORK");
+        printf("# from ");
+        pf_text(stdout, pf_policy_name(policy));
+        printf(" by 'portfence export systemd'\n"
+               "# enforced only by a systemd built with +BPF_FRAMEWORK (see 'systemctl --version')\n"
+               "[Service]\n");
+        comment_rules(policy);
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                print_bind_lines("SocketBindAllow", &allow[proto], proto);
+                print_bind_lines("SocketBindDeny", &deny[proto], proto);
         }
         return PF_EXIT_OK;
 }

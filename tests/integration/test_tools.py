@@ -318,7 +318,15 @@ class Export(ToolTest):
         r = portfence("export", "systemd", "-c", policy)
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout.splitlines()
-        self.assertEqual(out[1], "[Service]")
+        self.assertEqual(out[1:3], ["# enforced only by a systemd built with +BPF_FRAMEWORK (see 'systemctl "
+                                    "--version')", "[Service]"])
+        # Said on stderr as this host's systemd has it.
+        version = subprocess.run(["/usr/bin/systemctl", "--version"], capture_output=True, text=True).stdout \
+            if os.access("/usr/bin/systemctl", os.X_OK) else ""
+        if "-BPF_FRAMEWORK" in version:
+            self.assertIn("this host's systemd is built without BPF_FRAMEWORK", r.stderr)
+        elif "+BPF_FRAMEWORK" not in version:
+            self.assertIn("'systemctl --version' must show +BPF_FRAMEWORK", r.stderr)
         for proto in ("tcp", "udp"):
             self.assertIn(f"SocketBindDeny={proto}:29000-29099", out)
             self.assertIn(f"SocketBindAllow={proto}:29050", out)
@@ -327,6 +335,16 @@ class Export(ToolTest):
                       "expressed: its ports are decided as if it never matched", out)
         self.assertIn(f"# rule 2 ({policy}:7): systemd does not log binds: its ports are allowed", out)
         self.assertIn(f"# rule 4 ({policy}:9): systemd cannot move a bind: its ports are denied instead", out)
+
+    def test_systemd_list_limit(self):
+        """systemd takes 128 entries per list: a policy needing more is an
+        error, and nothing is printed (the output is appended to units)."""
+        refused = ",\n".join(f'  {{ ports = "{29100 + 2 * i}"; action = "refuse"; }}' for i in range(130))
+        policy = write_policy(POLICY.replace("rules = (\n", "rules = (\n" + refused + ",\n"))
+        self.addCleanup(os.unlink, policy)
+        r = portfence("export", "systemd", "-c", policy)
+        self.assertEqual((r.returncode, r.stdout), (2, ""))
+        self.assertIn("systemd takes at most 128 entries per list; this policy needs", r.stderr)
 
     def test_systemd_with_many_conditional_rules(self):
         """The export and check give one verdict, however many conditional
