@@ -46,16 +46,6 @@ _Static_assert(PF_BPF_TCP == PF_TCP && PF_BPF_UDP == PF_UDP && PF_BPF_PROTOS == 
 _Static_assert(PF_BPF_IPV4 == PF_IPV4 && PF_BPF_IPV6 == PF_IPV6, "BPF families are enum pf_family");
 _Static_assert(PF_BPF_COUNTERS == PF_FENCE_COUNTERS, "one counter per action, then the others");
 
-__attribute__((format(printf, 3, 4)))
-static int fail(int r, char *why, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(why, PF_WHY_SIZE, fmt, ap);
-        va_end(ap);
-        return r < 0 ? r : -EINVAL;
-}
 
 static bool verbose_libbpf;
 
@@ -91,12 +81,12 @@ static int ensure_bpffs(char *why)
         if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
                 return 0;
         if (!host_mount_namespace())
-                return fail(-EPERM, why, "no bpffs at '/sys/fs/bpf' in this mount namespace, which is "
+                return pf_bpf_fail(-EPERM, why, "no bpffs at '/sys/fs/bpf' in this mount namespace, which is "
                             "not the host's: a fence pinned in a bpffs mounted here would end with "
                             "the namespace; mount bpffs there in the host's namespace (or run this "
                             "in it)");
         if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
-                return fail(-errno, why, "cannot mount bpffs at '/sys/fs/bpf': %s", strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot mount bpffs at '/sys/fs/bpf': %s", strerror(errno));
         return 0;
 }
 
@@ -253,7 +243,7 @@ static int make_table(const char *name, uint32_t size, const void *values, uint3
         if (r < 0) {
                 if (fd >= 0)
                         close(fd);
-                return fail(r, why, "cannot make the %s table: %s", name, strerror(-r));
+                return pf_bpf_fail(r, why, "cannot make the %s table: %s", name, strerror(-r));
         }
         return fd;
 }
@@ -277,7 +267,7 @@ static int put_tables(const struct pf_policy *p, int spans, int rules, uint32_t 
         }
         if (r == 0 && (bpf_map_update_elem(spans, &generation, &span_fd, BPF_ANY) < 0 ||
                        bpf_map_update_elem(rules, &generation, &rule_fd, BPF_ANY) < 0))
-                r = fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
         *span_count = t.span_count;
         if (span_fd >= 0)
                 close(span_fd);
@@ -332,7 +322,7 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
         snprintf(s.policy_path, sizeof(s.policy_path), "%s", policy_path);
         fill_locals(&s);
         if (bpf_map_update_elem(fd, &generation, &s, BPF_ANY) < 0)
-                return fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
         return 0;
 }
 
@@ -367,17 +357,17 @@ static int lock_fences(int how, char *why)
         int fd = open(PF_FENCE_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 
         if (fd < 0)
-                return fail(-errno, why, "cannot open '%s': %s", PF_FENCE_LOCK, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", PF_FENCE_LOCK, strerror(errno));
         if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
                 close(fd);
-                return fail(-EPERM, why, "'%s' is not root's own lock file", PF_FENCE_LOCK);
+                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", PF_FENCE_LOCK);
         }
         while (flock(fd, how) < 0) {
                 if (errno != EINTR) {
                         int r = -errno;
 
                         close(fd);
-                        return fail(r, why, "cannot lock '%s': %s", PF_FENCE_LOCK, strerror(-r));
+                        return pf_bpf_fail(r, why, "cannot lock '%s': %s", PF_FENCE_LOCK, strerror(-r));
                 }
         }
         return fd;
@@ -513,13 +503,13 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 int r;
 
                 if (!link)
-                        return fail(-errno, why, "cannot attach '%s': %s", name, strerror(errno));
+                        return pf_bpf_fail(-errno, why, "cannot attach '%s': %s", name, strerror(errno));
                 r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
                     bpf_link__pin(link, path) : -ENAMETOOLONG;
                 bpf_link__disconnect(link);     /* the pin keeps it attached */
                 bpf_link__destroy(link);
                 if (r < 0)
-                        return fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
+                        return pf_bpf_fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
         }
         bpf_object__for_each_map(map, skel->obj) {
                 const char *name = bpf_map__name(map);
@@ -530,7 +520,7 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?
                     bpf_map__pin(map, path) : -ENAMETOOLONG;
                 if (r < 0)
-                        return fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
+                        return pf_bpf_fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
         }
         return 0;
 }
@@ -545,17 +535,17 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         pin_dir(cgroup, dir, sizeof(dir));
         if (access(dir, F_OK) == 0) {
                 if (fence_complete(dir))
-                        return fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
+                        return pf_bpf_fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
                                     cgroup->path);
                 unpin_all(dir);         /* half a fence (an older attach that died): made anew */
         }
         snprintf(building, sizeof(building), "%s/" PF_NEW_PREFIX "%llu", PF_BPF_PIN_ROOT,
                  (unsigned long long)cgroup->id);
         if (mkdir(building, 0700) < 0)
-                return fail(-errno, why, "cannot create '%s': %s", building, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot create '%s': %s", building, strerror(errno));
         skel = portfence_bpf__open();
         if (!skel) {
-                r = fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
                 goto out;
         }
         share_host_map(skel->maps.moved, "moved");
@@ -563,7 +553,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         share_host_map(skel->maps.fenced, "fenced");
         r = portfence_bpf__load(skel);
         if (r < 0) {
-                r = fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
+                r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
                          "sock_addr hooks, bpf_set_retval and socket storage is needed; -v shows "
                          "the verifier's log)", strerror(-r));
                 goto out;
@@ -576,18 +566,18 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         /* Known as fenced before its programs run: a fence above leaves its
          * calls alone from the first one. */
         if (bpf_map_update_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id, &(uint8_t){ 1 }, BPF_ANY) < 0) {
-                r = fail(-errno, why, "cannot register the fence: %s", strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot register the fence: %s", strerror(errno));
                 goto out;
         }
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup_fd < 0) {
-                r = fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
                 goto out;
         }
         r = attach_and_pin(skel, cgroup_fd, building, why);
         /* The fence exists, whole, from this rename on. */
         if (r == 0 && rename(building, dir) < 0)
-                r = fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
 out:
         if (r < 0 && skel)
                 bpf_map_delete_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id);
@@ -610,7 +600,7 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
         if (r < 0)
                 return r;
         if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
-                return fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
         lock = lock_fences(LOCK_EX, why);
         if (lock < 0)
                 return lock;
@@ -628,11 +618,11 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
 
         pin_dir(cgroup, path, sizeof(path));
         if (access(path, F_OK) < 0)
-                return fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
+                return pf_bpf_fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
         snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", name);
         fd = bpf_obj_get(path);
         if (fd < 0)
-                return fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
         return fd;
 }
 
@@ -652,7 +642,7 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
                         r = fds[i];
         }
         if (r == 0 && bpf_map_lookup_elem(fds[LIVE], &zero, &generation) < 0)
-                r = fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
         generation &= 1;
         next = generation ^ 1;
         /* The cgroup stays where it is: its depth, as the fence knows it. */
@@ -662,7 +652,7 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
                 r = fill_policy(policy, policy_path, level, fds[SPANS], fds[RULES], fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
-                r = fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
+                r = pf_bpf_fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
         for (int i = 0; i < MAPS; i++)
                 if (fds[i] >= 0)
                         close(fds[i]);
@@ -692,8 +682,8 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
         remove_abandoned();
         pin_dir(cgroup, dir, sizeof(dir));
         if (access(dir, F_OK) < 0)
-                r = cgroup->path[0] ? fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path)
-                                    : fail(-ENOENT, why, "cgroup id %llu is not fenced by portfence",
+                r = cgroup->path[0] ? pf_bpf_fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path)
+                                    : pf_bpf_fail(-ENOENT, why, "cgroup id %llu is not fenced by portfence",
                                            (unsigned long long)cgroup->id);
         if (r == 0) {
                 char events_lock[128];
@@ -704,7 +694,7 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
                 unlink(events_lock);
         }
         if (r == 0 && access(dir, F_OK) == 0)
-                r = fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
+                r = pf_bpf_fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
         close(lock);
         return r;
 }
@@ -858,7 +848,7 @@ static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, c
         *out = (struct pf_fence_status){ .cgroup_id = id };
         if (r == 0 && (bpf_map_lookup_elem(live, &zero, &generation) < 0 ||
                        bpf_map_lookup_elem(settings, &generation, &s) < 0))
-                r = fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
+                r = pf_bpf_fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
         if (r == 0)
                 r = read_counters(counters, out->counters);
         if (r == 0) {
@@ -1034,14 +1024,14 @@ static int claim_events(const struct pf_cgroup *cgroup, char *why)
         snprintf(path, sizeof(path), "/run/portfence-events-%llu.lock", (unsigned long long)cgroup->id);
         fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
-                return fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
         if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
                 close(fd);
-                return fail(-EPERM, why, "'%s' is not root's own lock file", path);
+                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", path);
         }
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
                 close(fd);
-                return fail(-EBUSY, why, "another 'portfence cgroup events' (or 'cgroup learn') reads "
+                return pf_bpf_fail(-EBUSY, why, "another 'portfence cgroup events' (or 'cgroup learn') reads "
                             "the events of %s: a fence's events go to one reader", cgroup->path[0] ?
                             cgroup->path : "this fence");
         }
@@ -1067,7 +1057,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
         if (!rb) {
                 close(fd);
                 close(claim);
-                return fail(-errno, why, "cannot read the events: %s", strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot read the events: %s", strerror(errno));
         }
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
@@ -1081,7 +1071,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
                         continue;
                 }
                 if (r < 0) {
-                        r = fail(r, why, "reading the events: %s", strerror(-r));
+                        r = pf_bpf_fail(r, why, "reading the events: %s", strerror(-r));
                         break;
                 }
                 r = 0;

@@ -7,15 +7,14 @@
 
 #include "tables.h"
 
-__attribute__((format(printf, 3, 4)))
-static int fail(int r, char *why, const char *fmt, ...)
+int pf_bpf_fail(int r, char *why, const char *fmt, ...)
 {
         va_list ap;
 
         va_start(ap, fmt);
         vsnprintf(why, PF_WHY_SIZE, fmt, ap);
         va_end(ap);
-        return r;
+        return r < 0 ? r : -EINVAL;
 }
 
 /* The chain of (proto, port) as a span of its own. */
@@ -26,7 +25,7 @@ static int port_span(const struct pf_policy *p, unsigned proto, unsigned port, s
         int n = pf_policy_chain(p, proto, port, steps, PF_BPF_CHAIN);
 
         if (n < 0)
-                return fail(n, why, "port %u/%s is covered by more than %d rules with conditions: "
+                return pf_bpf_fail(n, why, "port %u/%s is covered by more than %d rules with conditions: "
                             "the kernel checks at most %d", port, pf_proto_name(proto),
                             PF_BPF_CHAIN - 1, PF_BPF_CHAIN - 1);
         memset(out, 0, sizeof(*out));
@@ -83,7 +82,7 @@ int pf_bpf_build_spans(const struct pf_policy *p, struct pf_bpf_span **out, uint
                                 grown = realloc(spans, capacity * sizeof(*spans));
                                 if (!grown) {
                                         free(spans);
-                                        return fail(-ENOMEM, why, "%s", strerror(ENOMEM));
+                                        return pf_bpf_fail(-ENOMEM, why, "%s", strerror(ENOMEM));
                                 }
                                 spans = grown;
                         }
@@ -126,7 +125,7 @@ static int fill_rule_program(struct pf_bpf_rule *out, const char *glob, unsigned
         struct pf_comm_parts parts;
 
         if (pf_glob_comm_split(glob, &parts) == PF_COMM_UNSUPPORTED)
-                return fail(-EINVAL, why, "rule %u: program glob '%s': %s", rule, glob,
+                return pf_bpf_fail(-EINVAL, why, "rule %u: program glob '%s': %s", rule, glob,
                             pf_comm_glob_note(PF_COMM_UNSUPPORTED));
         _Static_assert(sizeof(out->head) > PF_COMM_LEN && sizeof(out->tail) > PF_COMM_LEN,
                        "a comm's 15 characters fit the rule");
@@ -166,13 +165,13 @@ int pf_bpf_build_rules(const struct pf_policy *p, struct pf_bpf_rule **out, uint
                 if (!has_conditions(&c))
                         continue;
                 if (rule > PF_BPF_RULES)
-                        return fail(-E2BIG, why, "rule %u has conditions, but the kernel checks those "
+                        return pf_bpf_fail(-E2BIG, why, "rule %u has conditions, but the kernel checks those "
                                     "of the first %d rules only", rule, PF_BPF_RULES);
                 highest = rule;
         }
         table = calloc(highest + 1, sizeof(*table));
         if (!table)
-                return fail(-ENOMEM, why, "%s", strerror(ENOMEM));
+                return pf_bpf_fail(-ENOMEM, why, "%s", strerror(ENOMEM));
         for (unsigned rule = 1; rule <= highest; rule++) {
                 struct pf_bpf_rule *value = &table[rule];
 

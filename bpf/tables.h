@@ -10,6 +10,11 @@
 #include "policy.h"
 #include "portfence-api.bpf.h"
 
+/* r (a negative errno; -EINVAL if not) after formatting why: the error shape
+ * of every function of bpf/. */
+__attribute__((format(printf, 3, 4)))
+int pf_bpf_fail(int r, char *why, const char *fmt, ...);
+
 /* The spans of p, sorted by key, in *out (malloc'd, *count of them). 0, or
  * a negative errno and why. */
 int pf_bpf_build_spans(const struct pf_policy *p, struct pf_bpf_span **out, uint32_t *count,

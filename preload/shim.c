@@ -303,15 +303,20 @@ static bool read_request(const struct sockaddr *addr, socklen_t len, struct requ
                 return false;
         }
         req->query.port = req->port;
-        req->query.program = NULL;
-        /* A program condition is about the calling thread's name, the comm
-         * the kernel keeps (what the cgroup programs see too): one prctl(2),
-         * only for a policy that has such a condition. */
+        req->query.program = NULL;      /* binds only: with_caller_program() */
+        return req->port != 0;
+}
+
+/* A bind's program condition is about the calling thread's name, the comm
+ * the kernel keeps (what the cgroup programs see too): one prctl(2), only
+ * for a policy that has such a condition. Connects and name calls, decided
+ * with no program, never ask. */
+static void with_caller_program(struct request *req)
+{
         if (uses_programs && prctl(PR_GET_NAME, req->comm) == 0) {
                 req->comm[sizeof(req->comm) - 1] = '\0';
                 req->query.program = req->comm;
         }
-        return req->port != 0;
 }
 
 #define PF_IPPROTO_MPTCP 262    /* IPPROTO_MPTCP, newer than some libc headers */
@@ -460,7 +465,10 @@ static int check_chosen_port(int fd, const struct pf_policy *p)
         struct request req;
 
         if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-            !read_request((struct sockaddr *)&ss, len, &req) || !decide_request(p, fd, &req, &v))
+            !read_request((struct sockaddr *)&ss, len, &req))
+                return 0;
+        with_caller_program(&req);
+        if (!decide_request(p, fd, &req, &v))
                 return 0;
         if (v.action == PF_LOG) {
                 log_decision("bind", &req, (struct sockaddr *)&ss, &v, 0, PF_LEVEL_INFO);
@@ -539,8 +547,10 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
                 return learn_bind(fd, addr, len);
         if (port_zero(addr, len) && (p = shim_policy()) && range_narrowed(fd))
                 return bind_in_narrowed_range(fd, addr, len, p);
-        if (!read_request(addr, len, &req) || !(p = shim_policy()) ||
-            !decide_request(p, fd, &req, &v))
+        if (!read_request(addr, len, &req) || !(p = shim_policy()))
+                return libc_bind(fd, addr, len);
+        with_caller_program(&req);
+        if (!decide_request(p, fd, &req, &v))
                 return libc_bind(fd, addr, len);
         switch (v.action) {
         case PF_REFUSE:
@@ -607,7 +617,6 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
         if (!read_request(addr, len, req) || !(p = shim_policy()) ||
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
-        req->query.program = NULL;
         return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
                shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target);
 }

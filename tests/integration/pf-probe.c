@@ -31,31 +31,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "probe-addr.h"
+
 static const char *errno_name(int err)
 {
         const char *name = err ? strerrorname_np(err) : NULL;
 
         return name ? name : "0";
-}
-
-static socklen_t make_addr(const char *host, const char *port, struct sockaddr_storage *ss)
-{
-        struct sockaddr_in *in = (struct sockaddr_in *)ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-        memset(ss, 0, sizeof(*ss));
-        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-                in->sin_family = AF_INET;
-                in->sin_port = htons((uint16_t)atoi(port));
-                return sizeof(*in);
-        }
-        if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1) {
-                fprintf(stderr, "pf-probe: bad address '%s'\n", host);
-                exit(2);
-        }
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)atoi(port));
-        return sizeof(*in6);
 }
 
 static void print_addr(const char *word, long ret, int err, const struct sockaddr_storage *ss)

@@ -14,24 +14,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "probe-addr.h"
+
 #define PF_IORING_OP_BIND 56    /* newer than liburing's headers here */
-
-static socklen_t make_addr(const char *host, const char *port, struct sockaddr_storage *ss)
-{
-        struct sockaddr_in *in = (struct sockaddr_in *)ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-        memset(ss, 0, sizeof(*ss));
-        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-                in->sin_family = AF_INET;
-                in->sin_port = htons((uint16_t)atoi(port));
-                return sizeof(*in);
-        }
-        inet_pton(AF_INET6, host, &in6->sin6_addr);
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)atoi(port));
-        return sizeof(*in6);
-}
 
 int main(int argc, char **argv)
 {
