@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,8 @@ struct cgroup_args {
         bool whole_host;        /* the root cgroup may be fenced: every process of the host */
         bool json;
         bool verbose;
+        bool kubepods;          /* guard: the node's pod root, found */
+        bool keep;              /* guard: the fence stays when the guard stops */
         unsigned count;
 };
 
@@ -43,6 +46,8 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 { "textfile", required_argument, NULL, 'T' },
                 { "output", required_argument, NULL, 'o' },
                 { "duration", required_argument, NULL, 'd' },
+                { "kubepods", no_argument, NULL, 'K' },
+                { "keep", no_argument, NULL, 'k' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -57,6 +62,8 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 case 'W': a->whole_host = true; break;
                 case 'T': a->textfile = optarg; break;
                 case 'o': a->output = optarg; break;
+                case 'K': a->kubepods = true; break;
+                case 'k': a->keep = true; break;
                 case 'd':
                         if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &a->duration) < 0) {
                                 pf_error(command, "bad --duration '%s': expected seconds", optarg);
@@ -592,6 +599,125 @@ static int cgroup_learn_cmd(int argc, char **argv)
         return r;
 }
 
+/* ---- guard: one fence held for the life of a node agent ------------------ */
+
+/* The pod root of a Kubernetes node below the v2 mount: kubepods.slice with
+ * the systemd cgroup driver, kubepods with cgroupfs. Read in this process's
+ * cgroup namespace: an agent in a pod must enter the host's first. */
+static int find_kubepods(char *out, size_t size)
+{
+        static const char *const names[] = { "kubepods.slice", "kubepods" };
+        char mount[4096], why[PF_WHY_SIZE], path[4096 + 32];
+        struct stat st;
+        int found = 0;
+
+        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0) {
+                pf_error("cgroup guard", "%s", why);
+                return -1;
+        }
+        for (size_t i = 0; i < PF_COUNT(names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", mount, names[i]);
+                if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && found++ == 0 &&
+                    (size_t)snprintf(out, size, "%s", path) >= size)
+                        return -1;
+        }
+        if (found == 1)
+                return 0;
+        pf_error("cgroup guard", found ? "both %s/kubepods.slice and %s/kubepods exist: name the pod root"
+                                       : "no %s/kubepods.slice or %s/kubepods: not a Kubernetes node, or "
+                                         "this process is not in the host's cgroup namespace",
+                 mount, mount);
+        return -1;
+}
+
+/* Attach, or take over the fence a killed guard left (its policy replaced
+ * in one step, so the cgroup is never unfenced). */
+static int guard_fence(const struct pf_policy *policy, const char *source, const struct pf_cgroup *cgroup,
+                       bool reload, char *why)
+{
+        const char *done = reload ? "policy reloaded" : "fenced";
+        int r;
+
+        if (!reload && pf_bpf_is_fenced(cgroup)) {
+                reload = true;
+                done = "fence taken over";
+        }
+        r = reload ? pf_bpf_reload(policy, source, cgroup, why) : pf_bpf_attach(policy, source, cgroup, false, why);
+        if (r == 0) {
+                pf_text(stdout, cgroup->path);
+                printf(": %s with %s\n", done, source[0] ? source : PF_POLICY_BUILTIN);
+                fflush(stdout);
+        }
+        return r;
+}
+
+/* SIGHUP: the policy read again and switched at once (a broken one is
+ * reported and the fence keeps the one it has). */
+static void guard_reload(const struct cgroup_args *a, const struct pf_cgroup *cgroup)
+{
+        char source[PATH_MAX], why[PF_WHY_SIZE];
+        struct pf_policy *policy = load_for_kernel("cgroup guard", a->config, source, sizeof(source));
+
+        if (policy && guard_fence(policy, source, cgroup, true, why) < 0)
+                pf_error("cgroup guard", "%s", why);
+        pf_policy_free(policy);
+}
+
+static int cgroup_guard_cmd(int argc, char **argv)
+{
+        const char *command = "cgroup guard";
+        struct cgroup_args a = { 0 };
+        struct pf_cgroup cgroup;
+        struct pf_policy *policy;
+        char why[PF_WHY_SIZE], source[PATH_MAX], pods[4096];
+        sigset_t signals;
+        int r = parse_args(command, argc, argv, &a, true), sig;
+
+        if (r)
+                return r > 0 ? PF_EXIT_OK : PF_EXIT_USAGE;
+        if (!a.path == !a.kubepods) {
+                pf_error(command, "give a cgroup PATH or --kubepods (one of them)");
+                return PF_EXIT_USAGE;
+        }
+        if (a.kubepods) {
+                if (find_kubepods(pods, sizeof(pods)) < 0)
+                        return PF_EXIT_USAGE;
+                a.path = pods;
+        }
+        if (prepare(command, &a, &cgroup) < 0 || check_new_fence(command, &a, &cgroup) < 0)
+                return PF_EXIT_USAGE;
+        policy = load_for_kernel(command, a.config, source, sizeof(source));
+        if (!policy)
+                return PF_EXIT_USAGE;
+        /* Blocked before the fence exists: a SIGTERM during the attach is
+         * taken by sigwait below and undoes it. */
+        sigemptyset(&signals);
+        sigaddset(&signals, SIGTERM);
+        sigaddset(&signals, SIGINT);
+        sigaddset(&signals, SIGHUP);
+        sigprocmask(SIG_BLOCK, &signals, NULL);
+        r = guard_fence(policy, source, &cgroup, false, why);
+        pf_policy_free(policy);
+        if (r < 0) {
+                pf_error(command, "%s", why);
+                return pf_cgroup_exit(r);
+        }
+        while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
+                guard_reload(&a, &cgroup);
+        if (a.keep) {
+                pf_text(stdout, cgroup.path);
+                printf(": fence kept (--keep)\n");
+                return PF_EXIT_OK;
+        }
+        if (pf_bpf_detach(&cgroup, why) < 0) {
+                pf_error(command, "%s", why);
+                return PF_EXIT_FAILURE;
+        }
+        pf_text(stdout, cgroup.path);
+        printf(": detached\n");
+        return PF_EXIT_OK;
+}
+
 static void say_pruned(uint64_t id, void *ctx)
 {
         (void)ctx;
@@ -622,6 +748,8 @@ static int cgroup_root_cmd(int argc, char **argv)
 static const struct pf_command subcommands[] = {
         { "attach", cgroup_attach_cmd, "[-c FILE] [-v] [--whole-host] PATH", "fence PATH with the policy" },
         { "reload", cgroup_reload_cmd, "[-c FILE] PATH", "switch PATH's fence to the policy at once" },
+        { "guard", cgroup_guard_cmd, "[-c FILE] [--keep] PATH|--kubepods",
+          "fence PATH until SIGTERM (SIGHUP reloads): a node agent" },
         { "detach", cgroup_detach_cmd, "PATH|id:N", "remove PATH's fence, leaving nothing behind" },
         { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR] [PATH]",
           "every fence (or PATH's): policy, counters" },

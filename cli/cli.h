@@ -146,6 +146,7 @@ int pf_cmd_ranges(int argc, char **argv);
 int pf_cmd_suggest(int argc, char **argv);
 int pf_cmd_run(int argc, char **argv);
 int pf_cmd_cgroup(int argc, char **argv);
+int pf_cmd_oci_hook(int argc, char **argv);
 int pf_cmd_scan(int argc, char **argv);
 int pf_cmd_squat(int argc, char **argv);
 int pf_cmd_export(int argc, char **argv);

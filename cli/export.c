@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -15,47 +16,108 @@
 
 static void export_help(FILE *f);
 
+/* What systemd allows in a unit name (unit-name.h's VALID_CHARS with '@'). */
+#define UNIT_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@"
+
+/* Every port the policy gives to a server, both protocols in one list (the
+ * kernel's reservations are for both too). */
+static void server_ports(const struct pf_policy *policy, struct pf_portset *out)
+{
+        struct pf_portset udp;
+
+        pf_policy_server_ports(policy, PF_TCP, out);
+        pf_policy_server_ports(policy, PF_UDP, &udp);
+        pf_portset_union(out, &udp);
+}
+
+/* The list as text, or NULL (out of memory, said). */
+static char *format_ports(const struct pf_portset *set)
+{
+        size_t size = pf_portset_format(set, NULL, 0) + 1;
+        char *text = malloc(size);
+
+        if (!text)
+                pf_error("export", "%s", strerror(ENOMEM));
+        else
+                pf_portset_format(set, text, size);
+        return text;
+}
+
+static void say_nothing_to_export(const struct pf_policy *policy, const char *range_text)
+{
+        printf("# portfence: nothing to export: every port ");
+        pf_text(stdout, pf_policy_name(policy));
+        printf(" gives to a server is outside ip_local_port_range (%s) or reserved already\n",
+               range_text);
+        pf_note("export", "nothing to export: the kernel never hands a port of this policy's "
+                "servers to a client here");
+}
+
 /* net.ipv4.ip_local_reserved_ports: the reservations there already, plus
  * every port the policy gives to a server that the kernel could hand to a
  * client (inside ip_local_port_range): a reservation elsewhere protects
  * nothing. The setting is per network namespace. */
 static int export_sysctl(const struct pf_policy *policy)
 {
-        struct pf_portset reserved, range, wanted, one;
+        struct pf_portset reserved, range, wanted;
         char *text, why[PF_WHY_SIZE], range_text[32];
-        size_t size;
 
         if (pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0 ||
             pf_host_port_range_read(PF_PROC_PORT_RANGE, &range, why) < 0) {
                 pf_error("export", "%s", why);
                 return PF_EXIT_FAILURE;
         }
-        /* One list for both protocols: the kernel's reservations are too. */
-        pf_policy_server_ports(policy, PF_TCP, &wanted);
-        pf_policy_server_ports(policy, PF_UDP, &one);
-        pf_portset_union(&wanted, &one);
+        server_ports(policy, &wanted);
         pf_portset_intersect(&wanted, &range);
         pf_portset_subtract(&wanted, &reserved);
         pf_portset_format(&range, range_text, sizeof(range_text));
         if (pf_portset_empty(&wanted)) {
-                printf("# portfence: nothing to export: every port ");
-                pf_text(stdout, pf_policy_name(policy));
-                printf(" gives to a server is outside ip_local_port_range (%s) or reserved already\n",
-                       range_text);
-                pf_note("export", "nothing to export: the kernel never hands a port of this policy's "
-                        "servers to a client here");
+                say_nothing_to_export(policy, range_text);
                 return PF_EXIT_OK;
         }
         pf_portset_union(&reserved, &wanted);
-        size = pf_portset_format(&reserved, NULL, 0) + 1;
-        text = malloc(size);
-        if (!text) {
-                pf_error("export", "%s", strerror(ENOMEM));
+        text = format_ports(&reserved);
+        if (!text)
                 return PF_EXIT_FAILURE;
-        }
-        pf_portset_format(&reserved, text, size);
         printf("# ip_local_reserved_ports is per network namespace: apply it in each one\n");
         printf("net.ipv4.ip_local_reserved_ports = %s\n", text);
+        free(text);
+        return PF_EXIT_OK;
+}
+
+/* The same reservation inside pods: a pod's network namespace starts with
+ * the kernel's default ip_local_port_range and no reservations, whatever
+ * the node has. Kubernetes counts this sysctl safe from 1.27 on. */
+#define NETNS_DEFAULT_LO 32768
+#define NETNS_DEFAULT_HI 60999
+
+static int export_kubernetes_sysctls(const struct pf_policy *policy)
+{
+        struct pf_portset range, wanted;
+        char *text, range_text[32];
+
+        pf_portset_clear(&range);
+        pf_portset_add_range(&range, NETNS_DEFAULT_LO, NETNS_DEFAULT_HI);
+        server_ports(policy, &wanted);
+        pf_portset_intersect(&wanted, &range);
+        pf_portset_format(&range, range_text, sizeof(range_text));
+        if (pf_portset_empty(&wanted)) {
+                say_nothing_to_export(policy, range_text);
+                return PF_EXIT_OK;
+        }
+        text = format_ports(&wanted);
+        if (!text)
+                return PF_EXIT_FAILURE;
+        printf("# from ");
+        pf_text(stdout, pf_policy_name(policy));
+        printf(" by 'portfence export kubernetes-sysctls': a pod's server ports kept from\n"
+               "# its clients inside the pod's own network namespace (its ip_local_port_range\n"
+               "# is the kernel's default, %s). Goes in the pod spec; a 'safe' sysctl\n"
+               "# from Kubernetes 1.27 (before: allow it with the kubelet's --allowed-unsafe-sysctls).\n"
+               "securityContext:\n"
+               "  sysctls:\n"
+               "    - name: net.ipv4.ip_local_reserved_ports\n"
+               "      value: \"%s\"\n", range_text, text);
         free(text);
         return PF_EXIT_OK;
 }
@@ -183,6 +245,34 @@ static int export_systemd(const struct pf_policy *policy)
         return PF_EXIT_OK;
 }
 
+/* A drop-in fencing UNIT's own cgroup: ExecStartPre= runs in it before the
+ * main process exists, so the first bind of the unit's server is fenced;
+ * '+' runs it with full privileges whatever the unit's sandboxing. */
+static void print_systemd_dropin(const char *unit, const char *policy_path)
+{
+        printf("# /etc/systemd/system/%s.d/portfence.conf, by 'portfence export systemd-dropin':\n"
+               "# fences the unit's own cgroup before its first process runs, and removes\n"
+               "# the fence when it stops. A fence that fails keeps the unit from starting.\n"
+               "[Service]\n"
+               "ExecStartPre=+%s/portfence cgroup attach -c %s pid:self\n"
+               "ExecStopPost=-+%s/portfence cgroup detach pid:self\n",
+               unit, PF_BINDIR, policy_path, PF_BINDIR);
+}
+
+/* A unit name as systemd spells them: the drop-in's path is made of it. */
+static int check_unit_name(const char *command, const char *unit)
+{
+        size_t len = strlen(unit);
+
+        if (len == 0 || len > 255 || strspn(unit, UNIT_CHARS) != len || !strchr(unit, '.')) {
+                fprintf(stderr, "portfence: %s: bad unit '", command);
+                pf_text(stderr, unit);
+                fprintf(stderr, "': expected a unit name such as nginx.service\n");
+                return -1;
+        }
+        return 0;
+}
+
 /* -c FILE, then the policy for one export. */
 static int run_export(const char *command, int argc, char **argv,
                       int (*print)(const struct pf_policy *policy))
@@ -225,10 +315,65 @@ static int export_systemd_cmd(int argc, char **argv)
         return run_export("export systemd", argc, argv, export_systemd);
 }
 
+static int export_kubernetes_cmd(int argc, char **argv)
+{
+        return run_export("export kubernetes-sysctls", argc, argv, export_kubernetes_sysctls);
+}
+
+/* The drop-in names the policy; it is checked now, not at the unit's start. */
+static int export_dropin_cmd(int argc, char **argv)
+{
+        const char *command = "export systemd-dropin";
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        const char *config = PF_POLICY_SYSTEM;
+        struct pf_policy *policy;
+        char source[PATH_MAX];
+        int opt;
+
+        while ((opt = pf_cli_getopt(command, argc, argv, "c:h", options)) != -1) {
+                switch (opt) {
+                case 'c': config = optarg; break;
+                case 'h': export_help(stdout); return PF_EXIT_OK;
+                default: export_help(stderr); return PF_EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc) {
+                pf_error(command, optind == argc ? "no UNIT given" : "unexpected argument '%s'",
+                         argv[optind + 1 < argc ? optind + 1 : 0]);
+                return PF_EXIT_USAGE;
+        }
+        if (check_unit_name(command, argv[optind]) < 0)
+                return PF_EXIT_USAGE;
+        if (strcmp(config, "-") == 0) {
+                pf_error(command, "-c -: the unit reads its policy from a file");
+                return PF_EXIT_USAGE;
+        }
+        policy = pf_cli_load_policy(command, config);
+        if (!policy)
+                return PF_EXIT_USAGE;
+        pf_cli_policy_source(policy, source, sizeof(source));
+        pf_policy_free(policy);
+        if (strpbrk(source, " \t\n\\\"'%$;")) {
+                pf_error(command, "cannot name '%s' in a unit: move the policy to a path without "
+                         "spaces, quotes, '%%', '$', ';' or '\\'", source);
+                return PF_EXIT_USAGE;
+        }
+        print_systemd_dropin(argv[optind], source);
+        return PF_EXIT_OK;
+}
+
 static const struct pf_command subcommands[] = {
         { "sysctl", export_sysctl_cmd, "[-c FILE]",
           "net.ipv4.ip_local_reserved_ports: the ports the policy gives servers" },
         { "systemd", export_systemd_cmd, "[-c FILE]", "SocketBindAllow=/SocketBindDeny= for a unit" },
+        { "systemd-dropin", export_dropin_cmd, "[-c FILE] UNIT",
+          "a drop-in that fences UNIT's cgroup from before its first process" },
+        { "kubernetes-sysctls", export_kubernetes_cmd, "[-c FILE]",
+          "a pod's securityContext.sysctls reserving its server ports" },
 };
 
 static void export_help(FILE *f)
@@ -236,7 +381,10 @@ static void export_help(FILE *f)
         pf_cli_help(f, "export", subcommands, PF_COUNT(subcommands));
         fprintf(f, "\nsysctl: every port the policy gives to servers, merged with this host's\n"
                    "reservations: the kernel never hands them to clients. systemd: lines for a\n"
-                   "unit, with a comment for each rule systemd cannot express.\n");
+                   "unit, with a comment for each rule systemd cannot express (enforced only by\n"
+                   "a systemd built with +BPF_FRAMEWORK). systemd-dropin: the unit's cgroup\n"
+                   "fenced by portfence itself. kubernetes-sysctls: the sysctl reservation\n"
+                   "inside a pod's network namespace.\n");
 }
 
 int pf_cmd_export(int argc, char **argv)

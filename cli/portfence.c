@@ -12,6 +12,7 @@ static const struct pf_command commands[] = {
         { "learn", pf_cmd_learn, "[OPTIONS]", "run a command, record its binds, propose a policy" },
         { "run", pf_cmd_run, "[OPTIONS]", "run a command with its binds fenced by the LD_PRELOAD shim" },
         { "cgroup", pf_cmd_cgroup, "[OPTIONS]", "fence every process of a cgroup v2 with BPF programs" },
+        { "oci-hook", pf_cmd_oci_hook, "[OPTIONS]", "fence a container from an OCI runtime hook (stdin: its state)" },
         { "squat", pf_cmd_squat, "[OPTIONS]", "hold ports as a client would, to reproduce collisions" },
         { "scan", pf_cmd_scan, "[OPTIONS]", "find servers in guarded ranges and clients on server ports" },
         { "export", pf_cmd_export, "[OPTIONS]", "print the policy as a sysctl or as systemd unit settings" },
@@ -23,6 +24,15 @@ int pf_cmd_cgroup(int argc, char **argv)
         (void)argc;
         (void)argv;
         pf_error("cgroup", "this portfence was built without BPF support (meson -Dbpf=enabled)");
+        return PF_EXIT_USAGE;
+}
+
+/* Fails: a runtime then refuses to start the container it could not fence. */
+int pf_cmd_oci_hook(int argc, char **argv)
+{
+        (void)argc;
+        (void)argv;
+        pf_error("oci-hook", "this portfence was built without BPF support (meson -Dbpf=enabled)");
         return PF_EXIT_USAGE;
 }
 #endif

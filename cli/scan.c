@@ -2,7 +2,12 @@
 /* portfence scan: the servers on this host that sit in a guarded range, and
  * the clients sitting on a port the policy gives to a server. */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,15 +18,20 @@
 
 static void scan_help(FILE *f)
 {
-        fprintf(f, "usage: portfence scan [-c FILE] [--json]\n\n"
+        fprintf(f, "usage: portfence scan [-c FILE] [--json] [--all-netns]\n\n"
                    "List what is at risk in this network namespace: TCP listeners in a guarded\n"
                    "range that ip_local_reserved_ports does not protect (server-in-ephemeral),\n"
                    "unconnected UDP sockets there (udp-in-ephemeral: a server, or a client\n"
                    "sending from a kernel-chosen port), and client connections whose local port\n"
                    "the policy gives to a server (client-on-server-port). Each with its owners,\n"
                    "the policy's verdict for a bind of its port and why it is a risk. Exit 1\n"
-                   "when anything is found, 0 when clean, 2 on errors.\n");
+                   "when anything is found, 0 when clean, 2 on errors.\n"
+                   "--all-netns (root): every network namespace a process is in (containers,\n"
+                   "pods), each finding with the namespace's inode, a pid in it and its cgroup;\n"
+                   "the policy's \"host\" ranges are this namespace's.\n");
 }
+
+struct netns;
 
 struct finding {
         const char *kind;
@@ -113,8 +123,10 @@ static void print_owners_text(const struct pf_socket *s)
         }
 }
 
+static void print_netns(const struct netns *ns, struct pf_json *json);
+
 static void print_finding(const struct scan *sc, const struct pf_socket *s, const struct finding *f,
-                          struct pf_json *json)
+                          struct pf_json *json, const struct netns *ns)
 {
         char text[64], reason[512];
 
@@ -156,7 +168,179 @@ static void print_finding(const struct scan *sc, const struct pf_socket *s, cons
         pf_json_kv_string(json, "reason", reason);
         pf_json_object_end(json);
         pf_json_kv_string(json, "risk", f->risk);
+        if (ns)
+                print_netns(ns, json);
         pf_json_object_end(json);
+}
+
+/* The network namespace a finding is in (--all-netns): its inode, and one
+ * process living in it with that process's cgroup (a container's name). */
+struct netns {
+        unsigned long inode;
+        pid_t pid;
+        char cgroup[256];
+};
+
+static void print_netns(const struct netns *ns, struct pf_json *json)
+{
+        if (json) {
+                pf_json_key(json, "netns");
+                pf_json_object_begin(json);
+                pf_json_kv_uint(json, "inode", ns->inode);
+                pf_json_key(json, "pid");
+                pf_json_int(json, ns->pid);
+                pf_json_kv_string(json, "cgroup", ns->cgroup);
+                pf_json_object_end(json);
+                return;
+        }
+        printf("netns %lu (pid %d, cgroup ", ns->inode, (int)ns->pid);
+        pf_text(stdout, ns->cgroup);
+        printf(") ");
+}
+
+/* Every finding of the current network namespace; the count, or a negative
+ * errno. */
+static int scan_namespace(struct scan *sc, const struct netns *ns, struct pf_json *json, bool *hidden_owners)
+{
+        char why[PF_WHY_SIZE];
+        struct pf_socket *list;
+        size_t count;
+        int r = pf_sockets_read(&list, &count), found = 0;
+
+        if (r < 0)
+                return r;
+        pf_sockets_owners(list, count);
+        sc->list = list;
+        sc->count = count;
+        if (pf_host_reserved_read(PF_PROC_RESERVED, &sc->reserved, why) < 0)
+                pf_portset_clear(&sc->reserved);
+        for (size_t i = 0; i < count; i++) {
+                struct finding f;
+
+                if (!classify(sc, &list[i], &f))
+                        continue;
+                if (ns && !json)
+                        print_netns(ns, NULL);
+                print_finding(sc, &list[i], &f, json, ns);
+                *hidden_owners |= list[i].owner_count == 0;
+                found++;
+        }
+        free(list);
+        return found;
+}
+
+/* ---- --all-netns: every network namespace a process of this host is in ---- */
+
+static int netns_by_inode(const void *a, const void *b)
+{
+        const struct netns *x = a, *y = b;
+
+        return x->inode < y->inode ? -1 : x->inode > y->inode;
+}
+
+/* The cgroup of pid as /proc/PID/cgroup says it (cgroup v2 line). */
+static void pid_cgroup_name(pid_t pid, char *out, size_t size)
+{
+        char path[64], line[4096];
+        FILE *f;
+
+        snprintf(out, size, "?");
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f)) {
+                if (strncmp(line, "0::", 3) == 0) {
+                        line[strcspn(line, "\n")] = '\0';
+                        if ((size_t)snprintf(out, size, "%s", line + 3) >= size)
+                                snprintf(out + size - 4, 4, "...");
+                }
+        }
+        if (f)
+                fclose(f);
+}
+
+/* One entry per namespace (the lowest pid in it), sorted by inode. */
+static int list_namespaces(struct netns **out, size_t *count)
+{
+        DIR *proc = opendir("/proc");
+        struct dirent *d;
+        struct netns *list = NULL;
+        size_t n = 0, capacity = 0;
+
+        if (!proc)
+                return -errno;
+        while ((d = readdir(proc))) {
+                char path[64];
+                struct stat st;
+                pid_t pid;
+                size_t i;
+
+                if (strspn(d->d_name, "0123456789") != strlen(d->d_name))
+                        continue;
+                pid = (pid_t)atoi(d->d_name);
+                snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+                if (stat(path, &st) < 0)
+                        continue;       /* gone, or a kernel thread */
+                for (i = 0; i < n && list[i].inode != st.st_ino; i++)
+                        ;
+                if (i < n) {
+                        if (pid < list[i].pid)
+                                list[i].pid = pid;
+                        continue;
+                }
+                if (n == capacity) {
+                        struct netns *grown = realloc(list, (capacity = capacity * 2 + 16) * sizeof(*list));
+
+                        if (!grown) {
+                                free(list);
+                                closedir(proc);
+                                return -ENOMEM;
+                        }
+                        list = grown;
+                }
+                list[n++] = (struct netns){ .inode = st.st_ino, .pid = pid };
+        }
+        closedir(proc);
+        for (size_t i = 0; i < n; i++)
+                pid_cgroup_name(list[i].pid, list[i].cgroup, sizeof(list[i].cgroup));
+        qsort(list, n, sizeof(*list), netns_by_inode);
+        *out = list;
+        *count = n;
+        return 0;
+}
+
+/* Enter each namespace in turn (setns), scan it, come back. A namespace
+ * whose last process exits meanwhile is skipped. */
+static int scan_all_namespaces(struct scan *sc, struct pf_json *json, bool *hidden_owners)
+{
+        struct netns *list = NULL;
+        size_t count = 0;
+        int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), found = 0, r;
+
+        if (home < 0)
+                return -errno;
+        r = list_namespaces(&list, &count);
+        for (size_t i = 0; r >= 0 && i < count; i++) {
+                char path[64];
+                int fd;
+
+                snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)list[i].pid);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                r = setns(fd, CLONE_NEWNET);
+                close(fd);
+                if (r < 0) {
+                        r = -errno;
+                        break;
+                }
+                r = scan_namespace(sc, &list[i], json, hidden_owners);
+                found += r > 0 ? r : 0;
+                if (setns(home, CLONE_NEWNET) < 0 && r >= 0)
+                        r = -errno;
+        }
+        free(list);
+        close(home);
+        return r < 0 ? r : found;
 }
 
 int pf_cmd_scan(int argc, char **argv)
@@ -164,24 +348,22 @@ int pf_cmd_scan(int argc, char **argv)
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, 'j' },
+                { "all-netns", no_argument, NULL, 'A' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         struct scan sc = { .policy = NULL };
         const char *config = NULL;
-        char why[PF_WHY_SIZE];
-        bool hidden_owners = false;
-        struct pf_socket *list;
+        bool hidden_owners = false, json = false, all = false;
         struct pf_policy *policy;
-        size_t count, found = 0;
-        bool json = false;
         struct pf_json writer;
-        int opt, r;
+        int opt, found;
 
         while ((opt = pf_cli_getopt("scan", argc, argv, "c:h", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;
+                case 'A': all = true; break;
                 case 'h': scan_help(stdout); return PF_EXIT_OK;
                 default: scan_help(stderr); return PF_EXIT_USAGE;
                 }
@@ -190,38 +372,30 @@ int pf_cmd_scan(int argc, char **argv)
                 pf_error("scan", "unexpected argument '%s'", argv[optind]);
                 return PF_EXIT_USAGE;
         }
+        if (all && geteuid() != 0) {
+                pf_error("scan", "--all-netns needs root (entering a namespace takes CAP_SYS_ADMIN)");
+                return PF_EXIT_USAGE;
+        }
         policy = pf_cli_load_policy("scan", config);
         if (!policy)
                 return PF_EXIT_USAGE;
-        r = pf_sockets_read(&list, &count);
-        if (r < 0) {
-                pf_error("scan", "cannot read this host's sockets (sock_diag): %s", strerror(-r));
-                pf_policy_free(policy);
-                return PF_EXIT_FAILURE;
-        }
-        pf_sockets_owners(list, count);
-        sc = (struct scan){ .policy = policy, .list = list, .count = count };
+        sc.policy = policy;
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
                 pf_policy_server_ports(policy, proto, &sc.server_ports[proto]);
-        if (pf_host_reserved_read(PF_PROC_RESERVED, &sc.reserved, why) < 0)
-                pf_portset_clear(&sc.reserved);
         pf_json_init(&writer, stdout);
         if (json)
                 pf_json_array_begin(&writer);
-        for (size_t i = 0; i < count; i++) {
-                struct finding f;
-
-                if (classify(&sc, &list[i], &f)) {
-                        print_finding(&sc, &list[i], &f, json ? &writer : NULL);
-                        hidden_owners |= list[i].owner_count == 0;
-                        found++;
-                }
-        }
+        found = all ? scan_all_namespaces(&sc, json ? &writer : NULL, &hidden_owners)
+                    : scan_namespace(&sc, NULL, json ? &writer : NULL, &hidden_owners);
         if (json)
                 pf_json_array_end(&writer);
+        pf_policy_free(policy);
+        if (found < 0) {
+                pf_error("scan", "cannot read %s sockets (sock_diag, setns): %s",
+                         all ? "every network namespace's" : "this host's", strerror(-found));
+                return PF_EXIT_FAILURE;
+        }
         if (hidden_owners && geteuid() != 0)
                 pf_note("scan", "the owners of other users' sockets are shown to root only");
-        free(list);
-        pf_policy_free(policy);
         return found ? PF_EXIT_FOUND : PF_EXIT_OK;
 }

@@ -73,7 +73,7 @@ static int pid_cgroup(const char *pid, char *out, size_t size, char *why)
         FILE *f;
         int r = -ENOENT;
 
-        if (!*pid || strspn(pid, "0123456789") != strlen(pid)) {
+        if (strcmp(pid, "self") != 0 && (!*pid || strspn(pid, "0123456789") != strlen(pid))) {
                 snprintf(why, PF_WHY_SIZE, "bad cgroup 'pid:%s': not a process id", pid);
                 return -EINVAL;
         }
@@ -128,6 +128,11 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
                 r = pid_cgroup(arg + 4, below, sizeof(below), why);
                 if (r < 0)
                         return r;
+                /* systemd runs the control processes (ExecStartPre=...) of a
+                 * delegated unit in its .control subgroup: the unit is above. */
+                len = strlen(below);
+                if (strcmp(arg + 4, "self") == 0 && len >= 9 && strcmp(below + len - 9, "/.control") == 0)
+                        below[len - 9] = '\0';
                 n = snprintf(out->path, sizeof(out->path), "%s%s", mount, below);
         } else if (arg[0] == '/') {
                 n = snprintf(out->path, sizeof(out->path), "%s", arg);

@@ -19,7 +19,8 @@ int pf_cgroup_mount(char *out, size_t size, char *why);
 /* Warn-worthy: net_cls or net_prio v1 controllers are mounted (they turn off
  * cgroup v2 socket matching for processes placed in them). */
 bool pf_cgroup_v1_net_controllers(void);
-/* A cgroup given as a v2 directory, a path below the v2 mount, pid:N, or
- * id:N (the id 'portfence cgroup status' shows, for a cgroup that may be
+/* A cgroup given as a v2 directory, a path below the v2 mount, pid:N,
+ * pid:self (the caller's; systemd's .control subgroup of a delegated unit
+ * means the unit's), or id:N (the id 'portfence cgroup status' shows, for a cgroup that may be
  * gone). An empty argument (an unset variable?) is an error. */
 int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why);
