@@ -610,21 +610,6 @@ class Metrics(CgroupTest):
         self.assertEqual(r.returncode, 2)               # the caller's mistake
         self.assertIn("cannot write '/nonexistent/portfence.prom'", r.stderr)
 
-    def test_metrics_units_verify(self):
-        if not shutil.which("systemd-analyze"):
-            self.skipTest("needs systemd-analyze")
-        directory = tempfile.mkdtemp(prefix="pf-units-")
-        self.addCleanup(shutil.rmtree, directory)
-        for name in ("portfence-metrics.service", "portfence-metrics.timer"):
-            with open(os.path.join(SOURCE, "config", "systemd", name)) as f:
-                text = f.read().replace("ExecStart=portfence ", f"ExecStart={BUILD['portfence']} ")
-            with open(os.path.join(directory, name), "w") as f:
-                f.write(text)
-        r = subprocess.run(["systemd-analyze", "verify", *[os.path.join(directory, n) for n in
-                            ("portfence-metrics.service", "portfence-metrics.timer")]],
-                           capture_output=True, text=True, cwd=directory)
-        self.assertEqual((r.returncode, r.stderr), (0, ""))
-
 
 class LostEvents(CgroupTest):
     def test_a_full_ring_buffer_counts_what_it_drops(self):

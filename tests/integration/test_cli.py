@@ -152,7 +152,9 @@ class Shipped(unittest.TestCase):
         self.assertEqual(self.complete("portfence cgroup st"), ["status"])
         self.assertIn("--prometheus", self.complete("portfence cgroup status --"))
         self.assertIn("stcp-udp-pre-2119", self.complete("portfence ranges --os s"))
-        self.assertEqual(self.complete("portfence export s"), ["sysctl", "systemd"])
+        self.assertEqual(self.complete("portfence export s"), ["sysctl", "systemd", "systemd-dropin"])
+        self.assertEqual(self.complete("portfence cgroup g"), ["guard"])
+        self.assertEqual(self.complete("portfence o"), ["oci-hook"])
         self.assertEqual(self.complete("portfence ranges --proto u"), ["udp"])
         self.assertEqual(self.complete("portfence run -- "), [])      # the command's own words
 
