@@ -24,7 +24,7 @@ static double now_ns(void)
 }
 
 /* rules port-only rules over 20000-39999 and 40000-59999 (guarded), with
- * every action, "to" targets below 20000. */
+ * every action, "to" targets below the remap pool 10000-19999. */
 static char *policy_text(unsigned rules)
 {
         size_t size = 256 + (size_t)rules * 96;
@@ -37,14 +37,17 @@ static char *policy_text(unsigned rules)
         }
 
         p += sprintf(p, "version = 1;\nephemeral = \"40000-59999\";\ndefault_action = \"remap\";\n"
-                        "remap_pool = \"1024-19999\";\nrules = (\n");
+                        "remap_pool = \"10000-19999\";\nrules = (\n");
         for (unsigned i = 0; i < rules; i++) {
                 unsigned lo = 20000 + i * span;
                 static const char *const actions[] = { "allow", "log", "refuse", "remap" };
 
+                char to[32] = "";
+
+                if (i % 8 == 3)         /* targets of their own, below the pool */
+                        snprintf(to, sizeof(to), " to = %u;", 1024 + i / 8 * span);
                 p += sprintf(p, "  { ports = \"%u-%u\"; action = \"%s\";%s }%s\n", lo, lo + span - 1,
-                             actions[i % 4], i % 8 == 3 ? " to = 2000;" : "",
-                             i + 1 < rules ? "," : "");
+                             actions[i % 4], to, i + 1 < rules ? "," : "");
         }
         strcpy(p, ");\n");
         return text;

@@ -127,19 +127,20 @@ static void connect_loop(unsigned port, unsigned n)
         close(server);
 }
 
-/* In a child: run one loop, print ns per iteration. */
-static int child_loop(enum loop which)
+/* In a child: run one loop (n times, on port: 0 for the loop's own),
+ * print ns per iteration. scripts/bench runs the loops this way too, under
+ * callgrind and strace and in fenced cgroups. */
+static int child_loop(enum loop which, unsigned n, unsigned port)
 {
-        unsigned n = iterations[which];
+        static const unsigned ports[] = { 8080, 20001, 0, 7399, 20002, 20003 };
         double start = now_ns();
 
+        if (!port)
+                port = ports[which];
         switch (which) {
-        case BIND_ALLOWED: bind_loop(8080, n); break;
-        case BIND_REMAPPED: bind_loop(20001, n); break;
-        case BIND_UNGUARDED: bind_loop(0, n); break;
-        case CONNECT_NOT_MOVED: refused_loop(20002, n); break;
-        case CONNECT_MOVED: connect_loop(20003, n); break;
-        default: connect_loop(7399, n); break;
+        case BIND_ALLOWED: case BIND_REMAPPED: case BIND_UNGUARDED: bind_loop(port, n); break;
+        case CONNECT_NOT_MOVED: refused_loop(port, n); break;
+        default: connect_loop(port, n); break;
         }
         printf("%.1f\n", (now_ns() - start) / n);
         return 0;
@@ -364,8 +365,13 @@ int main(int argc, char **argv)
         ssize_t len;
         int fd;
 
-        if (argc == 3 && strcmp(argv[1], "--loop") == 0)
-                return child_loop((enum loop)atoi(argv[2]));
+        if (argc >= 3 && argc <= 5 && strcmp(argv[1], "--loop") == 0 && atoi(argv[2]) >= 0 &&
+            atoi(argv[2]) < LOOP_COUNT) {
+                enum loop which = (enum loop)atoi(argv[2]);
+
+                return child_loop(which, argc > 3 ? (unsigned)atoi(argv[3]) : iterations[which],
+                                  argc > 4 ? (unsigned)atoi(argv[4]) : 0);
+        }
         if (argc == 2 && strcmp(argv[1], "--rss") == 0) {
                 printf("%ld\n", rss_kib());
                 return 0;

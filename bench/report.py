@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""portfence's benchmark report: every fast-path figure measured in one run
+and printed as a table of figure, target and whether it is met. It reports;
+it never fails on a figure (exit 0 unless a measurement could not run).
+
+  user-space instructions the shim adds per call: callgrind, the slope
+    between two loop lengths (start-up cancels out), shim minus plain;
+  system calls the shim adds per call: strace -c, the same slopes;
+  kernel cost per call of a cgroup program: kernel.bpf_stats_enabled (its
+    old value restored), run_time_ns / run_cnt of the fence's own program;
+  policy load: bench-decide (portfence's part = load - libconfig's parse);
+  wall ratios: plain and wrapped runs interleaved, best and median of N.
+
+usage: report.py BUILD_DIR [--rounds N] [--quick]"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+POLICY = """version = 1;
+ephemeral = "20000-29999";
+remap_pool = "7000-7099";
+rules = ( { ports = "8080"; action = "allow"; },
+          { ports = "8081"; program = "nomatch*"; action = "refuse"; },
+          { ports = "8081"; address = "10.0.0.0/8"; action = "refuse"; },
+          { ports = "20000-20099"; action = "remap"; to = 7300; } );
+log = { level = "LEVEL"; };
+"""
+# bench-fence's loops (bench/bench-fence.c: enum loop)
+BIND, CONNECT_REFUSED, CONNECT_MOVED = 0, 4, 5
+
+
+class Bench:
+    def __init__(self, build, rounds, quick):
+        self.build = build
+        self.rounds = rounds
+        self.quick = quick
+        self.portfence = os.path.join(build, "cli", "portfence")
+        self.loops = os.path.join(build, "bench", "bench-fence")
+        self.tmp = tempfile.mkdtemp(prefix="portfence-bench-")
+        self.policies = {}
+        for level in ("error", "warn"):
+            path = os.path.join(self.tmp, f"bench-{level}.conf")
+            with open(path, "w") as f:
+                f.write(POLICY.replace("LEVEL", level))
+            self.policies[level] = path
+        self.rows = []
+
+    def row(self, path, figure, target, met, note=""):
+        self.rows.append((path, figure, target, "yes" if met else "no" if met is False else "-", note))
+        print(f"  {path}: {figure} (target {target})", file=sys.stderr, flush=True)
+
+    def wrapped(self, policy="error"):
+        return [self.portfence, "run", "-c", self.policies[policy], "--"]
+
+    # ---- callgrind and strace -------------------------------------------------
+
+    def instructions(self, prefix, loop, n, port):
+        out = os.path.join(self.tmp, "callgrind.out")
+        subprocess.run(prefix + ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                 self.loops, "--loop", str(loop), str(n), str(port)],
+                       check=True, capture_output=True)
+        with open(out) as f:
+            return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+
+    def added_instructions(self, loop, port, policy="error"):
+        n1, n2 = (500, 1500) if self.quick else (2000, 6000)
+        plain = self.instructions([], loop, n2, port) - self.instructions([], loop, n1, port)
+        shim = self.instructions(self.wrapped(policy), loop, n2, port) - \
+            self.instructions(self.wrapped(policy), loop, n1, port)
+        return (shim - plain) / (n2 - n1)
+
+    def syscalls(self, prefix, loop, n, port):
+        out = os.path.join(self.tmp, "strace.out")
+        subprocess.run(prefix + ["strace", "-f", "-c", "-o", out, self.loops, "--loop", str(loop), str(n),
+                                 str(port)], check=True, capture_output=True)
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 5 and fields[-1] != "total" and fields[3].isdigit():
+                    counts[fields[-1]] = int(fields[3])
+        return counts
+
+    def added_syscalls(self, loop, port, policy):
+        n1, n2 = 1000, 3000
+        result = {}
+        for prefix, sign in (([], -1), (self.wrapped(policy), 1)):
+            a, b = self.syscalls(prefix, loop, n1, port), self.syscalls(prefix, loop, n2, port)
+            for name in set(a) | set(b):
+                result[name] = result.get(name, 0) + sign * (b.get(name, 0) - a.get(name, 0)) / (n2 - n1)
+        return {k: round(v, 2) for k, v in result.items() if abs(v) >= 0.01}
+
+    def shim_rows(self):
+        allowed = self.added_instructions(BIND, 8080)
+        self.row("shim, allowed bind (instructions added per call, callgrind)", f"{allowed:.0f}", "<= 120",
+                 allowed <= 120)
+        refused = self.added_instructions(CONNECT_REFUSED, 20002)
+        self.row("shim, connect not redirected (guarded port, nothing moved)", f"{refused:.0f}", "<= 150",
+                 refused <= 150)
+        unguarded = self.added_instructions(CONNECT_REFUSED, 9)
+        self.row("shim, connect to an unguarded port", f"{unguarded:.0f}", "<= 150", unguarded <= 150)
+        remapped = self.added_instructions(BIND, 20001, "warn")
+        extra = self.added_syscalls(BIND, 20001, "warn")
+        others = {k: v for k, v in extra.items() if k != "getsockopt"}
+        said = ", ".join(f"{k} {v:g}" for k, v in sorted(extra.items())) or "none"
+        self.row('shim, remapped bind, log.level "warn" (instructions; system calls added)',
+                 f"{remapped:.0f}; {said}", "<= 600; one getsockopt",
+                 remapped <= 600 and extra.get("getsockopt", 0) <= 1 and not others)
+
+    # ---- BPF programs: kernel.bpf_stats_enabled ---------------------------------
+
+    def cgroup_mount(self):
+        return subprocess.run([self.portfence, "cgroup", "root"], capture_output=True, text=True).stdout.strip()
+
+    def fence(self, policy):
+        path = os.path.join(self.cgroup_mount(), f"portfence-bench-{os.getpid()}-{len(self.rows)}")
+        os.mkdir(path)
+        r = subprocess.run([self.portfence, "cgroup", "attach", "-c", policy, path], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            os.rmdir(path)
+            raise RuntimeError(r.stderr)
+        return path
+
+    def unfence(self, path):
+        subprocess.run([self.portfence, "cgroup", "detach", path], capture_output=True)
+        os.rmdir(path)
+
+    @staticmethod
+    def prog_stats(cgroup, program):
+        pin = f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{program}"
+        link = json.loads(subprocess.run(["bpftool", "-j", "link", "show", "pinned", pin],
+                                         capture_output=True, text=True, check=True).stdout)
+        prog = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(link["prog_id"])],
+                                         capture_output=True, text=True, check=True).stdout)
+        return prog.get("run_time_ns", 0), prog.get("run_cnt", 0)
+
+    def ns_per_run(self, cgroup, program, loop, port, n):
+        def enter():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        best = None
+        for _ in range(3):      # best of 3: the least disturbed run
+            t0, c0 = self.prog_stats(cgroup, program)
+            subprocess.run([self.loops, "--loop", str(loop), str(n), str(port)], check=True,
+                           capture_output=True, preexec_fn=enter)
+            t1, c1 = self.prog_stats(cgroup, program)
+            if c1 > c0:
+                ns = (t1 - t0) / (c1 - c0)
+                best = ns if best is None else min(best, ns)
+        return best
+
+    def kernel_rows(self):
+        if os.geteuid() != 0 or not self.cgroup_mount() or not shutil.which("bpftool"):
+            for path in ("cgroup bind4, allowed", "cgroup bind4, remapped", "cgroup connect4, redirected",
+                         "cgroup bind4, 2 conditional rules"):
+                self.row(path, "not measured (needs root, cgroup v2 and bpftool)", "-", None)
+            return
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            old = f.read().strip()
+        cgroup = None
+        try:
+            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+                f.write("1")
+            cgroup = self.fence(self.policies["error"])
+            n = 5000 if self.quick else 20000
+            for path, program, loop, port, target in (
+                    ("cgroup bind4, allowed (ns per run, bpf_stats)", "bind4", BIND, 8080, 80),
+                    ("cgroup bind4, 2 conditional rules", "bind4", BIND, 8081, 150),
+                    ("cgroup bind4, remapped (socket storage + event)", "bind4", BIND, 20001, 300),
+                    ("cgroup post_bind4 after a remap", "post_bind4", BIND, 20001, None),
+                    ("cgroup connect4, redirected", "connect4", CONNECT_MOVED, 20003, 300),
+                    ("cgroup connect4, not redirected (guarded, nothing moved)", "connect4", CONNECT_REFUSED,
+                     20002, None)):
+                ns = self.ns_per_run(cgroup, program, loop, port, n if loop == BIND else n // 4)
+                self.row(path, f"{ns:.0f} ns", f"<= {target} ns" if target else "-",
+                         ns <= target if target else None)
+        finally:
+            if cgroup:
+                self.unfence(cgroup)
+            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+                f.write(old)
+
+    # ---- policy load -------------------------------------------------------------
+
+    def load_row(self):
+        out = subprocess.run([os.path.join(self.build, "bench", "bench-decide")], capture_output=True, text=True,
+                             check=True).stdout
+        total = float(re.search(r"load, 10000 rules:\s+([\d.]+) ms", out).group(1))
+        libconfig = float(re.search(r"of which libconfig:\s+([\d.]+) ms", out).group(1))
+        own = total - libconfig
+        self.row("policy load, 10,000 rules (portfence's part; libconfig's parse beside)",
+                 f"{own:.2f} ms (libconfig {libconfig:.2f} ms)", "<= 2 ms", own <= 2)
+
+    # ---- wall ratios: real servers, interleaved --------------------------------------
+
+    @staticmethod
+    def wait_port(port, proc, deadline=10):
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"port {port} never listened")
+
+    def server_round(self, server, port, client, wrapped):
+        """One client run against a fresh server on port (which the policy
+        moves by 12700 - 300: the wrapped server really listens there)."""
+        prefix = self.wrapped() if wrapped else []
+        proc = subprocess.Popen(prefix + server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            self.wait_port(port - 12700 if wrapped else port, proc)
+            return subprocess.run(prefix + client, capture_output=True, text=True, check=True, timeout=300).stdout
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def ratio_row(self, path, one_round, target):
+        plain, wrapped = [], []
+        for i in range(self.rounds):        # interleaved: drift hits both alike
+            for is_wrapped, results in ((False, plain), (True, wrapped)) if i % 2 == 0 else \
+                    ((True, wrapped), (False, plain)):
+                results.append(one_round(is_wrapped))
+        best = max(wrapped) / max(plain)
+        median = statistics.median(wrapped) / statistics.median(plain)
+        self.row(path, f"best {best:.3f}, median {median:.3f} ({statistics.median(plain):.0f} req/s plain)",
+                 f">= {target} (median)", median >= target)
+
+    def redis_round(self, wrapped):
+        # 20079 is remapped to 7379: the wrapped client follows the move
+        out = self.server_round(["redis-server", "--port", "20079", "--save", "", "--appendonly", "no"],
+                                20079, ["redis-benchmark", "-p", "20079", "-t", "set,get", "-q", "--csv",
+                                       "-n", "20000" if self.quick else "100000"], wrapped)
+        rates = [float(row.split(",")[1].strip('"')) for row in out.splitlines()[1:] if row.count(",") >= 1]
+        return sum(rates) / len(rates)
+
+    def nginx_round(self, wrapped):
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""daemon off; master_process off; worker_processes 1;
+pid {self.tmp}/nginx.pid; error_log {self.tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {self.tmp}; proxy_temp_path {self.tmp};
+        fastcgi_temp_path {self.tmp}; uwsgi_temp_path {self.tmp}; scgi_temp_path {self.tmp};
+        server {{ listen 127.0.0.1:20080; location / {{ return 200 "ok\\n"; }} }} }}
+""")
+        out = self.server_round(["nginx", "-c", conf, "-p", self.tmp], 20080,
+                                ["ab", "-q", "-n", "5000" if self.quick else "20000", "-c", "8",
+                                 "http://127.0.0.1:20080/"], wrapped)
+        return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+
+    def wall_rows(self):
+        for program, path, one_round in (
+                ("redis-server", "redis-benchmark SET/GET, both sides wrapped (req/s ratio)", self.redis_round),
+                ("nginx", "nginx + ab -n 20000 -c 8, no keep-alive, both sides wrapped (ratio)", self.nginx_round)):
+            if not shutil.which(program):
+                self.row(path, f"not measured ({program} is not installed)", ">= 0.99", None)
+                continue
+            self.ratio_row(path, one_round, 0.99)
+
+    def table(self):
+        cpu = "?"
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1) if m else cpu
+        print(f"portfence benchmark report: {cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+              f"{time.strftime('%Y-%m-%d')}, {self.rounds} rounds\n")
+        print("| path | figure | target | met |")
+        print("|---|---|---|---|")
+        for path, figure, target, met, _ in self.rows:
+            print(f"| {path} | {figure} | {target} | {met} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="portfence's fast paths, measured")
+    ap.add_argument("build")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="shorter loops and runs: a smoke test")
+    ap.add_argument("--only", choices=["shim", "kernel", "load", "wall"], action="append")
+    args = ap.parse_args()
+    bench = Bench(os.path.abspath(args.build), args.rounds, args.quick)
+    try:
+        for name, step in (("shim", bench.shim_rows), ("kernel", bench.kernel_rows), ("load", bench.load_row),
+                           ("wall", bench.wall_rows)):
+            if not args.only or name in args.only:
+                step()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    bench.table()
+
+
+if __name__ == "__main__":
+    main()
