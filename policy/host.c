@@ -201,10 +201,9 @@ static size_t make_request(const struct pf_socket_query *q, uint32_t seq, struct
 /* One message of the answer: DUMP_DONE at its end, 0 to read on, or a
  * negative errno. Messages of other requests are skipped; an interrupted
  * dump (the table changed under it) is -EAGAIN, to be tried again. */
-static int dump_message(const struct nlmsghdr *h, uint32_t seq, uint32_t self, pf_socket_visit visit,
-                        void *ctx)
+static int dump_message(const struct nlmsghdr *h, uint32_t seq, pf_socket_visit visit, void *ctx)
 {
-        if (h->nlmsg_seq != seq || h->nlmsg_pid != self)
+        if (h->nlmsg_seq != seq)
                 return 0;
         if (h->nlmsg_flags & NLM_F_DUMP_INTR)
                 return -EAGAIN;
@@ -220,25 +219,23 @@ static int dump_message(const struct nlmsghdr *h, uint32_t seq, uint32_t self, p
         return visit(NLMSG_DATA(h), ctx);
 }
 
-/* One dump on a fresh socket. Every message is checked: ours (sequence and
- * port id), whole, and from a dump that was not interrupted. */
-static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
+/* One request on a fresh socket, its answer to visit() until the end of a
+ * dump or a visit() that returns DUMP_DONE. Every message is checked: from
+ * the kernel (sender port id 0: a fresh socket, so no getsockname), of our
+ * sequence, whole, and from a dump that was not interrupted. */
+static int ask_kernel(const void *request, size_t size, uint32_t seq, pf_socket_visit visit, void *ctx)
 {
-        struct dump_request request;
-        struct sockaddr_nl self = { .nl_family = AF_NETLINK };
-        socklen_t self_len = sizeof(self);
         char buf[8192] __attribute__((aligned(8)));
-        uint32_t seq = (uint32_t)getpid() ^ (uint32_t)q->ports[0] << 16 ^ 0x5046u;
-        size_t size = make_request(q, seq, &request);
         int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
 
         if (fd < 0)
                 return -errno;
-        if (send(fd, &request, size, 0) < 0 ||
-            getsockname(fd, (struct sockaddr *)&self, &self_len) < 0)
+        if (send(fd, request, size, 0) < 0)
                 r = -errno;
         while (r == 0) {
-                ssize_t n = recv(fd, buf, sizeof(buf), 0);
+                struct sockaddr_nl from;
+                socklen_t from_len = sizeof(from);
+                ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &from_len);
                 int left = (int)n;
 
                 if (n < 0 && errno == EINTR)
@@ -247,14 +244,64 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
                         r = n < 0 ? -errno : -EIO;
                         break;
                 }
+                if (from_len < sizeof(from) || from.nl_pid != 0)
+                        continue;       /* not from the kernel */
                 for (struct nlmsghdr *h = (struct nlmsghdr *)buf; r == 0 && NLMSG_OK(h, (unsigned)left);
                      h = NLMSG_NEXT(h, left))
-                        r = dump_message(h, seq, self.nl_pid, visit, ctx);
+                        r = dump_message(h, seq, visit, ctx);
                 if (r == 0 && left > 0)
                         r = -EIO;       /* a message cut short */
         }
         close(fd);
         return r < 0 ? r : 0;
+}
+
+static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
+{
+        struct dump_request request;
+        uint32_t seq = (uint32_t)q->ports[0] << 16 ^ 0x5046u;
+        size_t size = make_request(q, seq, &request);
+
+        return ask_kernel(&request, size, seq, visit, ctx);
+}
+
+static int take_inode(const struct inet_diag_msg *m, void *ctx)
+{
+        *(uint64_t *)ctx = m->idiag_inode;
+        return DUMP_DONE;
+}
+
+/* The kernel's own lookup, as for a segment or datagram arriving: sock_diag
+ * without a dump, one hash lookup whatever the number of sockets (a dump
+ * walks every bucket of the listening hash). TCP looks up a SYN to the
+ * socket's source side, UDP a datagram to its destination side. */
+int pf_host_socket_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode)
+{
+        struct {
+                struct nlmsghdr nlh;
+                struct inet_diag_req_v2 req;
+        } request = { .nlh = { .nlmsg_len = sizeof(request), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                               .nlmsg_flags = NLM_F_REQUEST } };
+        size_t bytes = addr->family == PF_IPV4 ? 4 : 16;
+        int r;
+
+        request.nlh.nlmsg_seq = (uint32_t)port << 16 ^ 0x5047u;
+        request.req.sdiag_family = addr->family == PF_IPV4 ? AF_INET : AF_INET6;
+        request.req.sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+        request.req.idiag_states = ~0u;
+        request.req.id.idiag_cookie[0] = request.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+        if (proto == PF_UDP) {
+                memcpy(request.req.id.idiag_dst, &addr->v6, bytes);
+                request.req.id.idiag_dport = htons(port);
+        } else {
+                memcpy(request.req.id.idiag_src, &addr->v6, bytes);
+                request.req.id.idiag_sport = htons(port);
+        }
+        *inode = 0;
+        r = ask_kernel(&request, sizeof(request), request.nlh.nlmsg_seq, take_inode, inode);
+        if (r == -ENOENT)
+                return 0;
+        return r < 0 ? r : 1;
 }
 
 int pf_host_sockets(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
@@ -264,24 +311,4 @@ int pf_host_sockets(const struct pf_socket_query *q, pf_socket_visit visit, void
         for (int attempt = 0; attempt < 3 && r == -EAGAIN; attempt++)
                 r = dump_once(q, visit, ctx);
         return r;
-}
-
-bool pf_host_socket_receives(const struct inet_diag_msg *m, enum pf_proto proto,
-                             const struct pf_addr *addr)
-{
-        static const uint8_t any[16];
-        const uint8_t *src = (const uint8_t *)m->id.idiag_src;
-
-        if (proto == PF_UDP && m->id.idiag_dport != 0)
-                return false;   /* connected elsewhere */
-        if (m->idiag_family == AF_INET6 && memcmp(src, any, 16) == 0)
-                return true;    /* [::] takes IPv4 too unless IPV6_V6ONLY */
-        if (m->idiag_family == AF_INET6 && addr->family == PF_IPV6)
-                return memcmp(src, &addr->v6, 16) == 0;
-        if (m->idiag_family == AF_INET6)        /* ::ffff:a.b.c.d */
-                return memcmp(src, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 &&
-                       memcmp(src + 12, &addr->v4, 4) == 0;
-        if (addr->family != PF_IPV4)
-                return false;
-        return memcmp(src, any, 4) == 0 || memcmp(src, &addr->v4, 4) == 0;
 }

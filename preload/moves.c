@@ -16,7 +16,6 @@
  * atomically; nothing allocates on the call path. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/inet_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -299,50 +298,38 @@ void shim_moves_inherit(int listener, int accepted)
         errno = saved;
 }
 
-/* What one dump of the two ports says: is something bound at the port
- * asked for, and does the socket moved from it still listen at its target? */
-struct follow_search {
-        enum pf_proto proto;
-        const struct pf_addr *addr;
-        uint16_t requested, real;
-        bool taken, live;
-};
-
-static int look_at_both_ports(const struct inet_diag_msg *m, void *ctx)
+bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real)
 {
-        struct follow_search *search = ctx;
-        uint16_t port = ntohs(m->id.idiag_sport);
+        const struct fd_move *m = fd_move_of(fd);
 
-        if (!pf_host_socket_receives(m, search->proto, search->addr))
-                return 0;
-        if (port == search->requested)
-                search->taken = true;
-        else if (port == search->real && m->idiag_inode &&
-                 find_way(m->idiag_inode, search->real) == search->requested)
-                search->live = true;
-        return 0;       /* read on to the end of the dump */
+        if (!table || !m || m->peer_requested != requested || m->peer_real != real)
+                return false;
+        return m->inode == socket_inode(fd);
 }
 
 bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
                        uint16_t real)
 {
-        struct follow_search search = { .proto = proto, .addr = addr, .requested = requested, .real = real };
-        int saved = errno;
+        struct pf_addr to = *addr;
+        uint64_t inode;
+        int saved = errno, taken, live = -1;
 
         if (!table || !test_bit(table->moved_from[proto], requested) || !test_bit(table->moved_to, real))
                 return false;
-        /* IPv6 sockets take IPv4 too (dual stack); IPv4 ones take only IPv4. */
-        for (int family = AF_INET6; family; family = family == AF_INET6 && addr->family == PF_IPV4 ? AF_INET : 0) {
-                struct pf_socket_query q = {
-                        .family = family, .proto = proto, .ports = { requested, real },
-                        .states = proto == PF_TCP ? 1u << TCP_LISTEN : 0,
-                };
-
-                if (pf_host_sockets(&q, look_at_both_ports, &search) < 0) {
-                        errno = saved;
-                        return true;    /* the kernel cannot be asked: trust the table */
-                }
-        }
+        /* A connect to the wildcard address goes to loopback. */
+        if (to.family == PF_IPV4 && to.v4.s_addr == htonl(INADDR_ANY))
+                to.v4.s_addr = htonl(INADDR_LOOPBACK);
+        else if (to.family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&to.v6))
+                to.v6 = in6addr_loopback;
+        /* Two lookups by the kernel (never a dump: that walks every bucket
+         * of the listening hash): does something receive at the port asked
+         * for, and does the socket moved from it still receive at its
+         * target? If the kernel cannot be asked, the table is trusted. */
+        taken = pf_host_socket_at(proto, &to, requested, &inode);
+        if (taken == 0)
+                live = pf_host_socket_at(proto, &to, real, &inode);
         errno = saved;
-        return search.live && !search.taken;
+        if (taken < 0 || (taken == 0 && live < 0))
+                return true;
+        return !taken && live == 1 && inode && find_way(inode, real) == requested;
 }

@@ -618,7 +618,8 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
         return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
-               shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target);
+               (shim_moves_redirected(fd, req->port, v->target) ||
+                shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target));
 }
 
 /* client_ports: an unbound socket takes the first free one of them as its

@@ -61,10 +61,13 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested);
 /* A socket accepted from a moved listener reports what the listener does. */
 void shim_moves_inherit(int listener, int accepted);
+/* fd was sent from requested to real by an earlier connect() (a nonblocking
+ * client asking again whether it is done): the same way, no kernel asked. */
+bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real);
 /* Does a connect to addr:requested follow the move to real? Only when a
  * server under this policy was moved away from requested and still listens
  * at real, and nothing receives at requested now. The table first; the
- * kernel (one sock_diag dump per family, filtered to the two ports) only
- * for a port some server was moved from. */
+ * kernel (two sock_diag lookups, never a dump) only for a port some server
+ * was moved from. */
 bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
                        uint16_t real);

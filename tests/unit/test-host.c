@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -108,40 +109,61 @@ static void test_visitor_stops_the_dump(void **state)
         close(fd);
 }
 
-struct receives {
-        const struct pf_addr *addr;
-        ino_t inode;
-        int result;
-};
-
-static int check_receives(const struct inet_diag_msg *m, void *ctx)
+static int udp_socket(int family, const char *addr, uint16_t *port, ino_t *inode, bool v6only)
 {
-        struct receives *r = ctx;
+        struct sockaddr_storage ss = { .ss_family = (sa_family_t)family };
+        socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        struct stat st;
+        int one = 1, fd = socket(family, SOCK_DGRAM, 0);
 
-        if (m->idiag_inode == r->inode)
-                r->result = pf_host_socket_receives(m, PF_TCP, r->addr);
-        return 0;
+        assert_true(fd >= 0);
+        if (family == AF_INET6) {
+                assert_int_equal(inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+                if (v6only)
+                        assert_int_equal(setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)), 0);
+        } else {
+                assert_int_equal(inet_pton(AF_INET, addr, &((struct sockaddr_in *)&ss)->sin_addr), 1);
+        }
+        assert_int_equal(bind(fd, (struct sockaddr *)&ss, len), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        *inode = st.st_ino;
+        return fd;
 }
 
-static void test_receives(void **state)
+/* The kernel's lookup finds what receives at an address, as a connection
+ * or a datagram to it would: the listener's own inode, nothing at another
+ * address, a dual-stack [::] socket for IPv4 unless IPV6_V6ONLY. */
+static void test_socket_at(void **state)
 {
         struct pf_addr here, there;
-        uint16_t port;
-        ino_t inode;
+        uint64_t found;
+        uint16_t port, uport, v6port, onlyport;
+        ino_t inode, uinode, v6inode, onlyinode;
         int fd = listener(&port, &inode);
-        struct pf_socket_query q = { .family = AF_INET, .proto = PF_TCP, .ports = { port } };
-        struct receives r = { .addr = &here, .inode = inode, .result = -1 };
+        int u = udp_socket(AF_INET, "127.0.0.1", &uport, &uinode, false);
+        int v6 = udp_socket(AF_INET6, "::", &v6port, &v6inode, false);
+        int only = udp_socket(AF_INET6, "::", &onlyport, &onlyinode, true);
 
         (void)state;
         assert_int_equal(pf_addr_parse("127.0.0.1", &here), 0);
         assert_int_equal(pf_addr_parse("127.0.0.2", &there), 0);
-        assert_int_equal(pf_host_sockets(&q, check_receives, &r), 0);
-        assert_int_equal(r.result, 1);
-        r.addr = &there;        /* bound to 127.0.0.1: not reached at 127.0.0.2 */
-        r.result = -1;
-        assert_int_equal(pf_host_sockets(&q, check_receives, &r), 0);
-        assert_int_equal(r.result, 0);
+        assert_int_equal(pf_host_socket_at(PF_TCP, &here, port, &found), 1);
+        assert_int_equal(found, inode);
+        assert_int_equal(pf_host_socket_at(PF_TCP, &there, port, &found), 0);
+        assert_int_equal(pf_host_socket_at(PF_UDP, &here, port, &found), 0);
+        assert_int_equal(pf_host_socket_at(PF_UDP, &here, uport, &found), 1);
+        assert_int_equal(found, uinode);
+        assert_int_equal(pf_host_socket_at(PF_UDP, &here, v6port, &found), 1);
+        assert_int_equal(found, v6inode);
+        assert_int_equal(pf_host_socket_at(PF_UDP, &here, onlyport, &found), 0);
         close(fd);
+        close(u);
+        close(v6);
+        close(only);
+        assert_int_equal(pf_host_socket_at(PF_TCP, &here, port, &found), 0);
 }
 
 int main(void)
@@ -149,7 +171,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_port_filters),
                 cmocka_unit_test(test_visitor_stops_the_dump),
-                cmocka_unit_test(test_receives),
+                cmocka_unit_test(test_socket_at),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
