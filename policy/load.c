@@ -554,6 +554,25 @@ static bool push_range(struct loader *l, struct pf_range range)
         return true;
 }
 
+/* "rule N: what" for the messages a rule may need, made for every rule of
+ * a load: without printf, which would cost as much as the rest of it. */
+static void rule_label(char *buf, size_t size, const char *before, unsigned index, const char *after)
+{
+        char digits[12];
+        size_t n = 0, used = 0;
+
+        do
+                digits[n++] = (char)('0' + index % 10);
+        while ((index /= 10));
+        for (const char *c = before; *c && used + 1 < size; c++)
+                buf[used++] = *c;
+        while (n > 0 && used + 1 < size)
+                buf[used++] = digits[--n];
+        for (const char *c = after; *c && used + 1 < size; c++)
+                buf[used++] = *c;
+        buf[used] = '\0';
+}
+
 static void load_rule_ports(struct loader *l, const config_setting_t *group, struct pf_rule *rule,
                             unsigned index)
 {
@@ -565,7 +584,7 @@ static void load_rule_ports(struct loader *l, const config_setting_t *group, str
         rule->first_range = l->range_count;
         if (!s)
                 return;
-        snprintf(what, sizeof(what), "rule %u: 'ports'", index);
+        rule_label(what, sizeof(what), "rule ", index, ": 'ports'");
         ranges = get_ranges(l, s, what, &count);
         if (!ranges)
                 return;
@@ -601,7 +620,7 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
                 }
                 return;
         }
-        snprintf(what, sizeof(what), "rule %u: to", index);
+        rule_label(what, sizeof(what), "rule ", index, ": to");
         if (!expect_type(l, s, CONFIG_TYPE_INT, what))
                 return;
         if (rule->action != PF_REMAP) {
@@ -654,7 +673,7 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
         if (s) {
                 char what[32];
 
-                snprintf(what, sizeof(what), "rule %u: family", index);
+                rule_label(what, sizeof(what), "rule ", index, ": family");
                 rule->has_family = true;
                 rule->family = (uint8_t)get_choice(l, s, what, families, 2, PF_IPV4);
         }
@@ -691,7 +710,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                        type_name(config_setting_type(group)));
                 return;
         }
-        snprintf(where, sizeof(where), " in rule %u", index);
+        rule_label(where, sizeof(where), " in rule ", index, "");
         check_keys(l, group, keys, sizeof(keys) / sizeof(keys[0]), where);
         load_rule_conditions(l, group, rule, index);
         load_rule_ports(l, group, rule, index);
@@ -700,7 +719,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                 report(l, at(group), "rule %u: 'action' is missing", index);
                 return;
         }
-        snprintf(where, sizeof(where), "rule %u: action", index);
+        rule_label(where, sizeof(where), "rule ", index, ": action");
         if (get_action(l, s, where, &action)) {
                 rule->action = (uint8_t)action;
                 load_rule_target(l, group, rule, index);
@@ -753,68 +772,94 @@ static void rule_where(const struct loader *l, unsigned i, char *buf, size_t siz
 }
 
 /* The first rule that allows a port of lo-hi for proto, or -1. */
-static int allowing_rule(const struct loader *l, unsigned proto, unsigned lo, unsigned hi)
+/* Which rule (index + 1, 0: none) has each port of each protocol: the
+ * checks below ask a port, not every rule, so a load stays linear in the
+ * rules (10,000 rules: a few milliseconds, not seconds). */
+typedef uint32_t port_owners[PF_PROTO_COUNT][PF_PORT_MAX + 1];
+
+/* The ports allow rules give to servers, the first rule of a port owning it. */
+static void paint_allowed(const struct loader *l, port_owners owners)
 {
-        for (unsigned i = 0; i < l->rule_count; i++) {
+        for (unsigned i = l->rule_count; i-- > 0;) {
                 const struct pf_rule *rule = &l->rules[i];
 
-                if (rule->action != PF_ALLOW || !rule->has_ports || !(rule->protos & PF_PROTO_BIT(proto)))
+                if (rule->action != PF_ALLOW || !rule->has_ports)
                         continue;
                 for (uint32_t k = 0; k < rule->range_count; k++) {
                         const struct pf_range *r = &l->ranges[rule->first_range + k];
 
-                        if (r->lo <= hi && lo <= r->hi)
-                                return (int)i;
+                        for (unsigned proto = 0; proto < PF_PROTO_COUNT; proto++)
+                                if (rule->protos & PF_PROTO_BIT(proto))
+                                        for (unsigned port = r->lo; port <= r->hi; port++)
+                                                owners[proto][port] = i + 1;
                 }
         }
-        return -1;
+}
+
+/* The first owner in lo-hi for the rule's protocols, or 0. */
+static uint32_t owner_in(port_owners owners, const struct pf_rule *rule, unsigned lo, unsigned hi)
+{
+        uint32_t first = 0;
+
+        for (unsigned proto = 0; proto < PF_PROTO_COUNT; proto++)
+                for (unsigned port = lo; (rule->protos & PF_PROTO_BIT(proto)) && port <= hi; port++)
+                        if (owners[proto][port] && (!first || owners[proto][port] < first))
+                                first = owners[proto][port];
+        return first;
+}
+
+/* Give lo-hi to the rule for its protocols: 0, or the owner of a port taken
+ * already (nothing is given then). Ranges that do not collide are given
+ * once each, so all of them cost at most every port once. */
+static uint32_t take_targets(port_owners owners, const struct pf_rule *rule, unsigned index, unsigned lo,
+                             unsigned hi)
+{
+        uint32_t taken = owner_in(owners, rule, lo, hi);
+
+        for (unsigned proto = 0; !taken && proto < PF_PROTO_COUNT; proto++)
+                for (unsigned port = lo; (rule->protos & PF_PROTO_BIT(proto)) && port <= hi; port++)
+                        owners[proto][port] = index + 1;
+        return taken;
 }
 
 /* Two servers must never be sent to one port: a rule's "to" range that
  * overlaps another's, a port an allow rule gives to a server, or the pool
- * others are moved into, is an error naming both places. O(rules^2) in the
- * worst case, over remap rules with "to" only. */
+ * others are moved into, is an error naming both places. */
 static void check_remap_targets(struct loader *l)
 {
         bool pool_used = l->remap_needs_pool || l->policy->default_action == PF_REMAP;
+        port_owners *allowed = calloc(1, sizeof(*allowed)), *targets = calloc(1, sizeof(*targets));
         char where[PATH_MAX + 16];
 
+        if (!allowed || !targets) {
+                l->out_of_memory = true;
+                goto out;
+        }
+        paint_allowed(l, *allowed);
         for (unsigned i = 0; i < l->rule_count; i++) {
                 const struct pf_rule *a = &l->rules[i];
                 unsigned lo = a->to, hi;
-                bool reported = false;
+                uint32_t j;
 
                 if (a->action != PF_REMAP || !a->has_to)
                         continue;
                 hi = lo + rule_port_count(l, a) - 1u;
-                for (unsigned j = 0; j < i && !reported; j++) {
-                        const struct pf_rule *b = &l->rules[j];
-                        unsigned b_hi;
-
-                        if (b->action != PF_REMAP || !b->has_to || !(a->protos & b->protos))
-                                continue;
-                        b_hi = b->to + rule_port_count(l, b) - 1u;
-                        if (b->to > hi || lo > b_hi)
-                                continue;
-                        rule_where(l, j, where, sizeof(where));
+                if ((j = take_targets(*targets, a, i, lo, hi))) {
+                        rule_where(l, j - 1, where, sizeof(where));
                         report(l, rule_pos(l, i), "rule %u: remap targets %u-%u overlap those of rule %u (%s): "
-                               "two servers would be sent to one port", i + 1, lo, hi, j + 1, where);
-                        reported = true;
-                }
-                for (unsigned proto = 0; proto < PF_PROTO_COUNT && !reported; proto++) {
-                        int j = (a->protos & PF_PROTO_BIT(proto)) ? allowing_rule(l, proto, lo, hi) : -1;
-
-                        if (j < 0)
-                                continue;
-                        rule_where(l, (unsigned)j, where, sizeof(where));
+                               "two servers would be sent to one port", i + 1, lo, hi, j, where);
+                } else if ((j = owner_in(*allowed, a, lo, hi))) {
+                        rule_where(l, j - 1, where, sizeof(where));
                         report(l, rule_pos(l, i), "rule %u: remap targets %u-%u take ports rule %u (%s) "
-                               "allows to servers", i + 1, lo, hi, (unsigned)j + 1, where);
-                        reported = true;
-                }
-                if (!reported && pool_used && pf_portset_overlaps_range(&l->policy->pool, lo, hi))
+                               "allows to servers", i + 1, lo, hi, j, where);
+                } else if (pool_used && pf_portset_overlaps_range(&l->policy->pool, lo, hi)) {
                         report(l, rule_pos(l, i), "rule %u: remap targets %u-%u are in the remap pool, "
                                "where other servers are moved", i + 1, lo, hi);
+                }
         }
+out:
+        free(allowed);
+        free(targets);
 }
 
 /* ---- load --------------------------------------------------------------- */
