@@ -242,3 +242,8 @@ void pf_policy_log(const struct pf_policy *p, struct pf_log_settings *out)
         out->level = p->log_level;
         out->format = p->log_format;
 }
+
+bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port)
+{
+        return pf_portset_has(&p->plain_allow, port);
+}

@@ -77,6 +77,26 @@ static void compile_slots(struct pf_policy *p, enum pf_proto proto)
                         slots[port].target = pf_pool_nth(p, pf_guarded_rank(p, proto, port));
 }
 
+/* A port allowed for every caller of a protocol: its first rule is an
+ * unconditional allow, or no rule covers it and it is not guarded. */
+static bool plain_allow(const struct pf_policy *p, enum pf_proto proto, unsigned port)
+{
+        struct pf_slot slot = p->slots[proto][port];
+        const struct pf_rule *rule = slot.rule ? &pf_rules_of(p)[slot.rule - 1] : NULL;
+
+        if (rule)
+                return !rule->conditional && rule->action == PF_ALLOW;
+        return !pf_portset_has(&p->guarded[proto], port);
+}
+
+static void compile_plain_allow(struct pf_policy *p)
+{
+        pf_portset_clear(&p->plain_allow);
+        for (unsigned port = 1; port <= PF_PORT_MAX; port++)
+                if (plain_allow(p, PF_TCP, port) && plain_allow(p, PF_UDP, port))
+                        pf_portset_add(&p->plain_allow, port);
+}
+
 struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts)
 {
         uint32_t pool_range_count = pf_portset_range_count(&parts->head->pool);
@@ -128,6 +148,7 @@ struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts)
         memset(p->slots, 0, sizeof(p->slots));
         for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
                 compile_slots(p, proto);
+        compile_plain_allow(p);
         return p;
 }
 

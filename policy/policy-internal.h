@@ -10,7 +10,7 @@
 
 #include "policy.h"
 
-#define PF_POLICY_MAGIC 0x32434650u     /* "PFC2" */
+#define PF_POLICY_MAGIC 0x33434650u     /* "PFC3" */
 
 struct pf_cidr {
         struct pf_addr addr;
@@ -84,6 +84,10 @@ struct pf_policy {
         uint16_t guarded_rank[PF_PROTO_COUNT][PF_PORTSET_WORDS]; /* rank_domain members below word */
         struct pf_portset pool;
         struct pf_portset client_ports; /* local ports for outgoing connects; empty: kernel's */
+        /* Ports whose bind is allowed without a word over both protocols,
+         * whatever the caller: no rule with conditions, no log. The shim's
+         * common case answered by one bit. */
+        struct pf_portset plain_allow;
         struct pf_slot slots[PF_PROTO_COUNT][PF_PORT_MAX + 1];
 };
 

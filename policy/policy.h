@@ -166,6 +166,10 @@ int pf_policy_pool_share(const struct pf_policy *policy, struct pf_pool_share *o
 /* The file rule is written in: the policy's, or an @include'd one. */
 const char *pf_policy_rule_file(const struct pf_policy *policy, unsigned rule);
 enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned rule);
+/* A bind of port is allowed, without a word, over TCP and UDP whatever the
+ * caller (no rule with conditions covers it, no log): what pf_decide()
+ * would say for every query, in one bit. */
+bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *policy);

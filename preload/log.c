@@ -300,11 +300,12 @@ static void write_line(const char *text, size_t len)
 static void emit(enum pf_log_level level, struct line *l)
 {
         static const int syslog_severity[] = { 3, 4, 6, 7 };    /* err, warning, info, debug */
-        struct line framed = { .len = 0 };
+        struct line framed;     /* 2 KiB: only its length needs a value */
         int saved = errno;
 
         if (log_fd < 0)
                 return;
+        framed.len = 0;
         if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user, then a tag */
                 put(&framed, "<", 1);
                 put_uint(&framed, 8u + (unsigned)syslog_severity[level]);
@@ -334,10 +335,11 @@ static void put_prefix(struct line *l)
 
 void shim_log_text(enum pf_log_level level, const char *text)
 {
-        struct line l = { .len = 0 };
+        struct line l;          /* not zeroed before the level says it is used */
 
         if (!shim_log_enabled(level))
                 return;
+        l.len = 0;
         if (log_format == PF_FORMAT_JSON) {
                 put_str(&l, "{\"pid\": ");
                 put_uint(&l, (unsigned long)getpid());
@@ -443,11 +445,12 @@ static void put_text_event(struct line *l, const struct shim_event *e, const cha
 
 void shim_log_event(enum pf_log_level level, const struct shim_event *e)
 {
-        struct line l = { .len = 0 };
+        struct line l;          /* not zeroed before the level says it is used */
         char addr[64];
 
         if (!shim_log_enabled(level))
                 return;
+        l.len = 0;
         shim_format_addr(e->addr, addr, sizeof(addr));
         if (log_format == PF_FORMAT_JSON)
                 put_json_event(&l, e, addr);

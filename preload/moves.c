@@ -298,6 +298,11 @@ void shim_moves_inherit(int listener, int accepted)
         errno = saved;
 }
 
+bool shim_moves_any_from(uint16_t port)
+{
+        return table && (test_bit(table->moved_from[PF_TCP], port) || test_bit(table->moved_from[PF_UDP], port));
+}
+
 bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real)
 {
         const struct fd_move *m = fd_move_of(fd);

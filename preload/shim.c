@@ -355,22 +355,15 @@ static bool socket_family_is(int fd, int family)
 }
 
 /* Decide a request for the socket's protocol. Returns false (pass through)
- * when the policy lets both protocols pass without a word, so the common
- * unguarded bind costs two table lookups and no extra system call. */
+ * for a port every bind may take (one bit, no system call) and for sockets
+ * the shim does not guard; else the protocol is asked of the socket (one
+ * getsockopt) and decided. */
 static bool decide_request(const struct pf_policy *p, int fd, struct request *req,
                            struct pf_verdict *out)
 {
-        struct pf_verdict tcp, udp;
-
-        req->query.proto = PF_TCP;
-        pf_decide(p, &req->query, &tcp);
-        req->query.proto = PF_UDP;
-        pf_decide(p, &req->query, &udp);
-        if (tcp.action == PF_ALLOW && udp.action == PF_ALLOW)
+        if (pf_policy_plain_allow(p, req->port) || !socket_proto(fd, &req->query.proto))
                 return false;
-        if (!socket_proto(fd, &req->query.proto))
-                return false;
-        *out = req->query.proto == PF_TCP ? tcp : udp;
+        pf_decide(p, &req->query, out);
         return out->action != PF_ALLOW;
 }
 
@@ -392,6 +385,8 @@ static socklen_t with_port(const struct sockaddr *addr, socklen_t len, uint16_t 
 static void log_decision(const char *call, const struct request *req, const struct sockaddr *addr,
                          const struct pf_verdict *v, int err, enum pf_log_level level)
 {
+        if (!shim_log_enabled(level))
+                return;
         struct shim_event event = {
                 .call = call, .proto = req->query.proto, .addr = addr, .port = req->port,
                 .action = v->action, .target = v->target, .err = err, .rule = v->rule,
@@ -493,13 +488,19 @@ static int bind_in_narrowed_range(int fd, const struct sockaddr *addr, socklen_t
 }
 
 /* A port-0 bind of an IPv4 or IPv6 address. */
-static bool port_zero(const struct sockaddr *addr, socklen_t len)
+/* The port of an IPv4 or IPv6 address, -1 for anything else. */
+static int inet_port(const struct sockaddr *addr, socklen_t len)
 {
         if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
-                return ((const struct sockaddr_in *)(const void *)addr)->sin_port == 0;
+                return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
         if (addr && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
-                return ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port == 0;
-        return false;
+                return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+        return -1;
+}
+
+static bool port_zero(const struct sockaddr *addr, socklen_t len)
+{
+        return inet_port(addr, len) == 0;
 }
 
 /* Learning: the bind as asked, and a record of it with the port it got. */
@@ -540,8 +541,11 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         struct sockaddr_in as_inet;
         struct pf_verdict v;
         struct request req;
-        int saved = errno, r;
+        int saved = errno, r, port = inet_port(addr, len);
 
+        /* The common case first: a port every bind may take, one bit. */
+        if (port > 0 && (p = shim_policy()) && !learning && pf_policy_plain_allow(p, (unsigned)port))
+                return libc_bind(fd, addr, len);
         addr = unspec_as_inet(fd, addr, len, &as_inet);
         if (shim_policy() && learning)
                 return learn_bind(fd, addr, len);
@@ -614,7 +618,8 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
 {
         const struct pf_policy *p;
 
-        if (!read_request(addr, len, req) || !(p = shim_policy()) ||
+        /* Most ports no server was ever moved from: one bit, nothing else. */
+        if (!read_request(addr, len, req) || !shim_moves_any_from(req->port) || !(p = shim_policy()) ||
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
         return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
@@ -658,8 +663,11 @@ static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
         struct sockaddr_storage copy;
         struct pf_verdict v;
         struct request req;
-        int saved = errno, r;
+        int saved = errno, r, port = inet_port(addr, len);
 
+        /* The common case first: no server was moved from the port, one bit. */
+        if (!client_first && (port <= 0 || !shim_moves_any_from((uint16_t)port)))
+                return libc_connect(fd, addr, len);
         if (client_first && p && addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
                 take_client_port(p, fd);
         if (!redirect_target(fd, addr, len, &req, &v))

@@ -61,6 +61,9 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested);
 /* A socket accepted from a moved listener reports what the listener does. */
 void shim_moves_inherit(int listener, int accepted);
+/* Was a server under this policy ever moved away from port (either
+ * protocol)? If not, no connect to it is redirected. */
+bool shim_moves_any_from(uint16_t port);
 /* fd was sent from requested to real by an earlier connect() (a nonblocking
  * client asking again whether it is done): the same way, no kernel asked. */
 bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real);
