@@ -315,12 +315,12 @@ static __always_inline int refuse_errno(void)
         return s ? s->refuse_errno : EPERM;
 }
 
-/* The policy's verdict. A table the loader has not filled refuses (EPERM):
- * an empty map must never mean "allow everything". */
-static __always_inline void decide(const struct request *r, struct decision *d)
+/* The policy's verdict under settings s of generation (the caller's, read
+ * once per call). A table the loader has not filled refuses (EPERM): an
+ * empty map must never mean "allow everything". */
+static __always_inline void decide(const struct pf_bpf_settings *s, __u32 generation, const struct request *r,
+                                   struct decision *d)
 {
-        __u32 generation;
-        struct pf_bpf_settings *s = get_settings(&generation);
         struct pf_bpf_span *span;
         void *span_table, *rule_table;
 
@@ -413,7 +413,7 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
         if (bound_already(ctx) || (s && inner_fence_decides(s)))
                 return ALLOW_CALL;
         r->with_program = 1;
-        decide(r, &d);
+        decide(s, generation, r, &d);
         count(d.action);
         if (d.action == PF_BPF_ALLOW)
                 return ALLOW_CALL;
@@ -518,7 +518,9 @@ static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_s
  * kernel then gives the port back. */
 static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock *sk, struct request *r)
 {
+        struct pf_bpf_settings *s;
         struct decision d;
+        __u32 generation;
 
         sk->check_chosen = 0;
         r->port = (__u16)ctx->src_port;
@@ -527,7 +529,8 @@ static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock
         if (r->port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP &&
                              ctx->protocol != IPPROTO_MPTCP))
                 return ALLOW_CALL;      /* no port yet (IP_BIND_ADDRESS_NO_PORT) */
-        decide(r, &d);
+        s = get_settings(&generation);
+        decide(s, generation, r, &d);
         count(d.action == PF_BPF_REMAP ? PF_BPF_REFUSE : d.action);
         if (d.action == PF_BPF_ALLOW)
                 return ALLOW_CALL;
@@ -686,7 +689,7 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         if (!s || !s->redirect_connect || !is_local(s, r) || inner_fence_decides(s))
                 return ALLOW_CALL;
         r->with_program = 0;
-        decide(r, &d);
+        decide(s, generation, r, &d);
         if (d.action != PF_BPF_REMAP)
                 return ALLOW_CALL;
         d.target = moved_target(ctx, r);
