@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Benchmark: ns per pf_decide() for a 10-rule and a 10,000-rule policy, and
  * the load time of the 10,000-rule policy. Prints numbers and ratios; the
- * targets (decide < 20 ns, sizes within 10%, load < 10 ms) are checked by
- * reading them, never by a timed test. */
+ * targets (decide < 20 ns, sizes within 10%, portfence's part of a load
+ * <= 2 ms) are checked by reading them (scripts/bench), never by a timed
+ * test. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +140,11 @@ int main(void)
         printf("decide, 10 rules:       %6.2f ns\n", small_ns);
         printf("decide, 10000 rules:    %6.2f ns\n", large_ns);
         printf("ratio 10000/10 rules:   %6.3f   (target <= 1.10)\n", large_ns / small_ns);
-        printf("load, 10000 rules:      %6.2f ms (target < 10 ms)\n", load_ns / 1e6);
-        printf("  of which libconfig:   %6.2f ms (parse + destroy of the same text)\n",
-               libconfig_ns(large_text) / 1e6);
+        double libconfig = libconfig_ns(large_text);
+
+        printf("load, 10000 rules:      %6.2f ms\n", load_ns / 1e6);
+        printf("  of which libconfig:   %6.2f ms (parse + destroy of the same text)\n", libconfig / 1e6);
+        printf("  portfence's part:     %6.2f ms (target <= 2 ms)\n", (load_ns - libconfig) / 1e6);
         pf_policy_free(small);
         pf_policy_free(large);
         free(small_text);
