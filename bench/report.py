@@ -186,6 +186,8 @@ class Bench:
                     ("cgroup bind4, allowed (ns per run, bpf_stats)", "bind4", BIND, 8080, 80),
                     ("cgroup bind4, remapped (socket storage + event)", "bind4", BIND, 20001, 300),
                     ("cgroup post_bind4 after a remap", "post_bind4", BIND, 20001, None),
+                    ("cgroup post_bind4 after an allowed bind (for scale: a program that "
+                     "only looks up its socket's storage)", "post_bind4", BIND, 8080, None),
                     ("cgroup connect4, redirected", "connect4", CONNECT_MOVED, 20003, 300),
                     ("cgroup connect4, not redirected (guarded, nothing moved)", "connect4", CONNECT_REFUSED,
                      20002, None)):

@@ -220,16 +220,23 @@ static int dump_message(const struct nlmsghdr *h, uint32_t seq, pf_socket_visit 
 }
 
 /* One request on a fresh socket, its answer to visit() until the end of a
- * dump or a visit() that returns DUMP_DONE. Every message is checked: from
+ * dump or a visit() that returns DUMP_DONE (one request at a time on a
+ * socket: an answer is read whole). Every message is checked: from
  * the kernel (sender port id 0: a fresh socket, so no getsockname), of our
  * sequence, whole, and from a dump that was not interrupted. */
-static int ask_kernel(const void *request, size_t size, uint32_t seq, pf_socket_visit visit, void *ctx)
+int pf_host_diag_open(void)
+{
+        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+        return fd < 0 ? -errno : fd;
+}
+
+static int ask_kernel_on(int fd, const void *request, size_t size, uint32_t seq, pf_socket_visit visit,
+                         void *ctx)
 {
         char buf[8192] __attribute__((aligned(8)));
-        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), r = 0;
+        int r = 0;
 
-        if (fd < 0)
-                return -errno;
         if (send(fd, request, size, 0) < 0)
                 r = -errno;
         while (r == 0) {
@@ -252,8 +259,18 @@ static int ask_kernel(const void *request, size_t size, uint32_t seq, pf_socket_
                 if (r == 0 && left > 0)
                         r = -EIO;       /* a message cut short */
         }
-        close(fd);
         return r < 0 ? r : 0;
+}
+
+static int ask_kernel(const void *request, size_t size, uint32_t seq, pf_socket_visit visit, void *ctx)
+{
+        int fd = pf_host_diag_open(), r;
+
+        if (fd < 0)
+                return fd;
+        r = ask_kernel_on(fd, request, size, seq, visit, ctx);
+        close(fd);
+        return r;
 }
 
 static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)
@@ -275,7 +292,7 @@ static int take_inode(const struct inet_diag_msg *m, void *ctx)
  * without a dump, one hash lookup whatever the number of sockets (a dump
  * walks every bucket of the listening hash). TCP looks up a SYN to the
  * socket's source side, UDP a datagram to its destination side. */
-int pf_host_socket_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode)
+int pf_host_socket_at(int diag, enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode)
 {
         struct {
                 struct nlmsghdr nlh;
@@ -298,7 +315,7 @@ int pf_host_socket_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t 
                 request.req.id.idiag_sport = htons(port);
         }
         *inode = 0;
-        r = ask_kernel(&request, sizeof(request), request.nlh.nlmsg_seq, take_inode, inode);
+        r = ask_kernel_on(diag, &request, sizeof(request), request.nlh.nlmsg_seq, take_inode, inode);
         if (r == -ENOENT)
                 return 0;
         return r < 0 ? r : 1;

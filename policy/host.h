@@ -43,8 +43,11 @@ struct pf_socket_query {
 typedef int (*pf_socket_visit)(const struct inet_diag_msg *msg, void *ctx);
 int pf_host_sockets(const struct pf_socket_query *query, pf_socket_visit visit, void *ctx);
 
+/* A sock_diag socket for pf_host_socket_at() (close it), or a negative errno. */
+int pf_host_diag_open(void);
 /* The socket of this network namespace that receives what is sent to
  * addr:port (a TCP listener, a UDP socket not connected elsewhere; a
  * dual-stack IPv6 one for an IPv4 address too), found by the kernel's own
- * lookup: 1 and its inode, 0 when there is none, or a negative errno. */
-int pf_host_socket_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode);
+ * lookup on the sock_diag socket diag: 1 and its inode, 0 when there is
+ * none, or a negative errno. */
+int pf_host_socket_at(int diag, enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode);

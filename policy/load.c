@@ -209,7 +209,8 @@ static unsigned distance(const char *a, const char *b)
 
 /* Every member of group must be one of keys: typos are errors, not ignored. */
 static void check_keys(struct loader *l, const config_setting_t *group,
-                       const char *const *keys, size_t count, const char *where)
+                       const char *const *keys, size_t count, const char *where,
+                       const config_setting_t **found)
 {
         for (int i = 0; i < config_setting_length(group); i++) {
                 const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
@@ -220,8 +221,11 @@ static void check_keys(struct loader *l, const config_setting_t *group,
 
                 for (k = 0; k < count && strcmp(keys[k], name) != 0; k++)
                         ;
-                if (k < count)
+                if (k < count) {
+                        if (found)
+                                found[k] = s;
                         continue;
+                }
                 for (k = 0; k < count; k++) {
                         unsigned d = distance(name, keys[k]);
 
@@ -420,7 +424,7 @@ static void load_log(struct loader *l, const config_setting_t *root)
 
         if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, "log"))
                 return;
-        check_keys(l, s, keys, 3, " in 'log'");
+        check_keys(l, s, keys, 3, " in 'log'", NULL);
         p->log_level = (uint8_t)get_choice(l, config_setting_get_member(s, "level"), "log.level",
                                            levels, 4, PF_LEVEL_INFO);
         p->log_format = (uint8_t)get_choice(l, config_setting_get_member(s, "format"),
@@ -559,24 +563,29 @@ static bool push_range(struct loader *l, struct pf_range range)
 static void rule_label(char *buf, size_t size, const char *before, unsigned index, const char *after)
 {
         char digits[12];
-        size_t n = 0, used = 0;
+        size_t n = sizeof(digits), nb = strlen(before), na = strlen(after);
 
         do
-                digits[n++] = (char)('0' + index % 10);
+                digits[--n] = (char)('0' + index % 10);
         while ((index /= 10));
-        for (const char *c = before; *c && used + 1 < size; c++)
-                buf[used++] = *c;
-        while (n > 0 && used + 1 < size)
-                buf[used++] = digits[--n];
-        for (const char *c = after; *c && used + 1 < size; c++)
-                buf[used++] = *c;
-        buf[used] = '\0';
+        if (nb + (sizeof(digits) - n) + na >= size) {
+                buf[0] = '\0';         /* never: the callers' buffers fit */
+                return;
+        }
+        memcpy(buf, before, nb);
+        memcpy(buf + nb, digits + n, sizeof(digits) - n);
+        memcpy(buf + nb + sizeof(digits) - n, after, na + 1);
 }
 
-static void load_rule_ports(struct loader *l, const config_setting_t *group, struct pf_rule *rule,
-                            unsigned index)
+/* A rule's keys, found in one pass over its members (check_keys): a
+ * lookup by name per key would walk them again for each. */
+enum rule_key { KEY_PORTS, KEY_PROTO, KEY_FAMILY, KEY_ADDRESS, KEY_PROGRAM, KEY_ACTION, KEY_TO, KEY_COUNT };
+static const char *const rule_keys[KEY_COUNT] = { "ports", "proto", "family", "address", "program", "action", "to" };
+typedef const config_setting_t *rule_members[KEY_COUNT];
+
+static void load_rule_ports(struct loader *l, rule_members m, struct pf_rule *rule, unsigned index)
 {
-        const config_setting_t *s = config_setting_get_member(group, "ports");
+        const config_setting_t *s = m[KEY_PORTS];
         struct pf_range *ranges;
         size_t count;
         char what[32];
@@ -605,11 +614,11 @@ static unsigned rule_port_count(const struct loader *l, const struct pf_rule *ru
         return n;
 }
 
-static void load_rule_target(struct loader *l, const config_setting_t *group, struct pf_rule *rule,
-                             unsigned index)
+static void load_rule_target(struct loader *l, const config_setting_t *group, rule_members m,
+                             struct pf_rule *rule, unsigned index)
 {
         struct pf_policy *p = l->policy;
-        const config_setting_t *s = config_setting_get_member(group, "to");
+        const config_setting_t *s = m[KEY_TO];
         long long to, last;
         char what[32];
 
@@ -652,15 +661,14 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, st
         rule->to = (uint16_t)to;
 }
 
-static void load_rule_conditions(struct loader *l, const config_setting_t *group,
-                                 struct pf_rule *rule, unsigned index)
+static void load_rule_conditions(struct loader *l, rule_members m, struct pf_rule *rule, unsigned index)
 {
         static const char *const families[] = { "ipv4", "ipv6" };
         const config_setting_t *s;
         const char *text;
 
         rule->protos = PF_PROTO_BOTH;
-        s = config_setting_get_member(group, "proto");
+        s = m[KEY_PROTO];
         if (s && (text = get_string(l, s, "proto"))) {
                 enum pf_proto proto;
 
@@ -669,7 +677,7 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
                 else
                         report(l, at(s), "rule %u: unknown proto '%s' (tcp or udp)", index, text);
         }
-        s = config_setting_get_member(group, "family");
+        s = m[KEY_FAMILY];
         if (s) {
                 char what[32];
 
@@ -677,14 +685,14 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
                 rule->has_family = true;
                 rule->family = (uint8_t)get_choice(l, s, what, families, 2, PF_IPV4);
         }
-        s = config_setting_get_member(group, "address");
+        s = m[KEY_ADDRESS];
         if (s && (text = get_string(l, s, "address"))) {
                 if (pf_cidr_parse(text, &rule->cidr) == 0)
                         rule->has_cidr = true;
                 else
                         report(l, at(s), "rule %u: bad address or CIDR '%s'", index, text);
         }
-        s = config_setting_get_member(group, "program");
+        s = m[KEY_PROGRAM];
         if (s && (text = get_string(l, s, "program"))) {
                 if (!*text)
                         report(l, at(s), "rule %u: empty program pattern", index);
@@ -696,8 +704,7 @@ static void load_rule_conditions(struct loader *l, const config_setting_t *group
 
 static void load_rule(struct loader *l, const config_setting_t *group, unsigned index)
 {
-        static const char *const keys[] = { "ports", "proto", "family", "address",
-                                             "program", "action", "to" };
+        rule_members m = { NULL };
         struct pf_rule *rule = &l->rules[index - 1];
         enum pf_action action;
         const config_setting_t *s;
@@ -711,10 +718,10 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                 return;
         }
         rule_label(where, sizeof(where), " in rule ", index, "");
-        check_keys(l, group, keys, sizeof(keys) / sizeof(keys[0]), where);
-        load_rule_conditions(l, group, rule, index);
-        load_rule_ports(l, group, rule, index);
-        s = config_setting_get_member(group, "action");
+        check_keys(l, group, rule_keys, KEY_COUNT, where, m);
+        load_rule_conditions(l, m, rule, index);
+        load_rule_ports(l, m, rule, index);
+        s = m[KEY_ACTION];
         if (!s) {
                 report(l, at(group), "rule %u: 'action' is missing", index);
                 return;
@@ -722,7 +729,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
         rule_label(where, sizeof(where), "rule ", index, ": action");
         if (get_action(l, s, where, &action)) {
                 rule->action = (uint8_t)action;
-                load_rule_target(l, group, rule, index);
+                load_rule_target(l, group, m, rule, index);
         }
 }
 
@@ -775,7 +782,7 @@ static void rule_where(const struct loader *l, unsigned i, char *buf, size_t siz
 /* Which rule (index + 1, 0: none) has each port of each protocol: the
  * checks below ask a port, not every rule, so a load stays linear in the
  * rules (10,000 rules: a few milliseconds, not seconds). */
-typedef uint32_t port_owners[PF_PROTO_COUNT][PF_PORT_MAX + 1];
+typedef uint16_t port_owners[PF_PROTO_COUNT][PF_PORT_MAX + 1];     /* rules <= UINT16_MAX */
 
 /* The ports allow rules give to servers, the first rule of a port owning it. */
 static void paint_allowed(const struct loader *l, port_owners owners)
@@ -791,7 +798,7 @@ static void paint_allowed(const struct loader *l, port_owners owners)
                         for (unsigned proto = 0; proto < PF_PROTO_COUNT; proto++)
                                 if (rule->protos & PF_PROTO_BIT(proto))
                                         for (unsigned port = r->lo; port <= r->hi; port++)
-                                                owners[proto][port] = i + 1;
+                                                owners[proto][port] = (uint16_t)(i + 1);
                 }
         }
 }
@@ -818,7 +825,7 @@ static uint32_t take_targets(port_owners owners, const struct pf_rule *rule, uns
 
         for (unsigned proto = 0; !taken && proto < PF_PROTO_COUNT; proto++)
                 for (unsigned port = lo; (rule->protos & PF_PROTO_BIT(proto)) && port <= hi; port++)
-                        owners[proto][port] = index + 1;
+                        owners[proto][port] = (uint16_t)(index + 1);
         return taken;
 }
 
@@ -828,9 +835,16 @@ static uint32_t take_targets(port_owners owners, const struct pf_rule *rule, uns
 static void check_remap_targets(struct loader *l)
 {
         bool pool_used = l->remap_needs_pool || l->policy->default_action == PF_REMAP;
-        port_owners *allowed = calloc(1, sizeof(*allowed)), *targets = calloc(1, sizeof(*targets));
+        port_owners *allowed, *targets;
         char where[PATH_MAX + 16];
+        unsigned with_to = 0;
 
+        for (unsigned i = 0; i < l->rule_count; i++)
+                with_to += l->rules[i].action == PF_REMAP && l->rules[i].has_to;
+        if (!with_to)
+                return;
+        allowed = calloc(1, sizeof(*allowed));
+        targets = calloc(1, sizeof(*targets));
         if (!allowed || !targets) {
                 l->out_of_memory = true;
                 goto out;
@@ -873,7 +887,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         };
         bool uses_host;
 
-        check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), "");
+        check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), "", NULL);
         load_version(l, root);
         load_ephemeral(l, root, &uses_host);
         pf_rank_domain_fill(l->policy, uses_host);

@@ -317,7 +317,7 @@ bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t
 {
         struct pf_addr to = *addr;
         uint64_t inode;
-        int saved = errno, taken, live = -1;
+        int saved = errno, taken, live = -1, diag;
 
         if (!table || !test_bit(table->moved_from[proto], requested) || !test_bit(table->moved_to, real))
                 return false;
@@ -330,9 +330,12 @@ bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t
          * of the listening hash): does something receive at the port asked
          * for, and does the socket moved from it still receive at its
          * target? If the kernel cannot be asked, the table is trusted. */
-        taken = pf_host_socket_at(proto, &to, requested, &inode);
+        diag = pf_host_diag_open();
+        taken = diag < 0 ? diag : pf_host_socket_at(diag, proto, &to, requested, &inode);
         if (taken == 0)
-                live = pf_host_socket_at(proto, &to, real, &inode);
+                live = pf_host_socket_at(diag, proto, &to, real, &inode);
+        if (diag >= 0)
+                close(diag);
         errno = saved;
         if (taken < 0 || (taken == 0 && live < 0))
                 return true;

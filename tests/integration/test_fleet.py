@@ -677,6 +677,63 @@ class Containers(PolicyTest):
         self.assertEqual(r.stdout.splitlines()[1], "bind 0 0", r.stderr)
 
 
+class BootedSystemd(unittest.TestCase):
+    """The drop-in under a real systemd: this host's own root (an overlay, so
+    nothing is written to it) booted with systemd as PID 1 in a privileged
+    podman container, a oneshot unit whose program binds at once."""
+    POLICY = 'version = 1;\nephemeral = "27000-27099";\ndefault_action = "refuse";\n'
+
+    def setUp(self):
+        reason = podman_skip_reason()
+        if not reason and not os.path.exists("/lib/systemd/systemd"):
+            reason = "no /lib/systemd/systemd to boot"
+        if reason:
+            self.skipTest(reason)
+        self.name = f"pf-test-{os.getpid()}-systemd"
+        self.boot = subprocess.Popen(
+            ["podman", *PODMAN_RUN, "--name", self.name, "--privileged", "--systemd=always",
+             "--tmpfs", "/tmp:rw,notmpcopyup", "--tmpfs", "/run:rw,notmpcopyup",
+             "--tmpfs", "/run/lock:rw,notmpcopyup", "--rootfs", "/:O", "/lib/systemd/systemd"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(self.boot.communicate, timeout=60)      # cleanups run last first:
+        self.addCleanup(subprocess.run, ["podman", "rm", "-f", "-t", "0", self.name], capture_output=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = self.exec("systemctl is-system-running").stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            if self.boot.poll() is not None:
+                self.skipTest("systemd cannot boot in a container here: " + self.boot.stderr.read()[-300:])
+            time.sleep(0.5)
+        self.fail(f"systemd did not finish booting: {state}")
+
+    def exec(self, script, **kw):
+        return subprocess.run(["podman", "exec", "-i", self.name, "sh", "-c", script], capture_output=True,
+                              text=True, timeout=TIMEOUT, **kw)
+
+    def test_unit_fenced_from_its_first_bind(self):
+        self.exec("cat > /etc/pf-test.conf", input=self.POLICY)
+        # made inside, where the policy is (export checks it)
+        r = self.exec(f"{BUILD['portfence']} export systemd-dropin -c /etc/pf-test.conf pf-demo.service")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = re.sub(r"/\S+/bin/portfence", BUILD["portfence"], r.stdout)
+        unit = ("[Service]\nType=oneshot\nStandardOutput=append:/run/pf-demo.out\n"
+                f"ExecStart={PROBE_STATIC} tcp4 bind 127.0.0.1 27001 tcp4 bind 127.0.0.1 27200\n")
+        self.exec("mkdir -p /etc/systemd/system/pf-demo.service.d && mount -t bpf bpf /sys/fs/bpf")
+        self.exec("cat > /etc/systemd/system/pf-demo.service", input=unit)
+        self.exec("cat > /etc/systemd/system/pf-demo.service.d/portfence.conf", input=text)
+        r = self.exec("systemctl daemon-reload && systemctl start pf-demo.service")
+        self.assertEqual(r.returncode, 0, r.stderr + self.exec("journalctl -u pf-demo --no-pager").stdout)
+        out = self.exec("cat /run/pf-demo.out").stdout.splitlines()
+        # the first bind of the unit's program is refused, the unguarded one not
+        self.assertEqual([line for line in out if line.startswith("bind")], ["bind -1 EADDRINUSE", "bind 0 0"],
+                         out)
+        self.assertTrue(any(line.endswith("system.slice/pf-demo.service: fenced with /etc/pf-test.conf")
+                            for line in out), out)
+        self.assertTrue(any(line.endswith("system.slice/pf-demo.service: detached") for line in out), out)
+        self.assertEqual(self.exec("ls -A /sys/fs/bpf/portfence").stdout, "")
+
+
 if __name__ == "__main__":
     main({"cgroup": ["HookCommand", "Guard", "ScanAllNamespaces"], "podman": ["Containers"],
-          "systemd": ["SystemdUnits"]})
+          "systemd": ["SystemdUnits"], "systemd-boot": ["BootedSystemd"]})

@@ -146,24 +146,27 @@ static void test_socket_at(void **state)
         int u = udp_socket(AF_INET, "127.0.0.1", &uport, &uinode, false);
         int v6 = udp_socket(AF_INET6, "::", &v6port, &v6inode, false);
         int only = udp_socket(AF_INET6, "::", &onlyport, &onlyinode, true);
+        int diag = pf_host_diag_open();
 
         (void)state;
+        assert_true(diag >= 0);
         assert_int_equal(pf_addr_parse("127.0.0.1", &here), 0);
         assert_int_equal(pf_addr_parse("127.0.0.2", &there), 0);
-        assert_int_equal(pf_host_socket_at(PF_TCP, &here, port, &found), 1);
+        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &here, port, &found), 1);
         assert_int_equal(found, inode);
-        assert_int_equal(pf_host_socket_at(PF_TCP, &there, port, &found), 0);
-        assert_int_equal(pf_host_socket_at(PF_UDP, &here, port, &found), 0);
-        assert_int_equal(pf_host_socket_at(PF_UDP, &here, uport, &found), 1);
+        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &there, port, &found), 0);
+        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, port, &found), 0);
+        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, uport, &found), 1);
         assert_int_equal(found, uinode);
-        assert_int_equal(pf_host_socket_at(PF_UDP, &here, v6port, &found), 1);
+        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, v6port, &found), 1);
         assert_int_equal(found, v6inode);
-        assert_int_equal(pf_host_socket_at(PF_UDP, &here, onlyport, &found), 0);
+        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, onlyport, &found), 0);
         close(fd);
         close(u);
         close(v6);
         close(only);
-        assert_int_equal(pf_host_socket_at(PF_TCP, &here, port, &found), 0);
+        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &here, port, &found), 0);
+        close(diag);
 }
 
 int main(void)
