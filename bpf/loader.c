@@ -321,6 +321,9 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
 
         snprintf(s.policy_path, sizeof(s.policy_path), "%s", policy_path);
         fill_locals(&s);
+        for (unsigned port = 1; port <= PF_PORT_MAX; port++)
+                if (pf_policy_plain_allow(p, port))
+                        s.plain_allow[port / 64] |= 1ull << (port % 64);
         if (bpf_map_update_elem(fd, &generation, &s, BPF_ANY) < 0)
                 return pf_bpf_fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
         return 0;

@@ -82,6 +82,8 @@ struct pf_bpf_rule {
 /* settings[generation], spans[generation], rules[generation]; the generation
  * in force is live[0]. A reload fills the idle generation, then flips
  * live[0] with one 4-byte write, so no call ever sees half a policy. */
+#define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
+
 struct pf_bpf_settings {
         __u32 magic;            /* PF_BPF_MAGIC once the loader filled everything */
         __s32 refuse_errno;
@@ -95,6 +97,10 @@ struct pf_bpf_settings {
         __u32 local6[PF_BPF_LOCALS][4];
         __u64 policy_hash;
         char policy_path[256];  /* for 'portfence cgroup status' */
+        /* Ports every bind may take over TCP and UDP whatever the caller
+         * (pf_policy_plain_allow): a bind or connect of one is answered by
+         * this bit, read with the settings, before any table is searched. */
+        __u64 plain_allow[PF_BPF_PORT_WORDS];
 };
 
 /* A port a fenced server was moved away from, in one network namespace:

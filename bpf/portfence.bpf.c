@@ -306,6 +306,12 @@ static __always_inline bool inner_fence_decides(const struct pf_bpf_settings *s)
         return false;
 }
 
+/* A port every bind may take: one bit of the settings. */
+static __always_inline bool plain_allow(const struct pf_bpf_settings *s, __u16 port)
+{
+        return s->plain_allow[(port >> 6) & (PF_BPF_PORT_WORDS - 1)] >> (port & 63) & 1;
+}
+
 /* The policy's errno for a refusal, EPERM when it cannot be read. */
 static __always_inline int refuse_errno(void)
 {
@@ -412,6 +418,10 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
 
         if (bound_already(ctx) || (s && inner_fence_decides(s)))
                 return ALLOW_CALL;
+        if (s && plain_allow(s, r->port)) {
+                count(PF_BPF_ALLOW);
+                return ALLOW_CALL;
+        }
         r->with_program = 1;
         decide(s, generation, r, &d);
         count(d.action);
@@ -686,7 +696,7 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         struct pf_bpf_sock *sk;
         struct decision d;
 
-        if (!s || !s->redirect_connect || !is_local(s, r) || inner_fence_decides(s))
+        if (!s || !s->redirect_connect || plain_allow(s, r->port) || !is_local(s, r) || inner_fence_decides(s))
                 return ALLOW_CALL;
         r->with_program = 0;
         decide(s, generation, r, &d);
