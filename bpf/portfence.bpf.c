@@ -695,16 +695,19 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         struct pf_bpf_settings *s = get_settings(&generation);
         struct pf_bpf_sock *sk;
         struct decision d;
+        __u16 target;
 
         if (!s || !s->redirect_connect || plain_allow(s, r->port) || !is_local(s, r) || inner_fence_decides(s))
                 return ALLOW_CALL;
+        /* The registry first: most ports nobody was moved from, one lookup. */
+        target = moved_target(ctx, r);
+        if (!target)
+                return ALLOW_CALL;
         r->with_program = 0;
         decide(s, generation, r, &d);
-        if (d.action != PF_BPF_REMAP)
+        if (d.action != PF_BPF_REMAP || destination_bound(ctx, r))
                 return ALLOW_CALL;
-        d.target = moved_target(ctx, r);
-        if (!d.target || destination_bound(ctx, r))
-                return ALLOW_CALL;
+        d.target = target;
         ctx->user_port = bpf_htons(d.target);
         sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
         if (sk) {
