@@ -219,11 +219,6 @@ static int dump_message(const struct nlmsghdr *h, uint32_t seq, pf_socket_visit 
         return visit(NLMSG_DATA(h), ctx);
 }
 
-/* One request on a fresh socket, its answer to visit() until the end of a
- * dump or a visit() that returns DUMP_DONE (one request at a time on a
- * socket: an answer is read whole). Every message is checked: from
- * the kernel (sender port id 0: a fresh socket, so no getsockname), of our
- * sequence, whole, and from a dump that was not interrupted. */
 int pf_host_diag_open(void)
 {
         int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
@@ -231,6 +226,11 @@ int pf_host_diag_open(void)
         return fd < 0 ? -errno : fd;
 }
 
+/* One request on a sock_diag socket, its answer to visit() until the end of
+ * a dump or a visit() that returns DUMP_DONE (one request at a time: what is
+ * left of an earlier answer is skipped by its sequence). Every message is
+ * checked: from the kernel (sender port id 0, so no getsockname), of this
+ * request's sequence, whole, and from a dump that was not interrupted. */
 static int ask_kernel_on(int fd, const void *request, size_t size, uint32_t seq, pf_socket_visit visit,
                          void *ctx)
 {

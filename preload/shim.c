@@ -385,15 +385,16 @@ static socklen_t with_port(const struct sockaddr *addr, socklen_t len, uint16_t 
 static void log_decision(const char *call, const struct request *req, const struct sockaddr *addr,
                          const struct pf_verdict *v, int err, enum pf_log_level level)
 {
+        struct shim_event event;
+
         if (!shim_log_enabled(level))
-                return;
-        struct shim_event event = {
+                return;         /* nothing built below the level */
+        event = (struct shim_event){
                 .call = call, .proto = req->query.proto, .addr = addr, .port = req->port,
                 .action = v->action, .target = v->target, .err = err, .rule = v->rule,
                 .rule_file = v->rule ? pf_policy_rule_file(policy, v->rule) : NULL,
                 .rule_line = v->rule ? pf_policy_rule_line(policy, v->rule) : 0,
         };
-
         shim_log_event(level, &event);
 }
 
