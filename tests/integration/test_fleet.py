@@ -693,7 +693,9 @@ class BootedSystemd(unittest.TestCase):
         self.boot = subprocess.Popen(
             ["podman", *PODMAN_RUN, "--name", self.name, "--privileged", "--systemd=always",
              "--tmpfs", "/tmp:rw,notmpcopyup", "--tmpfs", "/run:rw,notmpcopyup",
-             "--tmpfs", "/run/lock:rw,notmpcopyup", "--rootfs", "/:O", "/lib/systemd/systemd"],
+             "--tmpfs", "/run/lock:rw,notmpcopyup",
+             # the build may be below /tmp, which the container has a tmpfs of
+             "--volume", f"{BUILD_ROOT}:{BUILD_ROOT}:ro", "--rootfs", "/:O", "/lib/systemd/systemd"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.addCleanup(self.boot.communicate, timeout=60)      # cleanups run last first:
         self.addCleanup(subprocess.run, ["podman", "rm", "-f", "-t", "0", self.name], capture_output=True)
