@@ -28,7 +28,7 @@
 #include "host.h"
 #include "shim.h"
 
-#define MOVES_MAGIC 0x32564d50u         /* "PMV2" */
+#define MOVES_MAGIC 0x33564d50u         /* "PMV3" */
 #define MOVES_WAYS 4                    /* moved sockets remembered per real port */
 #define PORT_WORDS ((PF_PORT_MAX + 1) / 64)
 #define MAX_TRACKED_FDS (1 << 20)
@@ -46,6 +46,10 @@ struct moves_table {
         uint32_t pad;
         uint64_t moved_from[PF_PROTO_COUNT][PORT_WORDS];        /* ports servers asked for */
         uint64_t moved_to[PORT_WORDS];                          /* ports moves went to */
+        /* Where the last server moved from a port went: a client follows
+         * that, whatever its own decision's target (a rule with conditions
+         * may have sent the server elsewhere than the client's rule would). */
+        uint16_t target_of[PF_PROTO_COUNT][PF_PORT_MAX + 1];
         struct moves_way ways[PF_PORT_MAX + 1][MOVES_WAYS];     /* by real port */
 };
 
@@ -230,6 +234,7 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
         if (!table)
                 return;
         if (kind == SHIM_MOVE_LOCAL) {
+                __atomic_store_n(&table->target_of[proto][requested], real, __ATOMIC_RELEASE);
                 set_bit(table->moved_from[proto], requested);
                 __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
         }
@@ -301,6 +306,11 @@ void shim_moves_inherit(int listener, int accepted)
 bool shim_moves_any_from(uint16_t port)
 {
         return table && (test_bit(table->moved_from[PF_TCP], port) || test_bit(table->moved_from[PF_UDP], port));
+}
+
+uint16_t shim_moves_target(enum pf_proto proto, uint16_t requested)
+{
+        return table ? __atomic_load_n(&table->target_of[proto][requested], __ATOMIC_ACQUIRE) : 0;
 }
 
 bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real)

@@ -623,9 +623,12 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
         if (!read_request(addr, len, req) || !shim_moves_any_from(req->port) || !(p = shim_policy()) ||
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
-        return decide_request(p, fd, req, v) && v->action == PF_REMAP &&
-               (shim_moves_redirected(fd, req->port, v->target) ||
-                shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target));
+        if (!decide_request(p, fd, req, v) || v->action != PF_REMAP)
+                return false;
+        /* Where the server really went, as the kernel's registry says too. */
+        v->target = shim_moves_target(req->query.proto, req->port);
+        return v->target && (shim_moves_redirected(fd, req->port, v->target) ||
+                             shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target));
 }
 
 /* client_ports: an unbound socket takes the first free one of them as its

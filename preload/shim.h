@@ -64,6 +64,8 @@ void shim_moves_inherit(int listener, int accepted);
 /* Was a server under this policy ever moved away from port (either
  * protocol)? If not, no connect to it is redirected. */
 bool shim_moves_any_from(uint16_t port);
+/* Where the last server moved from requested went (0: none). */
+uint16_t shim_moves_target(enum pf_proto proto, uint16_t requested);
 /* fd was sent from requested to real by an earlier connect() (a nonblocking
  * client asking again whether it is done): the same way, no kernel asked. */
 bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real);

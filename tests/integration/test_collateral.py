@@ -228,6 +228,17 @@ class Collateral:
         self.assertIn("ConnectionRefusedError", r.stderr)
         server.stop()
 
+    def test_a_server_moved_by_a_conditional_rule_is_followed(self):
+        port = self.free_port(4600)
+        policy = write_policy(CONDITIONAL_MOVE % port)
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
+        self.assertTrue(port_listening(7177))
+        client = self.run_py(TCP_CLIENT, str(port), policy=policy)
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        out, _ = server.finish("")
+        self.assertIn(f"got hi on {port}", out)
+
     def test_second_bind_gets_the_kernels_errno(self):
         refused, moved = self.free_port(3400), self.free_port(3500)
         for first, second in (("0", refused), (moved, refused), ("6500", refused)):
@@ -251,6 +262,16 @@ print("connect", c.connect_ex(("192.0.2.1", int(sys.argv[1]))) != 0)   # TEST-NE
 NO_REDIRECT = open(SHIPPED).read().replace("redirect_connect = true;", "redirect_connect = false;")
 assert "redirect_connect = false;" in NO_REDIRECT
 
+
+# A rule with a program condition moves python3's server to a port of its
+# own; a client's connect, decided with no program, gets the default's pool
+# target instead: it must still go where the server really is.
+CONDITIONAL_MOVE = """version = 1;
+ephemeral = "host";
+default_action = "remap";
+remap_pool = "7000-7099";
+rules = ( { ports = "%d"; program = "python3*"; action = "remap"; to = 7177; } );
+"""
 
 REFUSE_POLICY = """version = 1;
 ephemeral = "host";
