@@ -563,18 +563,18 @@ static bool push_range(struct loader *l, struct pf_range range)
 static void rule_label(char *buf, size_t size, const char *before, unsigned index, const char *after)
 {
         char digits[12];
-        size_t n = sizeof(digits), nb = strlen(before), na = strlen(after);
+        size_t n = 0, used = 0;
 
         do
-                digits[--n] = (char)('0' + index % 10);
+                digits[n++] = (char)('0' + index % 10);
         while ((index /= 10));
-        if (nb + (sizeof(digits) - n) + na >= size) {
-                buf[0] = '\0';         /* never: the callers' buffers fit */
-                return;
-        }
-        memcpy(buf, before, nb);
-        memcpy(buf + nb, digits + n, sizeof(digits) - n);
-        memcpy(buf + nb + sizeof(digits) - n, after, na + 1);
+        while (*before && used + 1 < size)      /* short strings: no library call */
+                buf[used++] = *before++;
+        while (n > 0 && used + 1 < size)
+                buf[used++] = digits[--n];
+        while (*after && used + 1 < size)
+                buf[used++] = *after++;
+        buf[used] = '\0';
 }
 
 /* A rule's keys, found in one pass over its members (check_keys): a

@@ -77,24 +77,31 @@ static void compile_slots(struct pf_policy *p, enum pf_proto proto)
                         slots[port].target = pf_pool_nth(p, pf_guarded_rank(p, proto, port));
 }
 
-/* A port allowed for every caller of a protocol: its first rule is an
- * unconditional allow, or no rule covers it and it is not guarded. */
-static bool plain_allow(const struct pf_policy *p, enum pf_proto proto, unsigned port)
-{
-        struct pf_slot slot = p->slots[proto][port];
-        const struct pf_rule *rule = slot.rule ? &pf_rules_of(p)[slot.rule - 1] : NULL;
-
-        if (rule)
-                return !rule->conditional && rule->action == PF_ALLOW;
-        return !pf_portset_has(&p->guarded[proto], port);
-}
-
+/* Ports allowed for every caller of both protocols: the first rule of the
+ * port (its slot) is an unconditional allow, or no rule covers it and it is
+ * not guarded. One look at each rule first, then two slots per port. */
 static void compile_plain_allow(struct pf_policy *p)
 {
+        const struct pf_rule *rules = pf_rules_of(p);
+        uint8_t *plain = calloc(p->rule_count + 1u, 1);
+
         pf_portset_clear(&p->plain_allow);
-        for (unsigned port = 1; port <= PF_PORT_MAX; port++)
-                if (plain_allow(p, PF_TCP, port) && plain_allow(p, PF_UDP, port))
+        if (!plain)
+                return;         /* no fast path: every port is decided in full */
+        for (uint32_t i = 0; i < p->rule_count; i++)
+                plain[i + 1] = !rules[i].conditional && rules[i].action == PF_ALLOW;
+        for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
+                bool both = true;
+
+                for (int proto = 0; proto < PF_PROTO_COUNT && both; proto++) {
+                        uint16_t rule = p->slots[proto][port].rule;
+
+                        both = rule ? plain[rule] : !pf_portset_has(&p->guarded[proto], port);
+                }
+                if (both)
                         pf_portset_add(&p->plain_allow, port);
+        }
+        free(plain);
 }
 
 struct pf_policy *pf_policy_pack(const struct pf_policy_parts *parts)
