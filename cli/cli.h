@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "policy.h"
 
@@ -43,6 +44,10 @@ void pf_warning(const char *command, const char *fmt, ...);
 /* Load the policy for a command; on failure print every problem and return
  * NULL (the command exits PF_EXIT_USAGE). */
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path);
+
+/* All of standard input as a string (free it), refused from max bytes on:
+ * its length (it may hold NUL bytes), or a negative errno (-EFBIG past max). */
+ssize_t pf_cli_read_stdin(char **out, size_t max);
 
 /* Replace path whole: write() fills a temporary file beside it, which is
  * renamed over it (mode 0644). 0, or a negative errno. */

@@ -49,8 +49,7 @@ void pf_warning(const char *command, const char *fmt, ...)
 #define PF_STDIN_NAME "(stdin)"
 #define PF_STDIN_MAX (16u << 20)
 
-/* All of standard input as a string: 0, or a negative errno. */
-static int read_stdin(char **out)
+ssize_t pf_cli_read_stdin(char **out, size_t max)
 {
         size_t used = 0, size = 4096;
         char *text = malloc(size);
@@ -59,7 +58,7 @@ static int read_stdin(char **out)
         while (text && (n = read(STDIN_FILENO, text + used, size - used - 1)) != 0) {
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0 || used + (size_t)n >= PF_STDIN_MAX) {
+                if (n < 0 || used + (size_t)n >= max) {
                         int r = n < 0 ? -errno : -EFBIG;
 
                         free(text);
@@ -78,7 +77,7 @@ static int read_stdin(char **out)
                 return -ENOMEM;
         text[used] = '\0';
         *out = text;
-        return 0;
+        return (ssize_t)used;
 }
 
 struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_path)
@@ -95,9 +94,9 @@ struct pf_policy *pf_cli_load_policy(const char *command, const char *explicit_p
         }
         if (explicit_path && strcmp(explicit_path, "-") == 0) {
                 path = PF_STDIN_NAME;
-                r = read_stdin(&text);
-                if (r == 0)
-                        r = pf_policy_load_text(text, PF_STDIN_NAME, &policy, &diag);
+                ssize_t n = pf_cli_read_stdin(&text, PF_STDIN_MAX);
+
+                r = n < 0 ? (int)n : pf_policy_load_text(text, PF_STDIN_NAME, &policy, &diag);
                 free(text);
         } else {
                 r = pf_policy_load(path, &policy, &diag);

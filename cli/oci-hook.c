@@ -42,27 +42,16 @@ static void hook_help(FILE *f)
 /* The state on standard input, whole (a runtime writes it and closes). */
 static int read_state(struct pf_oci_state *state)
 {
-        char *text = malloc(STATE_MAX + 1), why[PF_WHY_SIZE];
-        size_t used = 0;
-        ssize_t n = 1;
+        char *text, why[PF_WHY_SIZE];
+        ssize_t n = pf_cli_read_stdin(&text, STATE_MAX);
         int r;
 
-        if (!text) {
-                pf_error(COMMAND, "%s", strerror(ENOMEM));
-                return -1;
-        }
-        while (used < STATE_MAX && (n = read(STDIN_FILENO, text + used, STATE_MAX - used)) != 0) {
-                if (n < 0 && errno != EINTR)
-                        break;
-                used += n > 0 ? (size_t)n : 0;
-        }
-        if (n < 0 || used == STATE_MAX) {
+        if (n < 0) {
                 pf_error(COMMAND, "cannot read the OCI state on standard input: %s",
-                         n < 0 ? strerror(errno) : "longer than 1 MiB");
-                free(text);
+                         n == -EFBIG ? "longer than 1 MiB" : strerror((int)-n));
                 return -1;
         }
-        r = pf_oci_state_parse(text, used, state, why);
+        r = pf_oci_state_parse(text, (size_t)n, state, why);
         free(text);
         if (r < 0)
                 pf_error(COMMAND, "%s", why);

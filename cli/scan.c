@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "cli.h"
 #include "host.h"
 #include "sockets.h"
@@ -238,24 +239,14 @@ static int netns_by_inode(const void *a, const void *b)
         return x->inode < y->inode ? -1 : x->inode > y->inode;
 }
 
-/* The cgroup of pid as /proc/PID/cgroup says it (cgroup v2 line). */
+/* The cgroup of pid, "?" when it cannot be read (the process left). */
 static void pid_cgroup_name(pid_t pid, char *out, size_t size)
 {
-        char path[64], line[4096];
-        FILE *f;
+        char text[16], why[PF_WHY_SIZE];
 
-        snprintf(out, size, "?");
-        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
-        f = fopen(path, "re");
-        while (f && fgets(line, sizeof(line), f)) {
-                if (strncmp(line, "0::", 3) == 0) {
-                        line[strcspn(line, "\n")] = '\0';
-                        if ((size_t)snprintf(out, size, "%s", line + 3) >= size)
-                                snprintf(out + size - 4, 4, "...");
-                }
-        }
-        if (f)
-                fclose(f);
+        snprintf(text, sizeof(text), "%d", (int)pid);
+        if (pf_cgroup_of_pid(text, out, size, why) < 0)
+                snprintf(out, size, "?");
 }
 
 /* One entry per namespace (the lowest pid in it), sorted by inode. */

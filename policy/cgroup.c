@@ -67,7 +67,7 @@ bool pf_cgroup_v1_net_controllers(void)
 }
 
 /* "0::/some/path" from /proc/PID/cgroup. */
-static int pid_cgroup(const char *pid, char *out, size_t size, char *why)
+int pf_cgroup_of_pid(const char *pid, char *out, size_t size, char *why)
 {
         char path[64], line[4096];
         FILE *f;
@@ -125,7 +125,7 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
                 return 0;
         }
         if (strncmp(arg, "pid:", 4) == 0) {
-                r = pid_cgroup(arg + 4, below, sizeof(below), why);
+                r = pf_cgroup_of_pid(arg + 4, below, sizeof(below), why);
                 if (r < 0)
                         return r;
                 /* systemd runs the control processes (ExecStartPre=...) of a

@@ -19,6 +19,9 @@ int pf_cgroup_mount(char *out, size_t size, char *why);
 /* Warn-worthy: net_cls or net_prio v1 controllers are mounted (they turn off
  * cgroup v2 socket matching for processes placed in them). */
 bool pf_cgroup_v1_net_controllers(void);
+/* The cgroup v2 path of a process ("self" or a pid) as its /proc/PID/cgroup
+ * names it (in the reader's cgroup namespace): 0, or a negative errno. */
+int pf_cgroup_of_pid(const char *pid, char *out, size_t size, char *why);
 /* A cgroup given as a v2 directory, a path below the v2 mount, pid:N,
  * pid:self (the caller's; systemd's .control subgroup of a delegated unit
  * means the unit's), or id:N (the id 'portfence cgroup status' shows, for a cgroup that may be
