@@ -140,28 +140,58 @@ class Bench:
         os.rmdir(path)
 
     @staticmethod
-    def prog_stats(cgroup, program):
-        pin = f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{program}"
-        link = json.loads(subprocess.run(["bpftool", "-j", "link", "show", "pinned", pin],
-                                         capture_output=True, text=True, check=True).stdout)
-        prog = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(link["prog_id"])],
-                                         capture_output=True, text=True, check=True).stdout)
-        return prog.get("run_time_ns", 0), prog.get("run_cnt", 0)
+    def pinned_stats(pin, kind="prog"):
+        """run_time_ns and run_cnt of a program pinned at pin (kind "link":
+        of the program a pinned link holds)."""
+        shown = json.loads(subprocess.run(["bpftool", "-j", kind, "show", "pinned", pin],
+                                          capture_output=True, text=True, check=True).stdout)
+        if kind == "link":
+            shown = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(shown["prog_id"])],
+                                              capture_output=True, text=True, check=True).stdout)
+        return shown.get("run_time_ns", 0), shown.get("run_cnt", 0)
 
-    def ns_per_run(self, cgroup, program, loop, port, n):
+    def ns_per_run_of(self, stats, cgroup, loop, port, n):
+        """Nanoseconds per run of the program stats() reads while bench-fence
+        runs loop in cgroup: the best of 3, the least disturbed run."""
         def enter():
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         best = None
-        for _ in range(3):      # best of 3: the least disturbed run
-            t0, c0 = self.prog_stats(cgroup, program)
+        for _ in range(3):
+            t0, c0 = stats()
             subprocess.run([self.loops, "--loop", str(loop), str(n), str(port)], check=True,
                            capture_output=True, preexec_fn=enter)
-            t1, c1 = self.prog_stats(cgroup, program)
+            t1, c1 = stats()
             if c1 > c0:
                 ns = (t1 - t0) / (c1 - c0)
                 best = ns if best is None else min(best, ns)
         return best
+
+    def ns_per_run(self, cgroup, program, loop, port, n):
+        pin = f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{program}"
+        return self.ns_per_run_of(lambda: self.pinned_stats(pin, "link"), cgroup, loop, port, n)
+
+    def empty_program_ns(self, n):
+        """bpf_stats' figure for a bind4 program that does nothing: the floor
+        under every kernel row (running and timing a program), None when the
+        build has no empty.bpf.o."""
+        obj = os.path.join(self.build, "bench", "empty.bpf.o")
+        if not os.path.exists(obj):
+            return None
+        path = os.path.join(self.cgroup_mount(), f"portfence-bench-{os.getpid()}-empty")
+        pin = f"/sys/fs/bpf/portfence-bench-{os.getpid()}-empty"
+        os.mkdir(path)
+        try:
+            subprocess.run(["bpftool", "prog", "load", obj, pin, "type", "cgroup/bind4"], check=True,
+                           capture_output=True)
+            subprocess.run(["bpftool", "cgroup", "attach", path, "bind4", "pinned", pin], check=True,
+                           capture_output=True)
+            return self.ns_per_run_of(lambda: self.pinned_stats(pin), path, BIND, 8080, n)
+        finally:
+            subprocess.run(["bpftool", "cgroup", "detach", path, "bind4", "pinned", pin], capture_output=True)
+            if os.path.exists(pin):
+                os.unlink(pin)
+            os.rmdir(path)
 
     def kernel_rows(self):
         if os.geteuid() != 0 or not self.cgroup_mount() or not shutil.which("bpftool"):
@@ -176,9 +206,14 @@ class Bench:
             with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
                 f.write("1")
             n = 5000 if self.quick else 20000
+            floor = self.empty_program_ns(n)
+            if floor is not None:
+                self.row("cgroup bind4, a program that does nothing (the floor of every kernel row)",
+                         f"{floor:.0f} ns", "-", None)
             cgroup = self.fence(self.policies["conditional"])
             ns = self.ns_per_run(cgroup, "bind4", BIND, 8081, n)
-            self.row("cgroup bind4, 2 conditional rules (not met)", f"{ns:.0f} ns", "<= 150 ns", ns <= 150)
+            above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
+            self.row("cgroup bind4, 2 conditional rules (conditions not met)", f"{ns:.0f} ns{above}", "<= 150 ns", ns <= 150)
             self.unfence(cgroup)
             cgroup = None
             cgroup = self.fence(self.policies["error"])
@@ -192,7 +227,8 @@ class Bench:
                     ("cgroup connect4, not redirected (guarded, nothing moved)", "connect4", CONNECT_REFUSED,
                      20002, None)):
                 ns = self.ns_per_run(cgroup, program, loop, port, n if loop == BIND else n // 4)
-                self.row(path, f"{ns:.0f} ns", f"<= {target} ns" if target else "-",
+                above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
+                self.row(path, f"{ns:.0f} ns{above}", f"<= {target} ns" if target else "-",
                          ns <= target if target else None)
         finally:
             if cgroup:

@@ -31,7 +31,7 @@ static const char *const hook_names[] = {
         "post_bind4", "post_bind6", "sock_release", "setsockopt",
 };
 static const char *const map_names[] = {
-        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
+        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced", "fences",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -379,6 +379,34 @@ static int lock_fences(int how, char *why)
 /* An attach builds its fence under PF_NEW_PREFIX<id> and renames it into
  * place as its last step: one found under the lock was left by an attach
  * that died (kill -9). Its links may be attached: remove them. */
+/* The programs skip their nesting check while the host has one fence:
+ * after every change of the list of fenced cgroups, under the lock and
+ * before a new fence's programs attach, its length is written down. A count
+ * left too high (a loader killed in between) only keeps the check. */
+static int count_fences(int fenced, int fences)
+{
+        uint32_t zero = 0, count = 0;
+        uint64_t key, next;
+
+        for (int r = bpf_map_get_next_key(fenced, NULL, &next); r == 0; r = bpf_map_get_next_key(fenced, &key, &next)) {
+                key = next;
+                count++;
+        }
+        return bpf_map_update_elem(fences, &zero, &count, BPF_ANY) < 0 ? -errno : 0;
+}
+
+/* count_fences() with the host maps of the fence in dir. */
+static void count_fences_of(const char *dir)
+{
+        int fenced = open_fence_map(dir, "fenced"), fences = open_fence_map(dir, "fences");
+
+        if (fenced >= 0 && fences >= 0)
+                count_fences(fenced, fences);
+        for (int *fd = (int[]){ fenced, fences, -2 }; *fd != -2; fd++)
+                if (*fd >= 0)
+                        close(*fd);
+}
+
 /* The host's list of fenced cgroups names only fences that exist: an attach
  * that died after registering its cgroup must not leave it there (a fence
  * above would leave that cgroup's calls alone). */
@@ -386,15 +414,15 @@ static void scrub_fenced(void)
 {
         DIR *dir = opendir(PF_BPF_PIN_ROOT);
         struct dirent *e;
-        char path[4400];
+        char path[4400], fence[4400] = "";
         uint64_t key, next;
         int fd = -1;
 
         while (dir && fd < 0 && (e = readdir(dir))) {
                 if (!strtoull(e->d_name, NULL, 10))
                         continue;
-                snprintf(path, sizeof(path), "%s/%s/fenced", PF_BPF_PIN_ROOT, e->d_name);
-                fd = bpf_obj_get(path);
+                snprintf(fence, sizeof(fence), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                fd = open_fence_map(fence, "fenced");
         }
         if (dir)
                 closedir(dir);
@@ -405,8 +433,10 @@ static void scrub_fenced(void)
                 if (access(path, F_OK) < 0)
                         bpf_map_delete_elem(fd, &key);
         }
-        if (fd >= 0)
+        if (fd >= 0) {
                 close(fd);
+                count_fences_of(fence);
+        }
 }
 
 static void remove_abandoned(void)
@@ -464,6 +494,7 @@ static void unregister(const char *dir)
         if (fd >= 0) {
                 bpf_map_delete_elem(fd, &id);
                 close(fd);
+                count_fences_of(dir);
         }
 }
 
@@ -554,6 +585,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         share_host_map(skel->maps.moved, "moved");
         share_host_map(skel->maps.moved_back, "moved_back");
         share_host_map(skel->maps.fenced, "fenced");
+        share_host_map(skel->maps.fences, "fences");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
@@ -572,6 +604,11 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = pf_bpf_fail(-errno, why, "cannot register the fence: %s", strerror(errno));
                 goto out;
         }
+        r = count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.fences));
+        if (r < 0) {
+                r = pf_bpf_fail(r, why, "cannot count the fences: %s", strerror(-r));
+                goto out;
+        }
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup_fd < 0) {
                 r = pf_bpf_fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
@@ -582,8 +619,10 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         if (r == 0 && rename(building, dir) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
 out:
-        if (r < 0 && skel)
+        if (r < 0 && skel) {
                 bpf_map_delete_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id);
+                count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.fences));
+        }
         if (r < 0)
                 unpin_all(building);
         if (cgroup_fd >= 0)

@@ -95,6 +95,16 @@ struct {
         __type(value, __u8);
 } fenced SEC(".maps");
 
+/* How many cgroups of the host are fenced (the entries of fenced[]), kept
+ * by the loader under its lock: with one, no fence can be nested, and the
+ * nesting check, two helper calls, is skipped. */
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 1);
+        __type(key, __u32);
+        __type(value, __u32);
+} fences SEC(".maps");
+
 struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
         __uint(max_entries, PF_BPF_EVENTS_BYTES);
@@ -295,6 +305,10 @@ static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, _
  * That one, the innermost, decides; this one leaves the call alone. */
 static __always_inline bool inner_fence_decides(const struct pf_bpf_settings *s)
 {
+        __u32 zero = 0, *count = bpf_map_lookup_elem(&fences, &zero);
+
+        if (count && *count <= 1)
+                return false;           /* this fence is the host's only one */
         for (int i = 1; i <= PF_BPF_NESTING; i++) {
                 __u64 id = bpf_get_current_ancestor_cgroup_id((int)s->fence_level + i);
 
