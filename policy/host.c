@@ -282,43 +282,111 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
         return ask_kernel(&request, size, seq, visit, ctx);
 }
 
-static int take_inode(const struct inet_diag_msg *m, void *ctx)
+/* The answer to request i of a pf_host_sockets_at() exchange (seq0 + i):
+ * 1 with its inode, 0 for none, or a negative errno. */
+static int socket_at_answer(const struct nlmsghdr *h, uint64_t *inode)
 {
-        *(uint64_t *)ctx = m->idiag_inode;
-        return DUMP_DONE;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0)
+                        return -EIO;
+                return e->error == -ENOENT ? 0 : e->error;
+        }
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+                return -EIO;
+        *inode = ((const struct inet_diag_msg *)NLMSG_DATA(h))->idiag_inode;
+        return 1;
 }
 
 /* The kernel's own lookup, as for a segment or datagram arriving: sock_diag
  * without a dump, one hash lookup whatever the number of sockets (a dump
  * walks every bucket of the listening hash). TCP looks up a SYN to the
- * socket's source side, UDP a datagram to its destination side. */
-int pf_host_socket_at(int diag, enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode)
+ * socket's source side, UDP a datagram to its destination side. Every
+ * request goes in one message and the answers come back in one call.
+ * The kernel answers within send(), so the answers are read without
+ * waiting: a socket some other process reads too (a raw fork) gives
+ * -EAGAIN, never a hang; answers left by an earlier exchange that was cut
+ * short are told apart by their sequence, new for every exchange. */
+int pf_host_sockets_at(int diag, enum pf_proto proto, const struct pf_addr *addr, const uint16_t *ports,
+                       unsigned n, uint64_t *inodes)
 {
         struct {
                 struct nlmsghdr nlh;
                 struct inet_diag_req_v2 req;
-        } request = { .nlh = { .nlmsg_len = sizeof(request), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-                               .nlmsg_flags = NLM_F_REQUEST } };
+        } requests[PF_HOST_AT_MAX] = { 0 };
+        char answers[PF_HOST_AT_MAX][512] __attribute__((aligned(8)));
+        struct sockaddr_nl from[PF_HOST_AT_MAX];
+        struct iovec iov[PF_HOST_AT_MAX];
+        struct mmsghdr msgs[PF_HOST_AT_MAX];
+        static uint32_t exchanges;
+        uint32_t seq0 = __atomic_fetch_add(&exchanges, 1, __ATOMIC_RELAXED) * PF_HOST_AT_MAX + 0x5047u;
         size_t bytes = addr->family == PF_IPV4 ? 4 : 16;
-        int r;
+        unsigned answered = 0;  /* a bit per request */
+        int found = 0;
 
-        request.nlh.nlmsg_seq = (uint32_t)port << 16 ^ 0x5047u;
-        request.req.sdiag_family = addr->family == PF_IPV4 ? AF_INET : AF_INET6;
-        request.req.sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-        request.req.idiag_states = ~0u;
-        request.req.id.idiag_cookie[0] = request.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-        if (proto == PF_UDP) {
-                memcpy(request.req.id.idiag_dst, &addr->v6, bytes);
-                request.req.id.idiag_dport = htons(port);
-        } else {
-                memcpy(request.req.id.idiag_src, &addr->v6, bytes);
-                request.req.id.idiag_sport = htons(port);
+        if (n == 0 || n > PF_HOST_AT_MAX)
+                return -EINVAL;
+        for (unsigned i = 0; i < n; i++) {
+                struct inet_diag_req_v2 *req = &requests[i].req;
+
+                requests[i].nlh = (struct nlmsghdr){ .nlmsg_len = sizeof(requests[i]),
+                                                     .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                                                     .nlmsg_flags = NLM_F_REQUEST, .nlmsg_seq = seq0 + i };
+                req->sdiag_family = addr->family == PF_IPV4 ? AF_INET : AF_INET6;
+                req->sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+                req->idiag_states = ~0u;
+                req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+                if (proto == PF_UDP) {
+                        memcpy(req->id.idiag_dst, &addr->v6, bytes);
+                        req->id.idiag_dport = htons(ports[i]);
+                } else {
+                        memcpy(req->id.idiag_src, &addr->v6, bytes);
+                        req->id.idiag_sport = htons(ports[i]);
+                }
+                inodes[i] = 0;
         }
-        *inode = 0;
-        r = ask_kernel_on(diag, &request, sizeof(request), request.nlh.nlmsg_seq, take_inode, inode);
-        if (r == -ENOENT)
-                return 0;
-        return r < 0 ? r : 1;
+        if (send(diag, requests, n * sizeof(requests[0]), 0) < 0)
+                return -errno;
+        /* Each request has one answer, queued before send() returned. */
+        while (__builtin_popcount(answered) < (int)n) {
+                int got;
+
+                for (unsigned i = 0; i < n; i++) {
+                        iov[i] = (struct iovec){ .iov_base = answers[i], .iov_len = sizeof(answers[i]) };
+                        msgs[i] = (struct mmsghdr){ .msg_hdr = { .msg_name = &from[i], .msg_namelen = sizeof(from[i]),
+                                                                 .msg_iov = &iov[i], .msg_iovlen = 1 } };
+                }
+                got = recvmmsg(diag, msgs, n - (unsigned)__builtin_popcount(answered), MSG_DONTWAIT, NULL);
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got <= 0)
+                        return got < 0 ? -errno : -EIO;
+                for (int m = 0; m < got; m++) {
+                        int left = (int)msgs[m].msg_len;
+
+                        if (msgs[m].msg_hdr.msg_namelen < sizeof(from[m]) || from[m].nl_pid != 0)
+                                continue;       /* not from the kernel */
+                        if (msgs[m].msg_hdr.msg_flags & MSG_TRUNC)
+                                return -EIO;
+                        for (struct nlmsghdr *h = (struct nlmsghdr *)answers[m]; NLMSG_OK(h, (unsigned)left);
+                             h = NLMSG_NEXT(h, left)) {
+                                unsigned i = h->nlmsg_seq - seq0;
+                                uint64_t inode = 0;
+                                int r;
+
+                                if (i >= n || (answered >> i & 1))
+                                        continue;       /* not an answer of this exchange */
+                                r = socket_at_answer(h, &inode);
+                                if (r < 0)
+                                        return r;
+                                answered |= 1u << i;
+                                found |= r << i;
+                                inodes[i] = inode;
+                        }
+                }
+        }
+        return found;
 }
 
 int pf_host_sockets(const struct pf_socket_query *q, pf_socket_visit visit, void *ctx)

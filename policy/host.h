@@ -45,9 +45,12 @@ int pf_host_sockets(const struct pf_socket_query *query, pf_socket_visit visit, 
 
 /* A sock_diag socket for pf_host_socket_at() (close it), or a negative errno. */
 int pf_host_diag_open(void);
-/* The socket of this network namespace that receives what is sent to
- * addr:port (a TCP listener, a UDP socket not connected elsewhere; a
+/* The sockets of this network namespace that receive what is sent to
+ * addr:ports[i] (a TCP listener, a UDP socket not connected elsewhere; a
  * dual-stack IPv6 one for an IPv4 address too), found by the kernel's own
- * lookup on the sock_diag socket diag: 1 and its inode, 0 when there is
- * none, or a negative errno. */
-int pf_host_socket_at(int diag, enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint64_t *inode);
+ * lookup on the sock_diag socket diag, up to PF_HOST_AT_MAX ports in one
+ * exchange: bit i set when ports[i] has one, inodes[i] its inode; or a
+ * negative errno. */
+#define PF_HOST_AT_MAX 4
+int pf_host_sockets_at(int diag, enum pf_proto proto, const struct pf_addr *addr, const uint16_t *ports,
+                       unsigned n, uint64_t *inodes);

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,6 +59,7 @@ struct fd_move {
         uint64_t inode;
         uint16_t local_requested, local_real;
         uint16_t peer_requested, peer_real;
+        uint8_t peer_proto;
 };
 
 static struct moves_table *table;
@@ -134,6 +136,8 @@ static struct moves_table *map_table(int fd)
         return p == MAP_FAILED ? NULL : p;
 }
 
+static void diag_forget(void);
+
 void shim_moves_open(const char *policy_path)
 {
         int fd = policy_path ? open_file(policy_path) : -1;
@@ -163,6 +167,7 @@ void shim_moves_open(const char *policy_path)
         }
         table = t;
         open_fd_moves();
+        pthread_atfork(NULL, NULL, diag_forget);
 }
 
 static void set_bit(uint64_t *bits, uint16_t port)
@@ -225,11 +230,10 @@ static struct fd_move *fd_move_of(int fd)
         return fd >= 0 && (unsigned)fd < fd_limit ? &fd_moves[fd] : NULL;
 }
 
-void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_t requested,
+void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_proto proto, uint16_t requested,
                        uint16_t real)
 {
         struct fd_move *m = fd_move_of(fd);
-        uint64_t inode;
 
         if (!table)
                 return;
@@ -239,7 +243,8 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
                 __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
         }
         set_bit(table->moved_to, real);
-        inode = socket_inode(fd);
+        if (!inode)
+                inode = socket_inode(fd);
         if (!inode)
                 return;
         if (kind == SHIM_MOVE_LOCAL) {
@@ -252,6 +257,7 @@ void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_
                 *m = (struct fd_move){ .inode = inode };
         m->peer_requested = requested;
         m->peer_real = real;
+        m->peer_proto = (uint8_t)proto;
 }
 
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested)
@@ -277,29 +283,48 @@ bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *re
         return true;
 }
 
+/* Where a listener is bound and the port it asked for (0: not moved): read
+ * at its first accept and kept in its descriptor's slot, so every later
+ * accept costs one fstat. Threads accepting on one listener may fill the
+ * slot together: the inode is stored last and read first. */
+static const struct fd_move *listener_move(int listener, uint64_t inode)
+{
+        struct fd_move *l = fd_move_of(listener);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        uint16_t real;
+
+        if (!l)
+                return NULL;
+        if (__atomic_load_n(&l->inode, __ATOMIC_ACQUIRE) == inode)
+                return l;
+        if (shim_real_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
+            (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+                return NULL;
+        real = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+        __atomic_store_n(&l->inode, 0, __ATOMIC_RELEASE);
+        l->local_real = real;
+        l->local_requested = test_bit(table->moved_to, real) ? find_way(inode, real) : 0;
+        __atomic_store_n(&l->inode, inode, __ATOMIC_RELEASE);
+        return l;
+}
+
 void shim_moves_inherit(int listener, int accepted)
 {
         struct fd_move *m = fd_move_of(accepted);
+        const struct fd_move *l;
         int saved = errno;
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
         uint64_t inode;
-        uint16_t real, requested;
 
         if (!table || !m || !__atomic_load_n(&table->any_local, __ATOMIC_ACQUIRE))
                 return;
-        if (shim_real_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
-            (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
-                errno = saved;
-                return;
-        }
-        real = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
-                                             : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
-        inode = test_bit(table->moved_to, real) ? socket_inode(listener) : 0;
-        requested = inode ? find_way(inode, real) : 0;
-        inode = requested ? socket_inode(accepted) : 0;
+        inode = socket_inode(listener);
+        l = inode ? listener_move(listener, inode) : NULL;
+        inode = l && l->local_requested ? socket_inode(accepted) : 0;
         if (inode)
-                *m = (struct fd_move){ .inode = inode, .local_requested = requested, .local_real = real };
+                *m = (struct fd_move){ .inode = inode, .local_requested = l->local_requested,
+                                       .local_real = l->local_real };
         errno = saved;
 }
 
@@ -313,21 +338,71 @@ uint16_t shim_moves_target(enum pf_proto proto, uint16_t requested)
         return table ? __atomic_load_n(&table->target_of[proto][requested], __ATOMIC_ACQUIRE) : 0;
 }
 
-bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real)
+uint16_t shim_moves_redirected(int fd, uint16_t requested, uint64_t *inode)
 {
         const struct fd_move *m = fd_move_of(fd);
 
-        if (!table || !m || m->peer_requested != requested || m->peer_real != real)
-                return false;
-        return m->inode == socket_inode(fd);
+        *inode = 0;
+        if (!table || !m || m->peer_requested != requested || m->peer_proto >= PF_PROTO_COUNT ||
+            m->peer_real != shim_moves_target((enum pf_proto)m->peer_proto, requested))
+                return 0;
+        *inode = socket_inode(fd);      /* the descriptor may name another socket now */
+        return *inode && m->inode == *inode ? m->peer_real : 0;
+}
+
+/* One sock_diag socket per process for the follow check: making one costs
+ * more than the lookups (~7 us here). Checked by inode before each use (the
+ * program may have closed it and taken its number: that number is then
+ * left alone), used by one thread at a time (another, or a signal handler,
+ * makes its own for the call), and not shared with a child (fork). */
+static struct {
+        int fd;
+        int busy;
+        uint64_t inode;
+} diag = { .fd = -1 };
+
+static int diag_take(bool *own)
+{
+        *own = __atomic_exchange_n(&diag.busy, 1, __ATOMIC_ACQUIRE) != 0;
+        if (*own)
+                return pf_host_diag_open();
+        if (diag.fd >= 0 && socket_inode(diag.fd) == diag.inode)
+                return diag.fd;
+        diag.fd = pf_host_diag_open();
+        diag.inode = diag.fd >= 0 ? socket_inode(diag.fd) : 0;
+        if (diag.fd >= 0 && !diag.inode) {
+                close(diag.fd);
+                diag.fd = -1;
+        }
+        return diag.fd;
+}
+
+static void diag_give(int fd, bool own)
+{
+        if (own) {
+                if (fd >= 0)
+                        close(fd);
+                return;
+        }
+        __atomic_store_n(&diag.busy, 0, __ATOMIC_RELEASE);
+}
+
+/* In a child: the parent's socket is closed, not shared. */
+static void diag_forget(void)
+{
+        if (diag.fd >= 0 && socket_inode(diag.fd) == diag.inode)
+                close(diag.fd);
+        diag.fd = -1;
+        diag.busy = 0;
 }
 
 bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
                        uint16_t real)
 {
+        bool own;
         struct pf_addr to = *addr;
-        uint64_t inode;
-        int saved = errno, taken, live = -1, diag;
+        uint64_t inodes[2];
+        int saved = errno, found, fd;
 
         if (!table || !test_bit(table->moved_from[proto], requested) || !test_bit(table->moved_to, real))
                 return false;
@@ -336,18 +411,16 @@ bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t
                 to.v4.s_addr = htonl(INADDR_LOOPBACK);
         else if (to.family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&to.v6))
                 to.v6 = in6addr_loopback;
-        /* Two lookups by the kernel (never a dump: that walks every bucket
-         * of the listening hash): does something receive at the port asked
-         * for, and does the socket moved from it still receive at its
-         * target? If the kernel cannot be asked, the table is trusted. */
-        diag = pf_host_diag_open();
-        taken = diag < 0 ? diag : pf_host_socket_at(diag, proto, &to, requested, &inode);
-        if (taken == 0)
-                live = pf_host_socket_at(diag, proto, &to, real, &inode);
-        if (diag >= 0)
-                close(diag);
+        /* Two lookups by the kernel in one exchange (never a dump: that
+         * walks every bucket of the listening hash): does something receive
+         * at the port asked for (bit 0), and does the socket moved from it
+         * still receive at its target (bit 1)? If the kernel cannot be
+         * asked, the table is trusted. */
+        fd = diag_take(&own);
+        found = fd < 0 ? fd : pf_host_sockets_at(fd, proto, &to, (uint16_t[]){ requested, real }, 2, inodes);
+        diag_give(fd, own);
         errno = saved;
-        if (taken < 0 || (taken == 0 && live < 0))
+        if (found < 0)
                 return true;
-        return !taken && live == 1 && inode && find_way(inode, real) == requested;
+        return found == 2 && inodes[1] && find_way(inodes[1], real) == requested;
 }

@@ -280,6 +280,8 @@ struct request {
         uint16_t port;
         struct pf_query query;
         char comm[16];          /* the calling thread's name, when the policy asks */
+        uint64_t inode;         /* the socket's, once read (0: not yet) */
+        bool again;             /* sent on by an earlier call: nothing to decide or record */
 };
 
 /* Fill req from a caller's address; false for anything the shim does not
@@ -304,6 +306,8 @@ static bool read_request(const struct sockaddr *addr, socklen_t len, struct requ
         }
         req->query.port = req->port;
         req->query.program = NULL;      /* binds only: with_caller_program() */
+        req->inode = 0;
+        req->again = false;
         return req->port != 0;
 }
 
@@ -567,7 +571,7 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         case PF_REMAP:
                 r = libc_bind(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
                 if (r == 0)
-                        shim_moves_record(fd, SHIM_MOVE_LOCAL, req.query.proto, req.port, v.target);
+                        shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req.query.proto, req.port, v.target);
                 log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
                 break;
         default:        /* PF_LOG */
@@ -618,17 +622,23 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
                             struct request *req, struct pf_verdict *v)
 {
         const struct pf_policy *p;
+        uint16_t again;
 
         /* Most ports no server was ever moved from: one bit, nothing else. */
         if (!read_request(addr, len, req) || !shim_moves_any_from(req->port) || !(p = shim_policy()) ||
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
+        again = shim_moves_redirected(fd, req->port, &req->inode);
+        req->again = again != 0;
+        if (again) {
+                *v = (struct pf_verdict){ .action = PF_REMAP, .target = again };
+                return true;
+        }
         if (!decide_request(p, fd, req, v) || v->action != PF_REMAP)
                 return false;
         /* Where the server really went, as the kernel's registry says too. */
         v->target = shim_moves_target(req->query.proto, req->port);
-        return v->target && (shim_moves_redirected(fd, req->port, v->target) ||
-                             shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target));
+        return v->target && shim_moves_follow(req->query.proto, &req->query.addr, req->port, v->target);
 }
 
 /* client_ports: an unbound socket takes the first free one of them as its
@@ -677,9 +687,10 @@ static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
         if (!redirect_target(fd, addr, len, &req, &v))
                 return libc_connect(fd, addr, len);
         r = libc_connect(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
-        if (r == 0 || errno == EINPROGRESS)
-                shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
-        log_decision("connect", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_DEBUG);
+        if (!req.again && (r == 0 || errno == EINPROGRESS))
+                shim_moves_record(fd, req.inode, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
+        if (!req.again)         /* one line per decision, not per completion check */
+                log_decision("connect", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_DEBUG);
         if (r == 0)
                 errno = saved;
         return r;
@@ -699,7 +710,8 @@ static ssize_t pf_sendto(int fd, const void *buf, size_t n, int flags,
 
         if (!redirect_target(fd, addr, len, &req, &v))
                 return libc_sendto(fd, buf, n, flags, addr, len);
-        shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
+        if (!req.again)
+                shim_moves_record(fd, req.inode, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
         return libc_sendto(fd, buf, n, flags, (struct sockaddr *)&copy,
                            with_port(addr, len, v.target, &copy));
 }
@@ -722,7 +734,8 @@ static ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
         moved = *msg;
         moved.msg_namelen = with_port(msg->msg_name, msg->msg_namelen, v.target, &copy);
         moved.msg_name = &copy;
-        shim_moves_record(fd, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
+        if (!req.again)
+                shim_moves_record(fd, req.inode, SHIM_MOVE_PEER, req.query.proto, req.port, v.target);
         return libc_sendmsg(fd, &moved, flags);
 }
 

@@ -55,7 +55,8 @@ enum shim_move { SHIM_MOVE_LOCAL, SHIM_MOVE_PEER };
 /* Map the table shared by the processes of the compiled policy at
  * policy_path (NULL or unusable: a table private to this process). */
 void shim_moves_open(const char *policy_path);
-void shim_moves_record(int fd, enum shim_move kind, enum pf_proto proto, uint16_t requested,
+/* inode: fd's when the caller read it already, 0 to read it here. */
+void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_proto proto, uint16_t requested,
                        uint16_t real);
 /* The port fd's move of this kind came from, if `real` is where it went. */
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested);
@@ -66,9 +67,12 @@ void shim_moves_inherit(int listener, int accepted);
 bool shim_moves_any_from(uint16_t port);
 /* Where the last server moved from requested went (0: none). */
 uint16_t shim_moves_target(enum pf_proto proto, uint16_t requested);
-/* fd was sent from requested to real by an earlier connect() (a nonblocking
- * client asking again whether it is done): the same way, no kernel asked. */
-bool shim_moves_redirected(int fd, uint16_t requested, uint16_t real);
+/* fd's destination `requested` was sent on by an earlier call of this
+ * process (a nonblocking client asking again whether it is done, a
+ * client's next datagram) to where the server still is: that port, with no
+ * decision and no kernel asked; 0 otherwise. *inode: fd's inode when it had
+ * to be read (0: not read), for shim_moves_record(). */
+uint16_t shim_moves_redirected(int fd, uint16_t requested, uint64_t *inode);
 /* Does a connect to addr:requested follow the move to real? Only when a
  * server under this policy was moved away from requested and still listens
  * at real, and nothing receives at requested now. The table first; the

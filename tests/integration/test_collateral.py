@@ -349,6 +349,54 @@ class ShimCollateral(Collateral, PolicyTest):
         self.assertTrue(any("AF_INET" in line for line in sockets), sockets)
         self.assertFalse([line for line in sockets if "NETLINK_SOCK_DIAG" in line])
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace")
+    def test_one_sock_diag_socket_for_many_follows(self):
+        """Making a sock_diag socket costs more than its lookups: a process
+        keeps one for every connect that follows a move."""
+        port = self.free_port(4900)
+        server = self.start_py(TCP_SERVER, str(port))
+        trace = tempfile.mktemp(prefix="pf-strace-")
+        self.addCleanup(lambda: os.path.exists(trace) and os.unlink(trace))
+        code = textwrap.dedent(f"""
+            import socket
+            for _ in range(5):
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+            print("reached 5")
+        """)
+        r = fenced(SHIPPED, "strace", "-f", "-e", "trace=socket", "-o", trace, PYTHON, "-c", code)
+        self.assertEqual(r.stdout, "reached 5\n", r.stderr)
+        with open(trace) as f:
+            self.assertEqual(len([line for line in f if "NETLINK_SOCK_DIAG" in line]), 1)
+        server.stop()
+
+    def test_a_descriptor_taken_from_the_shim_never_receives_its_requests(self):
+        """A program that closes the shim's sock_diag socket and puts its own
+        socket at that number: the shim asks the kernel on a new one, and
+        the program's socket receives nothing."""
+        port = self.free_port(5000)
+        server = self.start_py(TCP_SERVER, str(port))
+        code = textwrap.dedent(f"""
+            import os, socket
+            def reach():
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+            before = set(os.listdir("/proc/self/fd"))
+            reach()
+            shims = [int(fd) for fd in set(os.listdir("/proc/self/fd")) - before]
+            mine, peer = socket.socketpair()
+            for fd in shims:
+                os.dup2(mine.fileno(), fd)
+            reach()
+            peer.setblocking(False)
+            try:
+                print("received", len(peer.recv(4096)))
+            except BlockingIOError:
+                print("received nothing")
+            print("taken", len(shims))
+        """)
+        r = self.run_py(code)
+        self.assertEqual(r.stdout, "received nothing\ntaken 1\n", r.stderr)
+        server.stop()
+
     def test_closed_stderr_never_receives_log_lines(self):
         """fd 2 closed, then reused by a TCP connection: our lines stay out of
         the program's stream, and a gone peer raises no SIGPIPE."""

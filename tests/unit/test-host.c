@@ -139,7 +139,7 @@ static int udp_socket(int family, const char *addr, uint16_t *port, ino_t *inode
 static void test_socket_at(void **state)
 {
         struct pf_addr here, there;
-        uint64_t found;
+        uint64_t found[PF_HOST_AT_MAX];
         uint16_t port, uport, v6port, onlyport;
         ino_t inode, uinode, v6inode, onlyinode;
         int fd = listener(&port, &inode);
@@ -152,20 +152,30 @@ static void test_socket_at(void **state)
         assert_true(diag >= 0);
         assert_int_equal(pf_addr_parse("127.0.0.1", &here), 0);
         assert_int_equal(pf_addr_parse("127.0.0.2", &there), 0);
-        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &here, port, &found), 1);
-        assert_int_equal(found, inode);
-        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &there, port, &found), 0);
-        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, port, &found), 0);
-        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, uport, &found), 1);
-        assert_int_equal(found, uinode);
-        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, v6port, &found), 1);
-        assert_int_equal(found, v6inode);
-        assert_int_equal(pf_host_socket_at(diag, PF_UDP, &here, onlyport, &found), 0);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &here, &port, 1, found), 1);
+        assert_int_equal(found[0], inode);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &there, &port, 1, found), 0);
+        assert_int_equal(pf_host_sockets_at(diag, PF_UDP, &here, &port, 1, found), 0);
+        assert_int_equal(pf_host_sockets_at(diag, PF_UDP, &here, &uport, 1, found), 1);
+        assert_int_equal(found[0], uinode);
+        assert_int_equal(pf_host_sockets_at(diag, PF_UDP, &here, &v6port, 1, found), 1);
+        assert_int_equal(found[0], v6inode);
+        assert_int_equal(pf_host_sockets_at(diag, PF_UDP, &here, &onlyport, 1, found), 0);
+        /* Several in one exchange, each answered in its place. */
+        assert_int_equal(pf_host_sockets_at(diag, PF_UDP, &here, (uint16_t[]){ onlyport, uport, port, v6port }, 4,
+                                            found), 0xa);
+        assert_int_equal(found[0], 0);
+        assert_int_equal(found[1], uinode);
+        assert_int_equal(found[3], v6inode);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &here, (uint16_t[]){ uport, port }, 2, found), 2);
+        assert_int_equal(found[1], inode);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &here, &port, 0, found), -EINVAL);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &here, &port, PF_HOST_AT_MAX + 1, found), -EINVAL);
         close(fd);
         close(u);
         close(v6);
         close(only);
-        assert_int_equal(pf_host_socket_at(diag, PF_TCP, &here, port, &found), 0);
+        assert_int_equal(pf_host_sockets_at(diag, PF_TCP, &here, &port, 1, found), 0);
         close(diag);
 }
 
