@@ -31,7 +31,8 @@ static const char *const hook_names[] = {
         "post_bind4", "post_bind6", "sock_release", "setsockopt",
 };
 static const char *const map_names[] = {
-        "spans", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced", "fences",
+        "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
+        "fences",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -97,6 +98,7 @@ static int ensure_bpffs(char *why)
 struct tables {
         struct pf_bpf_span *spans;
         uint32_t span_count;
+        struct pf_bpf_block *blocks;    /* PF_BPF_BLOCKS of them */
         struct pf_bpf_rule *rules;
         uint32_t rule_count;
 };
@@ -104,7 +106,21 @@ struct tables {
 static void free_tables(struct tables *t)
 {
         free(t->spans);
+        free(t->blocks);
         free(t->rules);
+}
+
+/* A fence's maps of tables, or one generation's tables: descriptors. */
+enum { SPANS, BLOCKS, RULES, TABLES };
+static const char *const table_maps[TABLES] = { "spans", "blocks", "rules" };
+
+static void close_all(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (fds[i] >= 0)
+                        close(fds[i]);
+                fds[i] = -1;
+        }
 }
 
 /* Does map fd hold exactly count values of size, as in values? */
@@ -112,7 +128,7 @@ static bool table_equal(int fd, uint32_t size, const void *values, uint32_t coun
 {
         struct bpf_map_info info = { 0 };
         uint32_t len = sizeof(info);
-        unsigned char value[sizeof(struct pf_bpf_rule) + sizeof(struct pf_bpf_span)];
+        unsigned char value[sizeof(struct pf_bpf_rule) + sizeof(struct pf_bpf_block)];
 
         if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0 || info.type != BPF_MAP_TYPE_ARRAY ||
             info.value_size != size || info.max_entries != count || size > sizeof(value))
@@ -148,46 +164,65 @@ static int open_fence_map(const char *dir, const char *name)
         return bpf_obj_get(path);
 }
 
+/* The values, size and count of table i of t. */
+static const void *table_values(const struct tables *t, int i, uint32_t *size, uint32_t *count)
+{
+        switch (i) {
+        case SPANS:
+                *size = sizeof(*t->spans), *count = t->span_count;
+                return t->spans;
+        case BLOCKS:
+                *size = sizeof(*t->blocks), *count = PF_BPF_BLOCKS;
+                return t->blocks;
+        default:
+                *size = sizeof(*t->rules), *count = t->rule_count;
+                return t->rules;
+        }
+}
+
 /* The tables another fence uses for this very policy (found by its hash,
- * taken only when equal value by value): 0 with *spans and *rules, or -1. */
-static int find_shared(const struct tables *t, uint64_t hash, int *spans, int *rules)
+ * taken only when equal value by value): 0 with fds[SPANS..RULES], or -1. */
+static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
 {
         DIR *root = opendir(PF_BPF_PIN_ROOT);
         struct dirent *e;
+        bool found = false;
 
-        *spans = *rules = -1;
-        while (root && (e = readdir(root)) && *rules < 0) {
+        for (int i = 0; i < TABLES; i++)
+                fds[i] = -1;
+        while (root && !found && (e = readdir(root))) {
                 char dir[4200];
                 struct pf_bpf_settings s;
                 uint32_t zero = 0, generation;
-                int live, settings, outer_spans, outer_rules;
+                int live, settings, outer[TABLES];
 
                 if (!strtoull(e->d_name, NULL, 10))
                         continue;       /* ".", "..", new-<id> */
                 snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
                 live = open_fence_map(dir, "live");
                 settings = open_fence_map(dir, "settings");
-                outer_spans = open_fence_map(dir, "spans");
-                outer_rules = open_fence_map(dir, "rules");
+                for (int i = 0; i < TABLES; i++)
+                        outer[i] = open_fence_map(dir, table_maps[i]);
                 if (live >= 0 && settings >= 0 && bpf_map_lookup_elem(live, &zero, &generation) == 0 &&
                     (generation &= 1, bpf_map_lookup_elem(settings, &generation, &s) == 0) &&
                     s.magic == PF_BPF_MAGIC && s.policy_hash == hash && s.span_count == t->span_count) {
-                        *spans = table_if_equal(outer_spans, generation, sizeof(*t->spans), t->spans,
-                                                t->span_count);
-                        *rules = *spans < 0 ? -1 : table_if_equal(outer_rules, generation, sizeof(*t->rules),
-                                                                  t->rules, t->rule_count);
-                        if (*spans >= 0 && *rules < 0) {
-                                close(*spans);
-                                *spans = -1;
+                        found = true;
+                        for (int i = 0; i < TABLES && found; i++) {
+                                uint32_t size, count;
+                                const void *values = table_values(t, i, &size, &count);
+
+                                fds[i] = table_if_equal(outer[i], generation, size, values, count);
+                                found = fds[i] >= 0;
                         }
+                        if (!found)
+                                close_all(fds, TABLES);
                 }
-                for (int *fd = (int[]){ live, settings, outer_spans, outer_rules, -2 }; *fd != -2; fd++)
-                        if (*fd >= 0)
-                                close(*fd);
+                close_all(outer, TABLES);
+                close_all((int[]){ live, settings }, 2);
         }
         if (root)
                 closedir(root);
-        return *rules >= 0 ? 0 : -1;
+        return found ? 0 : -1;
 }
 
 /* Some maps are one for the whole host: the registry of moved ports (a
@@ -223,10 +258,12 @@ static void share_host_map(struct bpf_map *moved, const char *name)
                 closedir(root);
 }
 
-/* A new table holding values, frozen: from here on nothing changes it. */
+/* A new table holding values, frozen: from here on nothing changes it.
+ * Sized to its policy (BPF_F_INNER_MAP), except the blocks: one size. */
 static int make_table(const char *name, uint32_t size, const void *values, uint32_t count, char *why)
 {
-        LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_INNER_MAP);
+        LIBBPF_OPTS(bpf_map_create_opts, opts,
+                    .map_flags = strcmp(name, PF_BPF_TABLE_NAME_BLOCKS) == 0 ? 0 : BPF_F_INNER_MAP);
         uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
         int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name, sizeof(uint32_t), size, count, &opts);
         int r = fd < 0 ? -errno : 0;
@@ -248,31 +285,36 @@ static int make_table(const char *name, uint32_t size, const void *values, uint3
         return fd;
 }
 
-/* The policy's tables as generation `generation` of outer maps spans and
- * rules: those of another fence of the same policy, or new ones. */
-static int put_tables(const struct pf_policy *p, int spans, int rules, uint32_t generation,
+/* The policy's tables as generation `generation` of the outer maps: those
+ * of another fence of the same policy, or new ones. */
+static int put_tables(const struct pf_policy *p, const int outer[TABLES], uint32_t generation,
                       uint32_t *span_count, char *why)
 {
+        static const char *const names[TABLES] = {
+                PF_BPF_TABLE_NAME_SPANS, PF_BPF_TABLE_NAME_BLOCKS, PF_BPF_TABLE_NAME_RULES,
+        };
         struct tables t = { 0 };
-        int span_fd = -1, rule_fd = -1, r;
+        int fds[TABLES] = { -1, -1, -1 }, r;
 
         r = pf_bpf_build_spans(p, &t.spans, &t.span_count, why);
         if (r == 0)
+                r = pf_bpf_build_blocks(t.spans, t.span_count, &t.blocks, why);
+        if (r == 0)
                 r = pf_bpf_build_rules(p, &t.rules, &t.rule_count, why);
-        if (r == 0 && find_shared(&t, pf_policy_hash(p), &span_fd, &rule_fd) < 0) {
-                span_fd = make_table(PF_BPF_TABLE_NAME_SPANS, sizeof(*t.spans), t.spans, t.span_count, why);
-                rule_fd = span_fd < 0 ? -1 : make_table(PF_BPF_TABLE_NAME_RULES, sizeof(*t.rules), t.rules,
-                                                        t.rule_count, why);
-                r = span_fd < 0 ? span_fd : rule_fd < 0 ? rule_fd : 0;
+        if (r == 0 && find_shared(&t, pf_policy_hash(p), fds) < 0) {
+                for (int i = 0; i < TABLES && r == 0; i++) {
+                        uint32_t size, count;
+                        const void *values = table_values(&t, i, &size, &count);
+
+                        fds[i] = make_table(names[i], size, values, count, why);
+                        r = fds[i] < 0 ? fds[i] : 0;
+                }
         }
-        if (r == 0 && (bpf_map_update_elem(spans, &generation, &span_fd, BPF_ANY) < 0 ||
-                       bpf_map_update_elem(rules, &generation, &rule_fd, BPF_ANY) < 0))
-                r = pf_bpf_fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
+        for (int i = 0; i < TABLES && r == 0; i++)
+                if (bpf_map_update_elem(outer[i], &generation, &fds[i], BPF_ANY) < 0)
+                        r = pf_bpf_fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
         *span_count = t.span_count;
-        if (span_fd >= 0)
-                close(span_fd);
-        if (rule_fd >= 0)
-                close(rule_fd);
+        close_all(fds, TABLES);
         free_tables(&t);
         return r;
 }
@@ -332,10 +374,10 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
 /* Fill generation `generation` of the fence's maps; the programs do not look
  * at it until live[0] says so. */
 static int fill_policy(const struct pf_policy *p, const char *policy_path, uint32_t level,
-                       int spans, int rules, int settings, uint32_t generation, char *why)
+                       const int outer[TABLES], int settings, uint32_t generation, char *why)
 {
         uint32_t span_count = 0;
-        int r = put_tables(p, spans, rules, generation, &span_count, why);
+        int r = put_tables(p, outer, generation, &span_count, why);
 
         if (r == 0)
                 r = fill_settings(p, policy_path, level, settings, generation, span_count, why);
@@ -594,8 +636,10 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 goto out;
         }
         /* Filled before attached: the cgroup is never fenced by empty maps. */
-        r = fill_policy(policy, policy_path, cgroup_level(cgroup), bpf_map__fd(skel->maps.spans),
-                        bpf_map__fd(skel->maps.rules), bpf_map__fd(skel->maps.settings), 0, why);
+        r = fill_policy(policy, policy_path, cgroup_level(cgroup),
+                        (int[TABLES]){ bpf_map__fd(skel->maps.spans), bpf_map__fd(skel->maps.blocks),
+                                       bpf_map__fd(skel->maps.rules) },
+                        bpf_map__fd(skel->maps.settings), 0, why);
         if (r < 0)
                 goto out;
         /* Known as fenced before its programs run: a fence above leaves its
@@ -671,9 +715,9 @@ static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *w
 static int reload_locked(const struct pf_policy *policy, const char *policy_path,
                          const struct pf_cgroup *cgroup, char *why)
 {
-        enum { SPANS, RULES, SETTINGS, LIVE, MAPS };
-        static const char *const names[MAPS] = { "spans", "rules", "settings", "live" };
-        int fds[MAPS] = { -1, -1, -1, -1 };
+        enum { SETTINGS = TABLES, LIVE, MAPS };       /* the tables' outer maps first */
+        static const char *const names[MAPS] = { "spans", "blocks", "rules", "settings", "live" };
+        int fds[MAPS] = { -1, -1, -1, -1, -1 };
         uint32_t zero = 0, generation = 0, next, level = 0;
         struct pf_bpf_settings old;
         int r = 0;
@@ -691,13 +735,11 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         if (r == 0 && bpf_map_lookup_elem(fds[SETTINGS], &generation, &old) == 0)
                 level = old.fence_level;
         if (r == 0)
-                r = fill_policy(policy, policy_path, level, fds[SPANS], fds[RULES], fds[SETTINGS], next, why);
+                r = fill_policy(policy, policy_path, level, fds, fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
-        for (int i = 0; i < MAPS; i++)
-                if (fds[i] >= 0)
-                        close(fds[i]);
+        close_all(fds, MAPS);
         return r;
 }
 
@@ -983,7 +1025,8 @@ int pf_bpf_fence_maps(const struct pf_cgroup *cgroup, pf_map_visit visit, void *
 {
         for (size_t i = 0; i < COUNT(map_names); i++) {
                 int fd = open_pinned(cgroup, map_names[i], why);
-                bool outer = strcmp(map_names[i], "spans") == 0 || strcmp(map_names[i], "rules") == 0;
+                bool outer = strcmp(map_names[i], "spans") == 0 || strcmp(map_names[i], "blocks") == 0 ||
+                             strcmp(map_names[i], "rules") == 0;
 
                 if (fd < 0)
                         return fd;

@@ -55,10 +55,28 @@ struct pf_bpf_span {
         __u8 pad[1];
 };
 
-/* A policy's tables (spans, rules) are maps of their own, made whole for one
+/* Where a search starts: every PF_BPF_BLOCK_PORTS ports of a protocol have
+ * a block, which holds the span of its first port (one lookup answers every
+ * port below next_key) and which spans[first .. first + count) cover it.
+ * The blocks table has one size for every policy, so the kernel inlines its
+ * lookups; a spans table is sized to its policy, and each of its lookups is
+ * a call (two or three here, on a VM with retpolines, cost what the rest of
+ * a decision does). */
+#define PF_BPF_BLOCK_SHIFT 5
+#define PF_BPF_BLOCK_PORTS (1u << PF_BPF_BLOCK_SHIFT)
+#define PF_BPF_BLOCKS (PF_BPF_SPANS_MAX >> PF_BPF_BLOCK_SHIFT)
+struct pf_bpf_block {
+        __u32 first;            /* in spans[]: the span of the block's first port */
+        __u32 count;            /* spans that cover some port of the block */
+        __u32 next_key;         /* key of spans[first + 1] if count > 1, else above every key */
+        struct pf_bpf_span span;        /* spans[first] */
+};
+
+/* A policy's tables (spans, blocks, rules) are maps of their own, made whole for one
  * compiled policy, frozen, and shared by every fence of that policy: a fence
  * holds them through tables[generation] (maps of maps). */
 #define PF_BPF_TABLE_NAME_SPANS "pf_spans"
+#define PF_BPF_TABLE_NAME_BLOCKS "pf_blocks"
 #define PF_BPF_TABLE_NAME_RULES "pf_rules"
 
 /* The conditions of a conditional rule, at its rule number in the rules
@@ -79,7 +97,8 @@ struct pf_bpf_rule {
         char tail[16];
 };
 
-/* settings[generation], spans[generation], rules[generation]; the generation
+/* settings[generation], spans[generation], blocks[generation],
+ * rules[generation]; the generation
  * in force is live[0]. A reload fills the idle generation, then flips
  * live[0] with one 4-byte write, so no call ever sees half a policy. */
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */

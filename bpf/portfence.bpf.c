@@ -28,6 +28,13 @@ struct span_table {
         __uint(value_size, sizeof(struct pf_bpf_span)); /* __type() would leave it undefined in BTF */
 };
 
+struct block_table {
+        __uint(type, BPF_MAP_TYPE_ARRAY);       /* one size for all: lookups inlined */
+        __uint(max_entries, PF_BPF_BLOCKS);
+        __uint(key_size, sizeof(__u32));
+        __uint(value_size, sizeof(struct pf_bpf_block));
+};
+
 struct rule_table {
         __uint(type, BPF_MAP_TYPE_ARRAY);
         __uint(map_flags, BPF_F_INNER_MAP);
@@ -42,6 +49,13 @@ struct {
         __type(key, __u32);
         __array(values, struct span_table);
 } spans SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+        __uint(max_entries, PF_BPF_GENERATIONS);
+        __type(key, __u32);
+        __array(values, struct block_table);
+} blocks SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -279,17 +293,27 @@ static __always_inline bool rule_matches(void *table, __u32 number, const struct
         return true;
 }
 
-/* The span of spans[] that holds key: the last one whose key is not above
- * it (binary search; spans[0] is port 0 of TCP, so one always does). */
-static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, __u32 key)
+/* The span that holds key: the last one whose key is not above it. Its
+ * block answers below next_key; above, a binary search among the block's
+ * spans of spans[]. */
+static __always_inline struct pf_bpf_span *find_span(__u32 generation, __u32 key)
 {
+        void *block_table = bpf_map_lookup_elem(&blocks, &generation);
+        void *span_table = bpf_map_lookup_elem(&spans, &generation);
+        __u32 b = key >> PF_BPF_BLOCK_SHIFT, lo, hi;
+        struct pf_bpf_block *block = block_table ? bpf_map_lookup_elem(block_table, &b) : NULL;
         struct pf_bpf_span *span;
-        __u32 lo = 0, hi = count;
 
+        if (!block || !span_table)
+                return NULL;
+        if (key < block->next_key)
+                return &block->span;
+        lo = block->first + 1;
+        hi = block->first + block->count;
         for (int i = 0; i < PF_BPF_SEARCH_STEPS && hi - lo > 1; i++) {
                 __u32 mid = lo + (hi - lo) / 2;
 
-                span = bpf_map_lookup_elem(table, &mid);
+                span = bpf_map_lookup_elem(span_table, &mid);
                 if (!span)
                         return NULL;
                 if (span->key <= key)
@@ -297,7 +321,7 @@ static __always_inline struct pf_bpf_span *find_span(void *table, __u32 count, _
                 else
                         hi = mid;
         }
-        span = bpf_map_lookup_elem(table, &lo);
+        span = bpf_map_lookup_elem(span_table, &lo);
         return span && span->key <= key ? span : NULL;
 }
 
@@ -342,15 +366,14 @@ static __always_inline void decide(const struct pf_bpf_settings *s, __u32 genera
                                    struct decision *d)
 {
         struct pf_bpf_span *span;
-        void *span_table, *rule_table;
+        void *rule_table;
 
         d->action = PF_BPF_REFUSE;
         d->err = EPERM;
         d->target = 0;
         d->rule = 0;
-        span_table = s ? bpf_map_lookup_elem(&spans, &generation) : NULL;
         rule_table = s ? bpf_map_lookup_elem(&rules, &generation) : NULL;
-        span = span_table ? find_span(span_table, s->span_count, PF_BPF_SPAN_KEY(r->proto, r->port)) : NULL;
+        span = s ? find_span(generation, PF_BPF_SPAN_KEY(r->proto, r->port)) : NULL;
         if (!span) {
                 count(PF_BPF_COUNT_ERROR);
                 return;

@@ -94,11 +94,10 @@ int pf_bpf_build_spans(const struct pf_policy *p, struct pf_bpf_span **out, uint
         return 0;
 }
 
-const struct pf_bpf_span *pf_bpf_find_span(const struct pf_bpf_span *spans, uint32_t count,
-                                           unsigned proto, unsigned port)
+/* The index in spans[lo, hi) of the last span whose key is not above key
+ * (spans[lo].key <= key: the caller knows). */
+static uint32_t search(const struct pf_bpf_span *spans, uint32_t lo, uint32_t hi, uint32_t key)
 {
-        uint32_t key = PF_BPF_SPAN_KEY(proto, port), lo = 0, hi = count;
-
         while (hi - lo > 1) {   /* spans[lo].key <= key < spans[hi].key */
                 uint32_t mid = lo + (hi - lo) / 2;
 
@@ -107,7 +106,43 @@ const struct pf_bpf_span *pf_bpf_find_span(const struct pf_bpf_span *spans, uint
                 else
                         hi = mid;
         }
-        return count && spans[lo].key <= key ? &spans[lo] : NULL;
+        return lo;
+}
+
+int pf_bpf_build_blocks(const struct pf_bpf_span *spans, uint32_t count, struct pf_bpf_block **out, char *why)
+{
+        struct pf_bpf_block *blocks;
+
+        if (count == 0 || spans[0].key != 0)
+                return pf_bpf_fail(-EINVAL, why, "the spans do not start at port 0 of TCP");
+        blocks = calloc(PF_BPF_BLOCKS, sizeof(*blocks));
+        if (!blocks)
+                return pf_bpf_fail(-ENOMEM, why, "%s", strerror(ENOMEM));
+        for (uint32_t b = 0, first = 0; b < PF_BPF_BLOCKS; b++) {
+                uint32_t start = b << PF_BPF_BLOCK_SHIFT, last;
+
+                first = search(spans, first, count, start);
+                last = search(spans, first, count, start + PF_BPF_BLOCK_PORTS - 1);
+                blocks[b] = (struct pf_bpf_block){
+                        .first = first,
+                        .count = last - first + 1,
+                        .next_key = last > first ? spans[first + 1].key : UINT32_MAX,
+                        .span = spans[first],
+                };
+        }
+        *out = blocks;
+        return 0;
+}
+
+const struct pf_bpf_span *pf_bpf_find_span(const struct pf_bpf_block *blocks, const struct pf_bpf_span *spans,
+                                           unsigned proto, unsigned port)
+{
+        uint32_t key = PF_BPF_SPAN_KEY(proto, port);
+        const struct pf_bpf_block *block = &blocks[(key >> PF_BPF_BLOCK_SHIFT) % PF_BPF_BLOCKS];
+
+        if (key < block->next_key)
+                return &block->span;
+        return &spans[search(spans, block->first + 1, block->first + block->count, key)];
 }
 
 struct pf_bpf_step pf_bpf_span_step(const struct pf_bpf_span *span, unsigned i, unsigned port)

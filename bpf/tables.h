@@ -20,9 +20,14 @@ int pf_bpf_fail(int r, char *why, const char *fmt, ...);
 int pf_bpf_build_spans(const struct pf_policy *p, struct pf_bpf_span **out, uint32_t *count,
                        char *why);
 
+/* The PF_BPF_BLOCKS blocks of spans (count of them, as built above) in
+ * *out (malloc'd). 0, or a negative errno and why. */
+int pf_bpf_build_blocks(const struct pf_bpf_span *spans, uint32_t count, struct pf_bpf_block **out, char *why);
+
 /* The span that holds (proto, port): the last one whose key is not above
- * PF_BPF_SPAN_KEY(proto, port), searched as the programs search. */
-const struct pf_bpf_span *pf_bpf_find_span(const struct pf_bpf_span *spans, uint32_t count,
+ * PF_BPF_SPAN_KEY(proto, port), found as the programs find it (its block,
+ * then a search among the block's spans). */
+const struct pf_bpf_span *pf_bpf_find_span(const struct pf_bpf_block *blocks, const struct pf_bpf_span *spans,
                                            unsigned proto, unsigned port);
 
 /* Step i of a span, for one port of it: the target moved along. */

@@ -2,6 +2,7 @@
 /* The kernel's tables say, port by port, what the policy says: every
  * (proto, port) found in the spans as the programs find it gives the chain
  * pf_policy_chain() gives, and the spans are as few as the policy allows. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,17 +27,19 @@ static uint32_t check_every_port(const char *text)
 {
         struct pf_policy *policy = load(text);
         struct pf_bpf_span *spans = NULL;
+        struct pf_bpf_block *blocks = NULL;
         char why[PF_WHY_SIZE];
         uint32_t count = 0;
 
         assert_int_equal(pf_bpf_build_spans(policy, &spans, &count, why), 0);
+        assert_int_equal(pf_bpf_build_blocks(spans, count, &blocks, why), 0);
         for (uint32_t i = 1; i < count; i++)
                 assert_true(spans[i - 1].key < spans[i].key);
         for (unsigned proto = 0; proto < PF_PROTO_COUNT; proto++) {
                 for (unsigned port = 0; port < 65536; port++) {
                         struct pf_step want[PF_BPF_CHAIN];
                         int n = pf_policy_chain(policy, proto, port, want, PF_BPF_CHAIN);
-                        const struct pf_bpf_span *span = pf_bpf_find_span(spans, count, proto, port);
+                        const struct pf_bpf_span *span = pf_bpf_find_span(blocks, spans, proto, port);
 
                         assert_non_null(span);
                         assert_int_equal(span->count, n);
@@ -52,6 +55,7 @@ static uint32_t check_every_port(const char *text)
                         }
                 }
         }
+        free(blocks);
         free(spans);
         pf_policy_free(policy);
         return count;
@@ -85,14 +89,47 @@ static void rules_and_conditions(void **state)
                 ");\n");
 }
 
-static void spans_of_an_empty_table_find_nothing(void **state)
+static void blocks_need_spans_from_port_0(void **state)
 {
         struct pf_bpf_span one = { .key = PF_BPF_SPAN_KEY(1, 100) };
+        struct pf_bpf_block *blocks = NULL;
+        char why[PF_WHY_SIZE];
 
         (void)state;
-        assert_null(pf_bpf_find_span(NULL, 0, 0, 80));
-        assert_null(pf_bpf_find_span(&one, 1, 0, 80));          /* below the first span */
-        assert_ptr_equal(pf_bpf_find_span(&one, 1, 1, 100), &one);
+        assert_int_equal(pf_bpf_build_blocks(&one, 0, &blocks, why), -EINVAL);
+        assert_int_equal(pf_bpf_build_blocks(&one, 1, &blocks, why), -EINVAL);
+        assert_null(blocks);
+}
+
+/* A span starting inside a block, and one covering a block whole: the
+ * block knows both, and its first span answers below the second. */
+static void blocks_hold_their_first_span(void **state)
+{
+        struct pf_bpf_span spans[] = {
+                { .key = PF_BPF_SPAN_KEY(0, 0), .count = 1 },
+                { .key = PF_BPF_SPAN_KEY(0, 40), .count = 2 },
+                { .key = PF_BPF_SPAN_KEY(0, 41), .count = 3 },
+                { .key = PF_BPF_SPAN_KEY(1, 0), .count = 1 },
+        };
+        struct pf_bpf_block *blocks = NULL;
+        char why[PF_WHY_SIZE];
+
+        (void)state;
+        assert_int_equal(pf_bpf_build_blocks(spans, 4, &blocks, why), 0);
+        assert_int_equal(blocks[0].count, 1);
+        assert_int_equal(blocks[0].next_key, UINT32_MAX);
+        assert_int_equal(blocks[1].first, 0);
+        assert_int_equal(blocks[1].count, 3);
+        assert_int_equal(blocks[1].next_key, PF_BPF_SPAN_KEY(0, 40));
+        assert_int_equal(blocks[2].first, 2);
+        assert_int_equal(blocks[2].count, 1);
+        assert_int_equal(blocks[2].span.count, 3);
+        assert_int_equal(pf_bpf_find_span(blocks, spans, 0, 39)->count, 1);
+        assert_int_equal(pf_bpf_find_span(blocks, spans, 0, 40)->count, 2);
+        assert_int_equal(pf_bpf_find_span(blocks, spans, 0, 63)->count, 3);
+        assert_int_equal(pf_bpf_find_span(blocks, spans, 0, 65535)->count, 3);
+        assert_ptr_equal(pf_bpf_find_span(blocks, spans, 1, 7), &blocks[PF_BPF_BLOCKS / 2].span);
+        free(blocks);
 }
 
 static void rules_table_holds_conditions_at_their_numbers(void **state)
@@ -126,7 +163,8 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(shipped_policy_is_a_handful_of_spans),
                 cmocka_unit_test(rules_and_conditions),
-                cmocka_unit_test(spans_of_an_empty_table_find_nothing),
+                cmocka_unit_test(blocks_need_spans_from_port_0),
+                cmocka_unit_test(blocks_hold_their_first_span),
                 cmocka_unit_test(rules_table_holds_conditions_at_their_numbers),
         };
 
