@@ -32,7 +32,7 @@ static const char *const hook_names[] = {
 };
 static const char *const map_names[] = {
         "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
-        "fences",
+        "host", "peers",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -227,8 +227,9 @@ static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
 
 /* Some maps are one for the whole host: the registry of moved ports (a
  * client in one fence follows a server another fence moved, when its own
- * policy remaps that port too), its way back, and the list of fenced
- * cgroups. Each fence after the first costs nothing for them. Taken from
+ * policy remaps that port too), its way back, the list of fenced cgroups,
+ * the host's counts and the redirected sockets' destinations. Each fence
+ * after the first costs nothing for them. Taken from
  * any fence that has one of the same shape. */
 static void share_host_map(struct bpf_map *moved, const char *name)
 {
@@ -425,28 +426,27 @@ static int lock_fences(int how, char *why)
  * after every change of the list of fenced cgroups, under the lock and
  * before a new fence's programs attach, its length is written down. A count
  * left too high (a loader killed in between) only keeps the check. */
-static int count_fences(int fenced, int fences)
+static int count_fences(int fenced, int host)
 {
-        uint32_t zero = 0, count = 0;
+        uint32_t which = PF_BPF_HOST_FENCES;
+        int32_t count = 0;
         uint64_t key, next;
 
         for (int r = bpf_map_get_next_key(fenced, NULL, &next); r == 0; r = bpf_map_get_next_key(fenced, &key, &next)) {
                 key = next;
                 count++;
         }
-        return bpf_map_update_elem(fences, &zero, &count, BPF_ANY) < 0 ? -errno : 0;
+        return bpf_map_update_elem(host, &which, &count, BPF_ANY) < 0 ? -errno : 0;
 }
 
 /* count_fences() with the host maps of the fence in dir. */
 static void count_fences_of(const char *dir)
 {
-        int fenced = open_fence_map(dir, "fenced"), fences = open_fence_map(dir, "fences");
+        int fds[] = { open_fence_map(dir, "fenced"), open_fence_map(dir, "host") };
 
-        if (fenced >= 0 && fences >= 0)
-                count_fences(fenced, fences);
-        for (int *fd = (int[]){ fenced, fences, -2 }; *fd != -2; fd++)
-                if (*fd >= 0)
-                        close(*fd);
+        if (fds[0] >= 0 && fds[1] >= 0)
+                count_fences(fds[0], fds[1]);
+        close_all(fds, 2);
 }
 
 /* The host's list of fenced cgroups names only fences that exist: an attach
@@ -627,7 +627,8 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         share_host_map(skel->maps.moved, "moved");
         share_host_map(skel->maps.moved_back, "moved_back");
         share_host_map(skel->maps.fenced, "fenced");
-        share_host_map(skel->maps.fences, "fences");
+        share_host_map(skel->maps.host, "host");
+        share_host_map(skel->maps.peers, "peers");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
@@ -648,7 +649,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = pf_bpf_fail(-errno, why, "cannot register the fence: %s", strerror(errno));
                 goto out;
         }
-        r = count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.fences));
+        r = count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.host));
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "cannot count the fences: %s", strerror(-r));
                 goto out;
@@ -665,7 +666,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
 out:
         if (r < 0 && skel) {
                 bpf_map_delete_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id);
-                count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.fences));
+                count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.host));
         }
         if (r < 0)
                 unpin_all(building);

@@ -156,6 +156,25 @@ struct pf_bpf_moved_back {
  * buckets up front (16 bytes each), so this is what the registry costs. */
 #define PF_BPF_MOVED_PORTS 8192
 
+/* Counts of the whole host, host[PF_BPF_HOST_*]: the fenced cgroups (the
+ * loader writes it under its lock; with one, no fence is nested) and the
+ * sockets in peers[] (the programs keep it; with none, no name call or
+ * release looks there). */
+#define PF_BPF_HOST_FENCES 0
+#define PF_BPF_HOST_PEERS 1
+#define PF_BPF_HOST_COUNTS 2
+
+/* Where a redirected socket's destination went, for its name calls:
+ * peers[socket cookie]. Preallocated, so a connect allocates nothing (a
+ * socket's storage costs ~0.9 us to create here); a socket's release
+ * removes its entry. When it is full, the socket's storage holds it. */
+#define PF_BPF_PEERS 2048
+struct pf_bpf_peer {
+        __u16 requested;        /* the destination port asked for */
+        __u16 target;           /* where it went */
+        __u32 pad;
+};
+
 /* Per-socket state: the port the program asked for, for the name calls. */
 struct pf_bpf_sock {
         __u16 requested;        /* bound: the port asked for (0: not remapped) */

@@ -17,7 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, BUILD, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
+from pftest import (main, BUILD, PIN_ROOT, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
                     cgroup_skip_reason, fenced, port_listening, portfence, write_policy)
 
 SHIPPED = os.path.join(SOURCE, "config", "portfence.conf")
@@ -550,6 +550,67 @@ class CgroupCollateral(Collateral, PolicyTest):
     def run_probe(self, policy, *words):
         cgroup = self.cgroup if policy == SHIPPED else self.refuse_cgroup
         return cgroup.probe(*words)
+
+    def peer_entry(self, cookie):
+        """peers[cookie] of the host's fences, as bpftool reads it, or None."""
+        pin = os.path.join(PIN_ROOT, str(os.stat(self.cgroup.path).st_ino), "peers")
+        key = [f"{b:02x}" for b in cookie.to_bytes(8, "little")]
+        r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", pin, "key", "hex", *key],
+                           capture_output=True, text=True)
+        if r.stdout.strip() == "null" or "not found" in r.stderr:
+            return None
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)["formatted"]["value"]
+
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_a_redirected_socket_is_remembered_until_it_closes(self):
+        """A redirected connect allocates nothing: its destination is kept in
+        the preallocated peers[] by socket cookie, and leaves with the socket."""
+        port = self.free_port(3800)
+        server = self.start_py(TCP_SERVER, str(port))
+        client = self.start_py(textwrap.dedent(f"""
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", {port}), timeout=5)
+            cookie = int.from_bytes(c.getsockopt(socket.SOL_SOCKET, 57, 8), "little")    # SO_COOKIE
+            print("ready", cookie, c.getpeername()[1], flush=True)
+            sys.stdin.readline()
+            c.close()
+            print("closed", flush=True)
+            sys.stdin.readline()
+        """))
+        _, cookie, peer = client.lines[-1].split()
+        self.assertEqual(int(peer), port)
+        self.assertEqual(self.peer_entry(int(cookie)), {"requested": port, "target": target_of(port), "pad": 0})
+        client.proc.stdin.write("\n")
+        client.proc.stdin.flush()
+        self.assertEqual(client.proc.stdout.readline(), "closed\n")
+        self.assertIsNone(self.peer_entry(int(cookie)))
+        client.finish("")
+        server.stop()
+
+    def test_connections_past_the_peers_table_still_report_the_port_asked_for(self):
+        """More redirected sockets at once than peers[] holds: the rest keep
+        their destination in socket storage, and every one reports the port
+        it asked for."""
+        port = self.free_port(3900)
+        server = self.start_py(textwrap.dedent("""
+            import socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4096)
+            print("ready", flush=True)
+            while True:
+                a, _ = s.accept(); a.close()
+        """), str(port))
+        clients = [self.start_py(textwrap.dedent(f"""
+            import socket, sys
+            held = [socket.create_connection(("127.0.0.1", {port}), timeout=10) for _ in range(700)]
+            print("ready", sum(c.getpeername()[1] != {port} for c in held), flush=True)
+            sys.stdin.readline()
+        """)) for _ in range(3)]            # 2100 sockets held at once: past 2048
+        self.assertEqual([c.lines[-1] for c in clients], ["ready 0"] * 3)
+        for c in clients:
+            c.finish("")
+        server.stop()
 
     def test_status_lists_every_fence_while_others_come_and_go(self):
         churn = Cgroup()
