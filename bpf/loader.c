@@ -1124,9 +1124,25 @@ static int claim_events(const struct pf_cgroup *cgroup, char *why)
         return fd;
 }
 
+/* live[PF_BPF_LIVE_READER]: do the programs write events? A reader killed
+ * before it says no leaves them writing, as if it read on. */
+static int set_reader(const struct pf_cgroup *cgroup, uint32_t reading, char *why)
+{
+        uint32_t which = PF_BPF_LIVE_READER;
+        int fd = open_pinned(cgroup, "live", why), r = 0;
+
+        if (fd < 0)
+                return fd;
+        if (bpf_map_update_elem(fd, &which, &reading, BPF_ANY) < 0)
+                r = pf_bpf_fail(-errno, why, "cannot ask the fence for its events: %s", strerror(errno));
+        close(fd);
+        return r;
+}
+
 int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why)
 {
+        char ignored[PF_WHY_SIZE];
         struct event_sink sink = { .visit = visit, .ctx = ctx, .skip = true, .left = count };
         struct sigaction sa = { .sa_handler = on_stop };
         struct ring_buffer *rb;
@@ -1150,7 +1166,8 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
         sigaction(SIGALRM, &sa, NULL);  /* the caller's alarm(): a --duration */
         ring_buffer__consume(rb);
         sink.skip = false;
-        while (!stop_events) {
+        r = set_reader(cgroup, 1, why);
+        while (r == 0 && !stop_events) {
                 r = ring_buffer__poll(rb, 200);
                 if (r == -EINTR || r == -ECANCELED) {
                         r = 0;
@@ -1162,6 +1179,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
                 }
                 r = 0;
         }
+        set_reader(cgroup, 0, ignored);
         ring_buffer__free(rb);
         close(fd);
         close(claim);

@@ -100,7 +100,13 @@ struct pf_bpf_rule {
 /* settings[generation], spans[generation], blocks[generation],
  * rules[generation]; the generation
  * in force is live[0]. A reload fills the idle generation, then flips
- * live[0] with one 4-byte write, so no call ever sees half a policy. */
+ * live[0] with one 4-byte write, so no call ever sees half a policy.
+ * live[1] is 1 while a reader takes the fence's events ('cgroup events',
+ * 'cgroup learn'): without one, none is written (a reader skips what came
+ * before it anyway), and the counters alone tell what was decided. */
+#define PF_BPF_LIVE_GENERATION 0
+#define PF_BPF_LIVE_READER 1
+#define PF_BPF_LIVE_WORDS 2
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
 
 struct pf_bpf_settings {

@@ -73,7 +73,7 @@ struct {
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, 1);
+        __uint(max_entries, PF_BPF_LIVE_WORDS);
         __type(key, __u32);
         __type(value, __u32);
 } live SEC(".maps");
@@ -209,7 +209,7 @@ static __always_inline bool read_request6(struct bpf_sock_addr *ctx, struct requ
  * them. */
 static __always_inline struct pf_bpf_settings *get_settings(__u32 *generation)
 {
-        __u32 zero = 0, *gen = bpf_map_lookup_elem(&live, &zero);
+        __u32 which = PF_BPF_LIVE_GENERATION, *gen = bpf_map_lookup_elem(&live, &which);
         struct pf_bpf_settings *s;
 
         if (!gen)
@@ -403,8 +403,12 @@ static __always_inline void decide(const struct pf_bpf_settings *s, __u32 genera
 
 static __always_inline void emit(const struct request *r, const struct decision *d, __u8 hook)
 {
-        struct pf_bpf_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+        __u32 which = PF_BPF_LIVE_READER, *reader = bpf_map_lookup_elem(&live, &which);
+        struct pf_bpf_event *e;
 
+        if (!reader || !*reader)
+                return;         /* nobody reads: the counters tell */
+        e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
         if (!e) {
                 count(PF_BPF_COUNT_LOST);
                 return;

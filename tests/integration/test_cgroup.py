@@ -612,11 +612,7 @@ class Metrics(CgroupTest):
 
 
 class LostEvents(CgroupTest):
-    def test_a_full_ring_buffer_counts_what_it_drops(self):
-        """Nobody reads the events: the ring buffer (about 450 events) fills,
-        binds are still decided, and every dropped event is counted."""
-        self.attach()
-        r = self.cgroup.run(sys.executable, "-c", """
+    REFUSE_1000 = """
 import socket
 refused = 0
 for _ in range(1000):
@@ -627,12 +623,53 @@ for _ in range(1000):
         refused += 1
     s.close()
 print(refused)
-""")
+"""
+
+    def refuse_1000(self):
+        """1000 refused binds: the fence's status after them."""
+        r = self.cgroup.run(sys.executable, "-c", self.REFUSE_1000)
         self.assertEqual(r.stdout.strip(), "1000", r.stderr)
-        status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
+        return json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
+
+    def reader(self):
+        """'cgroup events' once it reads (its claim taken), and stopped."""
+        reader = subprocess.Popen([BUILD["portfence"], "cgroup", "events", self.cgroup.path],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=base_env())
+        self.addCleanup(lambda: (reader.kill(), reader.wait()))
+        pin = os.path.join(PIN_ROOT, str(os.stat(self.cgroup.path).st_ino), "live")
+        for _ in range(200):        # until it says it reads: live[1] = 1
+            r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", pin, "key", "1", "0", "0", "0"],
+                               capture_output=True, text=True)
+            if r.returncode == 0 and json.loads(r.stdout)["formatted"]["value"] == 1:
+                break
+            time.sleep(0.05)
+        else:
+            self.fail("the reader never said it reads")
+        return reader
+
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_a_full_ring_buffer_counts_what_it_drops(self):
+        """A reader that does not keep up: the ring buffer (about 450 events)
+        fills, binds are still decided, and every dropped event is counted."""
+        self.attach()
+        reader = self.reader()
+        reader.send_signal(signal.SIGSTOP)
+        status = self.refuse_1000()
         self.assertEqual(status["refuse"], 1000)
         self.assertGreater(status["lost_events"], 400)
         self.assertLess(status["lost_events"], 1000)
+
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_without_a_reader_no_event_is_written(self):
+        """Nobody reads (none yet, or one that left): no event is written,
+        so none is lost; the counters tell what was decided."""
+        self.attach()
+        self.assertEqual((self.refuse_1000()["lost_events"]), 0)
+        reader = self.reader()
+        reader.send_signal(signal.SIGINT)
+        self.assertEqual(reader.wait(timeout=20), 0)
+        status = self.refuse_1000()
+        self.assertEqual((status["refuse"], status["lost_events"]), (2000, 0))
 
 
 class EmptyMaps(CgroupTest):
@@ -736,5 +773,5 @@ def tearDownModule():
 if __name__ == "__main__":
     main({"static": ["Enforce.test_static_binary_is_fenced"],
           "netns": ["LocalAddresses"],
-          "bpftool": ["EmptyMaps", "SharedTables", "Lifecycle.test_attach_shows_its_programs",
+          "bpftool": ["EmptyMaps", "SharedTables", "LostEvents", "Lifecycle.test_attach_shows_its_programs",
                       "Lifecycle.test_detach_restores"]})
