@@ -117,9 +117,9 @@ struct {
 } host SEC(".maps");
 
 struct {
-        __uint(type, BPF_MAP_TYPE_HASH);        /* preallocated: nothing allocated per connect */
-        __uint(max_entries, PF_BPF_PEERS);
-        __type(key, __u64);
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, PF_BPF_PEER_SLOTS);
+        __type(key, __u32);
         __type(value, struct pf_bpf_peer);
 } peers SEC(".maps");
 
@@ -650,16 +650,26 @@ static __always_inline __s32 *peer_count(void)
         return bpf_map_lookup_elem(&host, &which);
 }
 
-/* A redirected socket's entry in peers[] goes with it. */
+/* The slot of peers[] a socket cookie picks. */
+static __always_inline struct pf_bpf_peer *peer_slot(__u64 cookie)
+{
+        __u32 slot = (__u32)cookie & (PF_BPF_PEER_SLOTS - 1);
+
+        return bpf_map_lookup_elem(&peers, &slot);
+}
+
+/* A redirected socket's slot of peers[] is freed with it. */
 static __always_inline void forget_peer(struct bpf_sock *ctx)
 {
         __s32 *count = peer_count();
+        struct pf_bpf_peer *peer;
         __u64 cookie;
 
         if (!count || *count <= 0)
                 return;         /* no socket has one: nothing to look for */
         cookie = bpf_get_socket_cookie(ctx);
-        if (bpf_map_delete_elem(&peers, &cookie) == 0)
+        peer = peer_slot(cookie);
+        if (peer && __sync_val_compare_and_swap(&peer->cookie, cookie, 0) == cookie)
                 __sync_fetch_and_add(count, -1);
 }
 
@@ -756,24 +766,26 @@ static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const s
 }
 
 /* Where a redirected socket's destination went, for its name calls: in its
- * storage if it has one, else in peers[] (no allocation), else, peers[]
- * being full, in storage made for it. */
+ * storage if it has one, else in its slot of peers[] (no allocation), else,
+ * the slot being another socket's, in storage made for it. */
 static __always_inline void remember_peer(struct bpf_sock_addr *ctx, __u16 requested, __u16 target)
 {
-        struct pf_bpf_peer peer = { .requested = requested, .target = target }, *known;
         struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx->sk, 0, 0);
         __s32 *count = peer_count();
+        struct pf_bpf_peer *peer;
         __u64 cookie;
 
         if (!sk && count) {
                 cookie = bpf_get_socket_cookie(ctx);
-                known = bpf_map_lookup_elem(&peers, &cookie);
-                if (known) {            /* a datagram after the first */
-                        known->requested = requested;
-                        known->target = target;
+                peer = peer_slot(cookie);
+                if (peer && peer->cookie == cookie) {   /* a datagram after the first */
+                        peer->requested = requested;
+                        peer->target = target;
                         return;
                 }
-                if (bpf_map_update_elem(&peers, &cookie, &peer, BPF_NOEXIST) == 0) {
+                if (peer && __sync_val_compare_and_swap(&peer->cookie, 0, cookie) == 0) {
+                        peer->requested = requested;
+                        peer->target = target;
                         __sync_fetch_and_add(count, 1);
                         return;
                 }
@@ -896,8 +908,8 @@ static __always_inline int restore_peer(struct bpf_sock_addr *ctx)
         }
         if (count && *count > 0) {      /* else no socket is in peers[] */
                 cookie = bpf_get_socket_cookie(ctx);
-                peer = bpf_map_lookup_elem(&peers, &cookie);
-                if (peer) {
+                peer = peer_slot(cookie);
+                if (peer && peer->cookie == cookie) {
                         if (port == peer->target)
                                 ctx->user_port = bpf_htons(peer->requested);
                         return ALLOW_CALL;
