@@ -219,7 +219,7 @@ class Bench:
             cgroup = self.fence(self.policies["error"])
             for path, program, loop, port, target in (
                     ("cgroup bind4, allowed (ns per run, bpf_stats)", "bind4", BIND, 8080, 80),
-                    ("cgroup bind4, remapped (socket storage + event)", "bind4", BIND, 20001, 300),
+                    ("cgroup bind4, remapped (socket storage; no events reader)", "bind4", BIND, 20001, 300),
                     ("cgroup post_bind4 after a remap", "post_bind4", BIND, 20001, None),
                     ("cgroup post_bind4 after an allowed bind (for scale: a program that "
                      "only looks up its socket's storage)", "post_bind4", BIND, 8080, None),

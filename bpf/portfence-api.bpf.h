@@ -208,7 +208,7 @@ struct pf_bpf_sock {
 
 /* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects,
  * then errors (binds refused because a map was not filled), then events
- * dropped because the ring buffer was full (no reader, or a slow one). */
+ * dropped because the ring buffer was full (a reader that falls behind). */
 #define PF_BPF_COUNT_REDIRECT PF_BPF_ACTIONS
 #define PF_BPF_COUNT_ERROR (PF_BPF_ACTIONS + 1)
 #define PF_BPF_COUNT_LOST (PF_BPF_ACTIONS + 2)

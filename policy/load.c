@@ -164,17 +164,39 @@ static const char *type_name(int type)
         }
 }
 
-static bool expect_type(struct loader *l, const config_setting_t *s, int type, const char *what)
+/* What a setting is called in messages: a name, or a rule's number between
+ * two pieces ("rule ", 3, ": to"), put together only when a message is written (a policy of 10,000
+ * rules would otherwise spell 30,000 names nobody reads: a fifth of its
+ * load). */
+struct what {
+        const char *before;     /* the whole name when rule is 0 */
+        unsigned rule;
+        const char *after;
+};
+#define NAMED(name) ((struct what){ .before = (name) })
+#define OF_RULE(before, rule, after) ((struct what){ (before), (rule), (after) })
+
+static const char *what_text(struct what w, char *buf, size_t size)
+{
+        if (!w.rule)
+                return w.before;
+        snprintf(buf, size, "%s%u%s", w.before, w.rule, w.after);
+        return buf;
+}
+
+static bool expect_type(struct loader *l, const config_setting_t *s, int type, struct what what)
 {
         int got = config_setting_type(s);
+        char label[64];
 
         if (got == type || (type == CONFIG_TYPE_INT && got == CONFIG_TYPE_INT64))
                 return true;
-        report(l, at(s), "'%s' must be %s, not %s", what, type_name(type), type_name(got));
+        report(l, at(s), "'%s' must be %s, not %s", what_text(what, label, sizeof(label)), type_name(type),
+               type_name(got));
         return false;
 }
 
-static const char *get_string(struct loader *l, const config_setting_t *s, const char *what)
+static const char *get_string(struct loader *l, const config_setting_t *s, struct what what)
 {
         return expect_type(l, s, CONFIG_TYPE_STRING, what) ? config_setting_get_string(s) : NULL;
 }
@@ -209,9 +231,11 @@ static unsigned distance(const char *a, const char *b)
 
 /* Every member of group must be one of keys: typos are errors, not ignored. */
 static void check_keys(struct loader *l, const config_setting_t *group,
-                       const char *const *keys, size_t count, const char *where,
+                       const char *const *keys, size_t count, struct what where,
                        const config_setting_t **found)
 {
+        char label[64];
+
         for (int i = 0; i < config_setting_length(group); i++) {
                 const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
                 const char *name = config_setting_name(s);
@@ -236,27 +260,28 @@ static void check_keys(struct loader *l, const config_setting_t *group,
                 }
                 if (best)
                         report(l, at(s), "unknown key '%s'%s (did you mean '%s'?)", name,
-                               where, best);
+                               what_text(where, label, sizeof(label)), best);
                 else
-                        report(l, at(s), "unknown key '%s'%s", name, where);
+                        report(l, at(s), "unknown key '%s'%s", name, what_text(where, label, sizeof(label)));
         }
 }
 
 /* A port list setting: a range-list string or a single integer. Returns its
  * sorted ranges in a new array (free() it), or NULL after reporting. */
-static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, const char *what,
+static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, struct what what,
                                    size_t *count)
 {
         int type = config_setting_type(s);
         struct pf_range *ranges = NULL;
-        char why[PF_WHY_SIZE];
+        char why[PF_WHY_SIZE], label[64];
         int r;
 
         if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) {
                 long long port = config_setting_get_int64(s);
 
                 if (port < 1 || port > PF_PORT_MAX) {
-                        report(l, at(s), "%s: port %lld outside 1-65535", what, port);
+                        report(l, at(s), "%s: port %lld outside 1-65535", what_text(what, label, sizeof(label)),
+                               port);
                         return NULL;
                 }
                 ranges = malloc(sizeof(*ranges));
@@ -270,14 +295,15 @@ static struct pf_range *get_ranges(struct loader *l, const config_setting_t *s, 
         }
         if (type != CONFIG_TYPE_STRING) {
                 report(l, at(s), "%s must be a port list string or an integer, not %s",
-                       what, type_name(type));
+                       what_text(what, label, sizeof(label)), type_name(type));
                 return NULL;
         }
         r = pf_ranges_parse(config_setting_get_string(s), &ranges, count, why);
         if (r == -ENOMEM)
                 l->out_of_memory = true;
         else if (r < 0)
-                report(l, at(s), "%s: %s in '%s'", what, why, config_setting_get_string(s));
+                report(l, at(s), "%s: %s in '%s'", what_text(what, label, sizeof(label)), why,
+                       config_setting_get_string(s));
         return r < 0 ? NULL : ranges;
 }
 
@@ -291,7 +317,7 @@ static void load_version(struct loader *l, const config_setting_t *root)
                 report(l, at_line(1), "'version' is missing: start the policy with 'version = 1;'");
                 return;
         }
-        if (expect_type(l, s, CONFIG_TYPE_INT, "version") && config_setting_get_int64(s) != 1)
+        if (expect_type(l, s, CONFIG_TYPE_INT, NAMED("version")) && config_setting_get_int64(s) != 1)
                 report(l, at(s), "unsupported version %lld: this portfence reads version 1",
                        config_setting_get_int64(s));
 }
@@ -299,7 +325,7 @@ static void load_version(struct loader *l, const config_setting_t *root)
 static void add_ephemeral_item(struct loader *l, const config_setting_t *item)
 {
         struct pf_policy *p = l->policy;
-        const char *text = get_string(l, item, "ephemeral");
+        const char *text = get_string(l, item, NAMED("ephemeral"));
         const struct pf_profile *profile;
         struct pf_portset set;
         char why[PF_WHY_SIZE];
@@ -374,26 +400,28 @@ static void load_ephemeral(struct loader *l, const config_setting_t *root, bool 
 }
 
 /* what names the setting in messages: "default_action", "rule 3: action". */
-static bool get_action(struct loader *l, const config_setting_t *s, const char *what,
+static bool get_action(struct loader *l, const config_setting_t *s, struct what what,
                        enum pf_action *out)
 {
         const char *text = get_string(l, s, what);
+        char label[64];
 
         if (!text)
                 return false;
         if (pf_action_parse(text, out) < 0) {
                 report(l, at(s), "%s: unknown action '%s' (allow, log, refuse or remap)",
-                       what, text);
+                       what_text(what, label, sizeof(label)), text);
                 return false;
         }
         return true;
 }
 
 /* A string setting whose value must be one of names; returns its index. */
-static int get_choice(struct loader *l, const config_setting_t *s, const char *what,
+static int get_choice(struct loader *l, const config_setting_t *s, struct what what,
                       const char *const *names, int count, int fallback)
 {
         const char *text;
+        char label[64];
 
         if (!s)
                 return fallback;
@@ -408,7 +436,7 @@ static int get_choice(struct loader *l, const config_setting_t *s, const char *w
                 snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
                          i == 0 ? "" : i == count - 1 ? " or " : ", ", names[i]);
         }
-        report(l, at(s), "%s: unknown value '%s' (%s)", what, text, choices);
+        report(l, at(s), "%s: unknown value '%s' (%s)", what_text(what, label, sizeof(label)), text, choices);
         return fallback;
 }
 
@@ -422,15 +450,15 @@ static void load_log(struct loader *l, const config_setting_t *root)
         const config_setting_t *to;
         const char *text;
 
-        if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, "log"))
+        if (!s || !expect_type(l, s, CONFIG_TYPE_GROUP, NAMED("log")))
                 return;
-        check_keys(l, s, keys, 3, " in 'log'", NULL);
-        p->log_level = (uint8_t)get_choice(l, config_setting_get_member(s, "level"), "log.level",
+        check_keys(l, s, keys, 3, NAMED(" in 'log'"), NULL);
+        p->log_level = (uint8_t)get_choice(l, config_setting_get_member(s, "level"), NAMED("log.level"),
                                            levels, 4, PF_LEVEL_INFO);
         p->log_format = (uint8_t)get_choice(l, config_setting_get_member(s, "format"),
-                                            "log.format", formats, 2, PF_FORMAT_TEXT);
+                                            NAMED("log.format"), formats, 2, PF_FORMAT_TEXT);
         to = config_setting_get_member(s, "to");
-        if (!to || !(text = get_string(l, to, "log.to")))
+        if (!to || !(text = get_string(l, to, NAMED("log.to"))))
                 return;
         if (strcmp(text, "stderr") == 0) {
                 p->log_to = PF_LOG_STDERR;
@@ -457,7 +485,7 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
         enum pf_action action;
 
         s = config_setting_get_member(root, "default_action");
-        if (s && get_action(l, s, "default_action", &action)) {
+        if (s && get_action(l, s, NAMED("default_action"), &action)) {
                 p->default_action = (uint8_t)action;
                 if (action == PF_REMAP) {
                         l->remap_needs_pool = true;
@@ -467,7 +495,7 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
 
         s = config_setting_get_member(root, "refuse_errno");
         if (s) {
-                const char *name = get_string(l, s, "refuse_errno");
+                const char *name = get_string(l, s, NAMED("refuse_errno"));
                 int err;
 
                 if (name && pf_errno_parse(name, &err) == 0)
@@ -478,16 +506,16 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
         }
 
         s = config_setting_get_member(root, "redirect_connect");
-        if (s && expect_type(l, s, CONFIG_TYPE_BOOL, "redirect_connect"))
+        if (s && expect_type(l, s, CONFIG_TYPE_BOOL, NAMED("redirect_connect")))
                 p->redirect_connect = (uint8_t)config_setting_get_bool(s);
 
         p->on_error = (uint8_t)get_choice(l, config_setting_get_member(root, "on_error"),
-                                          "on_error", on_error_names, 2, PF_ON_ERROR_REFUSE);
+                                          NAMED("on_error"), on_error_names, 2, PF_ON_ERROR_REFUSE);
         p->getsockname = (uint8_t)get_choice(l, config_setting_get_member(root, "getsockname"),
-                                             "getsockname", getsockname_names, 2,
+                                             NAMED("getsockname"), getsockname_names, 2,
                                              PF_GETSOCKNAME_REQUESTED);
         p->unbound_listen = (uint8_t)get_choice(l, config_setting_get_member(root, "unbound_listen"),
-                                                "unbound_listen", listen_names, 3, PF_ALLOW);
+                                                NAMED("unbound_listen"), listen_names, 3, PF_ALLOW);
 }
 
 /* client_ports: where the shim takes the local port of outgoing connects
@@ -498,7 +526,7 @@ static void load_client_ports(struct loader *l, const config_setting_t *root)
         struct pf_range *ranges;
         size_t count;
 
-        if (!s || !(ranges = get_ranges(l, s, "'client_ports'", &count)))
+        if (!s || !(ranges = get_ranges(l, s, NAMED("'client_ports'"), &count)))
                 return;
         for (size_t i = 0; i < count; i++)
                 pf_portset_add_range(&l->policy->client_ports, ranges[i].lo, ranges[i].hi);
@@ -514,7 +542,7 @@ static void load_pool(struct loader *l, const config_setting_t *root)
 
         if (s) {
                 size_t count;
-                struct pf_range *ranges = get_ranges(l, s, "'remap_pool'", &count);
+                struct pf_range *ranges = get_ranges(l, s, NAMED("'remap_pool'"), &count);
 
                 if (!ranges)
                         return;
@@ -558,25 +586,6 @@ static bool push_range(struct loader *l, struct pf_range range)
         return true;
 }
 
-/* "rule N: what" for the messages a rule may need, made for every rule of
- * a load: without printf, which would cost as much as the rest of it. */
-static void rule_label(char *buf, size_t size, const char *before, unsigned index, const char *after)
-{
-        char digits[12];
-        size_t n = 0, used = 0;
-
-        do
-                digits[n++] = (char)('0' + index % 10);
-        while ((index /= 10));
-        while (*before && used + 1 < size)      /* short strings: no library call */
-                buf[used++] = *before++;
-        while (n > 0 && used + 1 < size)
-                buf[used++] = digits[--n];
-        while (*after && used + 1 < size)
-                buf[used++] = *after++;
-        buf[used] = '\0';
-}
-
 /* A rule's keys, found in one pass over its members (check_keys): a
  * lookup by name per key would walk them again for each. */
 enum rule_key { KEY_PORTS, KEY_PROTO, KEY_FAMILY, KEY_ADDRESS, KEY_PROGRAM, KEY_ACTION, KEY_TO, KEY_COUNT };
@@ -588,13 +597,11 @@ static void load_rule_ports(struct loader *l, rule_members m, struct pf_rule *ru
         const config_setting_t *s = m[KEY_PORTS];
         struct pf_range *ranges;
         size_t count;
-        char what[32];
 
         rule->first_range = l->range_count;
         if (!s)
                 return;
-        rule_label(what, sizeof(what), "rule ", index, ": 'ports'");
-        ranges = get_ranges(l, s, what, &count);
+        ranges = get_ranges(l, s, OF_RULE("rule ", index, ": 'ports'"), &count);
         if (!ranges)
                 return;
         rule->has_ports = true;
@@ -620,7 +627,6 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, ru
         struct pf_policy *p = l->policy;
         const config_setting_t *s = m[KEY_TO];
         long long to, last;
-        char what[32];
 
         if (!s) {
                 if (rule->action == PF_REMAP && !l->remap_needs_pool) {
@@ -629,8 +635,7 @@ static void load_rule_target(struct loader *l, const config_setting_t *group, ru
                 }
                 return;
         }
-        rule_label(what, sizeof(what), "rule ", index, ": to");
-        if (!expect_type(l, s, CONFIG_TYPE_INT, what))
+        if (!expect_type(l, s, CONFIG_TYPE_INT, OF_RULE("rule ", index, ": to")))
                 return;
         if (rule->action != PF_REMAP) {
                 report(l, at(s), "rule %u: 'to' needs action = \"remap\", not \"%s\"", index,
@@ -669,7 +674,7 @@ static void load_rule_conditions(struct loader *l, rule_members m, struct pf_rul
 
         rule->protos = PF_PROTO_BOTH;
         s = m[KEY_PROTO];
-        if (s && (text = get_string(l, s, "proto"))) {
+        if (s && (text = get_string(l, s, NAMED("proto")))) {
                 enum pf_proto proto;
 
                 if (pf_proto_parse(text, &proto) == 0)
@@ -679,21 +684,19 @@ static void load_rule_conditions(struct loader *l, rule_members m, struct pf_rul
         }
         s = m[KEY_FAMILY];
         if (s) {
-                char what[32];
-
-                rule_label(what, sizeof(what), "rule ", index, ": family");
                 rule->has_family = true;
-                rule->family = (uint8_t)get_choice(l, s, what, families, 2, PF_IPV4);
+                rule->family = (uint8_t)get_choice(l, s, OF_RULE("rule ", index, ": family"), families, 2,
+                                                   PF_IPV4);
         }
         s = m[KEY_ADDRESS];
-        if (s && (text = get_string(l, s, "address"))) {
+        if (s && (text = get_string(l, s, NAMED("address")))) {
                 if (pf_cidr_parse(text, &rule->cidr) == 0)
                         rule->has_cidr = true;
                 else
                         report(l, at(s), "rule %u: bad address or CIDR '%s'", index, text);
         }
         s = m[KEY_PROGRAM];
-        if (s && (text = get_string(l, s, "program"))) {
+        if (s && (text = get_string(l, s, NAMED("program")))) {
                 if (!*text)
                         report(l, at(s), "rule %u: empty program pattern", index);
                 else
@@ -708,7 +711,6 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
         struct pf_rule *rule = &l->rules[index - 1];
         enum pf_action action;
         const config_setting_t *s;
-        char where[32];
 
         rule->line = line_of(group);
         rule->file = included_file(l, group);
@@ -717,8 +719,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                        type_name(config_setting_type(group)));
                 return;
         }
-        rule_label(where, sizeof(where), " in rule ", index, "");
-        check_keys(l, group, rule_keys, KEY_COUNT, where, m);
+        check_keys(l, group, rule_keys, KEY_COUNT, OF_RULE(" in rule ", index, ""), m);
         load_rule_conditions(l, m, rule, index);
         load_rule_ports(l, m, rule, index);
         s = m[KEY_ACTION];
@@ -726,8 +727,7 @@ static void load_rule(struct loader *l, const config_setting_t *group, unsigned 
                 report(l, at(group), "rule %u: 'action' is missing", index);
                 return;
         }
-        rule_label(where, sizeof(where), "rule ", index, ": action");
-        if (get_action(l, s, where, &action)) {
+        if (get_action(l, s, OF_RULE("rule ", index, ": action"), &action)) {
                 rule->action = (uint8_t)action;
                 load_rule_target(l, group, m, rule, index);
         }
@@ -887,7 +887,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         };
         bool uses_host;
 
-        check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), "", NULL);
+        check_keys(l, root, keys, sizeof(keys) / sizeof(keys[0]), NAMED(""), NULL);
         load_version(l, root);
         load_ephemeral(l, root, &uses_host);
         pf_rank_domain_fill(l->policy, uses_host);
