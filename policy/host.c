@@ -299,6 +299,33 @@ static int socket_at_answer(const struct nlmsghdr *h, uint64_t *inode)
         return 1;
 }
 
+struct socket_at_request {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+};
+
+/* The kernel's lookup of what receives at addr:port, as request seq. */
+static void socket_at_request(struct socket_at_request *r, uint32_t seq, enum pf_proto proto,
+                              const struct pf_addr *addr, uint16_t port)
+{
+        size_t bytes = addr->family == PF_IPV4 ? 4 : 16;
+
+        *r = (struct socket_at_request){
+                .nlh = { .nlmsg_len = sizeof(*r), .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST,
+                         .nlmsg_seq = seq },
+                .req = { .sdiag_family = addr->family == PF_IPV4 ? AF_INET : AF_INET6,
+                         .sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP, .idiag_states = ~0u },
+        };
+        r->req.id.idiag_cookie[0] = r->req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+        if (proto == PF_UDP) {
+                memcpy(r->req.id.idiag_dst, &addr->v6, bytes);
+                r->req.id.idiag_dport = htons(port);
+        } else {
+                memcpy(r->req.id.idiag_src, &addr->v6, bytes);
+                r->req.id.idiag_sport = htons(port);
+        }
+}
+
 /* The kernel's own lookup, as for a segment or datagram arriving: sock_diag
  * without a dump, one hash lookup whatever the number of sockets (a dump
  * walks every bucket of the listening hash). TCP looks up a SYN to the
@@ -311,39 +338,20 @@ static int socket_at_answer(const struct nlmsghdr *h, uint64_t *inode)
 int pf_host_sockets_at(int diag, enum pf_proto proto, const struct pf_addr *addr, const uint16_t *ports,
                        unsigned n, uint64_t *inodes)
 {
-        struct {
-                struct nlmsghdr nlh;
-                struct inet_diag_req_v2 req;
-        } requests[PF_HOST_AT_MAX] = { 0 };
+        struct socket_at_request requests[PF_HOST_AT_MAX];
         char answers[PF_HOST_AT_MAX][512] __attribute__((aligned(8)));
         struct sockaddr_nl from[PF_HOST_AT_MAX];
         struct iovec iov[PF_HOST_AT_MAX];
         struct mmsghdr msgs[PF_HOST_AT_MAX];
         static uint32_t exchanges;
         uint32_t seq0 = __atomic_fetch_add(&exchanges, 1, __ATOMIC_RELAXED) * PF_HOST_AT_MAX + 0x5047u;
-        size_t bytes = addr->family == PF_IPV4 ? 4 : 16;
         unsigned answered = 0;  /* a bit per request */
         int found = 0;
 
         if (n == 0 || n > PF_HOST_AT_MAX)
                 return -EINVAL;
         for (unsigned i = 0; i < n; i++) {
-                struct inet_diag_req_v2 *req = &requests[i].req;
-
-                requests[i].nlh = (struct nlmsghdr){ .nlmsg_len = sizeof(requests[i]),
-                                                     .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-                                                     .nlmsg_flags = NLM_F_REQUEST, .nlmsg_seq = seq0 + i };
-                req->sdiag_family = addr->family == PF_IPV4 ? AF_INET : AF_INET6;
-                req->sdiag_protocol = proto == PF_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-                req->idiag_states = ~0u;
-                req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-                if (proto == PF_UDP) {
-                        memcpy(req->id.idiag_dst, &addr->v6, bytes);
-                        req->id.idiag_dport = htons(ports[i]);
-                } else {
-                        memcpy(req->id.idiag_src, &addr->v6, bytes);
-                        req->id.idiag_sport = htons(ports[i]);
-                }
+                socket_at_request(&requests[i], seq0 + i, proto, addr, ports[i]);
                 inodes[i] = 0;
         }
         if (send(diag, requests, n * sizeof(requests[0]), 0) < 0)
