@@ -1026,8 +1026,10 @@ int pf_bpf_fence_maps(const struct pf_cgroup *cgroup, pf_map_visit visit, void *
 {
         for (size_t i = 0; i < COUNT(map_names); i++) {
                 int fd = open_pinned(cgroup, map_names[i], why);
-                bool outer = strcmp(map_names[i], "spans") == 0 || strcmp(map_names[i], "blocks") == 0 ||
-                             strcmp(map_names[i], "rules") == 0;
+                bool outer = false;
+
+                for (int t = 0; t < TABLES; t++)
+                        outer = outer || strcmp(map_names[i], table_maps[t]) == 0;
 
                 if (fd < 0)
                         return fd;
