@@ -632,7 +632,7 @@ print(refused)
         return json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)[0]
 
     def reader(self):
-        """'cgroup events' once it reads (its claim taken), and stopped."""
+        """'cgroup events', once it says it reads; killed when the test ends."""
         reader = subprocess.Popen([BUILD["portfence"], "cgroup", "events", self.cgroup.path],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=base_env())
         self.addCleanup(lambda: (reader.kill(), reader.wait()))
@@ -664,7 +664,7 @@ print(refused)
         """Nobody reads (none yet, or one that left): no event is written,
         so none is lost; the counters tell what was decided."""
         self.attach()
-        self.assertEqual((self.refuse_1000()["lost_events"]), 0)
+        self.assertEqual(self.refuse_1000()["lost_events"], 0)
         reader = self.reader()
         reader.send_signal(signal.SIGINT)
         self.assertEqual(reader.wait(timeout=20), 0)
