@@ -560,6 +560,8 @@ class CgroupCollateral(Collateral, PolicyTest):
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         value = json.loads(r.stdout)["formatted"]["value"]
+        if value["cookie"] not in (0, cookie):
+            self.skipTest("a socket outside this test holds the slot")   # a real fence's client
         return value if value["cookie"] == cookie else None
 
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
