@@ -62,33 +62,29 @@ static void pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
         snprintf(out, size, "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
 }
 
-/* bpffs at /sys/fs/bpf, mounted if it is not. */
-/* Is this process in the host's mount namespace (the one of pid 1)? */
-static bool host_mount_namespace(void)
-{
-        struct stat self, init;
-
-        return stat("/proc/self/ns/mnt", &self) == 0 && stat("/proc/1/ns/mnt", &init) == 0 &&
-               self.st_ino == init.st_ino && self.st_dev == init.st_dev;
-}
-
 /* bpffs at /sys/fs/bpf, mounted if it is not, but only where the pins
  * outlive this command: a bpffs mounted in a private mount namespace dies
  * with it, and the fence with it. */
-static int ensure_bpffs(char *why)
+int pf_bpf_ready(char *why)
 {
+        enum pf_ns_place place;
         struct statfs fs;
 
         if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
                 return 0;
-        if (!host_mount_namespace())
+        place = pf_host_mount_ns("/proc");
+        if (place == PF_NS_PRIVATE)
                 return pf_bpf_fail(-EPERM, why, "no bpffs at '/sys/fs/bpf' in this mount namespace, which is "
                             "not the host's: a fence pinned in a bpffs mounted here would end with "
                             "the namespace; mount bpffs there in the host's namespace (or run this "
                             "in it)");
         if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
                 return pf_bpf_fail(-errno, why, "cannot mount bpffs at '/sys/fs/bpf': %s", strerror(errno));
-        return 0;
+        if (place == PF_NS_HOST)
+                return 0;
+        snprintf(why, PF_WHY_SIZE, "mounted bpffs at '/sys/fs/bpf', not knowing whether this mount "
+                 "namespace is the host's: if it is private, its fences end with it");
+        return 1;
 }
 
 /* ---- filling the maps from the compiled policy ------------------------------ */
@@ -683,7 +679,7 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
 
         verbose_libbpf = verbose;
         libbpf_set_print(libbpf_print);
-        r = ensure_bpffs(why);
+        r = pf_bpf_ready(why);
         if (r < 0)
                 return r;
         if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)

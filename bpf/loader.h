@@ -13,6 +13,13 @@
 
 #define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
 
+/* The bpffs fences are pinned in, mounted at /sys/fs/bpf if it is not and
+ * this is the host's mount namespace (pins in a private one would end with
+ * it): 0; 1 when it was mounted where that could not be told (why holds the
+ * note to show); a negative errno where the namespace is provably private.
+ * pf_bpf_attach() calls it; a command calls it first to show the note. */
+int pf_bpf_ready(char *why);
+
 int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, bool verbose, char *why);
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,

@@ -117,6 +117,18 @@ static int prepare(const char *command, const struct cgroup_args *a, struct pf_c
         return 0;
 }
 
+int pf_cli_bpffs_ready(const char *command)
+{
+        char why[PF_WHY_SIZE];
+        int r = pf_bpf_ready(why);
+
+        if (r < 0)
+                pf_error(command, "%s", why);
+        else if (r > 0)
+                pf_note(command, "%s", why);
+        return r < 0 ? -1 : 0;
+}
+
 /* A fence is made only on a cgroup that exists, and on the root cgroup
  * (every process of the host) only when the caller says so. */
 static int check_new_fence(const char *command, const struct cgroup_args *a,
@@ -176,6 +188,10 @@ static int cgroup_attach(int argc, char **argv, bool reload)
         policy = fence_setup(command, argc, argv, &a, &cgroup, source, sizeof(source), &r);
         if (!policy)
                 return r;
+        if (!reload && pf_cli_bpffs_ready(command) < 0) {
+                pf_policy_free(policy);
+                return PF_EXIT_FAILURE;
+        }
         if (!reload && pf_cgroup_v1_net_controllers())
                 pf_warning(command, "net_cls/net_prio v1 controllers are mounted: sockets of "
                            "processes placed in their cgroups are not matched to cgroup v2 programs");
@@ -570,6 +586,10 @@ static int cgroup_learn_cmd(int argc, char **argv)
         base = fence_setup(command, argc, argv, &a, &cgroup, source, sizeof(source), &r);
         if (!base)
                 return r;
+        if (pf_cli_bpffs_ready(command) < 0) {
+                pf_policy_free(base);
+                return PF_EXIT_FAILURE;
+        }
         learning = learning_policy(base);
         if (!learning) {
                 pf_error(command, "the policy guards no port: nothing to learn");
@@ -689,6 +709,10 @@ static int cgroup_guard_cmd(int argc, char **argv)
         policy = load_for_kernel(command, a.config, source, sizeof(source));
         if (!policy)
                 return PF_EXIT_USAGE;
+        if (pf_cli_bpffs_ready(command) < 0) {
+                pf_policy_free(policy);
+                return PF_EXIT_FAILURE;
+        }
         /* Blocked before the fence exists: a SIGTERM during the attach is
          * taken by sigwait below and undoes it. */
         sigemptyset(&signals);

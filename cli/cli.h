@@ -118,6 +118,10 @@ void pf_text(FILE *out, const char *s);
 /* The same into out (size bytes, cut before an escape that does not fit). */
 void pf_text_copy(char *out, size_t size, const char *s);
 
+/* cgroup.c: the bpffs fences are pinned in, ready (pf_bpf_ready()), with
+ * its note shown: 0, or -1 after an error. */
+int pf_cli_bpffs_ready(const char *command);
+
 /* The environment of a program run under the shim with policy: compiled
  * into the run cache (its directory in cache, if given), PORTFENCE_* and
  * LD_PRELOAD set. PF_EXIT_OK, or the exit code of the error (printed). */

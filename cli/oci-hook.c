@@ -167,6 +167,11 @@ static int hook_create(const struct hook_args *a, const struct pf_oci_state *sta
                 pf_policy_free(policy);
                 return PF_EXIT_FAILURE;
         }
+        if (r == 0 && pf_cli_bpffs_ready(COMMAND) < 0) {
+                pf_policy_free(policy);
+                close(dir);
+                return PF_EXIT_FAILURE;
+        }
         if (r == 0)
                 r = pf_bpf_attach(policy, source, &cgroup, false, why);
         pf_policy_free(policy);

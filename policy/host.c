@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -139,6 +140,92 @@ unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity)
         }
         freeifaddrs(list);
         return count;
+}
+
+/* ---- the host's mount namespace -------------------------------------------- */
+
+/* <linux/nsfs.h> of Linux 6.18: the initial mount namespace's inode number.
+ * Numbers the kernel hands out start at 0xF0000000, so no other namespace
+ * ever carries it, on any kernel. */
+#define PF_MNT_NS_INIT_INO 0xEFFFFFF8u
+#define PF_TASK_KTHREAD 0x00200000u      /* a task's flags: a kernel thread */
+
+/* The text of a small file below proc, or "" where it cannot be read. */
+static void read_small(const char *proc, const char *name, char *out, size_t size)
+{
+        char path[4096];
+        FILE *f;
+        size_t len = 0;
+
+        snprintf(path, sizeof(path), "%s/%s", proc, name);
+        f = fopen(path, "re");
+        if (f) {
+                len = fread(out, 1, size - 1, f);
+                fclose(f);
+        }
+        out[len] = '\0';
+}
+
+/* Does this kernel give the initial mount namespace its fixed number (6.18
+ * and later)? Then a namespace without it is provably not the host's. */
+static bool kernel_numbers_initial_mount_ns(const char *proc)
+{
+        char release[128];
+        unsigned major = 0, minor = 0;
+
+        read_small(proc, "sys/kernel/osrelease", release, sizeof(release));
+        if (sscanf(release, "%u.%u", &major, &minor) != 2)
+                return false;
+        return major > 6 || (major == 6 && minor >= 18);
+}
+
+/* Is pid 2 below proc a kernel thread? Then proc shows the initial pid
+ * namespace, and the thread lives in the initial mount namespace. */
+static bool is_kernel_thread(const char *proc, const char *pid)
+{
+        char name[64], stat[1024];
+        const char *p;
+        unsigned long flags;
+
+        snprintf(name, sizeof(name), "%s/stat", pid);
+        read_small(proc, name, stat, sizeof(stat));
+        p = strrchr(stat, ')');         /* past the name, which may hold anything */
+        if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) != 1)
+                return false;
+        return flags & PF_TASK_KTHREAD;
+}
+
+/* Compare self with the mount namespace of a task known to be the host's:
+ * only an answer from nsfs itself counts (a procfs that forbids the link
+ * may show a placeholder of its own). */
+static enum pf_ns_place compare_with(const char *proc, const char *pid, const struct stat *self)
+{
+        char path[4096];
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s/%s/ns/mnt", proc, pid);
+        if (stat(path, &st) < 0 || st.st_dev != self->st_dev)
+                return PF_NS_UNKNOWN;
+        return st.st_ino == self->st_ino ? PF_NS_HOST : PF_NS_PRIVATE;
+}
+
+enum pf_ns_place pf_host_mount_ns(const char *proc)
+{
+        char path[4096];
+        struct stat self;
+        enum pf_ns_place place;
+
+        snprintf(path, sizeof(path), "%s/self/ns/mnt", proc);
+        if (stat(path, &self) < 0)
+                return PF_NS_UNKNOWN;
+        if (self.st_ino == PF_MNT_NS_INIT_INO)
+                return PF_NS_HOST;
+        place = compare_with(proc, "1", &self);
+        if (place == PF_NS_UNKNOWN && is_kernel_thread(proc, "2"))
+                place = compare_with(proc, "2", &self);
+        if (place == PF_NS_UNKNOWN && kernel_numbers_initial_mount_ns(proc))
+                place = PF_NS_PRIVATE;
+        return place;
 }
 
 /* ---- sockets, from sock_diag (async-signal-safe, allocation-free) ---------- */

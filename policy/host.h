@@ -29,6 +29,16 @@ int pf_host_ephemeral_read(const char *range_path, const char *reserved_path,
 #define PF_HOST_LOCALS 16
 unsigned pf_host_local_addresses(struct pf_addr *out, unsigned capacity);
 
+/* Is this process in the host's mount namespace, the one whose mounts
+ * outlive every command (a bpffs pinned there keeps a fence)? Read below
+ * proc (a procfs root; tests give a directory of their own), without
+ * needing to read pid 1's namespace, which some inits forbid even root:
+ * the kernel's fixed number for the initial namespace (Linux 6.18), else
+ * the namespace of pid 1 or of a kernel thread (kthreadd, pid 2, always in
+ * the initial one). PF_NS_PRIVATE only where that is proved. */
+enum pf_ns_place { PF_NS_UNKNOWN, PF_NS_HOST, PF_NS_PRIVATE };
+enum pf_ns_place pf_host_mount_ns(const char *proc);
+
 /* Safe on the shim's call path: async-signal-safe, no allocation. */
 
 /* The TCP or UDP sockets of this network namespace, from sock_diag: each

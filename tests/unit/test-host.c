@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -179,12 +181,129 @@ static void test_socket_at(void **state)
         close(diag);
 }
 
+/* ---- the host's mount namespace, from a procfs of the test's own ---------- */
+
+struct fake_proc {
+        char root[64];
+};
+
+static void put(const struct fake_proc *p, const char *name, const char *text)
+{
+        char path[256], dir[256];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s", p->root, name);
+        for (char *slash = strchr(path + strlen(p->root) + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+                snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+                mkdir(dir, 0700);
+        }
+        unlink(path);                   /* a file of its own, never a link's */
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* name becomes the same namespace (inode) as self/ns/mnt. */
+static void same_as_self(const struct fake_proc *p, const char *name)
+{
+        char self[256], path[256];
+
+        put(p, name, "");
+        snprintf(self, sizeof(self), "%s/self/ns/mnt", p->root);
+        snprintf(path, sizeof(path), "%s/%s", p->root, name);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(link(self, path), 0);
+}
+
+static int fake_proc_setup(void **state)
+{
+        static struct fake_proc p;
+
+        snprintf(p.root, sizeof(p.root), "/tmp/pf-test-proc-XXXXXX");
+        assert_non_null(mkdtemp(p.root));
+        put(&p, "self/ns/mnt", "");
+        put(&p, "sys/kernel/osrelease", "6.1.0-13-amd64\n");
+        put(&p, "2/stat", "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0\n");   /* PF_KTHREAD set */
+        *state = &p;
+        return 0;
+}
+
+static int fake_proc_teardown(void **state)
+{
+        const struct fake_proc *p = *state;
+        char command[128];
+
+        snprintf(command, sizeof(command), "rm -rf '%s'", p->root);
+        return system(command) == 0 ? 0 : -1;
+}
+
+static void test_mount_ns_of_pid1(void **state)
+{
+        const struct fake_proc *p = *state;
+
+        same_as_self(p, "1/ns/mnt");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_HOST);
+        put(p, "1/ns/mnt", "");                 /* a namespace of its own */
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_PRIVATE);
+}
+
+/* pid 1 cannot be read: a kernel thread answers, if pid 2 is one. */
+static void test_mount_ns_of_a_kernel_thread(void **state)
+{
+        const struct fake_proc *p = *state;
+
+        same_as_self(p, "2/ns/mnt");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_HOST);
+        put(p, "2/ns/mnt", "");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_PRIVATE);
+        /* A process calling itself ") S 0 0 0 0 -1 2129984" is no kernel thread. */
+        same_as_self(p, "2/ns/mnt");
+        put(p, "2/stat", "2 (x) S 0 0 0 0 -1 2129984) S 1 1 1 0 -1 4194560 0 0\n");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_UNKNOWN);
+}
+
+/* Neither can be read: unknown, unless the kernel numbers its initial
+ * namespace (6.18), whose number self does not carry. */
+static void test_mount_ns_unknown_or_proved_by_number(void **state)
+{
+        const struct fake_proc *p = *state;
+
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_UNKNOWN);
+        put(p, "sys/kernel/osrelease", "6.18.44-fc\n");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_PRIVATE);
+        put(p, "sys/kernel/osrelease", "7.0.1\n");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_PRIVATE);
+        put(p, "sys/kernel/osrelease", "6.17.9\n");
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_UNKNOWN);
+}
+
+/* A link that resolves elsewhere than nsfs (a procfs placeholder) says nothing. */
+static void test_mount_ns_placeholder_says_nothing(void **state)
+{
+        const struct fake_proc *p = *state;
+        char path[256];
+
+        put(p, "1/ns/mnt", "");
+        snprintf(path, sizeof(path), "%s/1/ns/mnt", p->root);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(symlink("/dev/null", path), 0);
+        assert_int_equal(pf_host_mount_ns(p->root), PF_NS_UNKNOWN);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_port_filters),
                 cmocka_unit_test(test_visitor_stops_the_dump),
                 cmocka_unit_test(test_socket_at),
+                cmocka_unit_test_setup_teardown(test_mount_ns_of_pid1, fake_proc_setup, fake_proc_teardown),
+                cmocka_unit_test_setup_teardown(test_mount_ns_of_a_kernel_thread, fake_proc_setup,
+                                                fake_proc_teardown),
+                cmocka_unit_test_setup_teardown(test_mount_ns_unknown_or_proved_by_number, fake_proc_setup,
+                                                fake_proc_teardown),
+                cmocka_unit_test_setup_teardown(test_mount_ns_placeholder_says_nothing, fake_proc_setup,
+                                                fake_proc_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
