@@ -277,24 +277,33 @@ static __always_inline bool comm_match(const struct pf_bpf_rule *rule, const cha
         return true;
 }
 
-static __always_inline bool rule_matches(void *table, __u32 number, const struct request *r)
+/* Does the rule match the request? A global function: the verifier checks
+ * it once per program, not once per step of every path through decide()
+ * (which made loading a fence four times slower). */
+__noinline int pf_rule_matches(const struct pf_bpf_rule *rule, const struct request *r)
 {
-        struct pf_bpf_rule *rule = table ? bpf_map_lookup_elem(table, &number) : NULL;
         char comm[16] = {};
 
-        if (!rule)
-                return false;
+        if (!rule || !r)
+                return 0;
         if (rule->has_family && rule->family != r->family)
-                return false;
+                return 0;
         if (rule->has_cidr && !cidr_match(rule, r))
-                return false;
+                return 0;
         if (rule->has_program) {
                 if (!r->with_program)
-                        return false;
+                        return 0;
                 bpf_get_current_comm(comm, sizeof(comm));
                 return comm_match(rule, comm);
         }
-        return true;
+        return 1;
+}
+
+static __always_inline bool rule_matches(void *table, __u32 number, const struct request *r)
+{
+        struct pf_bpf_rule *rule = table ? bpf_map_lookup_elem(table, &number) : NULL;
+
+        return rule && pf_rule_matches(rule, r);
 }
 
 /* The span that holds key: the last one whose key is not above it. Its

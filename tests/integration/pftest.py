@@ -2,6 +2,7 @@
 """Shared by the integration tests: where the built programs are, how to run
 them with and without the shim, and one fixture for background servers that
 always cleans up."""
+import ctypes
 import os
 import signal
 import sys
@@ -26,6 +27,14 @@ PIN_ROOT = "/sys/fs/bpf/portfence"
 PROBE_STATIC = os.environ.get("PF_PROBE_STATIC", "")
 URING = os.environ.get("PF_URING", "")
 GO_LISTEN = os.environ.get("PF_GO_LISTEN", "")
+# The slow suite (PF_SLOW=1) runs the stress tests whole; the quick one
+# samples them, each behaviour still tested.
+SLOW = os.environ.get("PF_SLOW") == "1"
+
+
+def scale(quick, slow):
+    """How much of a stress test to run: its quick or its slow size."""
+    return slow if SLOW else quick
 
 
 def base_env(extra=None):
@@ -247,14 +256,31 @@ class Cgroup:
 SKIPPED = 77    # meson's code for a test that could not run here
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _private_network():
+    """This suite in a network namespace of its own, loopback up: its fixed
+    ports meet no other suite's, so meson runs suites side by side
+    (PF_TEST_NETNS=private, given by meson where the tests run as root)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "unshare(CLONE_NEWNET): " + os.strerror(err))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=TIMEOUT)
+
+
 def main(groups=None):
     """Run this suite, or one of its groups. groups maps a name to the tests
     that need something of the environment (root, a program, a kernel
     feature), given as unittest names ("Class" or "Class.test"): meson runs
     each group as a test of its own, so a group that cannot run here shows
     as SKIP in the summary instead of hiding inside a suite that says OK. A
-    run whose every test was skipped exits 77."""
+    run whose every test was skipped exits 77. The group "slow" holds stress
+    tests that run sampled in the suite and whole in the slow suite."""
     groups = groups or {}
+    if os.environ.pop("PF_TEST_NETNS", "") == "private" and os.geteuid() == 0:
+        _private_network()      # once: a suite run inside a test keeps the test's network
     module = sys.modules["__main__"]
     loader = unittest.TestLoader()
     name = sys.argv[1] if len(sys.argv) > 1 else None
@@ -263,7 +289,7 @@ def main(groups=None):
             sys.exit(f"unknown group '{name}' (groups: {', '.join(groups) or 'none'})")
         suite = loader.loadTestsFromNames(groups[name], module)
     else:
-        grouped = {n for names in groups.values() for n in names}
+        grouped = {n for group, names in groups.items() if group != "slow" for n in names}
         suite = unittest.TestSuite(t for t in _flatten(loader.loadTestsFromModule(module))
                                    if not _named(t, grouped))
     result = unittest.TextTestRunner(verbosity=2).run(suite)

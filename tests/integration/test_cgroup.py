@@ -15,9 +15,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, POLICIES, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, Cgroup, PolicyTest, base_env,  # noqa: E402
-                    cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
-                    portfence, write_policy)
+from pftest import (main, POLICIES, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, SLOW, Cgroup, PolicyTest,  # noqa: E402
+                    base_env, cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
+                    portfence, scale, write_policy)
 
 POLICY = """version = 1;
 ephemeral = "20000-29999";
@@ -298,7 +298,7 @@ class Lifecycle(CgroupTest):
     def test_removed_cgroups_are_pruned(self):
         """Pods and units are deleted all day: their fences are shown as
         defunct, one can be detached by id, prune removes the rest."""
-        cgroups = [Cgroup() for _ in range(50)]
+        cgroups = [Cgroup() for _ in range(scale(6, 50))]
         ids = [os.stat(c.path).st_ino for c in cgroups]
         self.addCleanup(lambda: [portfence("cgroup", "detach", f"id:{i}") for i in ids])
         for cgroup in cgroups:
@@ -338,10 +338,11 @@ class Lifecycle(CgroupTest):
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace")
     def test_killed_attach_leaves_all_or_nothing(self):
-        """kill -9 at every bpf() call of an attach: what is left is either
-        the complete fence or none, and the next command finds it so."""
+        """kill -9 at a bpf() call of an attach (every call in the slow suite,
+        every 12th and the first few here): what is left is either the complete
+        fence or none, and the next command finds it so."""
         rounds = 0
-        for n in range(1, 200):
+        for n in (n for n in range(1, 200) if SLOW or n <= 3 or n % 12 == 0):
             r = subprocess.run(["strace", "-o", "/dev/null", "-e", "trace=bpf", "-e",
                                 f"inject=bpf:signal=KILL:when={n}", BUILD["portfence"], "cgroup",
                                 "attach", "-c", self.policy, self.cgroup.path],
@@ -498,9 +499,12 @@ class Lifecycle(CgroupTest):
         self.addCleanup(os.unlink, refuse)
         self.addCleanup(os.unlink, remap)
         self.attach(refuse)
-        code = ("import socket, collections\n"
+        code = ("import collections, select, socket, sys\n"
                 "seen = collections.Counter()\n"
-                "for i in range(20000):\n"
+                "print('looping', flush=True)\n"
+                "for i in range(1000000):\n"
+                "    if i % 100 == 0 and select.select([sys.stdin], [], [], 0)[0]:\n"
+                "        break\n"
                 "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 "    try:\n"
                 "        s.bind(('127.0.0.1', 25050)); seen[s.getsockname()[1]] += 1\n"
@@ -509,11 +513,12 @@ class Lifecycle(CgroupTest):
                 "    s.close()\n"
                 "print(dict(seen))\n")
         loop = self.cgroup.popen(sys.executable, "-c", code)
+        self.assertEqual(loop.stdout.readline(), "looping\n")     # the reloads come during the loop
         for i in range(10):
             r = portfence("cgroup", "reload", "-c", remap if i % 2 == 0 else refuse, self.cgroup.path)
             self.assertEqual(r.returncode, 0, r.stderr)
             time.sleep(0.02)
-        out, err = loop.communicate(timeout=120)
+        out, err = loop.communicate("stop\n", timeout=120)
         seen = eval(out)    # a dict literal printed by the loop above
         self.assertLessEqual(set(seen), {"errno 98", 7550}, err)
         self.assertIn(7550, seen)
@@ -771,7 +776,9 @@ def tearDownModule():
 
 
 if __name__ == "__main__":
-    main({"static": ["Enforce.test_static_binary_is_fenced"],
+    main({"slow": ["Lifecycle.test_removed_cgroups_are_pruned", "Lifecycle.test_killed_attach_leaves_all_or_nothing"],
+          "alone": ["Lifecycle.test_removed_cgroups_are_pruned"],
+          "static": ["Enforce.test_static_binary_is_fenced"],
           "netns": ["LocalAddresses"],
           "bpftool": ["EmptyMaps", "SharedTables", "LostEvents", "Lifecycle.test_attach_shows_its_programs",
                       "Lifecycle.test_detach_restores"]})

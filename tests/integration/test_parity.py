@@ -3,8 +3,9 @@
 """Three-way parity: random valid policies and random binds, each decided by
 'portfence check --json', by the shim and by a fenced cgroup, which must all
 agree; then, per policy, a server bound at a remapped port and connects to
-every port: only the one a server was really moved from follows it. Bounded for CI (PF_PARITY_POLICIES x PF_PARITY_QUERIES, default 12 x 25);
-raise both for a long run. The seed is printed: PF_PARITY_SEED repeats a run."""
+every port: only the one a server was really moved from follows it. Bounded
+(PF_PARITY_POLICIES x PF_PARITY_QUERIES: 6 x 25 in the quick suite, 48 x 50 in
+the slow one); raise both for a longer run. The seed is printed: PF_PARITY_SEED repeats a run."""
 import json
 import os
 import random
@@ -15,12 +16,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, BUILD, Cgroup, PolicyTest, cgroup_skip_reason, fenced, lines,  # noqa: E402
+from pftest import (main, scale, BUILD, Cgroup, PolicyTest, cgroup_skip_reason, fenced, lines,  # noqa: E402
                     portfence, write_policy)
 
 SEED = int(os.environ.get("PF_PARITY_SEED", str(int(time.time()))))
-POLICIES = int(os.environ.get("PF_PARITY_POLICIES", "12"))
-QUERIES = int(os.environ.get("PF_PARITY_QUERIES", "25"))
+POLICIES = int(os.environ.get("PF_PARITY_POLICIES", str(scale(6, 48))))
+QUERIES = int(os.environ.get("PF_PARITY_QUERIES", str(scale(25, 50))))
 
 # A block of ports nobody else uses: guarded 27000-27199, pools and targets
 # in 7900-7999 (unguarded), addresses of loopback only.
@@ -222,4 +223,4 @@ class NetnsParity(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    main({"cgroup": ["KernelParity"], "netns": ["NetnsParity"]})
+    main({"cgroup": ["KernelParity"], "netns": ["NetnsParity"], "slow": ["KernelParity", "NetnsParity"]})
