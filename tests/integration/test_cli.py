@@ -3,15 +3,17 @@
 """The portfence command run as a real process: exit codes, messages, --json."""
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import socket
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import main, BUILD, POLICIES, SOURCE, portfence as run, write_policy  # noqa: E402
+from pftest import main, BUILD, POLICIES, SOURCE, base_env, portfence as run, write_policy  # noqa: E402
 
 
 def service_ports(proto):
@@ -254,9 +256,80 @@ class Check(unittest.TestCase):
                     self.assertEqual(r.returncode, 0, f"{path}: {r.stderr}")
 
 
+def usages(help_text):
+    """The usage lines of a --help: (the command's words, its options)."""
+    text = help_text[:help_text.index("\n\n")] if "\n\n" in help_text else help_text
+    found = []
+    for usage in re.split(r"(?:usage:|\n) +portfence ", " " + text)[1:]:
+        usage = " ".join(usage.split())
+        words = re.match(r"[a-z][\w-]*(?: [a-z][\w-]*)?", usage).group(0).split()
+        if words[0] not in ("cgroup", "export"):
+            words = words[:1]
+        found.append((words, set(re.findall(r"(?<![\w-])(--[a-z][\w-]*|-[A-Za-z0-9](?![\w-]))", usage))))
+    return found
+
+
+class ManPage(unittest.TestCase):
+    """portfence(1) is the reference: every command, subcommand and option that
+    --help prints is on the command's line of the page."""
+
+    def test_every_option_of_every_command_is_documented(self):
+        with open(os.path.join(SOURCE, "docs", "portfence.1.scd")) as f:
+            page = [line for line in f.read().splitlines() if line.startswith("*")]
+        commands = re.findall(r"\n  ([a-z][\w-]*) ", run("--help").stdout)
+        self.assertIn("cgroup", commands)
+        checked = 0
+        for command in commands:
+            r = run(command, "--help")
+            if "built without BPF" in r.stderr:
+                continue
+            for words, options in usages(r.stdout):
+                with self.subTest(command=" ".join(words)):
+                    lines = [line for line in page
+                             if re.match(r"\*" + re.escape(words[0]) + r"\b", line) and
+                             all(f"*{w}*" in line or f" {w}*" in line.split(" [")[0] or
+                                 f"*{words[0]} {w}*" in line for w in words[1:])]
+                    self.assertTrue(lines, f"no line of portfence(1) for '{' '.join(words)}'")
+                    missing = sorted(o for o in options if not any(f"*{o}*" in line for line in lines))
+                    self.assertEqual(missing, [], f"'{' '.join(words)}' options not in portfence(1)")
+                    checked += 1
+        self.assertGreater(checked, 15)
+
+    def test_the_check_finds_what_is_missing(self):
+        """The parser the test above relies on sees every option of a usage."""
+        self.assertEqual(usages("usage: portfence cgroup attach [-c FILE] [-v] [--whole-host] PATH\n"
+                                "       portfence cgroup prune\n\n  attach ..."),
+                         [(["cgroup", "attach"], {"-c", "-v", "--whole-host"}), (["cgroup", "prune"], set())])
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (the cgroup example)")
+class ReadmeExamples(unittest.TestCase):
+    """The README's examples run as written, in order, from a scratch
+    directory, and say what the README says they show."""
+
+    def test_examples_run(self):
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            blocks = re.findall(r"\n```sh\n(.*?)```\n", f.read(), re.S)
+        self.assertEqual(len(blocks), 4)
+        env = base_env({"PATH": os.path.dirname(BUILD["portfence"]) + ":" + os.environ["PATH"]})
+        outputs = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for block in blocks:
+                r = subprocess.run(["bash", "-euc", block], cwd=scratch, env=env, capture_output=True,
+                                   text=True, timeout=120)
+                self.assertEqual(r.returncode, 0, block + r.stdout + r.stderr)
+                outputs.append(r.stdout)
+        self.assertIn("40000/tcp remap -> 7040", outputs[0])
+        self.assertEqual(outputs[1], "HTTP 200\n")
+        self.assertIn("OSError: [Errno 98] Address already in use", outputs[2])
+        self.assertRegex(outputs[2], r"refuse 1 remap 0")
+        self.assertIn("OSError: [Errno 98] Address already in use", outputs[3])
+        self.assertRegex(outputs[3], r"(?m)^\d+\n\d+\n\d+\n")   # suggest -n 3
+
+
 class ReadmeAndCollisions(unittest.TestCase):
     def test_readme_check_example_matches_its_policy(self):
-        with open(os.path.join(SOURCE, "README.md")) as f:
+        with open(os.path.join(SOURCE, "docs", "guide.md")) as f:
             readme = f.read()
         block = readme[readme.index("    version = 1;                          # required"):]
         policy = write_policy("\n".join(line[4:] for line in block[:block.index("\n\n")].splitlines()) + "\n")
@@ -445,4 +518,4 @@ class Suggest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    main()
+    main({"readme": ["ReadmeExamples"]})
