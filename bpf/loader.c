@@ -62,6 +62,14 @@ static void pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
         snprintf(out, size, "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
 }
 
+#define PF_NEW_PREFIX "new-"    /* bpffs refuses names with a dot */
+
+/* Where an attach builds the fence before renaming it into pin_dir(). */
+static void building_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
+{
+        snprintf(out, size, "%s/" PF_NEW_PREFIX "%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
+}
+
 /* bpffs at /sys/fs/bpf, mounted if it is not, but only where the pins
  * outlive this command: a bpffs mounted in a private mount namespace dies
  * with it, and the fence with it. */
@@ -330,27 +338,12 @@ static void fill_locals(struct pf_bpf_settings *s)
         }
 }
 
-/* How deep cgroup is below the v2 root (the root: 0). */
-static uint32_t cgroup_level(const struct pf_cgroup *cgroup)
-{
-        char mount[4096], why[PF_WHY_SIZE];
-        uint32_t level = 0;
-        size_t len;
-
-        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0 || !cgroup->path[0])
-                return 0;
-        len = strlen(mount);
-        for (const char *c = cgroup->path + len; *c; c++)
-                level += *c == '/' && c[1] && c[1] != '/';
-        return level;
-}
-
-static int fill_settings(const struct pf_policy *p, const char *policy_path, uint32_t level,
+static int fill_settings(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
                          int fd, uint32_t generation, uint32_t span_count, char *why)
 {
         struct pf_bpf_settings s = {
                 .span_count = span_count,
-                .fence_level = level,
+                .fence_id = fence_id,
                 .magic = PF_BPF_MAGIC,
                 .refuse_errno = pf_policy_refuse_errno(p),
                 .redirect_connect = pf_policy_redirect_connect(p),
@@ -370,14 +363,14 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
 
 /* Fill generation `generation` of the fence's maps; the programs do not look
  * at it until live[0] says so. */
-static int fill_policy(const struct pf_policy *p, const char *policy_path, uint32_t level,
+static int fill_policy(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
                        const int outer[TABLES], int settings, uint32_t generation, char *why)
 {
         uint32_t span_count = 0;
         int r = put_tables(p, outer, generation, &span_count, why);
 
         if (r == 0)
-                r = fill_settings(p, policy_path, level, settings, generation, span_count, why);
+                r = fill_settings(p, policy_path, fence_id, settings, generation, span_count, why);
         return r;
 }
 
@@ -387,7 +380,6 @@ static void unpin_all(const char *dir);
 static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx);
 
 #define PF_FENCE_LOCK "/run/portfence.lock"
-#define PF_NEW_PREFIX "new-"    /* bpffs refuses names with a dot */
 
 /* Every change of a fence (attach, reload, detach, prune) holds this lock
  * exclusively and a status reads under it shared: two reloads never mix
@@ -445,22 +437,43 @@ static void count_fences_of(const char *dir)
         close_all(fds, 2);
 }
 
-/* The host's list of fenced cgroups names only fences that exist: an attach
- * that died after registering its cgroup must not leave it there (a fence
- * above would leave that cgroup's calls alone). */
+/* Has the attach of the fence in dir committed? A fence an attach left
+ * before its commit (kill -9) is inert: its programs decide nothing. One
+ * whose generation cannot be read is not called uncommitted (status shows
+ * it broken). */
+static bool fence_committed(const char *dir)
+{
+        uint32_t which = PF_BPF_LIVE_GENERATION, generation = 0;
+        int live = open_fence_map(dir, "live");
+
+        if (live >= 0) {
+                bpf_map_lookup_elem(live, &which, &generation);
+                close(live);
+        }
+        return !(generation & PF_BPF_LIVE_INERT);
+}
+
+/* The host's list of fenced cgroups names exactly the committed fences: an
+ * attach that died after registering its cgroup must not leave it there (a
+ * fence above would leave that cgroup's calls alone), one that died between
+ * its commit and registering is added (until then a fence above decides
+ * too). */
 static void scrub_fenced(void)
 {
         DIR *dir = opendir(PF_BPF_PIN_ROOT);
         struct dirent *e;
-        char path[4400], fence[4400] = "";
-        uint64_t key, next;
+        char path[4200], fence[4200] = "";
+        uint64_t key, next, id;
         int fd = -1;
 
-        while (dir && fd < 0 && (e = readdir(dir))) {
-                if (!strtoull(e->d_name, NULL, 10))
+        while (dir && (e = readdir(dir))) {
+                if (!(id = strtoull(e->d_name, NULL, 10)))
                         continue;
-                snprintf(fence, sizeof(fence), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                fd = open_fence_map(fence, "fenced");
+                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                if (fd < 0 && (fd = open_fence_map(path, "fenced")) >= 0)
+                        snprintf(fence, sizeof(fence), "%s", path);
+                if (fd >= 0 && fence_committed(path) && bpf_map_lookup_elem(fd, &id, &(uint8_t){ 0 }) < 0)
+                        bpf_map_update_elem(fd, &id, &(uint8_t){ 1 }, BPF_ANY);
         }
         if (dir)
                 closedir(dir);
@@ -468,7 +481,7 @@ static void scrub_fenced(void)
              r = bpf_map_get_next_key(fd, &key, &next)) {
                 key = next;
                 snprintf(path, sizeof(path), "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)key);
-                if (access(path, F_OK) < 0)
+                if (access(path, F_OK) < 0 || !fence_committed(path))
                         bpf_map_delete_elem(fd, &key);
         }
         if (fd >= 0) {
@@ -477,6 +490,9 @@ static void scrub_fenced(void)
         }
 }
 
+/* What killed attaches left, found under the lock (no attach is under way):
+ * fences still being built (PF_NEW_PREFIX<id>) and fences never committed.
+ * Both are inert; removed. */
 static void remove_abandoned(void)
 {
         DIR *dir = opendir(PF_BPF_PIN_ROOT);
@@ -484,10 +500,13 @@ static void remove_abandoned(void)
         char path[4200];
 
         while (dir && (e = readdir(dir))) {
-                if (strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) != 0)
+                bool building = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
+
+                if (!building && !strtoull(e->d_name, NULL, 10))
                         continue;
                 snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                unpin_all(path);
+                if (building || !fence_committed(path))
+                        unpin_all(path);
         }
         if (dir)
                 closedir(dir);
@@ -597,6 +616,27 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
         return 0;
 }
 
+/* live[PF_BPF_LIVE_GENERATION] = value. */
+static int set_live(int live, uint32_t value, char *why)
+{
+        uint32_t which = PF_BPF_LIVE_GENERATION;
+
+        if (bpf_map_update_elem(live, &which, &value, BPF_ANY) < 0)
+                return pf_bpf_fail(-errno, why, "cannot write the fence's generation: %s", strerror(errno));
+        return 0;
+}
+
+/* id joins the host's list of fenced cgroups, and the count follows. */
+static int register_fence(int fenced, int host, uint64_t id, char *why)
+{
+        int r;
+
+        if (bpf_map_update_elem(fenced, &id, &(uint8_t){ 1 }, BPF_ANY) < 0)
+                return pf_bpf_fail(-errno, why, "cannot register the fence: %s", strerror(errno));
+        r = count_fences(fenced, host);
+        return r < 0 ? pf_bpf_fail(r, why, "cannot count the fences: %s", strerror(-r)) : 0;
+}
+
 static int attach_locked(const struct pf_policy *policy, const char *policy_path,
                          const struct pf_cgroup *cgroup, char *why)
 {
@@ -611,8 +651,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                                     cgroup->path);
                 unpin_all(dir);         /* half a fence (an older attach that died): made anew */
         }
-        snprintf(building, sizeof(building), "%s/" PF_NEW_PREFIX "%llu", PF_BPF_PIN_ROOT,
-                 (unsigned long long)cgroup->id);
+        building_dir(cgroup, building, sizeof(building));
         if (mkdir(building, 0700) < 0)
                 return pf_bpf_fail(-errno, why, "cannot create '%s': %s", building, strerror(errno));
         skel = portfence_bpf__open();
@@ -632,38 +671,36 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                          "the verifier's log)", strerror(-r));
                 goto out;
         }
-        /* Filled before attached: the cgroup is never fenced by empty maps. */
-        r = fill_policy(policy, policy_path, cgroup_level(cgroup),
+        /* Filled before attached: the cgroup is never fenced by empty maps;
+         * and inert until the commit below: a kill in between leaves
+         * programs that decide nothing, never half a fence. */
+        r = fill_policy(policy, policy_path, cgroup->id,
                         (int[TABLES]){ bpf_map__fd(skel->maps.spans), bpf_map__fd(skel->maps.blocks),
                                        bpf_map__fd(skel->maps.rules) },
                         bpf_map__fd(skel->maps.settings), 0, why);
+        if (r == 0)
+                r = set_live(bpf_map__fd(skel->maps.live), PF_BPF_LIVE_INERT, why);
         if (r < 0)
                 goto out;
-        /* Known as fenced before its programs run: a fence above leaves its
-         * calls alone from the first one. */
-        if (bpf_map_update_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id, &(uint8_t){ 1 }, BPF_ANY) < 0) {
-                r = pf_bpf_fail(-errno, why, "cannot register the fence: %s", strerror(errno));
-                goto out;
-        }
-        r = count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.host));
-        if (r < 0) {
-                r = pf_bpf_fail(r, why, "cannot count the fences: %s", strerror(-r));
-                goto out;
-        }
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup_fd < 0) {
                 r = pf_bpf_fail(-errno, why, "cannot open '%s': %s", cgroup->path, strerror(errno));
                 goto out;
         }
         r = attach_and_pin(skel, cgroup_fd, building, why);
-        /* The fence exists, whole, from this rename on. */
         if (r == 0 && rename(building, dir) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot rename '%s': %s", building, strerror(errno));
+        if (r < 0)
+                goto out;
+        /* The commit: from this write on, the fence decides, whole. */
+        r = set_live(bpf_map__fd(skel->maps.live), 0, why);
+        /* Then a fence above leaves its calls alone: until this line both
+         * decide, the inner one first. */
+        if (r == 0)
+                r = register_fence(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.host), cgroup->id, why);
+        if (r < 0)
+                unpin_all(dir);
 out:
-        if (r < 0 && skel) {
-                bpf_map_delete_elem(bpf_map__fd(skel->maps.fenced), &cgroup->id);
-                count_fences(bpf_map__fd(skel->maps.fenced), bpf_map__fd(skel->maps.host));
-        }
         if (r < 0)
                 unpin_all(building);
         if (cgroup_fd >= 0)
@@ -715,8 +752,7 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         enum { SETTINGS = TABLES, LIVE, MAPS };       /* the tables' outer maps first */
         static const char *const names[MAPS] = { "spans", "blocks", "rules", "settings", "live" };
         int fds[MAPS] = { -1, -1, -1, -1, -1 };
-        uint32_t zero = 0, generation = 0, next, level = 0;
-        struct pf_bpf_settings old;
+        uint32_t zero = 0, generation = 0, next;
         int r = 0;
 
         for (int i = 0; i < MAPS && r == 0; i++) {
@@ -726,18 +762,23 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         }
         if (r == 0 && bpf_map_lookup_elem(fds[LIVE], &zero, &generation) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
-        generation &= 1;
-        next = generation ^ 1;
-        /* The cgroup stays where it is: its depth, as the fence knows it. */
-        if (r == 0 && bpf_map_lookup_elem(fds[SETTINGS], &generation, &old) == 0)
-                level = old.fence_level;
+        next = (generation & 1) ^ 1;
         if (r == 0)
-                r = fill_policy(policy, policy_path, level, fds, fds[SETTINGS], next, why);
+                r = fill_policy(policy, policy_path, cgroup->id, fds, fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
         close_all(fds, MAPS);
         return r;
+}
+
+bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup)
+{
+        char dir[4200], building[4200];
+
+        pin_dir(cgroup, dir, sizeof(dir));
+        building_dir(cgroup, building, sizeof(building));
+        return access(building, F_OK) == 0 || (access(dir, F_OK) == 0 && !fence_committed(dir));
 }
 
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
@@ -747,6 +788,11 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
 
         if (lock < 0)
                 return lock;
+        if (pf_bpf_attach_unfinished(cgroup)) {
+                close(lock);
+                return pf_bpf_fail(-ENOENT, why, "%s: its attach did not finish (portfence cgroup detach, then "
+                                   "attach)", cgroup->path);
+        }
         remove_abandoned();
         r = reload_locked(policy, policy_path, cgroup, why);
         close(lock);
@@ -755,29 +801,32 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
 
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
 {
-        char dir[4200];
+        char dir[4200], building[4200], events_lock[128];
+        bool fenced, unfinished;
         int lock = lock_fences(LOCK_EX, why), r = 0;
 
         if (lock < 0)
                 return lock;
-        remove_abandoned();
         pin_dir(cgroup, dir, sizeof(dir));
-        if (access(dir, F_OK) < 0)
+        building_dir(cgroup, building, sizeof(building));
+        fenced = access(dir, F_OK) == 0;
+        unfinished = pf_bpf_attach_unfinished(cgroup);
+        if (!fenced && !unfinished)
                 r = cgroup->path[0] ? pf_bpf_fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path)
                                     : pf_bpf_fail(-ENOENT, why, "cgroup id %llu is not fenced by portfence",
                                            (unsigned long long)cgroup->id);
         if (r == 0) {
-                char events_lock[128];
-
+                unpin_all(building);
                 unpin_all(dir);
                 snprintf(events_lock, sizeof(events_lock), "/run/portfence-events-%llu.lock",
                          (unsigned long long)cgroup->id);
                 unlink(events_lock);
         }
-        if (r == 0 && access(dir, F_OK) == 0)
+        if (r == 0 && (access(dir, F_OK) == 0 || access(building, F_OK) == 0))
                 r = pf_bpf_fail(-ENOTEMPTY, why, "%s: could not remove everything", dir);
+        remove_abandoned();
         close(lock);
-        return r;
+        return r == 0 && unfinished ? 1 : r;
 }
 
 /* ---- defunct fences -------------------------------------------------------------- */
@@ -927,8 +976,11 @@ static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, c
         int r = settings < 0 ? settings : live < 0 ? live : counters < 0 ? counters : 0;
 
         *out = (struct pf_fence_status){ .cgroup_id = id };
-        if (r == 0 && (bpf_map_lookup_elem(live, &zero, &generation) < 0 ||
-                       bpf_map_lookup_elem(settings, &generation, &s) < 0))
+        if (r == 0 && bpf_map_lookup_elem(live, &zero, &generation) < 0)
+                r = pf_bpf_fail(-errno, why, "cannot read the generation of cgroup %llu", (unsigned long long)id);
+        out->unfinished = generation & PF_BPF_LIVE_INERT;
+        generation &= 1;
+        if (r == 0 && bpf_map_lookup_elem(settings, &generation, &s) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
         if (r == 0)
                 r = read_counters(counters, out->counters);
@@ -947,23 +999,31 @@ static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, c
         return r;
 }
 
+/* What an attach killed before its rename left: only its cgroup id is known. */
+static struct pf_fence_status unfinished_status(uint64_t id)
+{
+        return (struct pf_fence_status){ .cgroup_id = id, .unfinished = true, .broken = true };
+}
+
 int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why)
 {
         struct pf_fence_status status;
         struct dirent *e;
+        char building[4200];
         DIR *dir;
-        int r = 0;
-
-        int lock;
+        int r = 0, lock;
 
         if (access(PF_BPF_PIN_ROOT, F_OK) < 0 && !only)
                 return 0;       /* nothing fenced */
-        lock = lock_fences(LOCK_EX, why);
+        lock = lock_fences(LOCK_SH, why);
         if (lock < 0)
                 return lock;
-        remove_abandoned();
         if (only) {
-                r = status_one(only, &status, why);
+                building_dir(only, building, sizeof(building));
+                if (!pf_bpf_is_fenced(only) && access(building, F_OK) == 0)
+                        status = unfinished_status(only->id);
+                else
+                        r = status_one(only, &status, why);
                 r = r < 0 ? r : visit(&status, ctx);
                 close(lock);
                 return r;
@@ -971,11 +1031,17 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
         dir = opendir(PF_BPF_PIN_ROOT);
         while (dir && (e = readdir(dir))) {
                 char one_why[PF_WHY_SIZE], path[4200];
-                uint64_t id = strtoull(e->d_name, NULL, 10);
+                bool new = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
+                uint64_t id = strtoull(e->d_name + (new ? strlen(PF_NEW_PREFIX) : 0), NULL, 10);
                 int one;
 
                 if (e->d_name[0] == '.' || !id)
                         continue;
+                if (new) {
+                        status = unfinished_status(id);
+                        visit(&status, ctx);
+                        continue;
+                }
                 snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
                 /* Under the lock no attach or detach is half done: a fence
                  * missing pins is broken (reported; the rest are listed). */

@@ -24,6 +24,8 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, bool verbose, char *why);
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why);
+/* 0; 1 when what was removed was an attach that never committed (it decided
+ * nothing); or a negative errno. */
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why);
 /* What a fence says of itself. */
 #define PF_FENCE_COUNTERS 7     /* one per enum pf_action, then redirects, errors, lost events */
@@ -35,6 +37,7 @@ struct pf_fence_status {
         uint64_t counters[PF_FENCE_COUNTERS];
         bool defunct;           /* its cgroup is gone: 'portfence cgroup prune' removes it */
         bool broken;            /* pins missing: only cgroup_id is known */
+        bool unfinished;        /* an attach killed before its commit left it: inert */
 };
 typedef int (*pf_fence_visit)(const struct pf_fence_status *status, void *ctx);
 /* Every fence (only NULL), or the one given, to visit(). A fence being
@@ -44,6 +47,9 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
 
 /* Does cgroup have a fence of its own? */
 bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup);
+/* Did an attach of cgroup die before its commit, leaving what decides
+ * nothing (detach removes it, attach replaces it)? */
+bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup);
 /* The nearest ancestor of cgroup (by path) that is fenced, whose programs
  * run for cgroup too: 0 and *ancestor, or -ENOENT. */
 int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *ancestor);

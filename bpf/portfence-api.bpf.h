@@ -101,12 +101,22 @@ struct pf_bpf_rule {
  * rules[generation]; the generation
  * in force is live[0]. A reload fills the idle generation, then flips
  * live[0] with one 4-byte write, so no call ever sees half a policy.
- * live[1] is 1 while a reader takes the fence's events ('cgroup events',
- * 'cgroup learn'): without one, none is written (a reader skips what came
- * before it anyway), and the counters alone tell what was decided. */
+ * An attach links the programs while live[0] holds PF_BPF_LIVE_INERT, and
+ * commits with one write of the generation: until then its programs leave
+ * every call alone, so a killed attach leaves a whole fence or nothing that
+ * decides. live[1] is 1 while a reader takes the fence's events ('cgroup
+ * events', 'cgroup learn'): without one, none is written (a reader skips
+ * what came before it anyway), and the counters alone tell what was
+ * decided. live[2] is the fence's cgroup level plus one, as the kernel
+ * counts levels from its real root, found by the programs themselves among
+ * a caller's ancestors (0: not yet): a path read in a cgroup namespace
+ * counts from the namespace's root. */
 #define PF_BPF_LIVE_GENERATION 0
 #define PF_BPF_LIVE_READER 1
-#define PF_BPF_LIVE_WORDS 2
+#define PF_BPF_LIVE_LEVEL 2
+#define PF_BPF_LIVE_WORDS 3
+#define PF_BPF_LIVE_INERT 2     /* in live[0]: the attach has not committed */
+#define PF_BPF_MAX_LEVEL 64     /* cgroup levels a fence's own is looked for at */
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
 
 struct pf_bpf_settings {
@@ -117,10 +127,10 @@ struct pf_bpf_settings {
         __u8 local4_count;
         __u8 local6_count;
         __u32 span_count;       /* in spans[generation] */
-        __u32 fence_level;      /* depth of the fenced cgroup below the v2 root (root: 0) */
         __u32 local4[PF_BPF_LOCALS];            /* network order */
         __u32 local6[PF_BPF_LOCALS][4];
         __u64 policy_hash;
+        __u64 fence_id;         /* the fenced cgroup's id */
         char policy_path[256];  /* for 'portfence cgroup status' */
         /* Ports every bind may take over TCP and UDP whatever the caller
          * (pf_policy_plain_allow): a bind or connect of one is answered by

@@ -206,17 +206,26 @@ static __always_inline bool read_request6(struct bpf_sock_addr *ctx, struct requ
 }
 
 /* The settings in force and their generation; NULL until the loader filled
- * them. */
+ * them and while the fence is inert (fence_inert() tells which). */
 static __always_inline struct pf_bpf_settings *get_settings(__u32 *generation)
 {
         __u32 which = PF_BPF_LIVE_GENERATION, *gen = bpf_map_lookup_elem(&live, &which);
         struct pf_bpf_settings *s;
 
-        if (!gen)
+        if (!gen || (*gen & PF_BPF_LIVE_INERT))
                 return NULL;
         *generation = *gen & 1;
         s = bpf_map_lookup_elem(&settings, generation);
         return s && s->magic == PF_BPF_MAGIC ? s : NULL;
+}
+
+/* Has the attach of this fence not committed yet? Then it decides nothing.
+ * Asked only where the settings could not be had. */
+static __always_inline bool fence_inert(void)
+{
+        __u32 which = PF_BPF_LIVE_GENERATION, *gen = bpf_map_lookup_elem(&live, &which);
+
+        return gen && (*gen & PF_BPF_LIVE_INERT);
 }
 
 static __always_inline void count(__u32 which)
@@ -338,18 +347,45 @@ static __always_inline struct pf_bpf_span *find_span(__u32 generation, __u32 key
         return span && span->key <= key ? span : NULL;
 }
 
+/* The level of the fence's own cgroup as the kernel counts it, found once
+ * among the caller's ancestors and kept in live[PF_BPF_LIVE_LEVEL]; -1 when
+ * the caller is not below the fence (a socket made here, used elsewhere). */
+static __always_inline int fence_level(const struct pf_bpf_settings *s)
+{
+        __u32 which = PF_BPF_LIVE_LEVEL, *known = bpf_map_lookup_elem(&live, &which);
+
+        if (known && *known)
+                return (int)*known - 1;
+        for (int level = 0; level < PF_BPF_MAX_LEVEL; level++) {
+                __u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+                if (!id)
+                        return -1;
+                if (id == s->fence_id) {
+                        if (known)
+                                *known = (__u32)level + 1;
+                        return level;
+                }
+        }
+        return -1;
+}
+
 /* Is the caller in a cgroup below this fence that has a fence of its own?
  * That one, the innermost, decides; this one leaves the call alone. */
 static __always_inline bool inner_fence_decides(const struct pf_bpf_settings *s)
 {
         __u32 which = PF_BPF_HOST_FENCES;
         __s32 *fences = bpf_map_lookup_elem(&host, &which);
+        int level;
 
         /* The host's only fence (the two helper calls below cost ~60 ns here). */
         if (fences && *fences <= 1)
                 return false;
+        level = fence_level(s);
+        if (level < 0)
+                return false;
         for (int i = 1; i <= PF_BPF_NESTING; i++) {
-                __u64 id = bpf_get_current_ancestor_cgroup_id((int)s->fence_level + i);
+                __u64 id = bpf_get_current_ancestor_cgroup_id(level + i);
 
                 if (!id)
                         return false;           /* deeper than the caller's own cgroup */
@@ -472,7 +508,7 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
         struct decision d;
         struct pf_bpf_sock *sk;
 
-        if (bound_already(ctx) || (s && inner_fence_decides(s)))
+        if (bound_already(ctx) || (s && inner_fence_decides(s)) || (!s && fence_inert()))
                 return ALLOW_CALL;
         if (s && plain_allow(s, r->port)) {
                 count(PF_BPF_ALLOW);
@@ -596,6 +632,8 @@ static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock
                              ctx->protocol != IPPROTO_MPTCP))
                 return ALLOW_CALL;      /* no port yet (IP_BIND_ADDRESS_NO_PORT) */
         s = get_settings(&generation);
+        if (!s && fence_inert())
+                return ALLOW_CALL;
         decide(s, generation, r, &d);
         count(d.action == PF_BPF_REMAP ? PF_BPF_REFUSE : d.action);
         if (d.action == PF_BPF_ALLOW)

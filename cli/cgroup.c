@@ -29,6 +29,7 @@ struct cgroup_args {
         bool verbose;
         bool kubepods;          /* guard: the node's pod root, found */
         bool keep;              /* guard: the fence stays when the guard stops */
+        bool probe;             /* status: a bind in the cgroup, checked against the policy */
         unsigned count;
 };
 
@@ -48,6 +49,7 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 { "duration", required_argument, NULL, 'd' },
                 { "kubepods", no_argument, NULL, 'K' },
                 { "keep", no_argument, NULL, 'k' },
+                { "probe", no_argument, NULL, 'p' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -64,6 +66,7 @@ static int parse_args(const char *command, int argc, char **argv, struct cgroup_
                 case 'o': a->output = optarg; break;
                 case 'K': a->kubepods = true; break;
                 case 'k': a->keep = true; break;
+                case 'p': a->probe = true; break;
                 case 'd':
                         if (pf_cli_parse_uint(optarg, 1, 86400 * 365, &a->duration) < 0) {
                                 pf_error(command, "bad --duration '%s': expected seconds", optarg);
@@ -215,9 +218,10 @@ static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup
         if (r < 0)
                 return r;
         if (cgroup->path[0])
-                printf("%s: detached\n", cgroup->path);
+                pf_text(stdout, cgroup->path);
         else
-                printf("cgroup id %llu: detached\n", (unsigned long long)cgroup->id);
+                printf("cgroup id %llu", (unsigned long long)cgroup->id);
+        printf(r ? ": removed what an unfinished attach left (it decided nothing)\n" : ": detached\n");
         return 0;
 }
 
@@ -225,11 +229,18 @@ static const char *const counter_names[PF_FENCE_COUNTERS] = {
         "allow", "log", "refuse", "remap", "redirect", "errors", "lost_events",
 };
 
+struct status_print {
+        struct pf_json *json;           /* NULL: text */
+        unsigned unfinished;
+};
+
 static int print_status(const struct pf_fence_status *st, void *ctx)
 {
-        struct pf_json *json = ctx;
+        struct status_print *out = ctx;
+        struct pf_json *json = out->json;
         char hash[17];
 
+        out->unfinished += st->unfinished;
         snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)st->policy_hash);
         if (json) {
                 pf_json_object_begin(json);
@@ -238,12 +249,21 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
                 pf_json_key(json, "defunct");
                 pf_json_number(json, st->defunct ? "true" : "false");
                 pf_json_key(json, "broken");
-                pf_json_number(json, st->broken ? "true" : "false");
+                pf_json_number(json, st->broken && !st->unfinished ? "true" : "false");
+                pf_json_key(json, "unfinished");
+                pf_json_number(json, st->unfinished ? "true" : "false");
                 pf_json_kv_string(json, "policy", st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
                 pf_json_kv_string(json, "hash", hash);
                 for (int k = 0; k < PF_FENCE_COUNTERS; k++)
                         pf_json_kv_uint(json, counter_names[k], st->counters[k]);
                 pf_json_object_end(json);
+                return 0;
+        }
+        if (st->unfinished) {
+                pf_text(stdout, st->cgroup[0] ? st->cgroup : "(cgroup)");
+                printf(" (id %llu): attach unfinished: inert, decides nothing ('portfence cgroup detach "
+                       "id:%llu' removes it)\n", (unsigned long long)st->cgroup_id,
+                       (unsigned long long)st->cgroup_id);
                 return 0;
         }
         if (st->broken) {
@@ -396,8 +416,15 @@ static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup
 {
         struct pf_cgroup ancestor;
         struct pf_json json;
+        struct status_print out = { .json = a->json ? &json : NULL };
         int r;
 
+        if (a->probe && (!a->path || a->json || a->prometheus || a->textfile)) {
+                snprintf(why, PF_WHY_SIZE, "--probe takes a PATH and no other output option");
+                return -EINVAL;
+        }
+        if (a->probe)
+                return pf_cgroup_probe(cgroup, why);
         if (a->prometheus || a->textfile)
                 return do_metrics(a, cgroup, why);
         if (a->path && !pf_bpf_is_fenced(cgroup) && pf_bpf_fencing_ancestor(cgroup, &ancestor) == 0)
@@ -405,10 +432,10 @@ static int do_status(const struct cgroup_args *a, const struct pf_cgroup *cgroup
         pf_json_init(&json, stdout);
         if (a->json)
                 pf_json_array_begin(&json);
-        r = pf_bpf_status(a->path ? cgroup : NULL, print_status, a->json ? &json : NULL, why);
+        r = pf_bpf_status(a->path ? cgroup : NULL, print_status, &out, why);
         if (a->json)
                 pf_json_array_end(&json);
-        return r;
+        return r < 0 ? r : out.unfinished > 0;
 }
 
 static void format_addr(const struct pf_addr *addr, char *buf, size_t size)
@@ -509,7 +536,7 @@ static int cgroup_simple(const char *command, int argc, char **argv, enum path_r
                 pf_error(command, "%s", why);
                 return pf_cgroup_exit(r);
         }
-        return PF_EXIT_OK;
+        return r > 0 ? PF_EXIT_FOUND : PF_EXIT_OK;
 }
 
 static int cgroup_attach_cmd(int argc, char **argv) { return cgroup_attach(argc, argv, false); }
@@ -658,7 +685,7 @@ static int guard_fence(const struct pf_policy *policy, const char *source, const
         const char *done = reload ? "policy reloaded" : "fenced";
         int r;
 
-        if (!reload && pf_bpf_is_fenced(cgroup)) {
+        if (!reload && pf_bpf_is_fenced(cgroup) && !pf_bpf_attach_unfinished(cgroup)) {
                 reload = true;
                 done = "fence taken over";
         }
@@ -775,8 +802,8 @@ static const struct pf_command subcommands[] = {
         { "guard", cgroup_guard_cmd, "[-c FILE] [--keep] PATH|--kubepods",
           "fence PATH until SIGTERM (SIGHUP reloads): a node agent" },
         { "detach", cgroup_detach_cmd, "PATH|id:N", "remove PATH's fence, leaving nothing behind" },
-        { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR] [PATH]",
-          "every fence (or PATH's): policy, counters" },
+        { "status", cgroup_status_cmd, "[--json | --prometheus | --textfile DIR | --probe] [PATH]",
+          "every fence (or PATH's): policy, counters; --probe: is a bind in PATH decided?" },
         { "events", cgroup_events_cmd, "[--json] [--count N] PATH", "decisions as they happen" },
         { "learn", cgroup_learn_cmd, "[-c BASE] [--duration SECONDS] [-o FILE] PATH",
           "log every guarded bind of PATH for a while, then propose a policy" },

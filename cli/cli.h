@@ -118,6 +118,13 @@ void pf_text(FILE *out, const char *s);
 /* The same into out (size bytes, cut before an escape that does not fit). */
 void pf_text_copy(char *out, size_t size, const char *s);
 
+/* probe.c: a process placed in cgroup binds a port that the policy of the
+ * fence deciding there refuses or moves; one line says what happened. 0 as
+ * the policy says, 1 not (the fence decides nothing, or otherwise), or a
+ * negative errno with why. */
+struct pf_cgroup;
+int pf_cgroup_probe(const struct pf_cgroup *cgroup, char *why);
+
 /* cgroup.c: the bpffs fences are pinned in, ready (pf_bpf_ready()), with
  * its note shown: 0, or -1 after an error. */
 int pf_cli_bpffs_ready(const char *command);

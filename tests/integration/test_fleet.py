@@ -291,6 +291,9 @@ class HookCommand(PolicyTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(fenced_path(self.cg.path))
         self.assertEqual(self.cg.probe("tcp4", "bind", "127.0.0.1", "27001")[1], "bind -1 EADDRINUSE")
+        r = portfence("cgroup", "status", "--probe", self.cg.path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("decided as the policy says", r.stdout)
         self.assertEqual(os.listdir(self.states), [f"pf-test-{os.getpid()}"])
         r = self.hook(state(status="stopped", pid=0))
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -385,6 +388,10 @@ class Guard(PolicyTest):
         for pod in pods:
             self.addCleanup(pod.cleanup)
             self.assertEqual(pod.probe("tcp4", "bind", "127.0.0.1", "27001")[1], "bind -1 EADDRINUSE")
+        # the node agent's liveness check: a pod's binds are decided
+        r = portfence("cgroup", "status", "--probe", pods[0].path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f"fence of {self.parent.path}): decided as the policy says", r.stdout)
         g.proc.send_signal(signal.SIGTERM)
         out, err = g.proc.communicate(timeout=TIMEOUT)
         self.assertEqual((g.proc.returncode, out.strip(), err), (0, f"{self.parent.path}: detached", ""))
