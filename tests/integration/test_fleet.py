@@ -645,6 +645,44 @@ class Containers(PolicyTest):
         self.assertNotIn(fence[0]["cgroup_id"], fence_ids())
         self.assertEqual(os.listdir(self.states), [])
 
+    def test_hook_fences_hold_beside_other_fences(self):
+        """In the container's own cgroup namespace (as Docker, containerd and
+        LXC run them on cgroup v2), with other fences on the host."""
+        others = [Cgroup() for _ in range(2)]
+        for other in others:
+            self.addCleanup(other.cleanup)
+            self.assertEqual(other.attach(self.policy).returncode, 0)
+        self.install_hook()
+        r = self.run_container("/bin/probe", "tcp4", "bind", "0.0.0.0", "27001", annotation="default",
+                               options=["--cgroupns=private"])
+        self.assertEqual(r.stdout.splitlines(), ["tcp4 0 0", "bind -1 EADDRINUSE"], r.stderr)
+
+    def test_attach_from_the_containers_cgroup_namespace(self):
+        """A fence made by a command in the container's cgroup namespace, where
+        the container's cgroup is the root of the tree it sees, holds beside
+        other fences on the host."""
+        other = Cgroup()
+        self.addCleanup(other.cleanup)
+        self.assertEqual(other.attach(self.policy).returncode, 0)
+        c = self.start(self.podman("/bin/probe", "tcp4", "bind", "127.0.0.1", "27200", "listen", "ready", "wait",
+                                   hooks=False, options=["-i", "--cgroupns=private"]), ready="ready")
+        pid = int(subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", self.name],
+                                 capture_output=True, text=True, timeout=60).stdout)
+        mount = cgroup_mount()
+        inside = (f"umount -l {mount} && mount -t cgroup2 none {mount} && "
+                  f"exec {BUILD['portfence']} cgroup attach --whole-host -c {self.policy} {mount}")
+        r = subprocess.run(["nsenter", "--cgroup", "-t", str(pid), "unshare", "--mount", "sh", "-euc", inside],
+                           capture_output=True, text=True, env=base_env(), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = self.container_cgroup(pid)
+        self.addCleanup(portfence, "cgroup", "detach", path)
+        r = subprocess.run(["podman", "exec", self.name, "/bin/probe", "tcp4", "bind", "0.0.0.0", "27001"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.stdout.splitlines(), ["tcp4 0 0", "bind -1 EADDRINUSE"], r.stderr)
+        self.assertEqual(portfence("cgroup", "status", "--probe", path).returncode, 0)
+        self.assertEqual(portfence("cgroup", "detach", path).returncode, 0)
+        c.finish()
+
     def test_opt_in_hook_leaves_other_containers_alone(self):
         self.install_hook()
         r = self.run_container("/bin/probe", "tcp4", "bind", "0.0.0.0", "27001")

@@ -9,6 +9,7 @@ the slow one); raise both for a longer run. The seed is printed: PF_PARITY_SEED 
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, scale, BUILD, Cgroup, PolicyTest, cgroup_skip_reason, fenced, lines,  # noqa: E402
-                    portfence, write_policy)
+from pftest import (main, scale, BUILD, Cgroup, PolicyTest, base_env, cgroup_mount, cgroup_skip_reason,  # noqa: E402
+                    fenced, lines, portfence, write_policy)
 
 SEED = int(os.environ.get("PF_PARITY_SEED", str(int(time.time()))))
 POLICIES = int(os.environ.get("PF_PARITY_POLICIES", str(scale(6, 48))))
@@ -222,5 +223,30 @@ class NetnsParity(unittest.TestCase):
         self.assertIn(r.returncode, (0, 77), r.stderr[-4000:])
 
 
+@unittest.skipIf(cgroup_skip_reason() or not shutil.which("unshare"), cgroup_skip_reason() or "needs unshare")
+class CgroupnsParity(unittest.TestCase):
+    """The kernel's side of the parity again, from inside a cgroup namespace
+    (its cgroup2 mount showing the namespace, as a container's does) while
+    another fence exists on the host: the fences made there must decide as
+    'check' says."""
+
+    def test_in_a_cgroup_namespace_beside_another_fence(self):
+        root, other = Cgroup(), Cgroup()
+        self.addCleanup(root.cleanup)
+        self.addCleanup(other.cleanup)
+        policy = write_policy('version = 1;\nephemeral = "27000-27199";\n')
+        self.addCleanup(os.unlink, policy)
+        self.assertEqual(other.attach(policy).returncode, 0)
+        mount = cgroup_mount()
+        inner = (f"umount -l {mount} && mount -t cgroup2 none {mount} && "
+                 f'exec "$PYTHON" {os.path.abspath(__file__)} cgroup')
+        script = f"echo $$ > {root.path}/cgroup.procs && exec unshare --cgroup --mount sh -euc {shlex.quote(inner)}"
+        env = dict(base_env(), PYTHON=sys.executable, PF_PARITY_SEED=str(SEED))
+        r = subprocess.run(["sh", "-euc", script], capture_output=True, text=True, env=env, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr[-4000:])
+        self.assertIn("Ran 1 test", r.stderr)
+
+
 if __name__ == "__main__":
-    main({"cgroup": ["KernelParity"], "netns": ["NetnsParity"], "slow": ["KernelParity", "NetnsParity"]})
+    main({"cgroup": ["KernelParity"], "netns": ["NetnsParity"], "cgroupns": ["CgroupnsParity"],
+          "slow": ["KernelParity", "NetnsParity", "CgroupnsParity"]})
