@@ -3,6 +3,7 @@
 #include "policy-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <libconfig.h>
 #include <stdarg.h>
@@ -1033,10 +1034,34 @@ int pf_policy_load_text(const char *text, const char *name, struct pf_policy **o
         return r < 0 ? r : load(read_text, text, text, NULL, name, out, diag);
 }
 
+/* path opened for reading if it is a regular file: a FIFO would block the
+ * open or the read, a device would feed it anything. NULL with *r -errno
+ * (-EISDIR, -EINVAL for what is neither a file nor a directory). */
+static FILE *open_regular(const char *path, int *r)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        struct stat st;
+        FILE *f;
+
+        if (fd < 0) {
+                *r = -errno;
+                return NULL;
+        }
+        if (fstat(fd, &st) < 0)
+                *r = -errno;
+        else if (!S_ISREG(st.st_mode))
+                *r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+        else if (fcntl(fd, F_SETFL, 0) < 0 || !(f = fdopen(fd, "r")))  /* blocking again */
+                *r = -errno;
+        else
+                return f;
+        close(fd);
+        return NULL;
+}
+
 int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *diag)
 {
         char *dir, *slash;
-        struct stat st;
         FILE *f;
         int r;
 
@@ -1054,14 +1079,12 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
                 }
                 return r;
         }
-        f = fopen(path, "re");
-        if (!f || fstat(fileno(f), &st) < 0 || S_ISDIR(st.st_mode)) {
+        f = open_regular(path, &r);
+        if (!f) {
                 struct loader l = { .diag = diag };
 
-                r = !f ? -errno : S_ISDIR(st.st_mode) ? -EISDIR : -errno;
-                if (f)
-                        fclose(f);
-                report(&l, at_line(0), "%s", strerror(-r));
+                report(&l, at_line(0), "%s", r == -EINVAL ? "not a regular file: a policy is read from one only"
+                                                          : strerror(-r));
                 return r;
         }
         /* @include is relative to the policy's own directory. */

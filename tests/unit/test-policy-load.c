@@ -2,6 +2,7 @@
 /* Loading policies: every broken fixture names its line and its problem, and
  * nothing of a broken policy loads. */
 #include <errno.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -143,6 +144,28 @@ static void test_missing_file(void **state)
         assert_int_equal(pf_policy_load("/tmp", &policy, &diag), -EISDIR);
         assert_null(policy);
         pf_diag_free(&diag);
+}
+
+/* A FIFO (or a device) is no policy: said at once, never waited on. */
+static void test_not_a_regular_file(void **state)
+{
+        char dir[] = "/tmp/pf-test-fifo-XXXXXX", fifo[64], got[256], want[128];
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(fifo, sizeof(fifo), "%s/policy.conf", dir);
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        assert_int_equal(pf_policy_load(fifo, &policy, &diag), -EINVAL);
+        assert_null(policy);
+        snprintf(want, sizeof(want), "%s: not a regular file: a policy is read from one only", fifo);
+        assert_string_equal(pf_diag_format(&diag, 0, got, sizeof(got)), want);
+        pf_diag_free(&diag);
+        assert_int_equal(pf_policy_load("/dev/zero", &policy, &diag), -EINVAL);
+        pf_diag_free(&diag);
+        unlink(fifo);
+        rmdir(dir);
 }
 
 static struct pf_policy *load_text(const char *text)
@@ -437,6 +460,7 @@ int main(void)
                 cmocka_unit_test(test_too_many_rules),
                 cmocka_unit_test(test_every_error_reported),
                 cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_not_a_regular_file),
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_all_keys),
                 cmocka_unit_test(test_default_pool),
