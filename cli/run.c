@@ -41,11 +41,12 @@ static int find_shim(char *out, size_t size)
         return access(out, R_OK) == 0 ? 0 : -ENOENT;
 }
 
-/* The run cache: $XDG_RUNTIME_DIR/portfence or /tmp/portfence-UID, opened
- * once (no symlink followed) and checked on its descriptor: a directory of
- * this user that no one else can write. Everything in it is reached through
- * that descriptor, so no one can swap a directory under our feet. A
- * descriptor, or -1 after saying what is wrong and what to do. */
+/* The run cache: $XDG_RUNTIME_DIR/portfence, else root's /run/portfence
+ * (where no other user can make the name first), else /tmp/portfence-UID;
+ * opened once (no symlink followed) and checked on its descriptor: a
+ * directory of this user that no one else can write. Everything in it is
+ * reached through that descriptor, so no one can swap a directory under our
+ * feet. A descriptor, or -1 after saying what is wrong and what to do. */
 static int open_cache_dir(const char *command, char *path, size_t size)
 {
         const char *runtime = getenv("XDG_RUNTIME_DIR");
@@ -54,6 +55,8 @@ static int open_cache_dir(const char *command, char *path, size_t size)
 
         if (runtime && *runtime == '/')
                 snprintf(path, size, "%s/portfence", runtime);
+        else if (getuid() == 0)
+                snprintf(path, size, "/run/portfence");
         else
                 snprintf(path, size, "/tmp/portfence-%u", (unsigned)getuid());
         if (mkdir(path, 0700) < 0 && errno != EEXIST) {

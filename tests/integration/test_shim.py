@@ -478,7 +478,30 @@ class Run(ShimTest):
             self.assertIn("belongs to uid 65534, not to you (uid 0): someone made it before you; remove it",
                           r.stderr)
         r = fenced(self.policy, "sh", "-c", "echo $PORTFENCE_POLICY", env={"XDG_RUNTIME_DIR": "relative"})
-        self.assertTrue(r.stdout.startswith(f"/tmp/portfence-{os.getuid()}/"), r.stdout + r.stderr)
+        default = "/run/portfence/" if os.geteuid() == 0 else f"/tmp/portfence-{os.getuid()}/"
+        self.assertTrue(r.stdout.startswith(default), r.stdout + r.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_no_user_can_stop_roots_run(self):
+        """Another user makes /tmp/portfence-0 first (a directory, or a symbolic
+        link): root's run does not use /tmp, and runs."""
+        taken = "/tmp/portfence-0"
+        if os.path.lexists(taken):                  # root's own, from an older portfence: set aside
+            aside = tempfile.mkdtemp(prefix="pf-test-aside-")
+            os.rename(taken, os.path.join(aside, "kept"))
+            self.addCleanup(shutil.rmtree, aside)
+            self.addCleanup(os.rename, os.path.join(aside, "kept"), taken)
+        for make in (lambda: os.mkdir(taken, 0o777), lambda: os.symlink("/nonexistent", taken)):
+            make()
+            os.lchown(taken, 65534, 65534)
+            try:
+                r = subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", "sh", "-c",
+                                    "echo $PORTFENCE_POLICY"], capture_output=True, text=True,
+                                   env=base_env({"XDG_RUNTIME_DIR": ""}), timeout=60)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertTrue(r.stdout.startswith("/run/portfence/"), r.stdout)
+            finally:
+                os.rmdir(taken) if os.path.isdir(taken) and not os.path.islink(taken) else os.unlink(taken)
 
     def runtime_dir(self):
         runtime = tempfile.mkdtemp(prefix="pf-runtime-")
