@@ -20,7 +20,42 @@
 
 extern char *program_invocation_short_name;
 
-static int log_fd = -1;         /* the shim's own descriptor, opened at load */
+/* A descriptor the shim opened, and what it was then. A program that
+ * closes every descriptor above 2 (as daemons do when they detach) may get
+ * its own file or socket at that number: before every write the shim checks
+ * it still has what it opened, and once it has not, writes there no more
+ * (not its to close). */
+struct own_fd {
+        int fd;
+        dev_t dev;
+        ino_t ino;
+};
+
+static void own(struct own_fd *o, int fd)
+{
+        struct stat st;
+
+        o->fd = -1;
+        if (fd >= 0 && fstat(fd, &st) == 0) {
+                o->fd = fd;
+                o->dev = st.st_dev;
+                o->ino = st.st_ino;
+        } else if (fd >= 0) {
+                close(fd);
+        }
+}
+
+static bool still_own(struct own_fd *o)
+{
+        struct stat st;
+
+        if (o->fd >= 0 && fstat(o->fd, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino)
+                return true;
+        o->fd = -1;
+        return false;
+}
+
+static struct own_fd log_out = { .fd = -1 };   /* opened at load */
 static bool log_is_pipe;        /* a write may raise SIGPIPE: keep it from the program */
 static enum pf_log_to log_to;
 static enum pf_log_level log_level = PF_LEVEL_WARN;
@@ -217,7 +252,7 @@ static void say_log_fallback(const struct pf_log_settings *settings, int err)
 void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level level)
 {
         struct stat st;
-        int err = 0;
+        int err = 0, log_fd = -1;
 
         log_to = settings->to;
         log_level = level;
@@ -232,6 +267,7 @@ void shim_log_open(const struct pf_log_settings *settings, enum pf_log_level lev
                 log_fd = open_stderr();
         }
         log_is_pipe = log_fd >= 0 && fstat(log_fd, &st) == 0 && S_ISFIFO(st.st_mode);
+        own(&log_out, log_fd);
         if (err && settings->to != PF_LOG_STDERR)
                 say_log_fallback(settings, err);
 }
@@ -277,6 +313,8 @@ static void write_line(const char *text, size_t len)
         bool was_pending = false;
         ssize_t n;
 
+        if (!still_own(&log_out))
+                return;
         if (log_is_pipe) {
                 sigemptyset(&pipe_only);
                 sigaddset(&pipe_only, SIGPIPE);
@@ -284,7 +322,7 @@ static void write_line(const char *text, size_t len)
                 was_pending = sigismember(&pending, SIGPIPE);
                 pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
         }
-        while ((n = write(log_fd, text, len)) < 0 && errno == EINTR)
+        while ((n = write(log_out.fd, text, len)) < 0 && errno == EINTR)
                 ;
         if (log_is_pipe) {
                 if (n < 0 && errno == EPIPE && !was_pending) {
@@ -303,7 +341,7 @@ static void emit(enum pf_log_level level, struct line *l)
         struct line framed;     /* 2 KiB: only its length needs a value */
         int saved = errno;
 
-        if (log_fd < 0)
+        if (log_out.fd < 0)
                 return;
         framed.len = 0;
         if (log_to == PF_LOG_SYSLOG) {  /* "<PRI>" with facility user, then a tag */
@@ -461,7 +499,7 @@ void shim_log_event(enum pf_log_level level, const struct shim_event *e)
 
 /* ---- learning: one JSON line per bind, to the file 'portfence learn' reads -- */
 
-static int learn_fd = -1;
+static struct own_fd learn_out = { .fd = -1 };
 
 bool shim_learn_open(const char *path)
 {
@@ -473,8 +511,8 @@ bool shim_learn_open(const char *path)
                 close(fd);
                 fd = -1;
         }
-        learn_fd = fd;
-        return fd >= 0;
+        own(&learn_out, fd);
+        return learn_out.fd >= 0;
 }
 
 void shim_learn_record(const char *call, enum pf_proto proto, const struct sockaddr *addr,
@@ -484,7 +522,7 @@ void shim_learn_record(const char *call, enum pf_proto proto, const struct socka
         char text[64];
         int saved = errno;
 
-        if (learn_fd < 0)
+        if (learn_out.fd < 0)
                 return;
         shim_format_addr(addr, text, sizeof(text));
         put_str(&l, "{\"call\": \"");
@@ -504,7 +542,7 @@ void shim_learn_record(const char *call, enum pf_proto proto, const struct socka
         put_str(&l, ", \"program\": ");
         put_json_str(&l, program_invocation_short_name);
         put_str(&l, "}\n");
-        while (write(learn_fd, l.text, l.len) < 0 && errno == EINTR)
+        while (still_own(&learn_out) && write(learn_out.fd, l.text, l.len) < 0 && errno == EINTR)
                 ;
         errno = saved;
 }

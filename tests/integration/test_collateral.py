@@ -425,6 +425,29 @@ class ShimCollateral(Collateral, PolicyTest):
         self.assertIn(f"bind 127.0.0.1:{port}/tcp: remap", r.stderr)
         self.assertIn(f"bind 127.0.0.1:{again}/tcp: remap", r.stderr)
 
+    def test_a_daemon_closing_every_descriptor_never_gets_log_lines(self):
+        """A daemon closes every descriptor above 2 as it detaches and opens its
+        data file, which gets the number of the shim's log: the decisions after
+        that are not written into it."""
+        port = self.free_port(3950)
+        data = tempfile.mktemp(prefix="pf-test-data-")
+        self.addCleanup(lambda: os.path.exists(data) and os.unlink(data))
+        code = textwrap.dedent(f"""
+            import os, socket
+            socket.socket().bind(("127.0.0.1", {port}))         # logged, as before
+            logs = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2]
+            os.closerange(3, 1 << 16)
+            fd = os.open({data!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            socket.socket().bind(("127.0.0.1", {port + 1}))
+            os.write(fd, b"data\\n")
+            print("took the log's number", fd in logs)
+        """)
+        r = self.run_py(code)
+        self.assertEqual((r.returncode, r.stdout), (0, "took the log's number True\n"), r.stderr)
+        self.assertIn(f"bind 127.0.0.1:{port}/tcp: remap", r.stderr)
+        with open(data) as f:
+            self.assertEqual(f.read(), "data\n")
+
     def test_log_pipe_without_reader_raises_no_sigpipe(self):
         port = self.free_port(4000)
         code = textwrap.dedent(f"""
