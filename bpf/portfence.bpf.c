@@ -157,7 +157,7 @@ static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request
 {
         if (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_MPTCP)   /* MPTCP is TCP to the policy */
                 r->proto = PF_BPF_TCP;
-        else if (ctx->protocol == IPPROTO_UDP)
+        else if (ctx->protocol == IPPROTO_UDP || ctx->protocol == IPPROTO_UDPLITE)     /* UDP to the policy */
                 r->proto = PF_BPF_UDP;
         else
                 return false;
@@ -627,9 +627,9 @@ static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock
         sk->check_chosen = 0;
         r->port = (__u16)ctx->src_port;
         r->with_program = 1;
-        r->proto = ctx->protocol == IPPROTO_UDP ? PF_BPF_UDP : PF_BPF_TCP;
+        r->proto = ctx->protocol == IPPROTO_UDP || ctx->protocol == IPPROTO_UDPLITE ? PF_BPF_UDP : PF_BPF_TCP;
         if (r->port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP &&
-                             ctx->protocol != IPPROTO_MPTCP))
+                             ctx->protocol != IPPROTO_UDPLITE && ctx->protocol != IPPROTO_MPTCP))
                 return ALLOW_CALL;      /* no port yet (IP_BIND_ADDRESS_NO_PORT) */
         s = get_settings(&generation);
         if (!s && fence_inert())

@@ -9,6 +9,7 @@
  * is async-signal-safe; what it does not guard goes to libc untouched. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -284,6 +285,10 @@ struct request {
         bool again;             /* sent on by an earlier call: nothing to decide or record */
 };
 
+/* The shortest IPv6 address the kernel takes: without sin6_scope_id
+ * (SIN6_LEN_RFC2133). */
+#define PF_SIN6_LEN_MIN ((socklen_t)offsetof(struct sockaddr_in6, sin6_scope_id))
+
 /* Fill req from a caller's address; false for anything the shim does not
  * guard (NULL, short, other families, port 0), which then goes to libc. */
 static bool read_request(const struct sockaddr *addr, socklen_t len, struct request *req)
@@ -296,7 +301,7 @@ static bool read_request(const struct sockaddr *addr, socklen_t len, struct requ
 
                 req->port = ntohs(in->sin_port);
                 pf_addr_set_in4(&req->query.addr, &in->sin_addr);
-        } else if (req->family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        } else if (req->family == AF_INET6 && len >= PF_SIN6_LEN_MIN) {
                 const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)addr;
 
                 req->port = ntohs(in6->sin6_port);
@@ -340,7 +345,7 @@ static bool socket_proto(int fd, enum pf_proto *proto)
         }
         if (value == IPPROTO_TCP || value == PF_IPPROTO_MPTCP)     /* MPTCP: TCP to the policy */
                 *proto = PF_TCP;
-        else if (value == IPPROTO_UDP)
+        else if (value == IPPROTO_UDP || value == IPPROTO_UDPLITE)     /* UDP-Lite: UDP to the policy */
                 *proto = PF_UDP;
         else
                 return false;
@@ -498,7 +503,7 @@ static int inet_port(const struct sockaddr *addr, socklen_t len)
 {
         if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
                 return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-        if (addr && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+        if (addr && addr->sa_family == AF_INET6 && len >= PF_SIN6_LEN_MIN)
                 return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
         return -1;
 }

@@ -4,9 +4,12 @@
  * and without portfence. Words:
  *   tcp4 tcp6 udp4 udp6 unix devnull   open a socket (or /dev/null); it becomes current
  *   mptcp4 mptcp6                      a stream socket of IPPROTO_MPTCP
+ *   udplite4 udplite6                  a datagram socket of IPPROTO_UDPLITE
  *   fd N                               make descriptor N current
  *   bind ADDR PORT | bindnull | bindshort ADDR PORT | bindunix PATH
  *   bindunspec ADDR PORT               bind with sa_family AF_UNSPEC (an IPv4 ADDR)
+ *   bind24 ADDR PORT                   an IPv6 bind with the kernel's shortest length (24:
+ *                                      no sin6_scope_id, SIN6_LEN_RFC2133)
  *   rawbind ADDR PORT                  bind by syscall(SYS_bind), past libc
  *   connect ADDR PORT | listen | accept | close
  *   reset                              close with a reset (SO_LINGER 0): no TIME_WAIT
@@ -84,6 +87,11 @@ int main(int argc, char **argv)
                         printf("%s %d %s\n", w, fd < 0 ? -1 : 0, errno_name(fd < 0 ? errno : 0));
                         continue;
                 }
+                if (!strcmp(w, "udplite4") || !strcmp(w, "udplite6")) {
+                        fd = socket(w[7] == '6' ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 136);
+                        printf("%s %d %s\n", w, fd < 0 ? -1 : 0, errno_name(fd < 0 ? errno : 0));
+                        continue;
+                }
                 if (!strcmp(w, "tcp4") || !strcmp(w, "tcp6") || !strcmp(w, "udp4") ||
                     !strcmp(w, "udp6") || !strcmp(w, "unix")) {
                         int family = w[0] == 'u' && w[1] == 'n' ? AF_UNIX : w[3] == '6' ? AF_INET6 : AF_INET;
@@ -103,7 +111,7 @@ int main(int argc, char **argv)
                         need(argc, argv, i, 1);
                         fd = atoi(argv[++i]);
                 } else if (!strcmp(w, "bind") || !strcmp(w, "connect") || !strcmp(w, "bindshort") ||
-                           !strcmp(w, "bindunspec") || !strcmp(w, "rawbind")) {
+                           !strcmp(w, "bindunspec") || !strcmp(w, "rawbind") || !strcmp(w, "bind24")) {
                         need(argc, argv, i, 2);
                         len = make_addr(argv[i + 1], argv[i + 2], &ss);
                         i += 2;
@@ -112,6 +120,8 @@ int main(int argc, char **argv)
                                 r = bind(fd, (struct sockaddr *)&ss, len);
                         } else if (!strcmp(w, "rawbind")) {
                                 r = syscall(SYS_bind, fd, (struct sockaddr *)&ss, len);
+                        } else if (!strcmp(w, "bind24")) {
+                                r = bind(fd, (struct sockaddr *)&ss, 24);
                         } else if (w[0] == 'c')
                                 r = connect(fd, (struct sockaddr *)&ss, len);
                         else

@@ -100,6 +100,20 @@ class Catalogue:
         self.assertEqual(self.result("tcp6", "bind", "::ffff:0.0.0.0", REFUSED), "bind -1 EADDRINUSE")
         self.assertEqual(self.result("udp6", "bind", "::ffff:127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
 
+    def test_udplite_is_udp(self):
+        """UDP-Lite (IPPROTO_UDPLITE) is decided as UDP."""
+        if self.probe_lines("udplite4")[0] != "udplite4 0 0":
+            self.skipTest("this kernel has no UDP-Lite")
+        self.assertEqual(self.result("udplite4", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("udplite6", "bind", "::1", REFUSED), "bind -1 EADDRINUSE")
+        self.assertEqual(self.result("udplite4", "bind", "127.0.0.1", "26500"), "bind 0 0")
+
+    def test_the_shortest_ipv6_address_length(self):
+        """The kernel takes an IPv6 address of 24 bytes (no sin6_scope_id)."""
+        self.assertEqual(self.result("tcp6", "bind24", "::1", REFUSED), "bind24 -1 EADDRINUSE")
+        self.assertEqual(self.result("udp6", "bind24", "::", REFUSED), "bind24 -1 EADDRINUSE")
+        self.assertEqual(self.result("tcp6", "bind24", "::1", "26500"), "bind24 0 0")
+
     def test_reuse_options_change_nothing(self):
         self.assertEqual(self.result("tcp4", "reuse", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")
         self.assertEqual(self.result("udp6", "reuse", "bind", "::", REFUSED), "bind -1 EADDRINUSE")
