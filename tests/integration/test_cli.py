@@ -296,6 +296,18 @@ class ManPage(unittest.TestCase):
         built = "cgroup enforcer: built" in run("--version").stdout
         self.assertGreater(checked, 15 if built else 8)     # without BPF: no cgroup, no oci-hook
 
+    def test_every_policy_key_is_documented(self):
+        """portfence.conf(5): every key the loader knows (its lists in
+        policy/load.c: the top level, log, rules)."""
+        with open(os.path.join(SOURCE, "policy", "load.c")) as f:
+            source = f.read()
+        lists = re.findall(r"(?:keys\[\]|rule_keys\[KEY_COUNT\]) = \{(.*?)\}", source, re.S)
+        keys = {k for body in lists for k in re.findall(r'"([a-z_]+)"', body)}
+        self.assertGreater(len(keys), 15)
+        with open(os.path.join(SOURCE, "docs", "portfence.conf.5.scd")) as f:
+            page = f.read()
+        self.assertEqual(sorted(k for k in keys if f"*{k}*" not in page), [])
+
     def test_the_check_finds_what_is_missing(self):
         """The parser the test above relies on sees every option of a usage."""
         self.assertEqual(usages("usage: portfence cgroup attach [-c FILE] [-v] [--whole-host] PATH\n"
