@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -60,7 +61,20 @@ struct fd_move {
         uint16_t local_requested, local_real;
         uint16_t peer_requested, peer_real;
         uint8_t peer_proto;
+        uint32_t peer_checked;          /* coarse seconds: when the kernel last said the move holds */
 };
+
+/* How long a socket's redirect is trusted without asking the kernel again:
+ * a datagram client sends many times to one destination, and the server it
+ * followed may be gone (and another receive at the port asked for). */
+#define PEER_TRUST_SECONDS 1
+
+static uint32_t coarse_seconds(void)
+{
+        struct timespec now;
+
+        return clock_gettime(CLOCK_MONOTONIC_COARSE, &now) == 0 ? (uint32_t)now.tv_sec : 0;
+}
 
 static struct moves_table *table;
 static struct fd_move *fd_moves;
@@ -258,6 +272,7 @@ void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_prot
         m->peer_requested = requested;
         m->peer_real = real;
         m->peer_proto = (uint8_t)proto;
+        m->peer_checked = coarse_seconds();
 }
 
 bool shim_moves_restore(int fd, enum shim_move kind, uint16_t real, uint16_t *requested)
@@ -344,7 +359,8 @@ uint16_t shim_moves_redirected(int fd, uint16_t requested, uint64_t *inode)
 
         *inode = 0;
         if (!table || !m || m->peer_requested != requested || m->peer_proto >= PF_PROTO_COUNT ||
-            m->peer_real != shim_moves_target((enum pf_proto)m->peer_proto, requested))
+            m->peer_real != shim_moves_target((enum pf_proto)m->peer_proto, requested) ||
+            coarse_seconds() - m->peer_checked >= PEER_TRUST_SECONDS)
                 return 0;
         *inode = socket_inode(fd);      /* the descriptor may name another socket now */
         return *inode && m->inode == *inode ? m->peer_real : 0;

@@ -69,8 +69,9 @@ bool shim_moves_any_from(uint16_t port);
 uint16_t shim_moves_target(enum pf_proto proto, uint16_t requested);
 /* fd's destination `requested` was sent on by an earlier call of this
  * process (a nonblocking client asking again whether it is done, a
- * client's next datagram) to where the server still is: that port, with no
- * decision and no kernel asked; 0 otherwise. *inode: fd's inode when it had
+ * client's next datagram) to where the server still is, and the kernel said
+ * so less than a second ago: that port, with no decision and no kernel
+ * asked; 0 otherwise (then the caller decides and asks again). *inode: fd's inode when it had
  * to be read (0: not read), for shim_moves_record(). */
 uint16_t shim_moves_redirected(int fd, uint16_t requested, uint64_t *inode);
 /* Does a connect to addr:requested follow the move to real? Only when a

@@ -17,7 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, scale, BUILD, PIN_ROOT, SOURCE, TIMEOUT, Cgroup, PolicyTest, base_env,  # noqa: E402
+from pftest import (main, scale, BUILD, PIN_ROOT, SOURCE, TIMEOUT, Background, Cgroup, PolicyTest, base_env,  # noqa: E402
                     cgroup_skip_reason, fenced, port_listening, portfence, write_policy)
 
 SHIPPED = os.path.join(SOURCE, "config", "portfence.conf")
@@ -128,6 +128,29 @@ class Collateral:
         client = self.run_py(UDP_CLIENT, str(port))
         self.assertEqual(client.stdout, f"reply ping from {port}\n", client.stderr)
         server.finish("")
+
+    def test_a_udp_client_leaves_a_server_that_is_gone(self):
+        """A datagram client that followed a moved server sends as addressed
+        once that server is gone and another receives at the port asked for
+        (the shim trusts what it learnt for a second, then asks again)."""
+        port = self.free_port(3150)
+        server = self.start_py(UDP_ECHO, str(port))
+        client = self.start_py(textwrap.dedent(f"""
+            import socket, sys, time
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+            c.sendto(b"one", ("127.0.0.1", {port}))
+            print("ready", c.recvfrom(16)[0].decode(), flush=True)
+            sys.stdin.readline()
+            time.sleep(1.2)
+            c.sendto(b"two", ("127.0.0.1", {port}))
+            data, peer = c.recvfrom(16); print("reply", data.decode(), "from", peer[1], flush=True)
+        """))
+        self.assertEqual(client.lines[-1], "ready one")
+        server.finish("")                   # the echo answered once and is gone
+        with Background([PYTHON, "-c", UDP_ECHO, str(port)], ready="ready") as plain:
+            lines, err = client.finish("\n")
+            self.assertEqual(lines[-1], f"reply two from {port}", err)
+            plain.finish("")
 
     def test_not_moved_port_is_not_redirected(self):
         """Nothing was moved from the port: the connect fails as addressed
