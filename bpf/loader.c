@@ -32,7 +32,7 @@ static const char *const hook_names[] = {
 };
 static const char *const map_names[] = {
         "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
-        "host", "peers",
+        "host", "peers", "decided",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -232,7 +232,8 @@ static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
 /* Some maps are one for the whole host: the registry of moved ports (a
  * client in one fence follows a server another fence moved, when its own
  * policy remaps that port too), its way back, the list of fenced cgroups,
- * the host's counts and the redirected sockets' destinations. Each fence
+ * the host's counts, the redirected sockets' destinations and the marks of
+ * the fence that decided a call. Each fence
  * after the first costs nothing for them. Taken from
  * any fence that has one of the same shape. */
 static void share_host_map(struct bpf_map *moved, const char *name)
@@ -664,6 +665,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         share_host_map(skel->maps.fenced, "fenced");
         share_host_map(skel->maps.host, "host");
         share_host_map(skel->maps.peers, "peers");
+        share_host_map(skel->maps.decided, "decided");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "

@@ -28,7 +28,7 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
  * nothing); or a negative errno. */
 int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why);
 /* What a fence says of itself. */
-#define PF_FENCE_COUNTERS 7     /* one per enum pf_action, then redirects, errors, lost events */
+#define PF_FENCE_COUNTERS 8     /* one per enum pf_action, then redirects, errors, lost events, moves refused */
 struct pf_fence_status {
         uint64_t cgroup_id;
         char cgroup[4096];      /* its directory, "" when the cgroup is gone */

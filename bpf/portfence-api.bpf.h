@@ -107,16 +107,13 @@ struct pf_bpf_rule {
  * decides. live[1] is 1 while a reader takes the fence's events ('cgroup
  * events', 'cgroup learn'): without one, none is written (a reader skips
  * what came before it anyway), and the counters alone tell what was
- * decided. live[2] is the fence's cgroup level plus one, as the kernel
- * counts levels from its real root, found by the programs themselves among
- * a caller's ancestors (0: not yet): a path read in a cgroup namespace
- * counts from the namespace's root. */
+ * decided. live[2] counts the fence's sockets in the host's registry of
+ * moves (moved[]), at most PF_BPF_MOVES_PER_FENCE. */
 #define PF_BPF_LIVE_GENERATION 0
 #define PF_BPF_LIVE_READER 1
-#define PF_BPF_LIVE_LEVEL 2
+#define PF_BPF_LIVE_MOVES 2
 #define PF_BPF_LIVE_WORDS 3
 #define PF_BPF_LIVE_INERT 2     /* in live[0]: the attach has not committed */
-#define PF_BPF_MAX_LEVEL 64     /* cgroup levels a fence's own is looked for at */
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
 
 struct pf_bpf_settings {
@@ -140,7 +137,10 @@ struct pf_bpf_settings {
 
 /* A port a fenced server was moved away from, in one network namespace:
  * moved[key] counts the live sockets bound in its place. A connect follows
- * a remap only to a port listed here. */
+ * a remap only to a port listed here, and the moved server holds the port
+ * as if it had bound it: every later bind of it in that namespace, from any
+ * fence, goes to the same target, where the kernel answers as it would
+ * have at the port (EADDRINUSE, or a SO_REUSEPORT group joined). */
 struct pf_bpf_moved_key {
         __u64 netns;            /* bpf_get_netns_cookie() of the socket */
         __u16 port;             /* the port the server asked for */
@@ -163,14 +163,27 @@ struct pf_bpf_moved_back {
 };
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
- * the innermost decides: a fence leaves alone the calls of a cgroup below it
- * that has a fence of its own. */
+ * the innermost fence of a socket's cgroup decides its calls: its program,
+ * the first to run, leaves its mark in decided[] (per CPU, the slot of the
+ * socket's cookie), and the fences above leave the call alone. */
 #define PF_BPF_FENCED_MAX 4096
-#define PF_BPF_NESTING 16       /* cgroup levels below a fence looked at for another */
+#define PF_BPF_DECIDED_SLOTS 64
+#define PF_BPF_CALL_NS 1000000  /* a mark is this call's for a millisecond */
+struct pf_bpf_decided {
+        __u64 cookie;           /* the socket's */
+        __u64 fence;            /* the id of the fence that decided */
+        __u64 when;             /* bpf_ktime_get_ns() */
+};
 
 /* (netns, proto, port) keys registered at once: a hash map charges its
- * buckets up front (16 bytes each), so this is what the registry costs. */
-#define PF_BPF_MOVED_PORTS 8192
+ * buckets up front (16 bytes each), so this is what the registry costs
+ * (256 KiB). A fence holds at most PF_BPF_MOVES_PER_FENCE moved sockets in
+ * it: one that would hold more, or finds the registry full, refuses the
+ * bind with its policy's errno (counted as moves_refused) rather than move
+ * a server nobody could follow; so one fence cannot use up another's room
+ * until sixteen fences are full. */
+#define PF_BPF_MOVED_PORTS 16384
+#define PF_BPF_MOVES_PER_FENCE 1024
 
 /* Counts of the whole host, host[PF_BPF_HOST_*]: the fenced cgroups (the
  * loader writes it under its lock; with one, no fence is nested) and the
@@ -206,7 +219,10 @@ struct pf_bpf_sock {
         __u8 registered;        /* counted in moved[key] until the socket is released */
         __u8 narrowed;          /* IP_LOCAL_PORT_RANGE set: a port-0 bind is the program's choice */
         __u8 check_chosen;      /* a port-0 bind of a narrowed socket in flight */
+        __u8 counted;           /* counted in the mover's live[PF_BPF_LIVE_MOVES] */
+        __u8 pad[3];
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */
+        __u64 mover;            /* the fence that moved it (its id), which registers it */
         struct pf_bpf_moved_key key;
 };
 
@@ -218,11 +234,13 @@ struct pf_bpf_sock {
 
 /* Counters: one per action (indexed by PF_BPF_ALLOW...), then redirects,
  * then errors (binds refused because a map was not filled), then events
- * dropped because the ring buffer was full (a reader that falls behind). */
+ * dropped because the ring buffer was full (a reader that falls behind),
+ * then moves refused because the registry had no room for them. */
 #define PF_BPF_COUNT_REDIRECT PF_BPF_ACTIONS
 #define PF_BPF_COUNT_ERROR (PF_BPF_ACTIONS + 1)
 #define PF_BPF_COUNT_LOST (PF_BPF_ACTIONS + 2)
-#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 3)
+#define PF_BPF_COUNT_FULL (PF_BPF_ACTIONS + 3)
+#define PF_BPF_COUNTERS (PF_BPF_ACTIONS + 4)
 
 /* The events ring buffer of a fence: about 450 events. */
 #define PF_BPF_EVENTS_BYTES (32 * 1024)

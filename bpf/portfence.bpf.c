@@ -13,6 +13,7 @@
 #include "portfence-api.bpf.h"
 
 #define EPERM 1
+#define EADDRINUSE 98
 #define ALLOW_CALL 1
 #define REJECT_CALL 0
 
@@ -108,6 +109,13 @@ struct {
         __type(key, __u64);
         __type(value, __u8);
 } fenced SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+        __uint(max_entries, PF_BPF_DECIDED_SLOTS);
+        __type(key, __u32);
+        __type(value, struct pf_bpf_decided);
+} decided SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -347,51 +355,36 @@ static __always_inline struct pf_bpf_span *find_span(__u32 generation, __u32 key
         return span && span->key <= key ? span : NULL;
 }
 
-/* The level of the fence's own cgroup as the kernel counts it, found once
- * among the caller's ancestors and kept in live[PF_BPF_LIVE_LEVEL]; -1 when
- * the caller is not below the fence (a socket made here, used elsewhere). */
-static __always_inline int fence_level(const struct pf_bpf_settings *s)
+/* Which fence decides a call: the innermost fence of the socket's own
+ * cgroup. The programs that run for a socket are those of the cgroup it was
+ * made in, whoever calls (a socket passed over SCM_RIGHTS brings its own),
+ * the innermost fence's first: the kernel runs a cgroup's programs before
+ * its parent's. So the first program of a call decides and says so in
+ * decided[] (per CPU, by socket cookie), and a program that finds there the
+ * mark of another live fence, for this socket, made in this call, leaves
+ * the call alone. A mark lasts PF_BPF_CALL_NS: a program preempted longer
+ * between two of one call's (a rare thing) lets an outer fence decide too. */
+static __always_inline bool inner_fence_decides(void *ctx, const struct pf_bpf_settings *s)
 {
-        __u32 which = PF_BPF_LIVE_LEVEL, *known = bpf_map_lookup_elem(&live, &which);
-
-        if (known && *known)
-                return (int)*known - 1;
-        for (int level = 0; level < PF_BPF_MAX_LEVEL; level++) {
-                __u64 id = bpf_get_current_ancestor_cgroup_id(level);
-
-                if (!id)
-                        return -1;
-                if (id == s->fence_id) {
-                        if (known)
-                                *known = (__u32)level + 1;
-                        return level;
-                }
-        }
-        return -1;
-}
-
-/* Is the caller in a cgroup below this fence that has a fence of its own?
- * That one, the innermost, decides; this one leaves the call alone. */
-static __always_inline bool inner_fence_decides(const struct pf_bpf_settings *s)
-{
-        __u32 which = PF_BPF_HOST_FENCES;
+        __u32 which = PF_BPF_HOST_FENCES, slot;
         __s32 *fences = bpf_map_lookup_elem(&host, &which);
-        int level;
+        struct pf_bpf_decided *mark;
+        __u64 cookie, now;
 
-        /* The host's only fence (the two helper calls below cost ~60 ns here). */
         if (fences && *fences <= 1)
+                return false;           /* the host's only fence: nobody to ask */
+        cookie = bpf_get_socket_cookie(ctx);
+        slot = (__u32)cookie & (PF_BPF_DECIDED_SLOTS - 1);
+        mark = bpf_map_lookup_elem(&decided, &slot);
+        if (!mark)
                 return false;
-        level = fence_level(s);
-        if (level < 0)
-                return false;
-        for (int i = 1; i <= PF_BPF_NESTING; i++) {
-                __u64 id = bpf_get_current_ancestor_cgroup_id(level + i);
-
-                if (!id)
-                        return false;           /* deeper than the caller's own cgroup */
-                if (bpf_map_lookup_elem(&fenced, &id))
-                        return true;
-        }
+        now = bpf_ktime_get_ns();
+        if (mark->cookie == cookie && mark->fence != s->fence_id && now - mark->when < PF_BPF_CALL_NS &&
+            bpf_map_lookup_elem(&fenced, &mark->fence))
+                return true;
+        mark->cookie = cookie;
+        mark->fence = s->fence_id;
+        mark->when = now;
         return false;
 }
 
@@ -477,6 +470,60 @@ static __always_inline void emit(const struct request *r, const struct decision 
         bpf_ringbuf_submit(e, 0);
 }
 
+/* Where a fenced server asked for port r->port went, if one did and still
+ * holds its socket in this network namespace; 0 otherwise. */
+static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct pf_bpf_moved_key key = {
+                .netns = bpf_get_netns_cookie(ctx), .port = r->port, .proto = r->proto,
+        };
+        struct pf_bpf_moved *m = bpf_map_lookup_elem(&moved, &key);
+
+        return m && m->sockets > 0 ? m->target : 0;
+}
+
+/* A socket of this network namespace bound to the destination as asked (a
+ * port-0 listener, a client's source port): it is reached as addressed. */
+static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct bpf_sock_tuple tuple = {};
+        struct bpf_sock *found;
+        __u32 size;
+
+        if (r->family == PF_BPF_IPV4) {
+                tuple.ipv4.daddr = r->addr[0];
+                tuple.ipv4.dport = bpf_htons(r->port);
+                size = sizeof(tuple.ipv4);
+        } else {
+                tuple.ipv6.daddr[0] = r->addr[0];
+                tuple.ipv6.daddr[1] = r->addr[1];
+                tuple.ipv6.daddr[2] = r->addr[2];
+                tuple.ipv6.daddr[3] = r->addr[3];
+                tuple.ipv6.dport = bpf_htons(r->port);
+                size = sizeof(tuple.ipv6);
+        }
+        found = r->proto == PF_BPF_TCP ? bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0)
+                              : bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+        if (!found)
+                return false;
+        bpf_sk_release(found);
+        return true;
+}
+
+/* A server at the address a bind asks for: a listener or an unconnected
+ * datagram socket that would receive there (the wildcard address asks for
+ * loopback, where every server on all addresses receives). */
+static __always_inline bool server_at(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct request at = *r;
+
+        if (at.family == PF_BPF_IPV4 && at.addr[0] == 0)
+                at.addr[0] = bpf_htonl(0x7f000001);
+        else if (at.family == PF_BPF_IPV6 && !(at.addr[0] | at.addr[1] | at.addr[2] | at.addr[3]))
+                at.addr[3] = bpf_htonl(1);
+        return destination_bound(ctx, &at);
+}
+
 /* ---- bind: refuse or remap -------------------------------------------------- */
 
 /* A socket bound already: the kernel fails a second bind with EINVAL, and
@@ -496,9 +543,40 @@ static __always_inline int on_bind_port_zero(struct bpf_sock_addr *ctx)
         __u32 generation;
         struct pf_bpf_settings *s = get_settings(&generation);
 
-        if (sk && sk->narrowed && !bound_already(ctx) && s && !inner_fence_decides(s))
+        if (sk && sk->narrowed && !bound_already(ctx) && s && !inner_fence_decides(ctx, s))
                 sk->check_chosen = 1;
         return ALLOW_CALL;
+}
+
+/* Room in the registry for one more socket of this fence's? */
+static __always_inline bool room_to_move(void)
+{
+        __u32 which = PF_BPF_LIVE_MOVES, *moves = bpf_map_lookup_elem(&live, &which);
+
+        return moves && *moves < PF_BPF_MOVES_PER_FENCE;
+}
+
+/* The decision for a bind, with what the namespace holds now: a port a
+ * moved server holds goes where it went, whatever this policy says of it
+ * (but a refusal), so the kernel answers there as it would have at the
+ * port: EADDRINUSE, or a SO_REUSEPORT group joined. A port a server holds
+ * (a listener, an unconnected datagram socket) is not the collision a
+ * remap prevents: the bind goes to the kernel as asked. */
+static __always_inline void decide_bind(struct bpf_sock_addr *ctx, const struct pf_bpf_settings *s,
+                                        __u32 generation, struct request *r, __u16 held, struct decision *d)
+{
+        decide(s, generation, r, d);
+        if (held && d->action != PF_BPF_REFUSE) {
+                d->action = PF_BPF_REMAP;
+                d->target = held;
+        } else if (d->action == PF_BPF_REMAP && server_at(ctx, r)) {
+                d->action = PF_BPF_ALLOW;
+        }
+        if (d->action == PF_BPF_REMAP && !room_to_move()) {
+                count(PF_BPF_COUNT_FULL);
+                d->action = PF_BPF_REFUSE;
+                d->err = s ? s->refuse_errno : EPERM;
+        }
 }
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
@@ -507,15 +585,17 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
         struct pf_bpf_settings *s = get_settings(&generation);
         struct decision d;
         struct pf_bpf_sock *sk;
+        __u16 held;
 
-        if (bound_already(ctx) || (s && inner_fence_decides(s)) || (!s && fence_inert()))
+        if (bound_already(ctx) || (s && inner_fence_decides(ctx, s)) || (!s && fence_inert()))
                 return ALLOW_CALL;
-        if (s && plain_allow(s, r->port)) {
+        held = moved_target(ctx, r);
+        if (!held && s && plain_allow(s, r->port)) {
                 count(PF_BPF_ALLOW);
                 return ALLOW_CALL;
         }
         r->with_program = 1;
-        decide(s, generation, r, &d);
+        decide_bind(ctx, s, generation, r, held, &d);
         count(d.action);
         if (d.action == PF_BPF_ALLOW)
                 return ALLOW_CALL;
@@ -524,16 +604,19 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, struct request *r)
                 bpf_set_retval(-d.err);
                 return REJECT_CALL;
         }
-        if (d.action == PF_BPF_REMAP) {
+        if (d.action == PF_BPF_REMAP && s) {
                 ctx->user_port = bpf_htons(d.target);
                 /* What the socket reports changes only once the bind succeeded
                  * (post_bind): a failed bind leaves it as it was. */
                 sk = bpf_sk_storage_get(&socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-                if (sk) {
-                        sk->asked = r->port;
-                        sk->moved_to = d.target;
-                        sk->proto = r->proto;
+                if (!sk) {      /* a move nobody could follow: refused instead */
+                        bpf_set_retval(-s->refuse_errno);
+                        return REJECT_CALL;
                 }
+                sk->asked = r->port;
+                sk->moved_to = d.target;
+                sk->proto = r->proto;
+                sk->mover = s->fence_id;
         }
         return ALLOW_CALL;
 }
@@ -591,28 +674,50 @@ static __always_inline void register_back(const struct pf_bpf_sock *sk)
         bpf_map_update_elem(&moved_back, &back, &value, BPF_ANY);
 }
 
-/* Count a remapped socket in moved[] once its bind succeeded. */
-static __always_inline void register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk)
+/* The fence's count of its sockets in the registry, NULL if unreadable. */
+static __always_inline __u32 *fence_moves(void)
+{
+        __u32 which = PF_BPF_LIVE_MOVES;
+
+        return bpf_map_lookup_elem(&live, &which);
+}
+
+/* Count a remapped socket in moved[] once its bind succeeded: 0, or the
+ * errno its bind fails with. The key is the arbiter between binds of one
+ * port racing each other: the first target written holds it; a socket
+ * moved elsewhere in the same instant gets what the port would have given
+ * it (EADDRINUSE). No room (the registry full) refuses, as the policy does. */
+static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk,
+                                          const struct pf_bpf_settings *s)
 {
         struct pf_bpf_moved first = { .sockets = 1, .target = sk->moved_to }, *m;
+        __u32 *moves = fence_moves();
 
         sk->cookie = bpf_get_socket_cookie(ctx);
         sk->key.netns = bpf_get_netns_cookie(ctx);
         sk->key.port = sk->asked;
         sk->key.proto = sk->proto;
-        register_back(sk);
         m = bpf_map_lookup_elem(&moved, &sk->key);
-        if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0) {
-                sk->registered = 1;
-                return;
-        }
+        if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0)
+                goto registered;
         if (!m)
                 m = bpf_map_lookup_elem(&moved, &sk->key);     /* another socket was first */
-        if (!m)
-                return;
+        if (!m) {
+                count(PF_BPF_COUNT_FULL);
+                return s->refuse_errno;
+        }
+        if (m->sockets > 0 && m->target != sk->moved_to)
+                return EADDRINUSE;
         m->target = sk->moved_to;
         __sync_fetch_and_add(&m->sockets, 1);
+registered:
+        register_back(sk);
         sk->registered = 1;
+        if (moves) {
+                __sync_fetch_and_add(moves, 1);
+                sk->counted = 1;
+        }
+        return 0;
 }
 
 /* The port the kernel chose in a narrowed range, decided as a bind of it:
@@ -652,21 +757,34 @@ static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock
 }
 
 /* r: the bound address, read by the hook of its family (each may read
- * only its own fields). */
+ * only its own fields). A moved socket is registered by the program of the
+ * fence that moved it: its count is that fence's. */
 static __always_inline int on_post_bind(struct bpf_sock *ctx, struct request *r)
 {
         struct pf_bpf_sock *sk = bpf_sk_storage_get(&socks, ctx, 0, 0);
+        struct pf_bpf_settings *s;
+        __u32 generation;
+        int err = 0;
 
         if (sk && sk->check_chosen)
                 return check_chosen(ctx, sk, r);
         if (!sk || !sk->asked)
                 return ALLOW_CALL;
+        s = get_settings(&generation);
+        if (!s || s->fence_id != sk->mover)
+                return ALLOW_CALL;
         if (ctx->src_port == sk->moved_to) {
-                sk->requested = sk->asked;
-                sk->bound = sk->moved_to;
-                register_moved(ctx, sk);
+                err = register_moved(ctx, sk, s);
+                if (err == 0) {
+                        sk->requested = sk->asked;
+                        sk->bound = sk->moved_to;
+                }
         }
         sk->asked = 0;
+        if (err) {
+                bpf_set_retval(-err);
+                return REJECT_CALL;
+        }
         return ALLOW_CALL;
 }
 
@@ -720,6 +838,20 @@ static __always_inline void forget_peer(struct bpf_sock *ctx)
                 __sync_fetch_and_add(count, -1);
 }
 
+/* The moving fence's count goes down with its socket, in its own program. */
+static __always_inline void uncount_move(struct pf_bpf_sock *sk)
+{
+        __u32 generation, *moves;
+        struct pf_bpf_settings *s = get_settings(&generation);
+
+        if (!s || s->fence_id != sk->mover)
+                return;
+        moves = fence_moves();
+        if (moves && *moves > 0)
+                __sync_fetch_and_add(moves, -1);
+        sk->counted = 0;
+}
+
 SEC("cgroup/sock_release")
 int pf_sock_release(struct bpf_sock *ctx)
 {
@@ -728,8 +860,12 @@ int pf_sock_release(struct bpf_sock *ctx)
 
         forget_peer(ctx);
 
-        if (!sk || !sk->registered || sk->cookie != bpf_get_socket_cookie(ctx))
+        if (!sk || sk->cookie != bpf_get_socket_cookie(ctx))
                 return ALLOW_CALL;      /* not moved itself: an accepted connection */
+        if (sk->counted)
+                uncount_move(sk);
+        if (!sk->registered)
+                return ALLOW_CALL;
         m = bpf_map_lookup_elem(&moved, &sk->key);
         if (m) {
                 __sync_fetch_and_add(&m->sockets, -1);
@@ -770,46 +906,6 @@ static __always_inline bool is_local(const struct pf_bpf_settings *s, const stru
                     s->local6[i][3] == r->addr[3])
                         return true;
         return false;
-}
-
-/* Where a fenced server asked for port r->port went, if one did and still
- * holds its socket in this network namespace; 0 otherwise. */
-static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
-{
-        struct pf_bpf_moved_key key = {
-                .netns = bpf_get_netns_cookie(ctx), .port = r->port, .proto = r->proto,
-        };
-        struct pf_bpf_moved *m = bpf_map_lookup_elem(&moved, &key);
-
-        return m && m->sockets > 0 ? m->target : 0;
-}
-
-/* A socket of this network namespace bound to the destination as asked (a
- * port-0 listener, a client's source port): it is reached as addressed. */
-static __always_inline bool destination_bound(struct bpf_sock_addr *ctx, const struct request *r)
-{
-        struct bpf_sock_tuple tuple = {};
-        struct bpf_sock *found;
-        __u32 size;
-
-        if (r->family == PF_BPF_IPV4) {
-                tuple.ipv4.daddr = r->addr[0];
-                tuple.ipv4.dport = bpf_htons(r->port);
-                size = sizeof(tuple.ipv4);
-        } else {
-                tuple.ipv6.daddr[0] = r->addr[0];
-                tuple.ipv6.daddr[1] = r->addr[1];
-                tuple.ipv6.daddr[2] = r->addr[2];
-                tuple.ipv6.daddr[3] = r->addr[3];
-                tuple.ipv6.dport = bpf_htons(r->port);
-                size = sizeof(tuple.ipv6);
-        }
-        found = r->proto == PF_BPF_TCP ? bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0)
-                              : bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
-        if (!found)
-                return false;
-        bpf_sk_release(found);
-        return true;
 }
 
 /* Where a redirected socket's destination went, for its name calls: in its
@@ -855,7 +951,8 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         struct decision d;
         __u16 target;
 
-        if (!s || !s->redirect_connect || plain_allow(s, r->port) || !is_local(s, r) || inner_fence_decides(s))
+        if (!s || !s->redirect_connect || plain_allow(s, r->port) || !is_local(s, r) ||
+            inner_fence_decides(ctx, s))
                 return ALLOW_CALL;
         /* The registry first: most ports nobody was moved from, one lookup. */
         target = moved_target(ctx, r);

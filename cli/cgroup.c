@@ -226,7 +226,7 @@ static int do_detach(const struct cgroup_args *a, const struct pf_cgroup *cgroup
 }
 
 static const char *const counter_names[PF_FENCE_COUNTERS] = {
-        "allow", "log", "refuse", "remap", "redirect", "errors", "lost_events",
+        "allow", "log", "refuse", "remap", "redirect", "errors", "lost_events", "moves_refused",
 };
 
 struct status_print {
@@ -339,6 +339,8 @@ static void print_metrics(FILE *out, const struct fences *f)
                 { "portfence_redirects_total", "Connects and sends a cgroup fence sent to a moved server.", 4, 4 },
                 { "portfence_errors_total", "Binds a cgroup fence refused because its maps were not filled.", 5, 5 },
                 { "portfence_lost_events_total", "Events a cgroup fence dropped: its ring buffer was full.", 6, 6 },
+                { "portfence_moves_refused_total",
+                  "Binds a cgroup fence refused because the registry of moves had no room for them.", 7, 7 },
         };
 
         for (size_t m = 0; m < PF_COUNT(families); m++) {

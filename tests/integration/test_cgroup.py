@@ -575,6 +575,34 @@ class Lifecycle(CgroupTest):
         self.assertEqual(got, ["bind 0 0", "sockname 0 0 127.0.0.1 7705"])
 
 
+    def test_a_socket_is_decided_by_the_fences_of_the_cgroup_it_was_made_in(self):
+        """The programs that run for a socket are those of the cgroup it was
+        made in, whoever binds it (a socket passed over SCM_RIGHTS, a process
+        that moved): the innermost fence of that cgroup decides, and no
+        other fence steps aside for one whose programs do not run."""
+        parent = write_policy('version = 1;\nephemeral = "30000-30009";\nrefuse_errno = "EACCES";\n'
+                              'rules = ( { ports = "30005"; action = "refuse"; } );\n')
+        child_policy = write_policy('version = 1;\nephemeral = "30000-30009";\n'
+                                    'rules = ( { ports = "30005"; action = "allow"; } );\n')
+        for path in (parent, child_policy):
+            self.addCleanup(os.unlink, path)
+        child = Cgroup(self.cgroup)
+        self.addCleanup(child.cleanup)
+        self.attach(parent)
+        self.assertEqual(child.attach(child_policy).returncode, 0)
+        code = ("import errno, os, socket, sys\n"
+                "s = socket.socket()\n"
+                "open(os.path.join(sys.argv[1], 'cgroup.procs'), 'w').write(str(os.getpid()))\n"
+                "try:\n"
+                "    s.bind(('127.0.0.1', 30005)); print('bound')\n"
+                "except OSError as e:\n"
+                "    print(errno.errorcode[e.errno])\n")
+        made_above = self.cgroup.run(sys.executable, "-c", code, child.path)
+        self.assertEqual(made_above.stdout, "EACCES\n", made_above.stderr)     # the parent's fence
+        made_below = child.run(sys.executable, "-c", code, self.cgroup.path)
+        self.assertEqual(made_below.stdout, "bound\n", made_below.stderr)      # the child's fence
+
+
 class CgroupNamespace(CgroupTest):
     """Fences made from inside a cgroup namespace (as podman, Docker and LXC
     run containers) hold while other fences exist on the host: the programs
@@ -756,7 +784,7 @@ class Metrics(CgroupTest):
         before = self.counters(portfence("cgroup", "status", "--prometheus").stdout)
         self.assertEqual(before, {"allow": 0, "log": 0, "refuse": 0, "remap": 0,
                                   "portfence_redirects_total": 0, "portfence_errors_total": 0,
-                                  "portfence_lost_events_total": 0})
+                                  "portfence_lost_events_total": 0, "portfence_moves_refused_total": 0})
         self.cgroup.probe("tcp4", "bind", "127.0.0.1", "25030")                 # refused
         self.cgroup.probe("udp4", "bind", "127.0.0.1", "25031")                 # refused
         self.cgroup.probe("tcp4", "bind", "127.0.0.1", "20040", "sockname")     # remapped
