@@ -412,31 +412,64 @@ static void diag_forget(void)
         diag.busy = 0;
 }
 
+/* The kernel's lookups in one exchange (never a dump: that walks every
+ * bucket of the listening hash): does something receive at addr:port (bit
+ * 0), and at addr:also (bit 1, when also is not 0)? The wildcard address
+ * asks for loopback, where a connect to it goes and every server on all
+ * addresses receives. A negative errno if the kernel cannot be asked. */
+static int sockets_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint16_t also,
+                      uint64_t inodes[2])
+{
+        struct pf_addr at = *addr;
+        bool own;
+        int found, fd;
+
+        if (at.family == PF_IPV4 && at.v4.s_addr == htonl(INADDR_ANY))
+                at.v4.s_addr = htonl(INADDR_LOOPBACK);
+        else if (at.family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&at.v6))
+                at.v6 = in6addr_loopback;
+        inodes[1] = 0;
+        fd = diag_take(&own);
+        found = fd < 0 ? fd : pf_host_sockets_at(fd, proto, &at, (uint16_t[]){ port, also }, also ? 2 : 1, inodes);
+        diag_give(fd, own);
+        return found;
+}
+
 bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
                        uint16_t real)
 {
-        bool own;
-        struct pf_addr to = *addr;
         uint64_t inodes[2];
-        int saved = errno, found, fd;
+        int saved = errno, found;
 
         if (!table || !test_bit(table->moved_from[proto], requested) || !test_bit(table->moved_to, real))
                 return false;
-        /* A connect to the wildcard address goes to loopback. */
-        if (to.family == PF_IPV4 && to.v4.s_addr == htonl(INADDR_ANY))
-                to.v4.s_addr = htonl(INADDR_LOOPBACK);
-        else if (to.family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&to.v6))
-                to.v6 = in6addr_loopback;
-        /* Two lookups by the kernel in one exchange (never a dump: that
-         * walks every bucket of the listening hash): does something receive
-         * at the port asked for (bit 0), and does the socket moved from it
-         * still receive at its target (bit 1)? If the kernel cannot be
-         * asked, the table is trusted. */
-        fd = diag_take(&own);
-        found = fd < 0 ? fd : pf_host_sockets_at(fd, proto, &to, (uint16_t[]){ requested, real }, 2, inodes);
-        diag_give(fd, own);
+        found = sockets_at(proto, addr, requested, real, inodes);
         errno = saved;
         if (found < 0)
-                return true;
+                return true;    /* the kernel cannot be asked: the table is trusted */
         return found == 2 && inodes[1] && find_way(inodes[1], real) == requested;
+}
+
+enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_addr *addr, uint16_t port,
+                                           uint16_t *held)
+{
+        uint64_t inodes[2];
+        uint16_t target;
+        int saved = errno, found;
+
+        *held = 0;
+        if (!table)
+                return SHIM_BIND_FREE;
+        target = test_bit(table->moved_from[proto], port) ? shim_moves_target(proto, port) : 0;
+        found = sockets_at(proto, addr, port, target, inodes);
+        errno = saved;
+        if (found < 0)
+                return SHIM_BIND_FREE;  /* the kernel cannot be asked: the policy decides alone */
+        if (found & 1)
+                return SHIM_BIND_SERVER;
+        if ((found & 2) && inodes[1] && find_way(inodes[1], target) == port) {
+                *held = target;
+                return SHIM_BIND_HELD;
+        }
+        return SHIM_BIND_FREE;
 }

@@ -544,6 +544,33 @@ static const struct sockaddr *unspec_as_inet(int fd, const struct sockaddr *addr
         return (const struct sockaddr *)as_inet;
 }
 
+/* The decision, with what the namespace holds now: a port a server under
+ * this policy was moved from, and that it still holds, goes where it went
+ * (whatever a rule with conditions says of this caller: but a refusal), so
+ * the kernel answers there as it would have at the port (EADDRINUSE, or a
+ * SO_REUSEPORT group joined); a port a server holds is not the collision a
+ * remap prevents, and goes to the kernel as asked. Only a bind the policy
+ * moves, or of a port a move came from, asks the kernel (sock_diag). */
+static void meet_the_namespace(const struct request *req, struct pf_verdict *v)
+{
+        uint16_t held;
+
+        if (v->action == PF_REFUSE || (v->action != PF_REMAP && !shim_moves_any_from(req->port)))
+                return;
+        switch (shim_moves_bind_place(req->query.proto, &req->query.addr, req->port, &held)) {
+        case SHIM_BIND_HELD:
+                v->action = PF_REMAP;
+                v->target = held;
+                break;
+        case SHIM_BIND_SERVER:
+                if (v->action == PF_REMAP)
+                        v->action = PF_ALLOW;
+                break;
+        case SHIM_BIND_FREE:
+                break;
+        }
+}
+
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
         const struct pf_policy *p;
@@ -566,7 +593,10 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
         with_caller_program(&req);
         if (!decide_request(p, fd, &req, &v))
                 return libc_bind(fd, addr, len);
+        meet_the_namespace(&req, &v);
         switch (v.action) {
+        case PF_ALLOW:
+                return libc_bind(fd, addr, len);
         case PF_REFUSE:
                 if (!socket_family_is(fd, req.family) || bound_already(fd))
                         return libc_bind(fd, addr, len);        /* the kernel's own error */

@@ -81,3 +81,12 @@ uint16_t shim_moves_redirected(int fd, uint16_t requested, uint64_t *inode);
  * was moved from. */
 bool shim_moves_follow(enum pf_proto proto, const struct pf_addr *addr, uint16_t requested,
                        uint16_t real);
+/* What a bind of addr:port meets in this network namespace, as far as the
+ * kernel (one sock_diag exchange) and the table know. */
+enum shim_bind_place {
+        SHIM_BIND_FREE,         /* free, or held by clients only: a move may take the server away */
+        SHIM_BIND_SERVER,       /* a server receives there: the kernel answers the bind as asked */
+        SHIM_BIND_HELD,         /* a server under this policy was moved from it and still holds its target */
+};
+enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_addr *addr, uint16_t port,
+                                           uint16_t *held);

@@ -58,6 +58,41 @@ c.sendto(b"ping", ("127.0.0.1", int(sys.argv[1])))
 data, peer = c.recvfrom(16); print("reply", data.decode(), "from", peer[1])
 """
 
+BIND_ONE = """
+import errno, socket, sys
+kind = socket.SOCK_DGRAM if sys.argv[2] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, kind)
+if "reuseport" in sys.argv[3:]:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    print("bound", s.getsockname()[1])
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+REUSEPORT_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+print("ready", s.getsockname()[1], flush=True)
+sys.stdin.readline()
+"""
+# Go's TestTCPListener and TestUDPListener, CPython's
+# test_create_server_addr_in_use: listen on port 0, then again on the port
+# the kernel gave, and expect an error.
+LISTEN_AGAIN = """
+import errno, socket
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    first = socket.socket(socket.AF_INET, kind); first.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        first.listen()
+    again = socket.socket(socket.AF_INET, kind)
+    try:
+        again.bind(first.getsockname()); print("bound")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"""
+
 
 def free_guarded_port(offset):
     """A port of this host's ephemeral range (guarded by the shipped policy)
@@ -274,6 +309,64 @@ class Collateral:
         out = self.run_probe(SHIPPED, "tcp4", "bind", "127.0.0.1", str(moved), "bind", "127.0.0.1",
                              str(other), "sockname")
         self.assertEqual(out[2:], ["bind -1 EINVAL", f"sockname 0 0 127.0.0.1 {moved}"])
+
+    def test_a_moved_servers_port_is_in_use(self):
+        """A moved server holds the port it asked for: a second bind of it
+        gets what it would have without the move."""
+        port = self.free_port(5100)
+        server = self.start_py(TCP_SERVER, str(port))
+        for proto in ("tcp", "udp"):
+            with self.subTest(proto=proto):
+                r = self.run_py(BIND_ONE, str(port), proto)
+                self.assertEqual(r.stdout, "EADDRINUSE\n" if proto == "tcp" else f"bound {port}\n", r.stderr)
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        self.assertIn(f"got hi on {port}", server.finish("")[0])
+
+    def test_reuseport_servers_share_the_move(self):
+        port = self.free_port(5200)
+        server = self.start_py(REUSEPORT_SERVER, str(port))
+        r = self.run_py(BIND_ONE, str(port), "tcp", "reuseport")
+        self.assertEqual(r.stdout, f"bound {port}\n", r.stderr)
+        server.finish("\n")
+
+    def test_listening_again_on_a_port_a_server_holds(self):
+        r = self.run_py(LISTEN_AGAIN)
+        self.assertEqual(r.stdout, "EADDRINUSE\nEADDRINUSE\n", r.stderr)
+
+    def test_a_port_held_by_a_client_is_still_moved(self):
+        """A client socket sits on the port (the collision itself): the
+        server is moved, and the client's connection goes on."""
+        port = self.free_port(5300)
+        with socket.socket() as listener, socket.socket() as client:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            client.bind(("127.0.0.1", port))
+            client.connect(listener.getsockname())
+            conn, _ = listener.accept()
+            with conn:
+                server = self.start_py(TCP_SERVER, str(port))
+                self.assertEqual(server.lines[-1], f"ready {port}")
+                self.assertTrue(port_listening(target_of(port)))
+                client.sendall(b"on")
+                self.assertEqual(conn.recv(2), b"on")
+                server.stop()
+
+    def test_a_rule_for_another_program_does_not_take_a_moved_port(self):
+        """A policy whose rules send one port two places (a condition on the
+        program): the first server moved holds the port, and another
+        program's bind of it gets what the port would give."""
+        port = self.free_port(5400)
+        policy = write_policy(CONDITIONAL_MOVE % port)
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
+        self.assertTrue(port_listening(7177))
+        out = self.run_probe(policy, "tcp4", "bind", "127.0.0.1", str(port))
+        self.assertEqual(out[1:], ["bind -1 EADDRINUSE"])
+        client = self.run_py(TCP_CLIENT, str(port), policy=policy)
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        self.assertIn(f"got hi on {port}", server.finish("")[0])
 
 
 REMOTE_CONNECT = """
@@ -594,8 +687,8 @@ class CgroupCollateral(Collateral, PolicyTest):
         return counter() - before
 
     def run_probe(self, policy, *words):
-        cgroup = self.cgroup if policy == SHIPPED else self.refuse_cgroup
-        return cgroup.probe(*words)
+        cgroup = {SHIPPED: self.cgroup, self.refuse_policy: self.refuse_cgroup}.get(policy)
+        return (cgroup or self.other_cgroups.get(policy) or self.cgroup_for(policy)).probe(*words)
 
     def peer_entry(self, cookie):
         """The socket's slot of the host's peers[] (its cookie picks it), as
@@ -660,6 +753,59 @@ class CgroupCollateral(Collateral, PolicyTest):
         for c in clients:
             c.finish("")
         server.stop()
+
+    def test_a_tenant_of_another_fence_cannot_take_a_moved_port(self):
+        """Two fences in one network namespace, whose policies move one port
+        to places of their own: the first server moved holds the port. The
+        other fence's bind of it gets EADDRINUSE, as without portfence; the
+        server keeps its clients; once it is gone, the port is free."""
+        port = self.free_port(5500)
+        other = write_policy(f'version = 1;\nephemeral = "host";\n'
+                             f'rules = ( {{ ports = "{port}"; action = "remap"; to = 7188; }} );\n')
+        self.addCleanup(os.unlink, other)
+        server = self.start_py(TCP_SERVER, str(port))
+        self.assertEqual(self.run_probe(other, "tcp4", "bind", "127.0.0.1", str(port))[1:], ["bind -1 EADDRINUSE"])
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        self.assertIn(f"got hi on {port}", server.finish("")[0])
+        self.assertEqual(self.run_probe(other, "tcp4", "bind", "127.0.0.1", str(port))[1:], ["bind 0 0"])
+
+    def test_one_fence_cannot_fill_the_registry(self):
+        """A process holding more moved sockets than a fence's share of the
+        registry: the rest are refused with the policy's errno and counted,
+        never moved where no client could follow; another fence still moves
+        its servers, and the share comes back when the sockets close."""
+        share, extra = 1024, 20
+        first = self.free_port(6000)
+        policy = write_policy(f'version = 1;\nephemeral = "host";\nrefuse_errno = "EACCES";\n'
+                              f'rules = ( {{ ports = "{first}-{first + share + extra - 1}"; action = "remap"; '
+                              f'to = 10000; }} );\n')
+        self.addCleanup(os.unlink, policy)
+        hold = self.start_py(textwrap.dedent("""
+            import collections, errno, resource, socket, sys
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+            held, seen = [], collections.Counter()
+            for port in range(int(sys.argv[1]), int(sys.argv[1]) + int(sys.argv[2])):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    s.bind(("127.0.0.1", port)); held.append(s); seen["moved"] += 1
+                except OSError as e:
+                    seen[errno.errorcode[e.errno]] += 1; s.close()
+            print("ready", sorted(seen.items()), flush=True)
+            sys.stdin.readline()
+        """), str(first), str(share + extra), policy=policy)
+        self.assertEqual(hold.lines[-1], f"ready [('EACCES', {extra}), ('moved', {share})]")
+        status = json.loads(portfence("cgroup", "status", "--json", self.other_cgroups[policy].path).stdout)
+        self.assertEqual(status[0]["moves_refused"], extra)
+        port = self.free_port(6100 + share + extra)
+        server = self.start_py(TCP_SERVER, str(port))           # the shipped policy's fence
+        client = self.run_py(TCP_CLIENT, str(port))
+        self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
+        server.finish("")
+        hold.finish("\n")
+        again = self.run_py(BIND_ONE, str(first), "udp", policy=policy)
+        self.assertEqual(again.stdout, f"bound {first}\n", again.stderr)
 
     def test_status_lists_every_fence_while_others_come_and_go(self):
         churn = Cgroup()
