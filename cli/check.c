@@ -92,6 +92,23 @@ static void note_pool_sharing(const struct pf_policy *policy)
                 share.target, pf_proto_name(share.proto));
 }
 
+/* A remap moves a server where only the clients portfence runs or fences
+ * follow it: said wherever the policy moves any. */
+static void note_unfollowed_clients(const struct pf_policy *policy)
+{
+        struct pf_pool_share share;
+        bool moves = pf_policy_pool_share(policy, &share) == 0 && share.sources > 0;
+
+        for (unsigned rule = 1; !moves && rule <= pf_policy_rule_count(policy); rule++)
+                moves = pf_policy_rule_action(policy, rule) == PF_REMAP;
+        if (moves)
+                pf_note("check", "a moved server is reached at the port it asked for only by clients portfence "
+                        "runs or fences: clients on other hosts, in other network namespaces (published "
+                        "container ports, Services) and local programs started without portfence connect "
+                        "to that port and are refused. Where a server must be reached from elsewhere, "
+                        "reserve its port ('portfence export sysctl') or refuse it instead");
+}
+
 /* Where the shim will log, if it can: a destination it cannot open sends
  * the lines to stderr instead, which is better known now. */
 static void warn_log_destination(const struct pf_policy *policy)
@@ -282,6 +299,7 @@ int pf_cmd_check(int argc, char **argv)
                         print_summary(policy);
                 pf_cli_comm_notes("check", policy);
                 note_pool_sharing(policy);
+                note_unfollowed_clients(policy);
                 warn_log_destination(policy);
                 print_verdicts(policy, &query, ports, argc - optind, json);
         }

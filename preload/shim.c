@@ -571,6 +571,26 @@ static void meet_the_namespace(const struct request *req, struct pf_verdict *v)
         }
 }
 
+static bool is_loopback(const struct pf_addr *addr)
+{
+        return addr->family == PF_IPV4 ? ntohl(addr->v4.s_addr) >> 24 == 127 : IN6_IS_ADDR_LOOPBACK(&addr->v6);
+}
+
+/* A server moved on an address others can reach: once per process, what
+ * the shim cannot do for them. */
+static void say_unfollowed_clients(void)
+{
+        static int said;
+
+        if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) || !shim_log_enabled(PF_LEVEL_WARN))
+                return;
+        shim_log_text(PF_LEVEL_WARN, "a server moved on an address other hosts can reach: only clients "
+                      "portfence runs or fences follow it; clients on other hosts, in other network "
+                      "namespaces (published container ports) and local programs started without "
+                      "portfence connect to the port it asked for and are refused. Reserve that port "
+                      "instead ('portfence export sysctl') or refuse it");
+}
+
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
         const struct pf_policy *p;
@@ -608,6 +628,8 @@ static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
                 if (r == 0)
                         shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req.query.proto, req.port, v.target);
                 log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
+                if (r == 0 && !is_loopback(&req.query.addr))
+                        say_unfollowed_clients();
                 break;
         default:        /* PF_LOG */
                 r = libc_bind(fd, addr, len);

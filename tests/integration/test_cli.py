@@ -199,6 +199,15 @@ class Check(unittest.TestCase):
         r = run("check", "-c", self.policy, "--json")
         self.assertEqual(json.loads(r.stdout), [])
 
+    def test_a_policy_that_moves_servers_says_who_cannot_follow(self):
+        r = run("check", "-c", self.policy)     # rule 2 remaps
+        self.assertIn("only by clients portfence runs or fences", r.stderr)
+        refuse = write_policy('version = 1;\nephemeral = "40000-40009";\ndefault_action = "refuse";\n')
+        self.addCleanup(os.unlink, refuse)
+        r = run("check", "-c", refuse)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("only by clients portfence runs or fences", r.stderr)
+
     def test_kernel_glob_notes(self):
         policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { program = "*sql*"; action = "allow"; },'))
         try:

@@ -71,6 +71,15 @@ class Remap(ShimTest):
                 self.assertFalse(port_listening(real - 7200 + 20000))
                 p.finish()
 
+    def test_a_server_moved_beyond_loopback_hears_who_cannot_follow(self):
+        """Once per process, where the address is one others can reach."""
+        warning = "only clients portfence runs or fences follow it"
+        for addr, said in (("127.0.0.1", 0), ("0.0.0.0", 1)):
+            with self.subTest(addr=addr):
+                r = fenced(self.policy, BUILD["probe"], "tcp4", "bind", addr, "20010",
+                           "tcp4", "bind", addr, "20011")
+                self.assertEqual(r.stderr.count(warning), said, r.stderr)
+
     def test_remap_udp_into_pool(self):
         p = self.fenced_probe("udp4", "bind", "127.0.0.1", "22003", "sockname", "ready", "wait")
         self.assertEqual(p.lines[2], "sockname 0 0 127.0.0.1 22003")
