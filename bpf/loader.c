@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -28,11 +29,11 @@
 static const char *const hook_names[] = {
         "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
         "getsockname4", "getsockname6", "getpeername4", "getpeername6", "recvmsg4", "recvmsg6",
-        "post_bind4", "post_bind6", "sock_release", "setsockopt",
+        "post_bind4", "post_bind6", "sock_release", "setsockopt", "sock_ops", "steer_lookup",
 };
 static const char *const map_names[] = {
         "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
-        "host", "peers", "decided",
+        "host", "peers", "decided", "steer", "steer_netns",
 };
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const old_map_names[] = { "verdicts" };
@@ -348,6 +349,7 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
                 .magic = PF_BPF_MAGIC,
                 .refuse_errno = pf_policy_refuse_errno(p),
                 .redirect_connect = pf_policy_redirect_connect(p),
+                .steer = pf_policy_steer(p),
                 .getsockname_requested = pf_policy_getsockname(p) == PF_GETSOCKNAME_REQUESTED,
                 .policy_hash = pf_policy_hash(p),
         };
@@ -583,6 +585,53 @@ static void unpin_all(const char *dir)
         rmdir(dir);
 }
 
+/* The cookie of the network namespace this thread is in, 0 if the kernel
+ * cannot tell (before Linux 5.14): then the fence steers nothing. */
+static uint64_t netns_cookie(void)
+{
+        uint64_t cookie = 0;
+        socklen_t len = sizeof(cookie);
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+        if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
+                cookie = 0;
+        if (fd >= 0)
+                close(fd);
+        return cookie;
+}
+
+/* Steering is for the network namespace the attach runs in: its cookie,
+ * written before the programs are linked. */
+static int set_steering(struct portfence_bpf *skel, char *why)
+{
+        uint32_t zero = 0;
+        uint64_t cookie = netns_cookie();
+
+        if (bpf_map_update_elem(bpf_map__fd(skel->maps.steer_netns), &zero, &cookie, BPF_ANY) < 0)
+                return pf_bpf_fail(-errno, why, "cannot write the steering namespace: %s", strerror(errno));
+        return 0;
+}
+
+/* Every program to its hook: the cgroup's, and the sk_lookup program to
+ * the network namespace the attach runs in. */
+static struct bpf_link *attach_program(struct bpf_program *prog, int cgroup_fd)
+{
+        struct bpf_link *link;
+        int netns;
+
+        if (bpf_program__type(prog) != BPF_PROG_TYPE_SK_LOOKUP)
+                return bpf_program__attach_cgroup(prog, cgroup_fd);
+        netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (netns < 0)
+                return NULL;
+        link = bpf_program__attach_netns(prog, netns);
+        close(netns);
+        return link;
+}
+
 static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char *dir, char *why)
 {
         struct bpf_program *prog;
@@ -591,7 +640,7 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
 
         bpf_object__for_each_program(prog, skel->obj) {
                 const char *name = bpf_program__name(prog) + 3;        /* "pf_bind4" */
-                struct bpf_link *link = bpf_program__attach_cgroup(prog, cgroup_fd);
+                struct bpf_link *link = attach_program(prog, cgroup_fd);
                 int r;
 
                 if (!link)
@@ -682,6 +731,8 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                         bpf_map__fd(skel->maps.settings), 0, why);
         if (r == 0)
                 r = set_live(bpf_map__fd(skel->maps.live), PF_BPF_LIVE_INERT, why);
+        if (r == 0)
+                r = set_steering(skel, why);
         if (r < 0)
                 goto out;
         cgroup_fd = open(cgroup->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

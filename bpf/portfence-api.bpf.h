@@ -123,6 +123,8 @@ struct pf_bpf_settings {
         __u8 getsockname_requested;
         __u8 local4_count;
         __u8 local6_count;
+        __u8 steer;             /* policy key steer: the sk_lookup program steers */
+        __u8 pad[3];
         __u32 span_count;       /* in spans[generation] */
         __u32 local4[PF_BPF_LOCALS];            /* network order */
         __u32 local6[PF_BPF_LOCALS][4];
@@ -161,6 +163,16 @@ struct pf_bpf_moved_back {
         __u16 requested;
         __u16 pad[3];
 };
+
+/* Steering: the network namespace a fence was attached from holds its
+ * sk_lookup program, which gives every new TCP connection to a port one of
+ * the fence's servers was moved from to that server's listener, from other
+ * hosts, other namespaces and unfenced processes alike. steer[] (the
+ * fence's own, a SOCKHASH by moved key) holds each moved listener from the
+ * moment it listens (sock_ops) until it closes (the kernel drops it from the
+ * map); steer_netns[0] is the cookie of the namespace the program is
+ * attached to (0: no steering), so it never reaches a socket of another. */
+#define PF_BPF_STEER_MAX PF_BPF_MOVES_PER_FENCE
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
  * the innermost fence of a socket's cgroup decides its calls: its program,

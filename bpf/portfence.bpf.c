@@ -103,6 +103,20 @@ struct {
 } moved_back SEC(".maps");
 
 struct {
+        __uint(type, BPF_MAP_TYPE_SOCKHASH);
+        __uint(max_entries, PF_BPF_STEER_MAX);
+        __type(key, struct pf_bpf_moved_key);
+        __type(value, __u64);
+} steer SEC(".maps");
+
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 1);
+        __type(key, __u32);
+        __type(value, __u64);
+} steer_netns SEC(".maps");
+
+struct {
         __uint(type, BPF_MAP_TYPE_HASH);
         __uint(map_flags, BPF_F_NO_PREALLOC);
         __uint(max_entries, PF_BPF_FENCED_MAX);
@@ -883,6 +897,75 @@ int pf_sock_release(struct bpf_sock *ctx)
         }
         sk->registered = 0;
         return ALLOW_CALL;
+}
+
+/* ---- steering: a moved listener reached at the port it asked for ---------- */
+
+/* A moved TCP socket starts listening: its fence's sk_lookup program finds
+ * it from now on, until it closes. */
+SEC("sockops")
+int pf_sock_ops(struct bpf_sock_ops *skops)
+{
+        struct pf_bpf_settings *s;
+        struct pf_bpf_sock *sk;
+        struct bpf_sock *socket;
+        __u32 generation;
+
+        if (skops->op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+                return 1;
+        socket = skops->sk;
+        if (!socket)
+                return 1;
+        sk = bpf_sk_storage_get(&socks, socket, 0, 0);
+        if (!sk || !sk->registered || sk->proto != PF_BPF_TCP)
+                return 1;
+        s = get_settings(&generation);
+        if (s && s->fence_id == sk->mover)
+                bpf_sock_hash_update(skops, &steer, &sk->key, BPF_ANY);
+        return 1;
+}
+
+/* Would the listener take a connection to the lookup's local address? Its
+ * own address, or the wildcard (IPv6's for IPv4 too, unless v6only: the
+ * kernel refuses that assignment itself). */
+static __always_inline bool takes_destination(const struct bpf_sock *sk, const struct bpf_sk_lookup *ctx)
+{
+        if (sk->family == AF_INET)
+                return sk->src_ip4 == 0 || sk->src_ip4 == ctx->local_ip4;
+        if (!(sk->src_ip6[0] | sk->src_ip6[1] | sk->src_ip6[2] | sk->src_ip6[3]))
+                return true;
+        if (ctx->family == AF_INET)
+                return sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0xffff) &&
+                       sk->src_ip6[3] == ctx->local_ip4;
+        return sk->src_ip6[0] == ctx->local_ip6[0] && sk->src_ip6[1] == ctx->local_ip6[1] &&
+               sk->src_ip6[2] == ctx->local_ip6[2] && sk->src_ip6[3] == ctx->local_ip6[3];
+}
+
+/* A new connection to a port a server of this fence was moved from, in
+ * the namespace the fence steers: to that server. Established flows never
+ * come here (the kernel matches them first), so clients holding the port
+ * keep theirs. */
+SEC("sk_lookup")
+int pf_steer_lookup(struct bpf_sk_lookup *ctx)
+{
+        __u32 zero = 0, generation;
+        __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
+        struct pf_bpf_moved_key key = { .proto = PF_BPF_TCP };
+        struct bpf_sock *sk;
+
+        struct pf_bpf_settings *s = get_settings(&generation);
+
+        if (ctx->protocol != IPPROTO_TCP || !netns || !*netns || !s || !s->steer)
+                return SK_PASS;
+        key.netns = *netns;
+        key.port = (__u16)ctx->local_port;
+        sk = bpf_map_lookup_elem(&steer, &key);
+        if (!sk)
+                return SK_PASS;
+        if (takes_destination(sk, ctx))
+                bpf_sk_assign(ctx, sk, 0);
+        bpf_sk_release(sk);
+        return SK_PASS;
 }
 
 /* ---- connect, sendmsg: follow remaps to local servers --------------------- */

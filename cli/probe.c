@@ -100,7 +100,8 @@ static uint16_t where_bound(int fd, const struct pf_query *q, uint16_t target)
                 return 0;
         found = pf_host_sockets_at(diag, PF_TCP, &q->addr, ports, target ? 2 : 1, inodes);
         close(diag);
-        for (int i = 0; i < 2 && found > 0; i++)
+        /* The target first: a steered socket is found at the port asked for too. */
+        for (int i = 1; i >= 0 && found > 0; i--)
                 if ((found & (1 << i)) && inodes[i] == st.st_ino)
                         return ports[i];
         return 0;

@@ -231,6 +231,7 @@ enum pf_action pf_policy_rule_action(const struct pf_policy *p, unsigned rule)
         return rule >= 1 && rule <= p->rule_count ? pf_rules_of(p)[rule - 1].action : PF_ALLOW;
 }
 bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
+bool pf_policy_steer(const struct pf_policy *p) { return p->steer; }
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *p) { return p->getsockname; }
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *p) { return p->unbound_listen; }
 enum pf_on_error pf_policy_on_error(const struct pf_policy *p) { return p->on_error; }

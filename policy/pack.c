@@ -13,6 +13,7 @@ void pf_policy_head_defaults(struct pf_policy *head)
         head->default_action = PF_REFUSE;
         head->refuse_errno = EADDRINUSE;
         head->redirect_connect = true;
+        head->steer = true;
         head->on_error = PF_ON_ERROR_REFUSE;
         head->getsockname = PF_GETSOCKNAME_REQUESTED;
         head->unbound_listen = PF_ALLOW;

@@ -10,7 +10,7 @@
 
 #include "policy.h"
 
-#define PF_POLICY_MAGIC 0x33434650u     /* "PFC3" */
+#define PF_POLICY_MAGIC 0x34434650u     /* "PFC4" */
 
 struct pf_cidr {
         struct pf_addr addr;
@@ -64,6 +64,8 @@ struct pf_policy {
         uint8_t log_to;
         uint8_t log_level;
         uint8_t log_format;
+        uint8_t steer;
+        uint8_t pad[3];
         int32_t refuse_errno;
         uint32_t name;          /* string offsets */
         uint32_t log_path;

@@ -171,6 +171,8 @@ enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned ru
  * would say for every query, in one bit. */
 bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
+/* Does a cgroup fence steer new connections to a moved server's port to it? */
+bool pf_policy_steer(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *policy);
 enum pf_on_error pf_policy_on_error(const struct pf_policy *policy);

@@ -77,8 +77,12 @@ class Enforce(CgroupTest):
                 lines = [p.stdout.readline().strip() for _ in range(6)]
                 self.assertEqual(lines[2:5], ["bind 0 0", "listen 0 0", f"sockname 0 0 {addr} {port}"])
                 self.assertTrue(port_listening(port - 20000 + 7400, "::1" if addr == "::1" else "127.0.0.1"))
-                self.assertFalse(port_listening(port))
+                # Steered: an unfenced client reaches it at the port it asked
+                # for, on the addresses it listens on only.
+                self.assertTrue(port_listening(port, "::1" if addr == "::1" else "127.0.0.1"))
+                self.assertFalse(port_listening(port, "127.0.0.1" if addr == "::1" else "::1"))
                 p.communicate("\n")
+                self.assertFalse(port_listening(port, "::1" if addr == "::1" else "127.0.0.1"))
 
     def test_pool_remap_udp(self):
         self.attach()
@@ -189,8 +193,10 @@ class LocalAddresses(CgroupTest):
             in_cgroup "$PROBE" tcp4 connect 10.250.0.1 20060 | tail -1
             wait
         """
+        no_steer = write_policy(POLICY + "steer = false;\n")     # only redirects follow: what this is about
+        self.addCleanup(os.unlink, no_steer)
         r = subprocess.run(["unshare", "-n", "sh", "-euc", script], capture_output=True, text=True, timeout=30,
-                           env=base_env({"PF": BUILD["portfence"], "POLICY": self.policy, "PROBE": BUILD["probe"]}))
+                           env=base_env({"PF": BUILD["portfence"], "POLICY": no_steer, "PROBE": BUILD["probe"]}))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.splitlines(), ["connect -1 ECONNREFUSED", "connect 0 0"])
 

@@ -239,14 +239,17 @@ class Collateral:
 
     def test_a_socket_at_the_port_wins(self):
         """A server was moved away from the port, and now something else
-        listens there (here an unfenced one): a connect reaches it."""
+        listens there (here an unfenced one): a connect reaches it. (With
+        steering, the moved server holds its port: see test_steering.py.)"""
         port = self.free_port(4600)
-        server = self.start_py(TCP_SERVER, str(port))
+        policy = write_policy(NO_STEER)
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
         with socket.socket() as there:
             there.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             there.bind(("127.0.0.1", port))
             there.listen()
-            r = self.run_py(TCP_CLIENT, str(port))
+            r = self.run_py(TCP_CLIENT, str(port), policy=policy)
             there.settimeout(5)
             conn, _ = there.accept()
             with conn:
@@ -272,9 +275,11 @@ class Collateral:
         server: it goes where it was sent (the server listens on every
         address, so only 'is it local' tells them apart)."""
         port = self.free_port(4300)
-        server = self.start_py(TCP_SERVER, str(port), "0.0.0.0")
-        self.assertEqual(self.redirects(REMOTE_CONNECT, str(port)), 0)
-        self.assertEqual(self.redirects(TCP_CLIENT, str(port)), 1)     # the local one is
+        policy = write_policy(NO_STEER)
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), "0.0.0.0", policy=policy)
+        self.assertEqual(self.redirects(REMOTE_CONNECT, str(port), policy=policy), 0)
+        self.assertEqual(self.redirects(TCP_CLIENT, str(port), policy=policy), 1)     # the local one is
         server.stop()
 
     def test_redirect_connect_false_follows_nothing(self):
@@ -375,8 +380,13 @@ c = socket.socket(); c.setblocking(False)
 print("connect", c.connect_ex(("192.0.2.1", int(sys.argv[1]))) != 0)   # TEST-NET-1: never local
 """
 
-NO_REDIRECT = open(SHIPPED).read().replace("redirect_connect = true;", "redirect_connect = false;")
+# Clients follow nothing: no redirect, and no steering by a cgroup fence.
+NO_REDIRECT = open(SHIPPED).read().replace("redirect_connect = true;", "redirect_connect = false;\nsteer = false;")
 assert "redirect_connect = false;" in NO_REDIRECT
+# Only redirected clients follow (a cgroup fence steers nothing): what a
+# redirect does, seen alone.
+NO_STEER = open(SHIPPED).read().replace("redirect_connect = true;", "redirect_connect = true;\nsteer = false;")
+assert "steer = false;" in NO_STEER
 
 
 # A rule with a program condition moves python3's server to a port of its
@@ -411,9 +421,9 @@ class ShimCollateral(Collateral, PolicyTest):
         return self.start([BUILD["portfence"], "run", "-c", policy, "--", PYTHON, "-c", code, *args],
                           ready="ready")
 
-    def redirects(self, code, *args):
+    def redirects(self, code, *args, policy=SHIPPED):
         """Run code: how many connects the shim redirected (it logs each at debug)."""
-        r = fenced(SHIPPED, PYTHON, "-c", code, *args, verbose=True)
+        r = fenced(policy, PYTHON, "-c", code, *args, verbose=True)
         return sum(1 for line in r.stderr.splitlines() if ": connect " in line and ": remap -> " in line)
 
     def test_log_level(self):
@@ -677,13 +687,15 @@ class CgroupCollateral(Collateral, PolicyTest):
         cgroup = self.other_cgroups.get(policy) or self.cgroup_for(policy)
         return self.start([PYTHON, "-c", code, *args], ready="ready", preexec_fn=cgroup.enter)
 
-    def redirects(self, code, *args):
+    def redirects(self, code, *args, policy=SHIPPED):
         """Run code: how many connects the fence redirected (its counter)."""
+        cgroup = self.other_cgroups.get(policy) or self.cgroup_for(policy)
+
         def counter():
-            status = json.loads(portfence("cgroup", "status", "--json", self.cgroup.path).stdout)
+            status = json.loads(portfence("cgroup", "status", "--json", cgroup.path).stdout)
             return status[0]["redirect"]
         before = counter()
-        self.run_py(code, *args)
+        self.run_py(code, *args, policy=policy)
         return counter() - before
 
     def run_probe(self, policy, *words):
@@ -708,7 +720,9 @@ class CgroupCollateral(Collateral, PolicyTest):
         """A redirected connect allocates nothing: its destination is kept in
         the preallocated peers[] by socket cookie, and leaves with the socket."""
         port = self.free_port(3800)
-        server = self.start_py(TCP_SERVER, str(port))
+        policy = write_policy(NO_STEER)         # a steered connect needs no redirect
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
         client = self.start_py(textwrap.dedent(f"""
             import socket, sys
             c = socket.create_connection(("127.0.0.1", {port}), timeout=5)
@@ -718,7 +732,7 @@ class CgroupCollateral(Collateral, PolicyTest):
             c.close()
             print("closed", flush=True)
             sys.stdin.readline()
-        """))
+        """), policy=policy)
         _, cookie, peer = client.lines[-1].split()
         self.assertEqual(int(peer), port)
         self.assertEqual(self.peer_entry(int(cookie)),
@@ -735,6 +749,8 @@ class CgroupCollateral(Collateral, PolicyTest):
         4096 slots: hundreds of them) keep their destination in socket
         storage, and every one reports the port it asked for."""
         port = self.free_port(3900)
+        policy = write_policy(NO_STEER)         # a steered connect needs no redirect
+        self.addCleanup(os.unlink, policy)
         server = self.start_py(textwrap.dedent("""
             import socket, sys
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -742,13 +758,13 @@ class CgroupCollateral(Collateral, PolicyTest):
             print("ready", flush=True)
             while True:
                 a, _ = s.accept(); a.close()
-        """), str(port))
+        """), str(port), policy=policy)
         clients = [self.start_py(textwrap.dedent(f"""
             import socket, sys
             held = [socket.create_connection(("127.0.0.1", {port}), timeout=10) for _ in range(700)]
             print("ready", sum(c.getpeername()[1] != {port} for c in held), flush=True)
             sys.stdin.readline()
-        """)) for _ in range(3)]
+        """), policy=policy) for _ in range(3)]
         self.assertEqual([c.lines[-1] for c in clients], ["ready 0"] * 3)
         for c in clients:
             c.finish("")

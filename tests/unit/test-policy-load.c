@@ -204,6 +204,7 @@ static void test_defaults(void **state)
         assert_string_equal(format(pf_policy_pool(p)), "7000-7999");
         assert_int_equal(pf_policy_refuse_errno(p), EADDRINUSE);
         assert_true(pf_policy_redirect_connect(p));
+        assert_true(pf_policy_steer(p));
         assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_REFUSE);
         assert_int_equal(log->to, PF_LOG_STDERR);
         assert_int_equal(log->level, PF_LEVEL_INFO);
@@ -221,6 +222,7 @@ static void test_all_keys(void **state)
                 "refuse_errno = \"EACCES\";\n"
                 "remap_pool = \"1024-1100\";\n"
                 "redirect_connect = false;\n"
+                "steer = false;\n"
                 "on_error = \"allow\";\n"
                 "log = { to = \"file:/var/log/portfence.log\"; level = \"debug\"; format = \"json\"; };\n"
                 "rules = (\n"
@@ -236,14 +238,15 @@ static void test_all_keys(void **state)
         assert_string_equal(format(pf_policy_guarded(p, PF_UDP)), "49152-65535");
         assert_int_equal(pf_policy_refuse_errno(p), EACCES);
         assert_false(pf_policy_redirect_connect(p));
+        assert_false(pf_policy_steer(p));
         assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_ALLOW);
         assert_int_equal(log->to, PF_LOG_FILE);
         assert_string_equal(log->path, "/var/log/portfence.log");
         assert_int_equal(log->level, PF_LEVEL_DEBUG);
         assert_int_equal(log->format, PF_FORMAT_JSON);
         assert_int_equal(pf_policy_rule_count(p), 2);
-        assert_int_equal(pf_policy_rule_line(p, 1), 10);
-        assert_int_equal(pf_policy_rule_line(p, 2), 11);
+        assert_int_equal(pf_policy_rule_line(p, 1), 11);
+        assert_int_equal(pf_policy_rule_line(p, 2), 12);
         pf_policy_free(p);
 }
 
