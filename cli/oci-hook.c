@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -137,6 +139,32 @@ static int write_record(int dir, const char *id, uint64_t cgroup_id)
         return close(fd);
 }
 
+/* The fence steers in the network namespace its attach runs in: the
+ * container's (its own, or the host's with --network host). Entered by
+ * pidfd where the kernel has one (no path to race), else by /proc. */
+static int enter_network_of(long pid, char *why)
+{
+        char path[64];
+        int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0), r;
+
+        if (fd < 0) {
+                snprintf(path, sizeof(path), "/proc/%ld/ns/net", pid);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        if (fd < 0) {
+                r = -errno;
+                snprintf(why, PF_WHY_SIZE, "cannot open the network namespace of pid %ld: %s", pid,
+                         strerror(-r));
+                return r;
+        }
+        r = setns(fd, CLONE_NEWNET) < 0 ? -errno : 0;
+        if (r < 0)
+                snprintf(why, PF_WHY_SIZE, "cannot enter the network namespace of pid %ld: %s", pid,
+                         strerror(-r));
+        close(fd);
+        return r;
+}
+
 static int hook_create(const struct hook_args *a, const struct pf_oci_state *state)
 {
         struct pf_cgroup cgroup;
@@ -172,6 +200,8 @@ static int hook_create(const struct hook_args *a, const struct pf_oci_state *sta
                 close(dir);
                 return PF_EXIT_FAILURE;
         }
+        if (r == 0)
+                r = enter_network_of(state->pid, why);
         if (r == 0)
                 r = pf_bpf_attach(policy, source, &cgroup, false, why);
         pf_policy_free(policy);

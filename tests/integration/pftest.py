@@ -259,15 +259,20 @@ SKIPPED = 77    # meson's code for a test that could not run here
 CLONE_NEWNET = 0x40000000
 
 
+PRIVATE_NETWORK = False        # the suite runs in a network namespace of its own
+
+
 def _private_network():
     """This suite in a network namespace of its own, loopback up: its fixed
     ports meet no other suite's, so meson runs suites side by side
     (PF_TEST_NETNS=private, given by meson where the tests run as root)."""
+    global PRIVATE_NETWORK
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "unshare(CLONE_NEWNET): " + os.strerror(err))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=TIMEOUT)
+    PRIVATE_NETWORK = True
 
 
 def main(groups=None):

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Moved servers stay reachable: a cgroup fence steers every new TCP
+connection to the port a server asked for to where it was moved, from
+another host (a network namespace joined by a veth pair), through DNAT (as a
+Service's virtual IP is), and from local processes nobody fenced; flows that
+were there first keep going where they went."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pftest  # noqa: E402
+from pftest import (main, BUILD, TIMEOUT, Cgroup, PolicyTest, base_env, cgroup_skip_reason,  # noqa: E402
+                    port_listening, portfence, write_policy)
+
+HOST4, PEER4, HOST6, PEER6 = "10.251.0.1", "10.251.0.2", "fd00:251::1", "fd00:251::2"
+SERVICE = "10.96.0.10"          # a virtual IP, DNAT'ed to the fenced host as a Service's is
+PORT, TARGET = 40000, 7040
+
+POLICY = f"""version = 1;
+ephemeral = "host";
+default_action = "refuse";
+rules = ( {{ ports = "{PORT}-{PORT + 9}"; action = "remap"; to = {TARGET}; }} );
+"""
+
+# A server in the fenced cgroup: it answers N clients and says, for each,
+# the port the accepted socket reports and what the client sent (probes
+# that only look are let go).
+SERVER = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()
+print("ready", flush=True)
+answered = 0
+while answered < int(sys.argv[3]):
+    a, _ = s.accept(); a.settimeout(10)
+    data = a.recv(2)
+    if data:
+        print("got", data.decode(), "on", a.getsockname()[1], flush=True)
+        a.sendall(b"ok"); answered += 1
+    a.close()
+"""
+# A client: the port its connection reports, and the server's answer.
+CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(b"hi"); print("peer", c.getpeername()[1], c.recv(2).decode())
+"""
+
+
+def setup_skip_reason():
+    reason = cgroup_skip_reason()
+    if reason:
+        return reason
+    for program in ("ip", "nsenter", "unshare"):
+        if not shutil.which(program):
+            return f"needs {program}"
+    if not pftest.PRIVATE_NETWORK:
+        return "needs a network namespace of the suite's own (PF_TEST_NETNS=private, as meson runs it as root)"
+    return None
+
+
+class Peer:
+    """Another host: a network namespace joined to this one by a veth pair."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "600"])
+        self.pid = self.holder.pid
+        for _ in range(100):
+            if os.readlink(f"/proc/{self.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.01)
+        self.sh(f"""
+            ip link add pfs0 type veth peer name pfs1 netns {self.pid}
+            sysctl -qw net.ipv6.conf.pfs0.accept_dad=0
+            ip addr add {HOST4}/24 dev pfs0
+            ip -6 addr add {HOST6}/64 dev pfs0 nodad
+            ip link set pfs0 up
+        """)
+        self.sh(f"""
+            ip link set lo up
+            sysctl -qw net.ipv6.conf.pfs1.accept_dad=0
+            ip addr add {PEER4}/24 dev pfs1
+            ip -6 addr add {PEER6}/64 dev pfs1 nodad
+            ip link set pfs1 up
+            ip route add {SERVICE}/32 via {HOST4}
+        """, inside=True)
+
+    def sh(self, script, inside=False):
+        cmd = (["nsenter", "-t", str(self.pid), "-n"] if inside else []) + ["sh", "-euc", textwrap.dedent(script)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+        if r.returncode != 0:
+            raise RuntimeError(f"{script}: {r.stderr}")
+        return r.stdout
+
+    def python(self, code, *args):
+        return subprocess.run(["nsenter", "-t", str(self.pid), "-n", sys.executable, "-c", code, *args],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+
+    def cleanup(self):
+        self.holder.kill()
+        self.holder.wait()
+        subprocess.run(["ip", "link", "del", "pfs0"], capture_output=True)
+
+
+class Steering(PolicyTest):
+    POLICY = POLICY
+
+    def setUp(self):
+        super().setUp()
+        reason = setup_skip_reason()
+        if reason:
+            self.skipTest(reason)
+        self.peer = Peer()
+        self.addCleanup(self.peer.cleanup)
+        self.cgroup = Cgroup()
+        self.addCleanup(self.cgroup.cleanup)
+        r = self.cgroup.attach(self.policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def serve(self, address, port, connections):
+        return self.start([sys.executable, "-c", SERVER, address, str(port), str(connections)],
+                          ready="ready", preexec_fn=self.cgroup.enter)
+
+    def assert_reached(self, client, port):
+        self.assertEqual(client.stdout, f"peer {port} ok\n", client.stderr)
+
+    def test_clients_on_another_host_reach_a_moved_server(self):
+        """TCP over IPv4 and IPv6, to a dual-stack server: the client and the
+        accepted socket both see the port the server asked for."""
+        server = self.serve("::", PORT, 2)
+        self.assertTrue(port_listening(TARGET, "::1"))
+        self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT)), PORT)
+        self.assert_reached(self.peer.python(CLIENT, HOST6, str(PORT)), PORT)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], [f"got hi on {PORT}"] * 2)
+
+    def test_an_unfenced_local_client_and_a_service_ip_reach_it(self):
+        """A virtual IP DNAT'ed to the fenced host's port (nftables, as
+        kube-proxy does), and a local process nobody fenced."""
+        if not shutil.which("nft"):
+            self.skipTest("needs nft")
+        rules = textwrap.dedent(f"""
+            table ip pftest_steering {{
+                chain prerouting {{
+                    type nat hook prerouting priority dstnat;
+                    ip daddr {SERVICE} tcp dport 80 dnat to {HOST4}:{PORT + 1}
+                }}
+            }}""")
+        r = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(subprocess.run, ["nft", "delete", "table", "ip", "pftest_steering"], capture_output=True)
+        server = self.serve("0.0.0.0", PORT + 1, 2)
+        self.assert_reached(self.peer.python(CLIENT, SERVICE, "80"), 80)
+        local = subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 1)],
+                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+        self.assert_reached(local, PORT + 1)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], [f"got hi on {PORT + 1}"] * 2)
+
+    def test_a_loopback_server_is_not_reached_from_another_host(self):
+        server = self.serve("127.0.0.1", PORT + 2, 1)
+        far = self.peer.python(CLIENT, HOST4, str(PORT + 2))
+        self.assertIn("ConnectionRefusedError", far.stderr)
+        self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 2)],
+                                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env()),
+                            PORT + 2)
+        server.finish("")
+
+    def test_a_client_holding_the_port_keeps_its_flow(self):
+        """A client of this host sits on the port, connected to a server on
+        the other host (the collision itself): a fenced server binds the
+        port, is moved and steered, and the client's flow goes on."""
+        far = subprocess.Popen(["nsenter", "-t", str(self.peer.pid), "-n", sys.executable, "-c", textwrap.dedent("""
+            import socket, sys
+            s = socket.socket(); s.bind(("0.0.0.0", 9000)); s.listen(); print("ready", flush=True)
+            a, _ = s.accept(); a.settimeout(10)
+            for _ in range(2):
+                a.sendall(a.recv(5))
+        """)], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(far.kill)
+        self.assertEqual(far.stdout.readline(), "ready\n")
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            client.bind((HOST4, PORT + 3))
+            client.settimeout(10)
+            client.connect((PEER4, 9000))
+            client.sendall(b"first")
+            self.assertEqual(client.recv(5), b"first")
+            server = self.serve("0.0.0.0", PORT + 3, 1)
+            self.assertTrue(port_listening(TARGET + 3))
+            client.sendall(b"again")
+            self.assertEqual(client.recv(5), b"again")
+            self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 3)],
+                                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env()),
+                                PORT + 3)
+            server.finish("")
+
+    def test_steering_ends_with_the_fence(self):
+        server = self.serve("0.0.0.0", PORT + 4, 1)
+        r = portfence("cgroup", "detach", self.cgroup.path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(port_listening(TARGET + 4))
+        far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
+        self.assertIn("ConnectionRefusedError", far.stderr)
+        server.stop()
+
+    def test_steer_false_leaves_other_hosts_refused(self):
+        policy = write_policy(POLICY + "steer = false;\n")
+        self.addCleanup(os.unlink, policy)
+        r = portfence("cgroup", "reload", "-c", policy, self.cgroup.path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        server = self.serve("0.0.0.0", PORT + 5, 1)
+        far = self.peer.python(CLIENT, HOST4, str(PORT + 5))
+        self.assertIn("ConnectionRefusedError", far.stderr)
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
