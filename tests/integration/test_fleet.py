@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pftest import (main, BUILD, PROBE_STATIC, SOURCE, TIMEOUT, Background, Cgro
 BUILD_ROOT = os.path.dirname(os.path.dirname(BUILD["portfence"]))
 CONFIG_BUILD = os.path.join(BUILD_ROOT, "config")
 KUBERNETES = os.path.join(SOURCE, "config", "kubernetes")
+SHIPPED = os.path.join(SOURCE, "config", "portfence.conf")
 
 # A guarded range nobody else uses; one port moved to a fixed target.
 POLICY = """version = 1;
@@ -608,8 +610,9 @@ class Containers(PolicyTest):
         with open(os.path.join(self.hooks, "portfence.json"), "w") as f:
             json.dump(hook, f)
 
-    def podman(self, *args, annotation=None, hooks=True, options=()):
-        cmd = ["podman"] + (["--hooks-dir", self.hooks] if hooks else []) + PODMAN_RUN + list(options) + \
+    def podman(self, *args, annotation=None, hooks=True, options=(), network="none"):
+        run = [network if word == "none" else word for word in PODMAN_RUN]
+        cmd = ["podman"] + (["--hooks-dir", self.hooks] if hooks else []) + run + list(options) + \
               ["--name", self.name, "--cgroup-parent", self.parent]
         if annotation is not None:
             cmd += ["--annotation", f"io.portfence.policy={annotation}"]
@@ -682,6 +685,32 @@ class Containers(PolicyTest):
         self.assertEqual(portfence("cgroup", "status", "--probe", path).returncode, 0)
         self.assertEqual(portfence("cgroup", "detach", path).returncode, 0)
         c.finish()
+
+    def test_a_published_port_reaches_a_moved_server(self):
+        """The shipped policy moves a container's server off a port of its
+        ephemeral range; its published port and its own address still reach
+        it at that port: the hook's fence steers in the container's network
+        namespace."""
+        self.install_hook("portfence-always.json")
+        shutil.copy(SHIPPED, os.path.join(self.policies, "shipped.conf"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            host_port = s.getsockname()[1]
+        c = self.start(self.podman("/bin/probe", "tcp4", "bind", "0.0.0.0", "40000", "listen", "ready",
+                                   "accept", "recv", "sockname", "fd", "3", "accept", "recv", "wait",
+                                   annotation="shipped", network="bridge",
+                                   options=["-i", "-p", f"127.0.0.1:{host_port}:40000"]), ready="ready")
+        address = subprocess.run(["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+        self.assertTrue(address, "no container address")
+        for destination in (("127.0.0.1", host_port), (address, 40000)):
+            with self.subTest(destination=destination):
+                with socket.create_connection(destination, timeout=10) as client:
+                    client.sendall(b"hi")
+        lines, err = c.finish()
+        self.assertEqual(lines[lines.index("ready") + 1:],
+                         ["accept 0 0", "recv 2 0 hi", f"sockname 0 0 {address} 40000",
+                          "accept 0 0", "recv 2 0 hi"], err)
 
     def test_opt_in_hook_leaves_other_containers_alone(self):
         self.install_hook()
