@@ -101,12 +101,20 @@ static void note_unfollowed_clients(const struct pf_policy *policy)
 
         for (unsigned rule = 1; !moves && rule <= pf_policy_rule_count(policy); rule++)
                 moves = pf_policy_rule_action(policy, rule) == PF_REMAP;
-        if (moves)
-                pf_note("check", "a moved server is reached at the port it asked for only by clients portfence "
-                        "runs or fences: clients on other hosts, in other network namespaces (published "
-                        "container ports, Services) and local programs started without portfence connect "
-                        "to that port and are refused. Where a server must be reached from elsewhere, "
-                        "reserve its port ('portfence export sysctl') or refuse it instead");
+        if (moves && pf_policy_steer(policy))
+                pf_note("check", "a cgroup fence steers every new TCP connection to a moved server's port to "
+                        "it, in the network namespace the fence was attached from (other hosts, published "
+                        "container ports, Services, unfenced programs). Otherwise a moved server is reached "
+                        "at the port it asked for only by clients portfence runs or fences: UDP clients "
+                        "elsewhere, and every client the shim does not run of a server the shim moved, "
+                        "connect to that port and are refused. Where that matters, fence the server's "
+                        "cgroup, reserve its port ('portfence export sysctl') or refuse it");
+        else if (moves)
+                pf_note("check", "steer = false: a moved server is reached at the port it asked for only by "
+                        "clients portfence runs or fences: clients on other hosts, in other network "
+                        "namespaces (published container ports, Services) and local programs started "
+                        "without portfence connect to that port and are refused. Where that matters, "
+                        "reserve its port ('portfence export sysctl') or refuse it");
 }
 
 /* Where the shim will log, if it can: a destination it cannot open sends

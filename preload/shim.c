@@ -587,8 +587,9 @@ static void say_unfollowed_clients(void)
         shim_log_text(PF_LEVEL_WARN, "a server moved on an address other hosts can reach: only clients "
                       "portfence runs or fences follow it; clients on other hosts, in other network "
                       "namespaces (published container ports) and local programs started without "
-                      "portfence connect to the port it asked for and are refused. Reserve that port "
-                      "instead ('portfence export sysctl') or refuse it");
+                      "portfence connect to the port it asked for and are refused. Fence its cgroup "
+                      "instead ('portfence cgroup attach' steers TCP clients from anywhere to it), "
+                      "reserve that port ('portfence export sysctl') or refuse it");
 }
 
 static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)

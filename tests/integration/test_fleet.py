@@ -153,6 +153,10 @@ class KubernetesRecipe(unittest.TestCase):
         text = config_map["data"][os.path.basename(policy)]
         r = portfence("check", "-c", "-", input=text)
         self.assertEqual(r.returncode, 0, r.stderr)
+        # and it moves no pod's server: the node's fence steers in the node's
+        # network namespace only, and pods have their own
+        r = portfence("check", "-c", "-", "--json", "40000/tcp", "40000/udp", input=text)
+        self.assertEqual({v["action"] for v in json.loads(r.stdout)}, {"log"}, r.stderr)
 
     def test_containerfile_builds_this_repository(self):
         with open(os.path.join(KUBERNETES, "Containerfile")) as f:
