@@ -536,6 +536,27 @@ static bool fence_complete(const char *dir)
 
 /* ---- attach, reload, detach ---------------------------------------------------- */
 
+/* The fence's moved listeners leave the host's steering map: nothing
+ * steers to them once their fence is gone. */
+static void forget_steering(const char *dir, uint64_t id)
+{
+        struct pf_bpf_steer_key *keys = calloc(PF_BPF_STEER_MAX, sizeof(*keys)), key;
+        int fd = open_fence_map(dir, "steer");
+        size_t found = 0;
+
+        /* The fence's keys first, then deleted: a walk of a hash map that
+         * deletes as it goes may start over. */
+        for (int r = fd < 0 || !keys ? -1 : bpf_map_get_next_key(fd, NULL, &key);
+             r == 0 && found < PF_BPF_STEER_MAX; r = bpf_map_get_next_key(fd, &key, &key))
+                if (key.fence == id)
+                        keys[found++] = key;
+        for (size_t i = 0; i < found; i++)
+                bpf_map_delete_elem(fd, &keys[i]);
+        free(keys);
+        if (fd >= 0)
+                close(fd);
+}
+
 /* The fence of dir (PIN_ROOT/<id> or PIN_ROOT/new-<id>) leaves the host's
  * list of fenced cgroups. */
 static void unregister(const char *dir)
@@ -549,6 +570,7 @@ static void unregister(const char *dir)
         if (strncmp(base, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0)
                 base += strlen(PF_NEW_PREFIX);
         id = strtoull(base, NULL, 10);
+        forget_steering(dir, id);
         snprintf(path, sizeof(path), "%s/fenced", dir);
         fd = bpf_obj_get(path);
         if (fd >= 0) {
@@ -715,6 +737,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         share_host_map(skel->maps.host, "host");
         share_host_map(skel->maps.peers, "peers");
         share_host_map(skel->maps.decided, "decided");
+        share_host_map(skel->maps.steer, "steer");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "

@@ -167,12 +167,21 @@ struct pf_bpf_moved_back {
 /* Steering: the network namespace a fence was attached from holds its
  * sk_lookup program, which gives every new TCP connection to a port one of
  * the fence's servers was moved from to that server's listener, from other
- * hosts, other namespaces and unfenced processes alike. steer[] (the
- * fence's own, a SOCKHASH by moved key) holds each moved listener from the
- * moment it listens (sock_ops) until it closes (the kernel drops it from the
- * map); steer_netns[0] is the cookie of the namespace the program is
- * attached to (0: no steering), so it never reaches a socket of another. */
-#define PF_BPF_STEER_MAX PF_BPF_MOVES_PER_FENCE
+ * hosts, other namespaces and unfenced processes alike. steer[] (one
+ * SOCKHASH for the host, by fence, namespace and port asked for) holds each
+ * moved listener from the moment it listens (sock_ops) until it closes (the
+ * kernel drops it from the map) or its fence is detached (the loader drops
+ * the fence's keys); steer_netns[0] is the cookie of the namespace the
+ * fence's program is attached to (0: no steering), so it never reaches a
+ * socket of another. */
+#define PF_BPF_STEER_MAX 4096
+struct pf_bpf_steer_key {
+        __u64 netns;
+        __u64 fence;            /* the id of the fence that moved the listener */
+        __u16 port;             /* the port it asked for */
+        __u8 proto;             /* PF_BPF_TCP */
+        __u8 pad[5];
+};
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
  * the innermost fence of a socket's cgroup decides its calls: its program,

@@ -105,7 +105,7 @@ struct {
 struct {
         __uint(type, BPF_MAP_TYPE_SOCKHASH);
         __uint(max_entries, PF_BPF_STEER_MAX);
-        __type(key, struct pf_bpf_moved_key);
+        __type(key, struct pf_bpf_steer_key);
         __type(value, __u64);
 } steer SEC(".maps");
 
@@ -920,8 +920,13 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
         if (!sk || !sk->registered || sk->proto != PF_BPF_TCP)
                 return 1;
         s = get_settings(&generation);
-        if (s && s->fence_id == sk->mover)
-                bpf_sock_hash_update(skops, &steer, &sk->key, BPF_ANY);
+        if (s && s->fence_id == sk->mover) {
+                struct pf_bpf_steer_key key = {
+                        .netns = sk->key.netns, .fence = s->fence_id, .port = sk->key.port, .proto = PF_BPF_TCP,
+                };
+
+                bpf_sock_hash_update(skops, &steer, &key, BPF_ANY);
+        }
         return 1;
 }
 
@@ -950,7 +955,7 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
 {
         __u32 zero = 0, generation;
         __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
-        struct pf_bpf_moved_key key = { .proto = PF_BPF_TCP };
+        struct pf_bpf_steer_key key = { .proto = PF_BPF_TCP };
         struct bpf_sock *sk;
 
         struct pf_bpf_settings *s = get_settings(&generation);
@@ -958,6 +963,7 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
         if (ctx->protocol != IPPROTO_TCP || !netns || !*netns || !s || !s->steer)
                 return SK_PASS;
         key.netns = *netns;
+        key.fence = s->fence_id;
         key.port = (__u16)ctx->local_port;
         sk = bpf_map_lookup_elem(&steer, &key);
         if (!sk)
