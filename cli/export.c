@@ -19,17 +19,6 @@ static void export_help(FILE *f);
 /* What systemd allows in a unit name (unit-name.h's VALID_CHARS with '@'). */
 #define UNIT_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@"
 
-/* Every port the policy gives to a server, both protocols in one list (the
- * kernel's reservations are for both too). */
-static void server_ports(const struct pf_policy *policy, struct pf_portset *out)
-{
-        struct pf_portset udp;
-
-        pf_policy_server_ports(policy, PF_TCP, out);
-        pf_policy_server_ports(policy, PF_UDP, &udp);
-        pf_portset_union(out, &udp);
-}
-
 /* The list as text, or NULL (out of memory, said). */
 static char *format_ports(const struct pf_portset *set)
 {
@@ -67,9 +56,7 @@ static int export_sysctl(const struct pf_policy *policy)
                 pf_error("export", "%s", why);
                 return PF_EXIT_FAILURE;
         }
-        server_ports(policy, &wanted);
-        pf_portset_intersect(&wanted, &range);
-        pf_portset_subtract(&wanted, &reserved);
+        pf_policy_unreserved_server_ports(policy, &range, &reserved, &wanted);
         pf_portset_format(&range, range_text, sizeof(range_text));
         if (pf_portset_empty(&wanted)) {
                 say_nothing_to_export(policy, range_text);
@@ -93,13 +80,13 @@ static int export_sysctl(const struct pf_policy *policy)
 
 static int export_kubernetes_sysctls(const struct pf_policy *policy)
 {
-        struct pf_portset range, wanted;
+        struct pf_portset range, none, wanted;
         char *text, range_text[32];
 
         pf_portset_clear(&range);
+        pf_portset_clear(&none);
         pf_portset_add_range(&range, NETNS_DEFAULT_LO, NETNS_DEFAULT_HI);
-        server_ports(policy, &wanted);
-        pf_portset_intersect(&wanted, &range);
+        pf_policy_unreserved_server_ports(policy, &range, &none, &wanted);
         pf_portset_format(&range, range_text, sizeof(range_text));
         if (pf_portset_empty(&wanted)) {
                 say_nothing_to_export(policy, range_text);

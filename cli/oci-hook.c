@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 #include "loader.h"
 #include "ocistate.h"
 
@@ -141,12 +142,16 @@ static int write_record(int dir, const char *id, uint64_t cgroup_id)
 
 /* The fence steers in the network namespace its attach runs in: the
  * container's (its own, or the host's with --network host). Entered by
- * pidfd where the kernel has one (no path to race), else by /proc. */
+ * pidfd where the kernel has one (no path to race), else by /proc. 1 when
+ * it is the hook's own (the host's), 0 when another, or a negative errno. */
 static int enter_network_of(long pid, char *why)
 {
+        struct stat before, after;
         char path[64];
         int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0), r;
 
+        if (stat("/proc/thread-self/ns/net", &before) < 0)
+                before.st_ino = 0;
         if (fd < 0) {
                 snprintf(path, sizeof(path), "/proc/%ld/ns/net", pid);
                 fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -162,7 +167,43 @@ static int enter_network_of(long pid, char *why)
                 snprintf(why, PF_WHY_SIZE, "cannot enter the network namespace of pid %ld: %s", pid,
                          strerror(-r));
         close(fd);
+        if (r == 0 && stat("/proc/thread-self/ns/net", &after) == 0)
+                r = before.st_ino == after.st_ino && before.st_dev == after.st_dev;
         return r;
+}
+
+/* ip_local_reserved_ports is per network namespace, and a container's
+ * starts with none: every port the policy gives a server that the
+ * container's kernel could hand to a client is reserved there before its
+ * first process runs, merged with what is there. A container on the host's
+ * network is the administrator's to reserve. Said on stdout (the runtime's
+ * log); a failure is a note: the fence holds without it. */
+static void reserve_server_ports(const struct pf_policy *policy, const char *id, bool host_network)
+{
+        struct pf_portset range, reserved, wanted;
+        char why[PF_WHY_SIZE], text[256];
+
+        if (host_network) {
+                pf_note(COMMAND, "container %.64s shares the host's network namespace: its reserved ports "
+                        "are the host's ('portfence export sysctl'), left alone", id);
+                return;
+        }
+        if (pf_host_port_range_read(PF_PROC_PORT_RANGE, &range, why) < 0 ||
+            pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0) {
+                pf_note(COMMAND, "container %.64s: no ports reserved: %s", id, why);
+                return;
+        }
+        pf_policy_unreserved_server_ports(policy, &range, &reserved, &wanted);
+        if (pf_portset_empty(&wanted))
+                return;         /* no server port of the policy is in the container's range */
+        pf_portset_union(&reserved, &wanted);
+        if (pf_host_reserved_write(PF_PROC_RESERVED, &reserved, why) < 0) {
+                pf_note(COMMAND, "container %.64s: no ports reserved: %s", id, why);
+                return;
+        }
+        pf_portset_format(&wanted, text, sizeof(text));
+        printf("container %.64s: reserved %s%s in its network namespace (ip_local_reserved_ports)\n", id,
+               text, pf_portset_format(&wanted, NULL, 0) >= sizeof(text) ? "..." : "");
 }
 
 static int hook_create(const struct hook_args *a, const struct pf_oci_state *state)
@@ -170,7 +211,7 @@ static int hook_create(const struct hook_args *a, const struct pf_oci_state *sta
         struct pf_cgroup cgroup;
         struct pf_policy *policy;
         char path[PATH_MAX], source[PATH_MAX], target[32], why[PF_WHY_SIZE];
-        int dir, r;
+        int dir, r, host_network = 0;
 
         if (state->pid <= 0) {
                 pf_error(COMMAND, "bad OCI state: no 'pid' at status '%s': no cgroup to fence",
@@ -200,10 +241,14 @@ static int hook_create(const struct hook_args *a, const struct pf_oci_state *sta
                 close(dir);
                 return PF_EXIT_FAILURE;
         }
-        if (r == 0)
-                r = enter_network_of(state->pid, why);
+        if (r == 0) {
+                host_network = enter_network_of(state->pid, why);
+                r = host_network < 0 ? host_network : 0;
+        }
         if (r == 0)
                 r = pf_bpf_attach(policy, source, &cgroup, false, why);
+        if (r == 0)
+                reserve_server_ports(policy, state->id, host_network == 1);
         pf_policy_free(policy);
         if (r < 0) {
                 pf_error(COMMAND, "%s", why);

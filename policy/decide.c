@@ -206,6 +206,18 @@ void pf_policy_server_ports(const struct pf_policy *p, enum pf_proto proto, stru
                 pf_portset_union(out, &p->pool);
 }
 
+void pf_policy_unreserved_server_ports(const struct pf_policy *p, const struct pf_portset *range,
+                                       const struct pf_portset *reserved, struct pf_portset *out)
+{
+        struct pf_portset udp;
+
+        pf_policy_server_ports(p, PF_TCP, out);
+        pf_policy_server_ports(p, PF_UDP, &udp);
+        pf_portset_union(out, &udp);
+        pf_portset_intersect(out, range);
+        pf_portset_subtract(out, reserved);
+}
+
 /* ---- accessors ------------------------------------------------------------- */
 
 const char *pf_policy_name(const struct pf_policy *p) { return pf_string_at(p, p->name); }

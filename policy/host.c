@@ -2,6 +2,7 @@
 /* Facts of this host, read in one place: its ephemeral range, its reserved
  * ports, its local addresses, and whether something receives at a port. */
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -77,6 +78,31 @@ int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why)
                 snprintf(why, PF_WHY_SIZE, "%.200s: %.200s in '%.64s'", path, reason, text);
                 r = -EINVAL;
         }
+        free(text);
+        return r;
+}
+
+int pf_host_reserved_write(const char *path, const struct pf_portset *set, char *why)
+{
+        size_t size = pf_portset_format(set, NULL, 0) + 2;
+        char *text = malloc(size);
+        int fd = -1, r = 0;
+        size_t len;
+
+        if (!text)
+                r = -ENOMEM;
+        if (r == 0) {
+                pf_portset_format(set, text, size);
+                len = strlen(text);
+                text[len++] = '\n';
+                fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+                        r = -errno;
+        }
+        if (fd >= 0 && close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r < 0)
+                snprintf(why, PF_WHY_SIZE, "cannot write '%s': %s", path, strerror(-r));
         free(text);
         return r;
 }

@@ -16,6 +16,10 @@ struct inet_diag_msg;
  * however long. 0, or a negative errno with the reason in why. */
 int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why);
 
+/* Write set as the whole content of an ip_local_reserved_ports file (the
+ * caller merges what is there). 0, or a negative errno with the reason. */
+int pf_host_reserved_write(const char *path, const struct pf_portset *set, char *why);
+
 /* The range of an ip_local_port_range file, whole (reserved ports in it). */
 int pf_host_port_range_read(const char *range_path, struct pf_portset *out, char *why);
 

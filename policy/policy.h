@@ -146,6 +146,12 @@ const struct pf_portset *pf_policy_client_ports(const struct pf_policy *policy);
  * allow rules (the guarded ones for a rule without ports), and every remap
  * target (a rule's "to" range, the pool when a remap uses it). Clients must
  * stay off them. */
+/* The ports servers of the policy may take (either protocol: the kernel's
+ * reservations are for both) that a network namespace with this
+ * ip_local_port_range and these reservations could hand to a client: what
+ * a reservation there must add (empty: the servers are safe there). */
+void pf_policy_unreserved_server_ports(const struct pf_policy *policy, const struct pf_portset *range,
+                                       const struct pf_portset *reserved, struct pf_portset *out);
 void pf_policy_server_ports(const struct pf_policy *policy, enum pf_proto proto,
                             struct pf_portset *out);
 unsigned pf_policy_rule_count(const struct pf_policy *policy);

@@ -18,6 +18,7 @@
  *   recvfrom | recvmsg | echo          (echo: recvfrom, then reply to the sender)
  *   reuse                              set SO_REUSEADDR (servers restarted by tests)
  *   portrange LO HI                    set IP_LOCAL_PORT_RANGE (Linux 6.3+)
+ *   cat PATH                           print a (small) file's first line: "cat 0 0 TEXT"
  *   ready                              print "ready" and flush (for fixtures)
  *   wait                               read a line from stdin
  * Each result line is "WORD RET ERRNO[ extra]", ERRNO a name or 0. */
@@ -107,6 +108,18 @@ int main(int argc, char **argv)
                 if (!strcmp(w, "devnull")) {
                         fd = open("/dev/null", O_RDWR);
                         printf("devnull %d 0\n", fd < 0 ? -1 : 0);
+                } else if (!strcmp(w, "cat")) {
+                        char text[4096] = "";
+                        FILE *f;
+
+                        need(argc, argv, i, 1);
+                        f = fopen(argv[++i], "r");
+                        if (f && !fgets(text, sizeof(text), f))
+                                text[0] = '\0';
+                        text[strcspn(text, "\n")] = '\0';
+                        printf("cat %d %s %s\n", f ? 0 : -1, errno_name(f ? 0 : errno), text);
+                        if (f)
+                                fclose(f);
                 } else if (!strcmp(w, "fd")) {
                         need(argc, argv, i, 1);
                         fd = atoi(argv[++i]);

@@ -716,6 +716,29 @@ class Containers(PolicyTest):
                          ["accept 0 0", "recv 2 0 hi", f"sockname 0 0 {address} 40000",
                           "accept 0 0", "recv 2 0 hi"], err)
 
+    def test_hook_reserves_server_ports_in_the_containers_namespace(self):
+        """From its first instruction, a container's ip_local_reserved_ports
+        holds every port the policy gives a server inside its range (an
+        allowed port, a remap target); one on the host's network is left
+        alone: the host's reservations are the administrator's."""
+        self.install_hook("portfence-always.json")
+        with open(os.path.join(self.policies, "reserve.conf"), "w") as f:
+            f.write('version = 1;\nephemeral = "40000-40099";\ndefault_action = "refuse";\n'
+                    'rules = ( { ports = "40005"; action = "allow"; },\n'
+                    '          { ports = "40010"; action = "remap"; to = 45000; } );\n')
+        for network in ("none", "bridge"):
+            with self.subTest(network=network):
+                r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports",
+                                       annotation="reserve", network=network)
+                self.assertEqual(r.stdout, "cat 0 0 40005,45000\n", r.stderr)
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
+            host_before = f.read()
+        r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports",
+                               annotation="reserve", network="host")
+        self.assertEqual(r.stdout, f"cat 0 0 {host_before.strip()}\n", r.stderr)
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
+            self.assertEqual(f.read(), host_before)
+
     def test_opt_in_hook_leaves_other_containers_alone(self):
         self.install_hook()
         r = self.run_container("/bin/probe", "tcp4", "bind", "0.0.0.0", "27001")
