@@ -78,23 +78,34 @@ static int export_sysctl(const struct pf_policy *policy)
 #define NETNS_DEFAULT_LO 32768
 #define NETNS_DEFAULT_HI 60999
 
-static int export_kubernetes_sysctls(const struct pf_policy *policy)
+/* What a new network namespace must reserve (its range is the kernel's
+ * default, with nothing reserved) as text in *text, or NULL when nothing
+ * (said). PF_EXIT_OK or PF_EXIT_FAILURE (out of memory, said). */
+static int new_namespace_reservation(const struct pf_policy *policy, char range_text[32], char **text)
 {
         struct pf_portset range, none, wanted;
-        char *text, range_text[32];
 
         pf_portset_clear(&range);
         pf_portset_clear(&none);
         pf_portset_add_range(&range, NETNS_DEFAULT_LO, NETNS_DEFAULT_HI);
         pf_policy_unreserved_server_ports(policy, &range, &none, &wanted);
-        pf_portset_format(&range, range_text, sizeof(range_text));
+        pf_portset_format(&range, range_text, 32);
+        *text = NULL;
         if (pf_portset_empty(&wanted)) {
                 say_nothing_to_export(policy, range_text);
                 return PF_EXIT_OK;
         }
-        text = format_ports(&wanted);
+        *text = format_ports(&wanted);
+        return *text ? PF_EXIT_OK : PF_EXIT_FAILURE;
+}
+
+static int export_kubernetes_sysctls(const struct pf_policy *policy)
+{
+        char *text, range_text[32];
+        int r = new_namespace_reservation(policy, range_text, &text);
+
         if (!text)
-                return PF_EXIT_FAILURE;
+                return r;
         printf("# from ");
         pf_text(stdout, pf_policy_name(policy));
         printf(" by 'portfence export kubernetes-sysctls': a pod's server ports kept from\n"
@@ -105,6 +116,28 @@ static int export_kubernetes_sysctls(const struct pf_policy *policy)
                "  sysctls:\n"
                "    - name: net.ipv4.ip_local_reserved_ports\n"
                "      value: \"%s\"\n", range_text, text);
+        free(text);
+        return PF_EXIT_OK;
+}
+
+/* The same reservation for every container of a CNI network: an entry for
+ * the "plugins" list of its configuration, after the plugin that makes the
+ * interface: the tuning plugin (containernetworking-plugins) writes the
+ * sysctl in each container's network namespace as it is made, with no
+ * privileged writer per container. JSON alone on stdout. */
+static int export_cni(const struct pf_policy *policy)
+{
+        char *text, range_text[32];
+        int r = new_namespace_reservation(policy, range_text, &text);
+
+        if (!text)
+                return r;
+        printf("{\n"
+               "  \"type\": \"tuning\",\n"
+               "  \"sysctl\": {\n"
+               "    \"net.ipv4.ip_local_reserved_ports\": \"%s\"\n"
+               "  }\n"
+               "}\n", text);
         free(text);
         return PF_EXIT_OK;
 }
@@ -307,6 +340,11 @@ static int export_kubernetes_cmd(int argc, char **argv)
         return run_export("export kubernetes-sysctls", argc, argv, export_kubernetes_sysctls);
 }
 
+static int export_cni_cmd(int argc, char **argv)
+{
+        return run_export("export cni", argc, argv, export_cni);
+}
+
 /* The drop-in names the policy; it is checked now, not at the unit's start. */
 static int export_dropin_cmd(int argc, char **argv)
 {
@@ -361,6 +399,8 @@ static const struct pf_command subcommands[] = {
           "a drop-in that fences UNIT's cgroup from before its first process" },
         { "kubernetes-sysctls", export_kubernetes_cmd, "[-c FILE]",
           "a pod's securityContext.sysctls reserving its server ports" },
+        { "cni", export_cni_cmd, "[-c FILE]",
+          "a CNI tuning plugin entry reserving the server ports in every container" },
 };
 
 static void export_help(FILE *f)
@@ -371,7 +411,9 @@ static void export_help(FILE *f)
                    "unit, with a comment for each rule systemd cannot express (enforced only by\n"
                    "a systemd built with +BPF_FRAMEWORK). systemd-dropin: the unit's cgroup\n"
                    "fenced by portfence itself. kubernetes-sysctls: the sysctl reservation\n"
-                   "inside a pod's network namespace.\n");
+                   "inside a pod's network namespace. cni: the same for every container of a CNI\n"
+                   "network: add the entry to the \"plugins\" list of its configuration, after\n"
+                   "the plugin that makes the interface.\n");
 }
 
 int pf_cmd_export(int argc, char **argv)

@@ -614,10 +614,10 @@ class Containers(PolicyTest):
         with open(os.path.join(self.hooks, "portfence.json"), "w") as f:
             json.dump(hook, f)
 
-    def podman(self, *args, annotation=None, hooks=True, options=(), network="none"):
+    def podman(self, *args, annotation=None, hooks=True, options=(), network="none", global_options=()):
         run = [network if word == "none" else word for word in PODMAN_RUN]
-        cmd = ["podman"] + (["--hooks-dir", self.hooks] if hooks else []) + run + list(options) + \
-              ["--name", self.name, "--cgroup-parent", self.parent]
+        cmd = ["podman", *global_options] + (["--hooks-dir", self.hooks] if hooks else []) + run + \
+            list(options) + ["--name", self.name, "--cgroup-parent", self.parent]
         if annotation is not None:
             cmd += ["--annotation", f"io.portfence.policy={annotation}"]
         return cmd + ["--rootfs", self.rootfs] + list(args)
@@ -738,6 +738,30 @@ class Containers(PolicyTest):
         self.assertEqual(r.stdout, f"cat 0 0 {host_before.strip()}\n", r.stderr)
         with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
             self.assertEqual(f.read(), host_before)
+
+    def test_a_cni_network_with_the_exported_entry_reserves_in_every_container(self):
+        """'export cni' for the tuning plugin: every container of a network
+        whose configuration has the entry starts with the reservation, with
+        no hook."""
+        policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "refuse";\n'
+                              'rules = ( { ports = "40005"; action = "allow"; },\n'
+                              '          { ports = "40010"; action = "remap"; to = 45000; } );\n')
+        self.addCleanup(os.unlink, policy)
+        r = portfence("export", "cni", "-c", policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        network, bridge = f"pf-test-{os.getpid()}", f"pfcni{os.getpid() % 10000}"
+        config_dir = tempfile.mkdtemp(prefix="pf-test-cni-")
+        self.addCleanup(shutil.rmtree, config_dir)
+        self.addCleanup(shutil.rmtree, f"/var/lib/cni/networks/{network}", ignore_errors=True)
+        self.addCleanup(subprocess.run, ["ip", "link", "del", bridge], capture_output=True)
+        with open(os.path.join(config_dir, "90-pf-test.conflist"), "w") as f:
+            json.dump({"cniVersion": "0.4.0", "name": network, "plugins": [
+                {"type": "bridge", "bridge": bridge,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.252.7.0/24"}]]}},
+                json.loads(r.stdout)]}, f)
+        r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports", hooks=False,
+                               network=network, global_options=["--network-config-dir", config_dir])
+        self.assertEqual(r.stdout, "cat 0 0 40005,45000\n", r.stderr)
 
     def test_opt_in_hook_leaves_other_containers_alone(self):
         self.install_hook()
