@@ -232,7 +232,30 @@ static const char *const counter_names[PF_FENCE_COUNTERS] = {
 struct status_print {
         struct pf_json *json;           /* NULL: text */
         unsigned unfinished;
+        uint64_t warned[32];            /* policies whose guardrail was said */
+        unsigned warned_count;
 };
+
+/* The guardrail, once per policy: the ports it gives servers that this
+ * network namespace may hand a client now (someone widened the range). */
+static void warn_unreserved_once(struct status_print *out, const struct pf_fence_status *st)
+{
+        const char *path = st->policy[0] ? st->policy : PF_POLICY_BUILTIN;
+        struct pf_policy *policy;
+        char where[320];
+
+        for (unsigned i = 0; i < out->warned_count; i++)
+                if (out->warned[i] == st->policy_hash)
+                        return;
+        if (out->warned_count < PF_COUNT(out->warned))
+                out->warned[out->warned_count++] = st->policy_hash;
+        policy = pf_cli_load_policy("cgroup status", path);
+        if (!policy)
+                return;
+        snprintf(where, sizeof(where), "fences of %.300s", path);
+        pf_cli_warn_unreserved("cgroup status", policy, where, false);
+        pf_policy_free(policy);
+}
 
 static int print_status(const struct pf_fence_status *st, void *ctx)
 {
@@ -280,6 +303,8 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
         for (int k = 0; k < PF_FENCE_COUNTERS; k++)
                 printf(" %s %llu", counter_names[k], (unsigned long long)st->counters[k]);
         printf("\n");
+        fflush(stdout);
+        warn_unreserved_once(out, st);
         return 0;
 }
 

@@ -16,12 +16,14 @@
 static void check_help(FILE *f)
 {
         fprintf(f, "usage: portfence check [-c FILE] [--json] [--address ADDR] [--program NAME]\n"
-                   "                       [--for cgroup|shim] [PORT[-PORT][/tcp|/udp]...]\n\n"
+                   "                       [--for cgroup|shim] [--fail-on-guarded] [PORT[-PORT][/tcp|/udp]...]\n\n"
                    "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports\n"
                    "(or ranges of them), print the verdict for a bind of each (default tcp,\n"
                    "address 0.0.0.0). The cgroup enforcer has limits of its own (conditions on\n"
                    "the first 1024 rules, two per port, globs HEAD*TAIL): a policy past them is\n"
-                   "a note, or with --for cgroup an error; --for shim checks what the shim takes.\n");
+                   "a note, or with --for cgroup an error; --for shim checks what the shim takes.\n"
+                   "--fail-on-guarded: exit 1 naming each given port the policy guards (a\n"
+                   "client may be handed it): a test suite's check that its fixed ports are safe.\n");
 }
 
 struct port_arg {
@@ -249,6 +251,29 @@ static void print_verdicts(const struct pf_policy *policy, struct pf_query *quer
                 pf_json_array_end(&writer);
 }
 
+/* --fail-on-guarded: each port a client may be handed, named; 1 if any. */
+static int name_guarded(const struct pf_policy *policy, struct pf_query *query, const struct port_arg *ports,
+                        int count)
+{
+        int guarded = 0;
+
+        for (int i = 0; i < count; i++) {
+                for (unsigned port = ports[i].lo; port <= ports[i].hi; port++) {
+                        struct pf_verdict verdict;
+
+                        query->proto = ports[i].proto;
+                        query->port = (uint16_t)port;
+                        pf_decide(policy, query, &verdict);
+                        if (!verdict.guarded)
+                                continue;
+                        fprintf(stderr, "portfence: check: %u/%s is guarded: inside the ephemeral range of "
+                                "this policy, a client may be handed it\n", port, pf_proto_name(ports[i].proto));
+                        guarded = 1;
+                }
+        }
+        return guarded;
+}
+
 int pf_cmd_check(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -257,6 +282,7 @@ int pf_cmd_check(int argc, char **argv)
                 { "address", required_argument, NULL, 'a' },
                 { "program", required_argument, NULL, 'p' },
                 { "for", required_argument, NULL, 'f' },
+                { "fail-on-guarded", no_argument, NULL, 'g' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -266,13 +292,14 @@ int pf_cmd_check(int argc, char **argv)
         struct pf_query query = { .addr.family = PF_IPV4 };
         struct pf_policy *policy;
         struct port_arg *ports;
-        bool json = false;
+        bool json = false, fail_on_guarded = false;
         int opt, r;
 
         while ((opt = pf_cli_getopt("check", argc, argv, "c:h", options)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
                 case 'j': json = true; break;
+                case 'g': fail_on_guarded = true; break;
                 case 'p':       /* the thread name a process of that name has: 15 characters */
                         snprintf(comm, sizeof(comm), "%s", optarg);
                         query.program = comm;
@@ -297,6 +324,10 @@ int pf_cmd_check(int argc, char **argv)
                 default: check_help(stderr); return PF_EXIT_USAGE;
                 }
         }
+        if (fail_on_guarded && optind == argc) {
+                pf_error("check", "--fail-on-guarded: no ports given");
+                return PF_EXIT_USAGE;
+        }
         r = parse_ports(argc - optind, argv + optind, &ports);
         if (r != PF_EXIT_OK)
                 return r;
@@ -307,9 +338,14 @@ int pf_cmd_check(int argc, char **argv)
                         print_summary(policy);
                 pf_cli_comm_notes("check", policy);
                 note_pool_sharing(policy);
-                note_unfollowed_clients(policy);
+                if (optind == argc) {   /* the summary's, not every query's */
+                        note_unfollowed_clients(policy);
+                        pf_cli_warn_unreserved("check", policy, "this host", true);
+                }
                 warn_log_destination(policy);
                 print_verdicts(policy, &query, ports, argc - optind, json);
+                if (fail_on_guarded && name_guarded(policy, &query, ports, argc - optind))
+                        r = PF_EXIT_FOUND;
         }
         pf_policy_free(policy);
         free(ports);

@@ -64,6 +64,14 @@ void pf_cli_policy_source(const struct pf_policy *policy, char *out, size_t size
  * a reader may think (names keep 15 characters), or the kernel refuses. */
 void pf_cli_comm_notes(const char *command, const struct pf_policy *policy);
 
+/* The guardrail against a widened range: the ports the policy gives servers
+ * (allowed ports, remap targets, the pool) that this network namespace's
+ * kernel may hand a client now (inside its ip_local_port_range, not
+ * reserved), named in one warning (or a note: as_note) about `where`. 1 if
+ * there are some, 0 if none, -1 if the kernel's settings cannot be read. */
+int pf_cli_warn_unreserved(const char *command, const struct pf_policy *policy, const char *where,
+                           bool as_note);
+
 /* getopt_long() with the errors as every other message of portfence:
  * "portfence: COMMAND: unknown option '-x'". '?' after printing one. */
 int pf_cli_getopt(const char *command, int argc, char **argv, const char *shortopts,

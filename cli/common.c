@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "cli.h"
+#include "host.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -181,6 +182,28 @@ void pf_cli_comm_notes(const char *command, const struct pf_policy *policy)
                 pf_note(command, "rule %u (%s:%u), program '%s': %s", rule, pf_policy_rule_file(policy, rule),
                         pf_policy_rule_line(policy, rule), c.program, note);
         }
+}
+
+int pf_cli_warn_unreserved(const char *command, const struct pf_policy *policy, const char *where,
+                           bool as_note)
+{
+        struct pf_portset range, reserved, exposed;
+        char why[PF_WHY_SIZE], range_text[32], ports[192];
+
+        if (pf_host_port_range_read(PF_PROC_PORT_RANGE, &range, why) < 0 ||
+            pf_host_reserved_read(PF_PROC_RESERVED, &reserved, why) < 0)
+                return -1;
+        pf_policy_unreserved_server_ports(policy, &range, &reserved, &exposed);
+        if (pf_portset_empty(&exposed))
+                return 0;
+        pf_portset_format(&range, range_text, sizeof(range_text));
+        pf_portset_format(&exposed, ports, sizeof(ports));
+        (as_note ? pf_note : pf_warning)(command, "%s: ports this policy gives servers are inside "
+                                         "ip_local_port_range (%s) and not reserved: %s%s: a client may be "
+                                         "handed one before its server binds it ('portfence export sysctl' "
+                                         "reserves them)", where, range_text, ports,
+                                         pf_portset_format(&exposed, NULL, 0) >= sizeof(ports) ? "..." : "");
+        return 1;
 }
 
 /* Does opt (a short option's letter or a long option's val) exist? */

@@ -199,6 +199,19 @@ static void print_netns(const struct netns *ns, struct pf_json *json)
         printf(") ");
 }
 
+/* The guardrail for the current network namespace: the policy's server
+ * ports its kernel may hand a client now (a widened range). */
+static void warn_unreserved(const struct scan *sc, const struct netns *ns)
+{
+        char where[128];
+
+        if (ns)
+                snprintf(where, sizeof(where), "netns %llu (pid %d)", (unsigned long long)ns->inode, (int)ns->pid);
+        else
+                snprintf(where, sizeof(where), "this network namespace");
+        pf_cli_warn_unreserved("scan", sc->policy, where, false);
+}
+
 /* Every finding of the current network namespace; the count, or a negative
  * errno. */
 static int scan_namespace(struct scan *sc, const struct netns *ns, struct pf_json *json, bool *hidden_owners)
@@ -227,6 +240,7 @@ static int scan_namespace(struct scan *sc, const struct netns *ns, struct pf_jso
                 found++;
         }
         free(list);
+        warn_unreserved(sc, ns);
         return found;
 }
 

@@ -98,6 +98,21 @@ static const struct pf_profile profiles[] = {
          * kube-proxy listens there on every node. */
         { "kubernetes-nodeport", "Kubernetes NodePort services", BOTH, R(1, 1023), NONE, NONE, false,
           false, R(30000, 32767), NULL, "kube-apiserver --service-node-port-range (default 30000-32767)" },
+        /* Nomad client's min_dynamic_port/max_dynamic_port default to 20000
+         * and 32000: the ports it gives tasks' dynamic port labels. */
+        { "nomad", "HashiCorp Nomad dynamic ports", BOTH, R(1, 1023), NONE, NONE, false, false,
+          R(20000, 32000), NULL, "Nomad client configuration min_dynamic_port/max_dynamic_port "
+          "(defaults 20000-32000)" },
+        /* Consul's ports.sidecar_min_port/sidecar_max_port default to 21000
+         * and 21255: Connect sidecar proxies listen there. */
+        { "consul-sidecar", "HashiCorp Consul Connect sidecar proxies", BOTH, R(1, 1023), NONE, NONE, false,
+          false, R(21000, 21255), NULL, "Consul agent configuration ports.sidecar_min_port/"
+          "sidecar_max_port (defaults 21000-21255)" },
+        /* The ECS agent's ECS_DYNAMIC_HOST_PORT_RANGE: dynamic host ports of
+         * tasks in bridge mode, 49153-65535 when the host's range is not
+         * read. */
+        { "ecs", "Amazon ECS dynamic host ports", BOTH, R(1, 1023), NONE, NONE, false, false,
+          R(49153, 65535), NULL, "Amazon ECS agent ECS_DYNAMIC_HOST_PORT_RANGE (fallback 49153-65535)" },
         { "host", "this host, read live", BOTH, R(1, 1023), NONE, NONE, true, false, NONE, NULL,
           "/proc/sys/net/ipv4/ip_local_port_range minus ip_local_reserved_ports" },
 };

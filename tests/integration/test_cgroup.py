@@ -16,6 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import pftest  # noqa: E402
 from pftest import (main, POLICIES, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, SLOW, Cgroup, PolicyTest,  # noqa: E402
                     base_env, cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
                     portfence, scale, write_policy)
@@ -580,6 +581,24 @@ class Lifecycle(CgroupTest):
         got = child.probe("tcp4", "bind", "127.0.0.1", "30005", "sockname")[1:]
         self.assertEqual(got, ["bind 0 0", "sockname 0 0 127.0.0.1 7705"])
 
+
+    @unittest.skipUnless(pftest.PRIVATE_NETWORK or os.environ.get("PF_TEST_NETNS") == "private",
+                         "changes sysctls: needs a network namespace of the suite's own")
+    def test_status_warns_of_server_ports_a_client_may_be_handed(self):
+        policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "refuse";\n'
+                              'rules = ( { ports = "40005"; action = "allow"; } );\n')
+        self.addCleanup(os.unlink, policy)
+        self.attach(policy)
+        path = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+        with open(path) as f:
+            before = f.read()
+        self.addCleanup(lambda: open(path, "w").write(before))
+        r = portfence("cgroup", "status", self.cgroup.path)
+        self.assertIn("not reserved: 40005:", r.stderr)
+        with open(path, "w") as f:
+            f.write("40005")
+        r = portfence("cgroup", "status", self.cgroup.path)
+        self.assertNotIn("not reserved", r.stderr)
 
     def test_a_socket_is_decided_by_the_fences_of_the_cgroup_it_was_made_in(self):
         """The programs that run for a socket are those of the cgroup it was

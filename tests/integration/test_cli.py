@@ -208,6 +208,19 @@ class Check(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("only by clients portfence runs or fences", r.stderr)
 
+    def test_fail_on_guarded_names_each_guarded_port(self):
+        r = run("check", "-c", self.policy, "--fail-on-guarded", "8080", "40000", "41000/udp", "50000")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual([line for line in r.stderr.splitlines() if "is guarded" in line], [
+            "portfence: check: 40000/tcp is guarded: inside the ephemeral range of this policy, "
+            "a client may be handed it",
+            "portfence: check: 41000/udp is guarded: inside the ephemeral range of this policy, "
+            "a client may be handed it"])
+        r = run("check", "-c", self.policy, "--fail-on-guarded", "8080", "50000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run("check", "-c", self.policy, "--fail-on-guarded")
+        self.assertEqual((r.returncode, r.stderr), (2, "portfence: check: --fail-on-guarded: no ports given\n"))
+
     def test_kernel_glob_notes(self):
         policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { program = "*sql*"; action = "allow"; },'))
         try:

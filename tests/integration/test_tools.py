@@ -224,6 +224,25 @@ s = socket.socket(); s.bind(("127.0.0.1", 29026)); s.listen(); print("ready", fl
         self.assertEqual([f["port"] for f in before], [29026])
         self.assertEqual(after, [])
 
+    def test_a_widened_range_is_warned_of(self):
+        """Someone widens ip_local_port_range (1024-65535, a common fix for
+        running out of ports): the policy's server ports fall inside it, and
+        scan says which until they are reserved."""
+        policy = write_policy('version = 1;\nephemeral = "40000-40099";\ndefault_action = "refuse";\n'
+                              'rules = ( { ports = "40005"; action = "allow"; },\n'
+                              '          { ports = "40010"; action = "remap"; to = 7010; } );\n')
+        self.addCleanup(os.unlink, policy)
+        script = f"""
+            "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo .
+            echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range
+            "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo .
+            echo 7010,40005 > /proc/sys/net/ipv4/ip_local_reserved_ports
+            "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo ."""
+        first, widened, reserved = self.in_netns(script)
+        self.assertIn("not reserved: 40005:", first)
+        self.assertIn("ip_local_port_range (1024-65535) and not reserved: 7010,40005:", widened)
+        self.assertNotIn("not reserved", reserved)
+
     def test_client_on_an_allowed_port_outside_the_guarded_range(self):
         policy = write_policy(POLICY.replace("rules = (", 'rules = (\n  { ports = "7650"; action = "allow"; },'))
         self.addCleanup(os.unlink, policy)
@@ -489,5 +508,6 @@ class Demo(unittest.TestCase):
 if __name__ == "__main__":
     main({"demo": ["Demo"],
           "netns": ["Export.test_sysctl_exports_what_protects_and_applies",
-                    "Export.test_reserving_ports_moves_no_target", "Scan.test_a_reserved_port_protects_its_server"],
+                    "Export.test_reserving_ports_moves_no_target", "Scan.test_a_reserved_port_protects_its_server",
+                    "Scan.test_a_widened_range_is_warned_of"],
           "cgroup": ["Learn.test_cgroup_learn"]})

@@ -167,6 +167,12 @@ static void test_todays_stacks(void **state)
         }
         assert_int_equal(pf_profile_find("kubernetes-nodeport")->servers.lo, 30000);
         assert_int_equal(pf_profile_find("kubernetes-nodeport")->servers.hi, 32767);
+        assert_int_equal(pf_profile_find("nomad")->servers.lo, 20000);
+        assert_int_equal(pf_profile_find("nomad")->servers.hi, 32000);
+        assert_int_equal(pf_profile_find("consul-sidecar")->servers.lo, 21000);
+        assert_int_equal(pf_profile_find("consul-sidecar")->servers.hi, 21255);
+        assert_int_equal(pf_profile_find("ecs")->servers.lo, 49153);
+        assert_int_equal(pf_profile_find("ecs")->servers.hi, 65535);
         for (size_t i = 0; i < count; i++)
                 assert_true(table[i].source && table[i].source[0]);
 }
