@@ -32,12 +32,15 @@ static char *format_ports(const struct pf_portset *set)
         return text;
 }
 
-static void say_nothing_to_export(const struct pf_policy *policy, const char *range_text)
+/* Said on stdout as a comment where the output takes one (JSON does not). */
+static void say_nothing_to_export(const struct pf_policy *policy, const char *range_text, bool comment)
 {
-        printf("# portfence: nothing to export: every port ");
-        pf_text(stdout, pf_policy_name(policy));
-        printf(" gives to a server is outside ip_local_port_range (%s) or reserved already\n",
-               range_text);
+        if (comment) {
+                printf("# portfence: nothing to export: every port ");
+                pf_text(stdout, pf_policy_name(policy));
+                printf(" gives to a server is outside ip_local_port_range (%s) or reserved already\n",
+                       range_text);
+        }
         pf_note("export", "nothing to export: the kernel never hands a port of this policy's "
                 "servers to a client here");
 }
@@ -59,7 +62,7 @@ static int export_sysctl(const struct pf_policy *policy)
         pf_policy_unreserved_server_ports(policy, &range, &reserved, &wanted);
         pf_portset_format(&range, range_text, sizeof(range_text));
         if (pf_portset_empty(&wanted)) {
-                say_nothing_to_export(policy, range_text);
+                say_nothing_to_export(policy, range_text, true);
                 return PF_EXIT_OK;
         }
         pf_portset_union(&reserved, &wanted);
@@ -81,7 +84,8 @@ static int export_sysctl(const struct pf_policy *policy)
 /* What a new network namespace must reserve (its range is the kernel's
  * default, with nothing reserved) as text in *text, or NULL when nothing
  * (said). PF_EXIT_OK or PF_EXIT_FAILURE (out of memory, said). */
-static int new_namespace_reservation(const struct pf_policy *policy, char range_text[32], char **text)
+static int new_namespace_reservation(const struct pf_policy *policy, char range_text[32], bool comment,
+                                     char **text)
 {
         struct pf_portset range, none, wanted;
 
@@ -92,7 +96,7 @@ static int new_namespace_reservation(const struct pf_policy *policy, char range_
         pf_portset_format(&range, range_text, 32);
         *text = NULL;
         if (pf_portset_empty(&wanted)) {
-                say_nothing_to_export(policy, range_text);
+                say_nothing_to_export(policy, range_text, comment);
                 return PF_EXIT_OK;
         }
         *text = format_ports(&wanted);
@@ -102,7 +106,7 @@ static int new_namespace_reservation(const struct pf_policy *policy, char range_
 static int export_kubernetes_sysctls(const struct pf_policy *policy)
 {
         char *text, range_text[32];
-        int r = new_namespace_reservation(policy, range_text, &text);
+        int r = new_namespace_reservation(policy, range_text, true, &text);
 
         if (!text)
                 return r;
@@ -128,7 +132,7 @@ static int export_kubernetes_sysctls(const struct pf_policy *policy)
 static int export_cni(const struct pf_policy *policy)
 {
         char *text, range_text[32];
-        int r = new_namespace_reservation(policy, range_text, &text);
+        int r = new_namespace_reservation(policy, range_text, false, &text);
 
         if (!text)
                 return r;

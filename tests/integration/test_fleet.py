@@ -192,6 +192,19 @@ class KubernetesSysctls(PolicyTest):
         self.assertNotIn("sysctls", r.stdout)
         self.assertIn("nothing to export", r.stderr)
 
+    def test_cni_entry_is_json_or_nothing(self):
+        r = portfence("export", "cni", "-c", self.policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout),
+                         {"type": "tuning", "sysctl": {"net.ipv4.ip_local_reserved_ports": "34010"}})
+        p = write_policy(POLICY)        # 27510: below a container's 32768-60999
+        self.addCleanup(os.unlink, p)
+        r = portfence("export", "cni", "-c", p)
+        self.assertEqual((r.returncode, r.stdout), (0, ""))
+        self.assertIn("nothing to export", r.stderr)
+        r = portfence("export", "cni", "-c", p, "extra")
+        self.assertEqual((r.returncode, r.stderr), (2, "portfence: export cni: unexpected argument 'extra'\n"))
+
     def test_sysctl_says_it_is_per_namespace(self):
         r = portfence("export", "sysctl", "-c", self.policy)
         self.assertIn("per network namespace", r.stdout)
@@ -731,6 +744,10 @@ class Containers(PolicyTest):
                 r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports",
                                        annotation="reserve", network=network)
                 self.assertEqual(r.stdout, "cat 0 0 40005,45000\n", r.stderr)
+        # a policy whose server ports are outside the container's range: nothing
+        r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports",
+                               annotation="default")
+        self.assertEqual(r.stdout, "cat 0 0 \n", r.stderr)
         with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
             host_before = f.read()
         r = self.run_container("/bin/probe", "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports",

@@ -236,11 +236,14 @@ s = socket.socket(); s.bind(("127.0.0.1", 29026)); s.listen(); print("ready", fl
             "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo .
             echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range
             "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo .
-            echo 7010,40005 > /proc/sys/net/ipv4/ip_local_reserved_ports
+            echo "32768 60999" > /proc/sys/net/ipv4/ip_local_port_range
+            "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo .
+            echo 40005 > /proc/sys/net/ipv4/ip_local_reserved_ports
             "$PF" scan -c {policy} 2>&1 >/dev/null | tr -d '\\n'; echo ."""
-        first, widened, reserved = self.in_netns(script)
+        first, widened, narrowed, reserved = self.in_netns(script)
         self.assertIn("not reserved: 40005:", first)
         self.assertIn("ip_local_port_range (1024-65535) and not reserved: 7010,40005:", widened)
+        self.assertIn("ip_local_port_range (32768-60999) and not reserved: 40005:", narrowed)
         self.assertNotIn("not reserved", reserved)
 
     def test_client_on_an_allowed_port_outside_the_guarded_range(self):
