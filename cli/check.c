@@ -16,12 +16,15 @@
 static void check_help(FILE *f)
 {
         fprintf(f, "usage: portfence check [-c FILE] [--json] [--address ADDR] [--program NAME]\n"
-                   "                       [--for cgroup|shim] [--fail-on-guarded] [PORT[-PORT][/tcp|/udp]...]\n\n"
+                   "                       [--for cgroup|shim|landlock] [--fail-on-guarded]\n"
+                   "                       [PORT[-PORT][/tcp|/udp]...]\n\n"
                    "Validate the policy (exit 0, or 2 with every FILE:LINE: error). With ports\n"
                    "(or ranges of them), print the verdict for a bind of each (default tcp,\n"
                    "address 0.0.0.0). The cgroup enforcer has limits of its own (conditions on\n"
                    "the first 1024 rules, two per port, globs HEAD*TAIL): a policy past them is\n"
-                   "a note, or with --for cgroup an error; --for shim checks what the shim takes.\n"
+                   "a note, or with --for cgroup an error; --for shim checks what the shim takes;\n"
+                   "--for landlock shows what 'run --landlock' makes of each port for a program\n"
+                   "the shim does not reach (no remap: EACCES).\n"
                    "--fail-on-guarded: exit 1 naming each given port the policy guards (a\n"
                    "client may be handed it): a test suite's check that its fixed ports are safe.\n");
 }
@@ -153,7 +156,7 @@ static void warn_log_destination(const struct pf_policy *policy)
                            "(for users without write access)", log.path, strerror(errno));
 }
 
-enum enforcer { FOR_ANY, FOR_SHIM, FOR_CGROUP };
+enum enforcer { FOR_ANY, FOR_SHIM, FOR_CGROUP, FOR_LANDLOCK };
 
 /* What the cgroup programs cannot hold of a valid policy (the shim takes
  * every one): 0, or -1 with why. Built by the very code attach runs. */
@@ -182,7 +185,7 @@ static int check_enforcer(const struct pf_policy *policy, enum enforcer e)
 {
         char why[PF_WHY_SIZE];
 
-        if (e == FOR_SHIM || cgroup_refuses(policy, why) == 0)
+        if (e == FOR_SHIM || e == FOR_LANDLOCK || cgroup_refuses(policy, why) == 0)
                 return PF_EXIT_OK;
         if (e == FOR_CGROUP) {
                 pf_error("check", "the cgroup enforcer would refuse this policy: %s", why);
@@ -229,11 +232,29 @@ static int parse_ports(int count, char **args, struct port_arg **out)
         return PF_EXIT_OK;
 }
 
-static void print_verdicts(const struct pf_policy *policy, struct pf_query *query,
-                           const struct port_arg *ports, int count, bool json)
+/* What Landlock makes of a verdict, for a program the shim does not reach:
+ * a TCP port it leaves open is bound as asked (Landlock knows no remap),
+ * any other is refused with EACCES; UDP is not covered. */
+static void as_landlock(const struct pf_portset *open, const struct pf_query *query, struct pf_verdict *v)
 {
+        if (query->proto != PF_TCP || query->port == 0)
+                return;
+        if (pf_portset_has(open, query->port))
+                *v = (struct pf_verdict){ .action = PF_ALLOW, .rule = v->action == PF_ALLOW ? v->rule : 0,
+                                          .guarded = v->guarded };
+        else
+                *v = (struct pf_verdict){ .action = PF_REFUSE, .err = EACCES, .rule = v->rule,
+                                          .guarded = v->guarded };
+}
+
+static void print_verdicts(const struct pf_policy *policy, struct pf_query *query,
+                           const struct port_arg *ports, int count, bool json, bool landlock)
+{
+        struct pf_portset open;
         struct pf_json writer;
 
+        if (landlock)
+                pf_policy_landlock_tcp(policy, &open);
         pf_json_init(&writer, stdout);
         if (json)
                 pf_json_array_begin(&writer);
@@ -244,11 +265,26 @@ static void print_verdicts(const struct pf_policy *policy, struct pf_query *quer
                         query->proto = ports[i].proto;
                         query->port = (uint16_t)port;
                         pf_decide(policy, query, &verdict);
+                        if (landlock)
+                                as_landlock(&open, query, &verdict);
                         print_verdict(policy, port, ports[i].proto, &verdict, json ? &writer : NULL);
                 }
         }
         if (json)
                 pf_json_array_end(&writer);
+}
+
+/* --for landlock: what the policy becomes for what the shim cannot see. */
+static void note_landlock(const struct pf_policy *policy)
+{
+        const char *unusable = pf_landlock_unusable(pf_landlock_abi());
+        struct pf_portset open;
+
+        pf_policy_landlock_tcp(policy, &open);
+        pf_note("check", "under Landlock ('portfence run --landlock'), a program the shim does not reach may "
+                "bind %u TCP ports and port 0; any other TCP bind gets EACCES, a remapped port included "
+                "(Landlock knows no remap), whatever errno the policy names; UDP is not covered%s%s",
+                pf_portset_count(&open), unusable ? ". Here: " : "", unusable ? unusable : "");
 }
 
 /* --fail-on-guarded: each port a client may be handed, named; 1 if any. */
@@ -308,11 +344,12 @@ int pf_cmd_check(int argc, char **argv)
                                         optarg, comm);
                         break;
                 case 'f':
-                        if (strcmp(optarg, "cgroup") != 0 && strcmp(optarg, "shim") != 0) {
-                                pf_error("check", "unknown enforcer '%s' (cgroup or shim)", optarg);
+                        if (strcmp(optarg, "cgroup") != 0 && strcmp(optarg, "shim") != 0 &&
+                            strcmp(optarg, "landlock") != 0) {
+                                pf_error("check", "unknown enforcer '%s' (cgroup, shim or landlock)", optarg);
                                 return PF_EXIT_USAGE;
                         }
-                        enforcer = optarg[0] == 'c' ? FOR_CGROUP : FOR_SHIM;
+                        enforcer = optarg[0] == 'c' ? FOR_CGROUP : optarg[0] == 's' ? FOR_SHIM : FOR_LANDLOCK;
                         break;
                 case 'a':
                         if (pf_addr_parse(optarg, &query.addr) < 0) {
@@ -343,7 +380,9 @@ int pf_cmd_check(int argc, char **argv)
                         pf_cli_warn_unreserved("check", policy, "this host", true);
                 }
                 warn_log_destination(policy);
-                print_verdicts(policy, &query, ports, argc - optind, json);
+                if (enforcer == FOR_LANDLOCK)
+                        note_landlock(policy);
+                print_verdicts(policy, &query, ports, argc - optind, json, enforcer == FOR_LANDLOCK);
                 if (fail_on_guarded && name_guarded(policy, &query, ports, argc - optind))
                         r = PF_EXIT_FOUND;
         }

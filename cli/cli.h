@@ -143,6 +143,17 @@ int pf_cli_bpffs_ready(const char *command);
 int pf_run_environment(const char *command, const struct pf_policy *policy, char *cache,
                        size_t cache_size);
 
+/* landlock.c: Landlock's network rules for what the shim cannot see. */
+#define PF_LANDLOCK_NET_ABI 4   /* the first ABI with TCP bind rules (Linux 6.7) */
+/* The kernel's Landlock ABI version, or a negative errno. */
+int pf_landlock_abi(void);
+/* Why Landlock cannot fence binds with this ABI (or errno), NULL if it can. */
+const char *pf_landlock_unusable(int abi);
+/* This process and every child it starts may bind only the TCP ports
+ * pf_policy_landlock_tcp() gives, and port 0; *rules: how many ports. 0, or
+ * a negative errno with why (-EOPNOTSUPP: the kernel has no such rules). */
+int pf_landlock_restrict(const struct pf_policy *policy, unsigned *rules, char *why);
+
 /* What 'learn' and 'cgroup learn' saw: one entry per port asked for, by
  * protocol (port 0: the kernel chose, each kept). */
 struct learned {

@@ -206,6 +206,25 @@ void pf_policy_server_ports(const struct pf_policy *p, enum pf_proto proto, stru
                 pf_portset_union(out, &p->pool);
 }
 
+void pf_policy_landlock_tcp(const struct pf_policy *p, struct pf_portset *out)
+{
+        struct pf_step steps[8];
+        struct pf_portset servers;
+
+        pf_portset_clear(out);
+        for (unsigned port = 1; port <= PF_PORT_MAX; port++) {
+                int n = pf_policy_chain(p, PF_TCP, port, steps, 8);
+                bool allowed = n < 0;   /* past what is looked at: never refuse a bind the policy may allow */
+
+                for (int i = 0; i < n && !allowed; i++)
+                        allowed = steps[i].action == PF_ALLOW || steps[i].action == PF_LOG;
+                if (allowed)
+                        pf_portset_add(out, port);
+        }
+        pf_policy_server_ports(p, PF_TCP, &servers);
+        pf_portset_union(out, &servers);
+}
+
 void pf_policy_unreserved_server_ports(const struct pf_policy *p, const struct pf_portset *range,
                                        const struct pf_portset *reserved, struct pf_portset *out)
 {
@@ -244,6 +263,7 @@ enum pf_action pf_policy_rule_action(const struct pf_policy *p, unsigned rule)
 }
 bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
 bool pf_policy_steer(const struct pf_policy *p) { return p->steer; }
+bool pf_policy_landlock(const struct pf_policy *p) { return p->landlock; }
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *p) { return p->getsockname; }
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *p) { return p->unbound_listen; }
 enum pf_on_error pf_policy_on_error(const struct pf_policy *p) { return p->on_error; }

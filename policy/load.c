@@ -512,6 +512,9 @@ static void load_scalars(struct loader *l, const config_setting_t *root)
         s = config_setting_get_member(root, "steer");
         if (s && expect_type(l, s, CONFIG_TYPE_BOOL, NAMED("steer")))
                 p->steer = (uint8_t)config_setting_get_bool(s);
+        s = config_setting_get_member(root, "landlock");
+        if (s && expect_type(l, s, CONFIG_TYPE_BOOL, NAMED("landlock")))
+                p->landlock = (uint8_t)config_setting_get_bool(s);
 
         p->on_error = (uint8_t)get_choice(l, config_setting_get_member(root, "on_error"),
                                           NAMED("on_error"), on_error_names, 2, PF_ON_ERROR_REFUSE);
@@ -887,7 +890,7 @@ static void load_config(struct loader *l, const config_setting_t *root)
         static const char *const keys[] = {
                 "version", "ephemeral", "default_action", "refuse_errno", "remap_pool",
                 "redirect_connect", "on_error", "log", "rules", "getsockname", "unbound_listen",
-                "client_ports", "steer",
+                "client_ports", "steer", "landlock",
         };
         bool uses_host;
 

@@ -65,7 +65,8 @@ struct pf_policy {
         uint8_t log_level;
         uint8_t log_format;
         uint8_t steer;
-        uint8_t pad[3];
+        uint8_t landlock;       /* portfence run restricts its command with Landlock where it can */
+        uint8_t pad[2];
         int32_t refuse_errno;
         uint32_t name;          /* string offsets */
         uint32_t log_path;

@@ -146,6 +146,13 @@ const struct pf_portset *pf_policy_client_ports(const struct pf_policy *policy);
  * allow rules (the guarded ones for a rule without ports), and every remap
  * target (a rule's "to" range, the pool when a remap uses it). Clients must
  * stay off them. */
+/* The TCP ports a bind may take under Landlock, which allows or refuses a
+ * port whoever binds it and knows no remap: every port some step of its
+ * chain allows or logs (a program or address condition counts as met: a
+ * rule that allows some callers allows the port), and every port a remap
+ * sends servers to. Port 0 is the caller's to add. */
+void pf_policy_landlock_tcp(const struct pf_policy *policy, struct pf_portset *out);
+
 /* The ports servers of the policy may take (either protocol: the kernel's
  * reservations are for both) that a network namespace with this
  * ip_local_port_range and these reservations could hand to a client: what
@@ -179,6 +186,8 @@ bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 /* Does a cgroup fence steer new connections to a moved server's port to it? */
 bool pf_policy_steer(const struct pf_policy *policy);
+/* Does portfence run restrict its command with Landlock by default? */
+bool pf_policy_landlock(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *policy);
 enum pf_on_error pf_policy_on_error(const struct pf_policy *policy);

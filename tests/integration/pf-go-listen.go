@@ -18,6 +18,8 @@ func main() {
 		var errno syscall.Errno
 		if errors.As(err, &errno) && errno == syscall.EADDRINUSE {
 			fmt.Println("listen -1 EADDRINUSE")
+		} else if errors.As(err, &errno) && errno == syscall.EACCES {
+			fmt.Println("listen -1 EACCES")
 		} else {
 			fmt.Println("listen -1", err)
 		}

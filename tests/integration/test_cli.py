@@ -208,6 +208,19 @@ class Check(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("only by clients portfence runs or fences", r.stderr)
 
+    def test_for_landlock_shows_eacces_where_the_shim_cannot_see(self):
+        r = run("check", "-c", self.policy, "--for", "landlock", "40000", "40001/udp", "8080")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines(), [
+            f"40000/tcp refuse EACCES (rule 2, {self.policy}:6)",                # remapped: no remap there
+            "40001/udp refuse EADDRINUSE (default_action for guarded ports)",   # UDP: not covered
+            f"8080/tcp allow (rule 1, {self.policy}:5)",
+        ])
+        self.assertIn("Landlock knows no remap", r.stderr)
+        r = run("check", "-c", self.policy, "--for", "seccomp")
+        self.assertEqual((r.returncode, r.stderr),
+                         (2, "portfence: check: unknown enforcer 'seccomp' (cgroup, shim or landlock)\n"))
+
     def test_fail_on_guarded_names_each_guarded_port(self):
         r = run("check", "-c", self.policy, "--fail-on-guarded", "8080", "40000", "41000/udp", "50000")
         self.assertEqual(r.returncode, 1)

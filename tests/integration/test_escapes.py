@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -310,8 +311,96 @@ class Kernel(Catalogue, PolicyTest):
         self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind -1 EADDRINUSE")
 
 
+def without_privilege():
+    """The command prefix that drops every privilege: another user where the
+    build can be reached by one (a checkout in a directory only root may
+    enter cannot), else root's uid with every capability gone."""
+    other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r = subprocess.run(other + ["test", "-x", BUILD["portfence"]], capture_output=True)
+    return other if r.returncode == 0 else ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+
+
+class Landlock(PolicyTest):
+    """The third column: 'portfence run --landlock' with no privilege. What
+    the shim cannot see gets EACCES for every TCP port the policy does not
+    let a server take (Landlock knows no remap); dynamic programs are still
+    moved by the shim."""
+    POLICY = POLICY
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which("setpriv"):
+            self.skipTest("needs setpriv")
+        self.drop = without_privilege() if os.geteuid() == 0 else []
+        readable = tempfile.mkdtemp(prefix="pf-landlock-")
+        self.addCleanup(shutil.rmtree, readable)
+        os.chmod(readable, 0o755)
+        self.readable_policy = shutil.copy(self.policy, readable)
+        os.chmod(self.readable_policy, 0o644)
+        r = self.run_fenced("true")
+        if r.returncode != 0 and "--landlock:" in r.stderr:
+            self.skipTest(r.stderr.strip())
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def run_fenced(self, *cmd):
+        return subprocess.run(self.drop + [BUILD["portfence"], "run", "--landlock", "-c", self.readable_policy,
+                                           "--", *cmd], capture_output=True, text=True, env=base_env(),
+                              timeout=60)
+
+    def result(self, *words, static=False):
+        return lines(self.run_fenced(PROBE_STATIC if static else BUILD["probe"], *words))[-1]
+
+    @unittest.skipUnless(PROBE_STATIC, "pf-probe-static not built (sanitizers, or no BPF)")
+    def test_static_binary_gets_eacces(self):
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind -1 EACCES")
+        self.assertEqual(self.result("tcp6", "bind", "::1", "26101", static=True), "bind -1 EACCES")   # remapped
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", "26500", static=True), "bind 0 0")
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", "7601", static=True), "bind 0 0")   # a target
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", "0", static=True), "bind 0 0")
+
+    def test_raw_syscall_gets_eacces(self):
+        self.assertEqual(self.result("tcp4", "rawbind", "127.0.0.1", REFUSED), "rawbind -1 EACCES")
+
+    @unittest.skipUnless(GO_LISTEN, "pf-go-listen not built (needs go)")
+    def test_go_without_cgo_gets_eacces(self):
+        self.assertEqual(self.run_fenced(GO_LISTEN, "tcp", f"127.0.0.1:{REFUSED}").stdout, "listen -1 EACCES\n")
+        self.assertEqual(self.run_fenced(GO_LISTEN, "tcp", "127.0.0.1:26500").stdout,
+                         "listen 0 0 127.0.0.1:26500\n")
+
+    @unittest.skipUnless(URING, "pf-uring not built (needs liburing)")
+    def test_io_uring_gets_eacces(self):
+        r = self.run_fenced(URING, "bind", "127.0.0.1", REFUSED)
+        if r.returncode == 77:
+            self.skipTest("this kernel has no IORING_OP_BIND")
+        self.assertEqual(r.stdout.strip(), "bind -1 EACCES 0")
+
+    def test_dynamic_programs_are_moved_as_before(self):
+        out = lines(self.run_fenced(BUILD["probe"], "tcp4", "bind", "127.0.0.1", "26101", "sockname"))
+        self.assertEqual(out[1:], ["bind 0 0", "sockname 0 0 127.0.0.1 26101"])
+        self.assertEqual(self.result("tcp4", "bind", "127.0.0.1", REFUSED), "bind -1 EADDRINUSE")  # the shim's
+
+    @unittest.skipUnless(PROBE_STATIC, "pf-probe-static not built (sanitizers, or no BPF)")
+    def test_udp_is_not_covered(self):
+        """Documented: Landlock has no UDP rules before ABI 10."""
+        self.assertEqual(self.result("udp4", "bind", "127.0.0.1", REFUSED, static=True), "bind 0 0")
+
+    @unittest.skipUnless(PROBE_STATIC, "pf-probe-static not built (sanitizers, or no BPF)")
+    def test_the_policy_key_makes_it_the_default(self):
+        with open(self.readable_policy, "a") as f:
+            f.write("landlock = true;\n")
+        r = subprocess.run(self.drop + [BUILD["portfence"], "run", "-c", self.readable_policy, "--", PROBE_STATIC,
+                                        "tcp4", "bind", "127.0.0.1", REFUSED],
+                           capture_output=True, text=True, env=base_env(), timeout=60)
+        self.assertEqual(lines(r)[-1], "bind -1 EACCES", r.stderr)
+
+    @unittest.skipUnless(PROBE_STATIC and mptcp_available(), "needs the static probe and MPTCP")
+    def test_mptcp_is_the_kernels_gap(self):
+        """Documented: Landlock does not yet check MPTCP sockets' binds."""
+        self.assertEqual(self.result("mptcp4", "bind", "127.0.0.1", REFUSED, static=True), "bind 0 0")
+
+
 if __name__ == "__main__":
-    main({"cgroup": ["Kernel"],
+    main({"cgroup": ["Kernel"], "landlock": ["Landlock"],
           "uring": ["Shim.test_io_uring_is_not_seen", "Kernel.test_io_uring_is_fenced"],
           "static": ["Shim.test_static_binary_is_not_seen", "Kernel.test_static_binary_is_refused"],
           "go": ["Shim.test_go_without_cgo_is_not_seen", "Kernel.test_go_without_cgo_is_fenced"]})

@@ -205,6 +205,7 @@ static void test_defaults(void **state)
         assert_int_equal(pf_policy_refuse_errno(p), EADDRINUSE);
         assert_true(pf_policy_redirect_connect(p));
         assert_true(pf_policy_steer(p));
+        assert_false(pf_policy_landlock(p));
         assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_REFUSE);
         assert_int_equal(log->to, PF_LOG_STDERR);
         assert_int_equal(log->level, PF_LEVEL_INFO);
@@ -223,6 +224,7 @@ static void test_all_keys(void **state)
                 "remap_pool = \"1024-1100\";\n"
                 "redirect_connect = false;\n"
                 "steer = false;\n"
+                "landlock = true;\n"
                 "on_error = \"allow\";\n"
                 "log = { to = \"file:/var/log/portfence.log\"; level = \"debug\"; format = \"json\"; };\n"
                 "rules = (\n"
@@ -239,14 +241,15 @@ static void test_all_keys(void **state)
         assert_int_equal(pf_policy_refuse_errno(p), EACCES);
         assert_false(pf_policy_redirect_connect(p));
         assert_false(pf_policy_steer(p));
+        assert_true(pf_policy_landlock(p));
         assert_int_equal(pf_policy_on_error(p), PF_ON_ERROR_ALLOW);
         assert_int_equal(log->to, PF_LOG_FILE);
         assert_string_equal(log->path, "/var/log/portfence.log");
         assert_int_equal(log->level, PF_LEVEL_DEBUG);
         assert_int_equal(log->format, PF_FORMAT_JSON);
         assert_int_equal(pf_policy_rule_count(p), 2);
-        assert_int_equal(pf_policy_rule_line(p, 1), 11);
-        assert_int_equal(pf_policy_rule_line(p, 2), 12);
+        assert_int_equal(pf_policy_rule_line(p, 1), 12);
+        assert_int_equal(pf_policy_rule_line(p, 2), 13);
         pf_policy_free(p);
 }
 
