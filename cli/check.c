@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 #ifdef PF_HAVE_BPF
 #include "tables.h"
 #endif
@@ -277,7 +278,7 @@ static void print_verdicts(const struct pf_policy *policy, struct pf_query *quer
 /* --for landlock: what the policy becomes for what the shim cannot see. */
 static void note_landlock(const struct pf_policy *policy)
 {
-        const char *unusable = pf_landlock_unusable(pf_landlock_abi());
+        const char *unusable = pf_host_landlock_unusable(pf_landlock_abi());
         struct pf_portset open;
 
         pf_policy_landlock_tcp(policy, &open);

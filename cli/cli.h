@@ -144,11 +144,8 @@ int pf_run_environment(const char *command, const struct pf_policy *policy, char
                        size_t cache_size);
 
 /* landlock.c: Landlock's network rules for what the shim cannot see. */
-#define PF_LANDLOCK_NET_ABI 4   /* the first ABI with TCP bind rules (Linux 6.7) */
 /* The kernel's Landlock ABI version, or a negative errno. */
 int pf_landlock_abi(void);
-/* Why Landlock cannot fence binds with this ABI (or errno), NULL if it can. */
-const char *pf_landlock_unusable(int abi);
 /* This process and every child it starts may bind only the TCP ports
  * pf_policy_landlock_tcp() gives, and port 0; *rules: how many ports. 0, or
  * a negative errno with why (-EOPNOTSUPP: the kernel has no such rules). */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 
 /* The kernel's interface (linux/landlock.h of Linux 6.7 and later: older
  * headers lack the network part; the numbers are the kernel's ABI). */
@@ -35,17 +36,6 @@ int pf_landlock_abi(void)
         long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
 
         return abi < 0 ? -errno : (int)abi;
-}
-
-const char *pf_landlock_unusable(int abi)
-{
-        if (abi == -ENOSYS || abi == -EOPNOTSUPP)
-                return "this kernel has no Landlock (Linux 5.13+, enabled in the lsm= boot list)";
-        if (abi < 0)
-                return "Landlock cannot be asked for its version";
-        if (abi < PF_LANDLOCK_NET_ABI)
-                return "this kernel's Landlock has no network rules (ABI 4, Linux 6.7+)";
-        return NULL;
 }
 
 static int allow_port(int fd, unsigned port)
@@ -81,7 +71,7 @@ static int make_ruleset(const struct pf_portset *ports, unsigned *rules)
 
 int pf_landlock_restrict(const struct pf_policy *policy, unsigned *rules, char *why)
 {
-        const char *unusable = pf_landlock_unusable(pf_landlock_abi());
+        const char *unusable = pf_host_landlock_unusable(pf_landlock_abi());
         struct pf_portset ports;
         int fd, r = 0;
 

@@ -107,6 +107,17 @@ int pf_host_reserved_write(const char *path, const struct pf_portset *set, char 
         return r;
 }
 
+const char *pf_host_landlock_unusable(int abi)
+{
+        if (abi == -ENOSYS || abi == -EOPNOTSUPP)
+                return "this kernel has no Landlock (Linux 5.13+, enabled in the lsm= boot list)";
+        if (abi < 0)
+                return "Landlock cannot be asked for its version";
+        if (abi < PF_LANDLOCK_NET_ABI)
+                return "this kernel's Landlock has no network rules (ABI 4, Linux 6.7+)";
+        return NULL;
+}
+
 int pf_host_port_range_read(const char *range_path, struct pf_portset *out, char *why)
 {
         char *text, tail;

@@ -20,6 +20,12 @@ int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why);
  * caller merges what is there). 0, or a negative errno with the reason. */
 int pf_host_reserved_write(const char *path, const struct pf_portset *set, char *why);
 
+/* Landlock: why a kernel whose Landlock ABI is abi (or the negative errno
+ * of asking it) cannot fence TCP binds, NULL if it can (ABI 4, Linux 6.7).
+ * UDP rules (ABI 10) are not used: their numbers are not known here. */
+#define PF_LANDLOCK_NET_ABI 4
+const char *pf_host_landlock_unusable(int abi);
+
 /* The range of an ip_local_port_range file, whole (reserved ports in it). */
 int pf_host_port_range_read(const char *range_path, struct pf_portset *out, char *why);
 

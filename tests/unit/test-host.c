@@ -291,12 +291,27 @@ static void test_mount_ns_placeholder_says_nothing(void **state)
         assert_int_equal(pf_host_mount_ns(p->root), PF_NS_UNKNOWN);
 }
 
+static void test_landlock_abi(void **state)
+{
+        (void)state;
+        assert_string_equal(pf_host_landlock_unusable(-ENOSYS),
+                            "this kernel has no Landlock (Linux 5.13+, enabled in the lsm= boot list)");
+        assert_string_equal(pf_host_landlock_unusable(-EOPNOTSUPP),
+                            "this kernel has no Landlock (Linux 5.13+, enabled in the lsm= boot list)");
+        assert_string_equal(pf_host_landlock_unusable(-EPERM), "Landlock cannot be asked for its version");
+        assert_string_equal(pf_host_landlock_unusable(3),
+                            "this kernel's Landlock has no network rules (ABI 4, Linux 6.7+)");
+        assert_null(pf_host_landlock_unusable(4));
+        assert_null(pf_host_landlock_unusable(7));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_port_filters),
                 cmocka_unit_test(test_visitor_stops_the_dump),
                 cmocka_unit_test(test_socket_at),
+                cmocka_unit_test(test_landlock_abi),
                 cmocka_unit_test_setup_teardown(test_mount_ns_of_pid1, fake_proc_setup, fake_proc_teardown),
                 cmocka_unit_test_setup_teardown(test_mount_ns_of_a_kernel_thread, fake_proc_setup,
                                                 fake_proc_teardown),
