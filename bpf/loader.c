@@ -96,9 +96,8 @@ int pf_bpf_ready(char *why)
         return 1;
 }
 
-/* ---- filling the maps from the compiled policy ------------------------------ */
-
-/* ---- a policy's tables: made whole once, frozen, shared ----------------------- */
+/* ---- filling the maps from the compiled policy: a policy's tables, made
+ * whole once, frozen, shared ---------------------------------------------- */
 
 struct tables {
         struct pf_bpf_span *spans;
@@ -410,9 +409,6 @@ static int lock_fences(int how, char *why)
         return fd;
 }
 
-/* An attach builds its fence under PF_NEW_PREFIX<id> and renames it into
- * place as its last step: one found under the lock was left by an attach
- * that died (kill -9). Its links may be attached: remove them. */
 /* The programs skip their nesting check while the host has one fence:
  * after every change of the list of fenced cgroups, under the lock and
  * before a new fence's programs attach, its length is written down. A count

@@ -74,7 +74,8 @@ struct pf_bpf_block {
 
 /* A policy's tables (spans, blocks, rules) are maps of their own, made whole for one
  * compiled policy, frozen, and shared by every fence of that policy: a fence
- * holds them through tables[generation] (maps of maps). */
+ * holds them through spans[generation], blocks[generation] and
+ * rules[generation] (maps of maps). */
 #define PF_BPF_TABLE_NAME_SPANS "pf_spans"
 #define PF_BPF_TABLE_NAME_BLOCKS "pf_blocks"
 #define PF_BPF_TABLE_NAME_RULES "pf_rules"

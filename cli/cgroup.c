@@ -270,11 +270,11 @@ static int print_status(const struct pf_fence_status *st, void *ctx)
                 pf_json_kv_string(json, "cgroup", st->cgroup[0] ? st->cgroup : NULL);
                 pf_json_kv_uint(json, "cgroup_id", st->cgroup_id);
                 pf_json_key(json, "defunct");
-                pf_json_number(json, st->defunct ? "true" : "false");
+                pf_json_bool(json, st->defunct);
                 pf_json_key(json, "broken");
-                pf_json_number(json, st->broken && !st->unfinished ? "true" : "false");
+                pf_json_bool(json, st->broken && !st->unfinished);
                 pf_json_key(json, "unfinished");
-                pf_json_number(json, st->unfinished ? "true" : "false");
+                pf_json_bool(json, st->unfinished);
                 pf_json_kv_string(json, "policy", st->policy[0] ? st->policy : PF_POLICY_BUILTIN);
                 pf_json_kv_string(json, "hash", hash);
                 for (int k = 0; k < PF_FENCE_COUNTERS; k++)

@@ -112,8 +112,8 @@ void pf_json_key(struct pf_json *j, const char *key);
 void pf_json_string(struct pf_json *j, const char *s);
 void pf_json_uint(struct pf_json *j, uint64_t value);
 void pf_json_int(struct pf_json *j, int64_t value);
-void pf_json_null(struct pf_json *j);
 void pf_json_number(struct pf_json *j, const char *text);      /* already a JSON number */
+void pf_json_bool(struct pf_json *j, bool value);
 void pf_json_portset(struct pf_json *j, const struct pf_portset *set);  /* ["lo-hi", ...] */
 void pf_json_kv_string(struct pf_json *j, const char *key, const char *value); /* NULL: null */
 void pf_json_kv_uint(struct pf_json *j, const char *key, uint64_t value);

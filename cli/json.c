@@ -104,6 +104,13 @@ void pf_json_int(struct pf_json *j, int64_t value)
         done_value(j);
 }
 
+void pf_json_bool(struct pf_json *j, bool value)
+{
+        separate(j);
+        fputs(value ? "true" : "false", j->out);
+        done_value(j);
+}
+
 void pf_json_number(struct pf_json *j, const char *text)
 {
         separate(j);
@@ -111,7 +118,7 @@ void pf_json_number(struct pf_json *j, const char *text)
         done_value(j);
 }
 
-void pf_json_null(struct pf_json *j)
+static void put_null(struct pf_json *j)
 {
         separate(j);
         fputs("null", j->out);
@@ -141,7 +148,7 @@ void pf_json_kv_string(struct pf_json *j, const char *key, const char *value)
         if (value)
                 pf_json_string(j, value);
         else
-                pf_json_null(j);
+                put_null(j);
 }
 
 void pf_json_kv_uint(struct pf_json *j, const char *key, uint64_t value)
@@ -158,13 +165,13 @@ void pf_json_decision(struct pf_json *j, enum pf_action action, uint16_t target,
         if (action == PF_REMAP)
                 pf_json_uint(j, target);
         else
-                pf_json_null(j);
+                put_null(j);
         pf_json_kv_string(j, "errno", action == PF_REFUSE ? pf_errno_name(err) : NULL);
         pf_json_key(j, "rule");
         if (rule)
                 pf_json_uint(j, rule);
         else
-                pf_json_null(j);
+                put_null(j);
 }
 
 void pf_text(FILE *out, const char *s)

@@ -63,7 +63,7 @@ struct pf_socket_query {
 typedef int (*pf_socket_visit)(const struct inet_diag_msg *msg, void *ctx);
 int pf_host_sockets(const struct pf_socket_query *query, pf_socket_visit visit, void *ctx);
 
-/* A sock_diag socket for pf_host_socket_at() (close it), or a negative errno. */
+/* A sock_diag socket for pf_host_sockets_at() (close it), or a negative errno. */
 int pf_host_diag_open(void);
 /* The sockets of this network namespace that receive what is sent to
  * addr:ports[i] (a TCP listener, a UDP socket not connected elsewhere; a

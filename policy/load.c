@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Load and validate a libconfig policy file, then hand it to compiled.c. */
+/* Load and validate a libconfig policy file, then hand it to pack.c. */
 #include "policy-internal.h"
 
 #include <errno.h>

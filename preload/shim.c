@@ -497,7 +497,6 @@ static int bind_in_narrowed_range(int fd, const struct sockaddr *addr, socklen_t
         return r;
 }
 
-/* A port-0 bind of an IPv4 or IPv6 address. */
 /* The port of an IPv4 or IPv6 address, -1 for anything else. */
 static int inet_port(const struct sockaddr *addr, socklen_t len)
 {
