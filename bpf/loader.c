@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
+/* A fence's life: its pins, the lock every change holds, attach, reload,
+ * detach and prune. Filling its maps is fill.c's; what it reports,
+ * report.c's. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/magic.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,22 +24,23 @@
 #include "loader.h"
 #include "portfence-api.bpf.h"
 #include "portfence.skel.h"
+#include "fence.h"
 #include "tables.h"
 
 /* The pinned objects of one fenced cgroup, below PF_BPF_PIN_ROOT/<id>/. */
-static const char *const hook_names[] = {
+static const char *const fence_hook_names[] = {
         "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
         "getsockname4", "getsockname6", "getpeername4", "getpeername6", "recvmsg4", "recvmsg6",
         "post_bind4", "post_bind6", "sock_release", "setsockopt", "sock_ops", "steer_lookup",
 };
-static const char *const map_names[] = {
+const char *const fence_map_names[] = {
         "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
         "host", "peers", "decided", "steer", "steer_netns",
 };
+const size_t fence_map_count = COUNT(fence_map_names);
 /* Pins of fences made by older versions, removed with the rest. */
-static const char *const old_map_names[] = { "verdicts" };
+static const char *const fence_old_map_names[] = { "verdicts" };
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The kernel's numbers mean the policy's enums. */
 _Static_assert(PF_BPF_ALLOW == PF_ALLOW && PF_BPF_LOG == PF_LOG && PF_BPF_REFUSE == PF_REFUSE &&
@@ -58,15 +60,14 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
         return verbose_libbpf ? vfprintf(stderr, fmt, ap) : 0;
 }
 
-static void pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
+void fence_pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
 {
         snprintf(out, size, "%s/%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
 }
 
-#define PF_NEW_PREFIX "new-"    /* bpffs refuses names with a dot */
 
-/* Where an attach builds the fence before renaming it into pin_dir(). */
-static void building_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
+/* Where an attach builds the fence before renaming it into fence_pin_dir(). */
+void fence_building_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
 {
         snprintf(out, size, "%s/" PF_NEW_PREFIX "%llu", PF_BPF_PIN_ROOT, (unsigned long long)cgroup->id);
 }
@@ -96,29 +97,7 @@ int pf_bpf_ready(char *why)
         return 1;
 }
 
-/* ---- filling the maps from the compiled policy: a policy's tables, made
- * whole once, frozen, shared ---------------------------------------------- */
-
-struct tables {
-        struct pf_bpf_span *spans;
-        uint32_t span_count;
-        struct pf_bpf_block *blocks;    /* PF_BPF_BLOCKS of them */
-        struct pf_bpf_rule *rules;
-        uint32_t rule_count;
-};
-
-static void free_tables(struct tables *t)
-{
-        free(t->spans);
-        free(t->blocks);
-        free(t->rules);
-}
-
-/* A fence's maps of tables, or one generation's tables: descriptors. */
-enum { SPANS, BLOCKS, RULES, TABLES };
-static const char *const table_maps[TABLES] = { "spans", "blocks", "rules" };
-
-static void close_all(int *fds, size_t n)
+void fence_close_all(int *fds, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
                 if (fds[i] >= 0)
@@ -127,253 +106,12 @@ static void close_all(int *fds, size_t n)
         }
 }
 
-/* Does map fd hold exactly count values of size, as in values? */
-static bool table_equal(int fd, uint32_t size, const void *values, uint32_t count)
-{
-        struct bpf_map_info info = { 0 };
-        uint32_t len = sizeof(info);
-        unsigned char value[sizeof(struct pf_bpf_rule) + sizeof(struct pf_bpf_block)];
-
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0 || info.type != BPF_MAP_TYPE_ARRAY ||
-            info.value_size != size || info.max_entries != count || size > sizeof(value))
-                return false;
-        for (uint32_t key = 0; key < count; key++)
-                if (bpf_map_lookup_elem(fd, &key, value) < 0 ||
-                    memcmp(value, (const unsigned char *)values + (size_t)key * size, size) != 0)
-                        return false;
-        return true;
-}
-
-/* The table generation `generation` of outer map fd refers to, as a
- * descriptor, if it holds exactly values; else -1. */
-static int table_if_equal(int outer, uint32_t generation, uint32_t size, const void *values, uint32_t count)
-{
-        uint32_t id;
-        int fd;
-
-        if (outer < 0 || bpf_map_lookup_elem(outer, &generation, &id) < 0 ||
-            (fd = bpf_map_get_fd_by_id(id)) < 0)
-                return -1;
-        if (table_equal(fd, size, values, count))
-                return fd;
-        close(fd);
-        return -1;
-}
-
-static int open_fence_map(const char *dir, const char *name)
+int fence_open_map(const char *dir, const char *name)
 {
         char path[4400];
 
         snprintf(path, sizeof(path), "%s/%s", dir, name);
         return bpf_obj_get(path);
-}
-
-/* The values, size and count of table i of t. */
-static const void *table_values(const struct tables *t, int i, uint32_t *size, uint32_t *count)
-{
-        switch (i) {
-        case SPANS:
-                *size = sizeof(*t->spans), *count = t->span_count;
-                return t->spans;
-        case BLOCKS:
-                *size = sizeof(*t->blocks), *count = PF_BPF_BLOCKS;
-                return t->blocks;
-        default:
-                *size = sizeof(*t->rules), *count = t->rule_count;
-                return t->rules;
-        }
-}
-
-/* The tables another fence uses for this very policy (found by its hash,
- * taken only when equal value by value): 0 with fds[SPANS..RULES], or -1. */
-static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
-{
-        DIR *root = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        bool found = false;
-
-        for (int i = 0; i < TABLES; i++)
-                fds[i] = -1;
-        while (root && !found && (e = readdir(root))) {
-                char dir[4200];
-                struct pf_bpf_settings s;
-                uint32_t zero = 0, generation;
-                int live, settings, outer[TABLES];
-
-                if (!strtoull(e->d_name, NULL, 10))
-                        continue;       /* ".", "..", new-<id> */
-                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                live = open_fence_map(dir, "live");
-                settings = open_fence_map(dir, "settings");
-                for (int i = 0; i < TABLES; i++)
-                        outer[i] = open_fence_map(dir, table_maps[i]);
-                if (live >= 0 && settings >= 0 && bpf_map_lookup_elem(live, &zero, &generation) == 0 &&
-                    (generation &= 1, bpf_map_lookup_elem(settings, &generation, &s) == 0) &&
-                    s.magic == PF_BPF_MAGIC && s.policy_hash == hash && s.span_count == t->span_count) {
-                        found = true;
-                        for (int i = 0; i < TABLES && found; i++) {
-                                uint32_t size, count;
-                                const void *values = table_values(t, i, &size, &count);
-
-                                fds[i] = table_if_equal(outer[i], generation, size, values, count);
-                                found = fds[i] >= 0;
-                        }
-                        if (!found)
-                                close_all(fds, TABLES);
-                }
-                close_all(outer, TABLES);
-                close_all((int[]){ live, settings }, 2);
-        }
-        if (root)
-                closedir(root);
-        return found ? 0 : -1;
-}
-
-/* Some maps are one for the whole host: the registry of moved ports (a
- * client in one fence follows a server another fence moved, when its own
- * policy remaps that port too), its way back, the list of fenced cgroups,
- * the host's counts, the redirected sockets' destinations and the marks of
- * the fence that decided a call. Each fence
- * after the first costs nothing for them. Taken from
- * any fence that has one of the same shape. */
-static void share_host_map(struct bpf_map *moved, const char *name)
-{
-        DIR *root = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        bool shared = false;
-
-        while (root && !shared && (e = readdir(root))) {
-                struct bpf_map_info info = { 0 };
-                uint32_t len = sizeof(info);
-                char dir[4200];
-                int fd;
-
-                if (!strtoull(e->d_name, NULL, 10))
-                        continue;
-                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                fd = open_fence_map(dir, name);
-                if (fd < 0)
-                        continue;
-                shared = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-                         info.type == bpf_map__type(moved) && info.key_size == bpf_map__key_size(moved) &&
-                         info.value_size == bpf_map__value_size(moved) &&
-                         info.max_entries == bpf_map__max_entries(moved) && bpf_map__reuse_fd(moved, fd) == 0;
-                close(fd);
-        }
-        if (root)
-                closedir(root);
-}
-
-/* A new table holding values, frozen: from here on nothing changes it.
- * Sized to its policy (BPF_F_INNER_MAP), except the blocks: one size. */
-static int make_table(const char *name, uint32_t size, const void *values, uint32_t count, char *why)
-{
-        LIBBPF_OPTS(bpf_map_create_opts, opts,
-                    .map_flags = strcmp(name, PF_BPF_TABLE_NAME_BLOCKS) == 0 ? 0 : BPF_F_INNER_MAP);
-        uint32_t *keys = calloc(count, sizeof(*keys)), done = count;
-        int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name, sizeof(uint32_t), size, count, &opts);
-        int r = fd < 0 ? -errno : 0;
-
-        for (uint32_t i = 0; keys && i < count; i++)
-                keys[i] = i;
-        if (r == 0 && !keys)
-                r = -ENOMEM;
-        if (r == 0 && bpf_map_update_batch(fd, keys, values, &done, NULL) < 0)
-                r = -errno;
-        if (r == 0 && bpf_map_freeze(fd) < 0)
-                r = -errno;
-        free(keys);
-        if (r < 0) {
-                if (fd >= 0)
-                        close(fd);
-                return pf_bpf_fail(r, why, "cannot make the %s table: %s", name, strerror(-r));
-        }
-        return fd;
-}
-
-/* The policy's tables as generation `generation` of the outer maps: those
- * of another fence of the same policy, or new ones. */
-static int put_tables(const struct pf_policy *p, const int outer[TABLES], uint32_t generation,
-                      uint32_t *span_count, char *why)
-{
-        static const char *const names[TABLES] = {
-                PF_BPF_TABLE_NAME_SPANS, PF_BPF_TABLE_NAME_BLOCKS, PF_BPF_TABLE_NAME_RULES,
-        };
-        struct tables t = { 0 };
-        int fds[TABLES] = { -1, -1, -1 }, r;
-
-        r = pf_bpf_build_spans(p, &t.spans, &t.span_count, why);
-        if (r == 0)
-                r = pf_bpf_build_blocks(t.spans, t.span_count, &t.blocks, why);
-        if (r == 0)
-                r = pf_bpf_build_rules(p, &t.rules, &t.rule_count, why);
-        if (r == 0 && find_shared(&t, pf_policy_hash(p), fds) < 0) {
-                for (int i = 0; i < TABLES && r == 0; i++) {
-                        uint32_t size, count;
-                        const void *values = table_values(&t, i, &size, &count);
-
-                        fds[i] = make_table(names[i], size, values, count, why);
-                        r = fds[i] < 0 ? fds[i] : 0;
-                }
-        }
-        for (int i = 0; i < TABLES && r == 0; i++)
-                if (bpf_map_update_elem(outer[i], &generation, &fds[i], BPF_ANY) < 0)
-                        r = pf_bpf_fail(-errno, why, "cannot put the policy's tables in place: %s", strerror(errno));
-        *span_count = t.span_count;
-        close_all(fds, TABLES);
-        free_tables(&t);
-        return r;
-}
-
-static void fill_locals(struct pf_bpf_settings *s)
-{
-        struct pf_addr addrs[2 * PF_HOST_LOCALS];
-        unsigned count = pf_host_local_addresses(addrs, 2 * PF_HOST_LOCALS);
-
-        _Static_assert(PF_BPF_LOCALS == PF_HOST_LOCALS, "both enforcers keep the same addresses");
-        for (unsigned i = 0; i < count; i++) {
-                if (addrs[i].family == PF_IPV4)
-                        memcpy(&s->local4[s->local4_count++], &addrs[i].v4, 4);
-                else
-                        memcpy(s->local6[s->local6_count++], &addrs[i].v6, 16);
-        }
-}
-
-static int fill_settings(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
-                         int fd, uint32_t generation, uint32_t span_count, char *why)
-{
-        struct pf_bpf_settings s = {
-                .span_count = span_count,
-                .fence_id = fence_id,
-                .magic = PF_BPF_MAGIC,
-                .refuse_errno = pf_policy_refuse_errno(p),
-                .redirect_connect = pf_policy_redirect_connect(p),
-                .steer = pf_policy_steer(p),
-                .getsockname_requested = pf_policy_getsockname(p) == PF_GETSOCKNAME_REQUESTED,
-                .policy_hash = pf_policy_hash(p),
-        };
-
-        snprintf(s.policy_path, sizeof(s.policy_path), "%s", policy_path);
-        fill_locals(&s);
-        for (unsigned port = 1; port <= PF_PORT_MAX; port++)
-                if (pf_policy_plain_allow(p, port))
-                        s.plain_allow[port / 64] |= 1ull << (port % 64);
-        if (bpf_map_update_elem(fd, &generation, &s, BPF_ANY) < 0)
-                return pf_bpf_fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
-        return 0;
-}
-
-/* Fill generation `generation` of the fence's maps; the programs do not look
- * at it until live[0] says so. */
-static int fill_policy(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
-                       const int outer[TABLES], int settings, uint32_t generation, char *why)
-{
-        uint32_t span_count = 0;
-        int r = put_tables(p, outer, generation, &span_count, why);
-
-        if (r == 0)
-                r = fill_settings(p, policy_path, fence_id, settings, generation, span_count, why);
-        return r;
 }
 
 /* ---- one change at a time ------------------------------------------------- */
@@ -387,7 +125,7 @@ static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx);
  * exclusively and a status reads under it shared: two reloads never mix
  * policies, a status never reads half a fence. A descriptor to close, or
  * -1 with the reason in why. */
-static int lock_fences(int how, char *why)
+int fence_lock(int how, char *why)
 {
         struct stat st;
         int fd = open(PF_FENCE_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -429,11 +167,11 @@ static int count_fences(int fenced, int host)
 /* count_fences() with the host maps of the fence in dir. */
 static void count_fences_of(const char *dir)
 {
-        int fds[] = { open_fence_map(dir, "fenced"), open_fence_map(dir, "host") };
+        int fds[] = { fence_open_map(dir, "fenced"), fence_open_map(dir, "host") };
 
         if (fds[0] >= 0 && fds[1] >= 0)
                 count_fences(fds[0], fds[1]);
-        close_all(fds, 2);
+        fence_close_all(fds, 2);
 }
 
 /* Has the attach of the fence in dir committed? A fence an attach left
@@ -443,7 +181,7 @@ static void count_fences_of(const char *dir)
 static bool fence_committed(const char *dir)
 {
         uint32_t which = PF_BPF_LIVE_GENERATION, generation = 0;
-        int live = open_fence_map(dir, "live");
+        int live = fence_open_map(dir, "live");
 
         if (live >= 0) {
                 bpf_map_lookup_elem(live, &which, &generation);
@@ -469,7 +207,7 @@ static void scrub_fenced(void)
                 if (!(id = strtoull(e->d_name, NULL, 10)))
                         continue;
                 snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                if (fd < 0 && (fd = open_fence_map(path, "fenced")) >= 0)
+                if (fd < 0 && (fd = fence_open_map(path, "fenced")) >= 0)
                         snprintf(fence, sizeof(fence), "%s", path);
                 if (fd >= 0 && fence_committed(path) && bpf_map_lookup_elem(fd, &id, &(uint8_t){ 0 }) < 0)
                         bpf_map_update_elem(fd, &id, &(uint8_t){ 1 }, BPF_ANY);
@@ -513,17 +251,17 @@ static void remove_abandoned(void)
 }
 
 /* Does dir hold every pin of a fence? */
-static bool fence_complete(const char *dir)
+bool fence_complete(const char *dir)
 {
         char path[4400];
 
-        for (size_t i = 0; i < COUNT(hook_names); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, hook_names[i]);
+        for (size_t i = 0; i < COUNT(fence_hook_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, fence_hook_names[i]);
                 if (access(path, F_OK) < 0)
                         return false;
         }
-        for (size_t i = 0; i < COUNT(map_names); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, map_names[i]);
+        for (size_t i = 0; i < COUNT(fence_map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, fence_map_names[i]);
                 if (access(path, F_OK) < 0)
                         return false;
         }
@@ -537,7 +275,7 @@ static bool fence_complete(const char *dir)
 static void forget_steering(const char *dir, uint64_t id)
 {
         struct pf_bpf_steer_key *keys = calloc(PF_BPF_STEER_MAX, sizeof(*keys)), key;
-        int fd = open_fence_map(dir, "steer");
+        int fd = fence_open_map(dir, "steer");
         size_t found = 0;
 
         /* The fence's keys first, then deleted: a walk of a hash map that
@@ -581,10 +319,10 @@ static void unpin_all(const char *dir)
         char path[4200];
 
         unregister(dir);
-        for (size_t i = 0; i < COUNT(hook_names); i++) {
+        for (size_t i = 0; i < COUNT(fence_hook_names); i++) {
                 int fd;
 
-                snprintf(path, sizeof(path), "%s/%s", dir, hook_names[i]);
+                snprintf(path, sizeof(path), "%s/%s", dir, fence_hook_names[i]);
                 fd = bpf_obj_get(path);
                 if (fd >= 0) {
                         bpf_link_detach(fd);
@@ -592,12 +330,12 @@ static void unpin_all(const char *dir)
                 }
                 unlink(path);
         }
-        for (size_t i = 0; i < COUNT(map_names); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, map_names[i]);
+        for (size_t i = 0; i < COUNT(fence_map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, fence_map_names[i]);
                 unlink(path);
         }
-        for (size_t i = 0; i < COUNT(old_map_names); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, old_map_names[i]);
+        for (size_t i = 0; i < COUNT(fence_old_map_names); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, fence_old_map_names[i]);
                 unlink(path);
         }
         rmdir(dir);
@@ -712,14 +450,14 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         char dir[4200], building[4200];
         int cgroup_fd = -1, r;
 
-        pin_dir(cgroup, dir, sizeof(dir));
+        fence_pin_dir(cgroup, dir, sizeof(dir));
         if (access(dir, F_OK) == 0) {
                 if (fence_complete(dir))
                         return pf_bpf_fail(-EEXIST, why, "%s is fenced already (portfence cgroup reload or detach)",
                                     cgroup->path);
                 unpin_all(dir);         /* half a fence (an older attach that died): made anew */
         }
-        building_dir(cgroup, building, sizeof(building));
+        fence_building_dir(cgroup, building, sizeof(building));
         if (mkdir(building, 0700) < 0)
                 return pf_bpf_fail(-errno, why, "cannot create '%s': %s", building, strerror(errno));
         skel = portfence_bpf__open();
@@ -727,13 +465,13 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
                 r = pf_bpf_fail(-errno, why, "cannot open the BPF programs: %s", strerror(errno));
                 goto out;
         }
-        share_host_map(skel->maps.moved, "moved");
-        share_host_map(skel->maps.moved_back, "moved_back");
-        share_host_map(skel->maps.fenced, "fenced");
-        share_host_map(skel->maps.host, "host");
-        share_host_map(skel->maps.peers, "peers");
-        share_host_map(skel->maps.decided, "decided");
-        share_host_map(skel->maps.steer, "steer");
+        fence_share_host_map(skel->maps.moved, "moved");
+        fence_share_host_map(skel->maps.moved_back, "moved_back");
+        fence_share_host_map(skel->maps.fenced, "fenced");
+        fence_share_host_map(skel->maps.host, "host");
+        fence_share_host_map(skel->maps.peers, "peers");
+        fence_share_host_map(skel->maps.decided, "decided");
+        fence_share_host_map(skel->maps.steer, "steer");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "
@@ -744,7 +482,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         /* Filled before attached: the cgroup is never fenced by empty maps;
          * and inert until the commit below: a kill in between leaves
          * programs that decide nothing, never half a fence. */
-        r = fill_policy(policy, policy_path, cgroup->id,
+        r = fence_fill_policy(policy, policy_path, cgroup->id,
                         (int[TABLES]){ bpf_map__fd(skel->maps.spans), bpf_map__fd(skel->maps.blocks),
                                        bpf_map__fd(skel->maps.rules) },
                         bpf_map__fd(skel->maps.settings), 0, why);
@@ -793,7 +531,7 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
                 return r;
         if (mkdir(PF_BPF_PIN_ROOT, 0700) < 0 && errno != EEXIST)
                 return pf_bpf_fail(-errno, why, "cannot create '%s': %s", PF_BPF_PIN_ROOT, strerror(errno));
-        lock = lock_fences(LOCK_EX, why);
+        lock = fence_lock(LOCK_EX, why);
         if (lock < 0)
                 return lock;
         remove_abandoned();
@@ -803,12 +541,12 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
         return r;
 }
 
-static int open_pinned(const struct pf_cgroup *cgroup, const char *name, char *why)
+int fence_open_pinned(const struct pf_cgroup *cgroup, const char *name, char *why)
 {
         char path[4200];
         int fd;
 
-        pin_dir(cgroup, path, sizeof(path));
+        fence_pin_dir(cgroup, path, sizeof(path));
         if (access(path, F_OK) < 0)
                 return pf_bpf_fail(-ENOENT, why, "%s is not fenced by portfence", cgroup->path);
         snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", name);
@@ -828,7 +566,7 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         int r = 0;
 
         for (int i = 0; i < MAPS && r == 0; i++) {
-                fds[i] = open_pinned(cgroup, names[i], why);
+                fds[i] = fence_open_pinned(cgroup, names[i], why);
                 if (fds[i] < 0)
                         r = fds[i];
         }
@@ -836,11 +574,11 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
                 r = pf_bpf_fail(-errno, why, "cannot read the live generation: %s", strerror(errno));
         next = (generation & 1) ^ 1;
         if (r == 0)
-                r = fill_policy(policy, policy_path, cgroup->id, fds, fds[SETTINGS], next, why);
+                r = fence_fill_policy(policy, policy_path, cgroup->id, fds, fds[SETTINGS], next, why);
         /* One 4-byte write switches every map to the new half at once. */
         if (r == 0 && bpf_map_update_elem(fds[LIVE], &zero, &next, BPF_ANY) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot switch to the new policy: %s", strerror(errno));
-        close_all(fds, MAPS);
+        fence_close_all(fds, MAPS);
         return r;
 }
 
@@ -848,15 +586,15 @@ bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup)
 {
         char dir[4200], building[4200];
 
-        pin_dir(cgroup, dir, sizeof(dir));
-        building_dir(cgroup, building, sizeof(building));
+        fence_pin_dir(cgroup, dir, sizeof(dir));
+        fence_building_dir(cgroup, building, sizeof(building));
         return access(building, F_OK) == 0 || (access(dir, F_OK) == 0 && !fence_committed(dir));
 }
 
 int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
                   const struct pf_cgroup *cgroup, char *why)
 {
-        int lock = lock_fences(LOCK_EX, why), r;
+        int lock = fence_lock(LOCK_EX, why), r;
 
         if (lock < 0)
                 return lock;
@@ -875,12 +613,12 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
 {
         char dir[4200], building[4200], events_lock[128];
         bool fenced, unfinished;
-        int lock = lock_fences(LOCK_EX, why), r = 0;
+        int lock = fence_lock(LOCK_EX, why), r = 0;
 
         if (lock < 0)
                 return lock;
-        pin_dir(cgroup, dir, sizeof(dir));
-        building_dir(cgroup, building, sizeof(building));
+        fence_pin_dir(cgroup, dir, sizeof(dir));
+        fence_building_dir(cgroup, building, sizeof(building));
         fenced = access(dir, F_OK) == 0;
         unfinished = pf_bpf_attach_unfinished(cgroup);
         if (!fenced && !unfinished)
@@ -905,13 +643,13 @@ int pf_bpf_detach(const struct pf_cgroup *cgroup, char *why)
 
 /* A fence whose cgroup is gone: the kernel keeps its links (they hold no
  * cgroup any more, cgroup id 0) and its pins until someone removes them. */
-static bool fence_defunct(uint64_t id)
+bool fence_defunct(uint64_t id)
 {
         struct pf_cgroup cgroup = { .id = id };
         struct bpf_link_info info = { 0 };
         uint32_t len = sizeof(info);
         char why[PF_WHY_SIZE];
-        int fd = open_pinned(&cgroup, "bind4", why);
+        int fd = fence_open_pinned(&cgroup, "bind4", why);
         bool defunct;
 
         if (fd < 0)
@@ -948,7 +686,7 @@ static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx)
 
 int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)
 {
-        int lock = lock_fences(LOCK_EX, why), count;
+        int lock = fence_lock(LOCK_EX, why), count;
 
         if (lock < 0)
                 return lock;
@@ -962,7 +700,7 @@ bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup)
 {
         char dir[4200];
 
-        pin_dir(cgroup, dir, sizeof(dir));
+        fence_pin_dir(cgroup, dir, sizeof(dir));
         return access(dir, F_OK) == 0;
 }
 
@@ -986,338 +724,8 @@ int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *an
                         return -ENOENT;
                 ancestor->id = st.st_ino;
                 ancestor->root = strlen(ancestor->path) == len;
-                pin_dir(ancestor, dir, sizeof(dir));
+                fence_pin_dir(ancestor, dir, sizeof(dir));
                 if (access(dir, F_OK) == 0)
                         return 0;
         }
-}
-
-/* ---- status ---------------------------------------------------------------------- */
-
-static uint64_t wanted_id;
-static char found_path[4096];
-
-static int match_inode(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-        (void)ftw;
-        if (type == FTW_D && st->st_ino == wanted_id) {
-                snprintf(found_path, sizeof(found_path), "%s", path);
-                return 1;
-        }
-        return 0;
-}
-
-/* The cgroup directory whose inode is id, or "" when it is gone. */
-static const char *cgroup_path_of(uint64_t id)
-{
-        char mount[4096], why[PF_WHY_SIZE];
-
-        found_path[0] = '\0';
-        wanted_id = id;
-        if (pf_cgroup_mount(mount, sizeof(mount), why) == 0)
-                nftw(mount, match_inode, 32, FTW_PHYS | FTW_MOUNT);
-        return found_path;
-}
-
-static int read_counters(int fd, uint64_t totals[PF_FENCE_COUNTERS])
-{
-        int cpus = libbpf_num_possible_cpus();
-        uint64_t *values;
-
-        if (cpus <= 0 || !(values = calloc((size_t)cpus, sizeof(*values))))
-                return -ENOMEM;
-        for (uint32_t k = 0; k < PF_FENCE_COUNTERS; k++) {
-                totals[k] = 0;
-                if (bpf_map_lookup_elem(fd, &k, values) == 0)
-                        for (int c = 0; c < cpus; c++)
-                                totals[k] += values[c];
-        }
-        free(values);
-        return 0;
-}
-
-static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, char *why)
-{
-        struct pf_cgroup cgroup = *of;
-        uint64_t id = of->id;
-        struct pf_bpf_settings s;
-        uint32_t zero = 0, generation = 0;
-        int settings = open_pinned(&cgroup, "settings", why);
-        int live = open_pinned(&cgroup, "live", why);
-        int counters = open_pinned(&cgroup, "counters", why);
-        int r = settings < 0 ? settings : live < 0 ? live : counters < 0 ? counters : 0;
-
-        *out = (struct pf_fence_status){ .cgroup_id = id };
-        if (r == 0 && bpf_map_lookup_elem(live, &zero, &generation) < 0)
-                r = pf_bpf_fail(-errno, why, "cannot read the generation of cgroup %llu", (unsigned long long)id);
-        out->unfinished = generation & PF_BPF_LIVE_INERT;
-        generation &= 1;
-        if (r == 0 && bpf_map_lookup_elem(settings, &generation, &s) < 0)
-                r = pf_bpf_fail(-errno, why, "cannot read the settings of cgroup %llu", (unsigned long long)id);
-        if (r == 0)
-                r = read_counters(counters, out->counters);
-        if (r == 0) {
-                out->defunct = fence_defunct(id);
-                snprintf(out->cgroup, sizeof(out->cgroup), "%s", out->defunct ? "" : cgroup_path_of(id));
-                snprintf(out->policy, sizeof(out->policy), "%s", s.policy_path);
-                out->policy_hash = s.policy_hash;
-        }
-        if (settings >= 0)
-                close(settings);
-        if (live >= 0)
-                close(live);
-        if (counters >= 0)
-                close(counters);
-        return r;
-}
-
-/* What an attach killed before its rename left: only its cgroup id is known. */
-static struct pf_fence_status unfinished_status(uint64_t id)
-{
-        return (struct pf_fence_status){ .cgroup_id = id, .unfinished = true, .broken = true };
-}
-
-int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why)
-{
-        struct pf_fence_status status;
-        struct dirent *e;
-        char building[4200];
-        DIR *dir;
-        int r = 0, lock;
-
-        if (access(PF_BPF_PIN_ROOT, F_OK) < 0 && !only)
-                return 0;       /* nothing fenced */
-        lock = lock_fences(LOCK_SH, why);
-        if (lock < 0)
-                return lock;
-        if (only) {
-                building_dir(only, building, sizeof(building));
-                if (!pf_bpf_is_fenced(only) && access(building, F_OK) == 0)
-                        status = unfinished_status(only->id);
-                else
-                        r = status_one(only, &status, why);
-                r = r < 0 ? r : visit(&status, ctx);
-                close(lock);
-                return r;
-        }
-        dir = opendir(PF_BPF_PIN_ROOT);
-        while (dir && (e = readdir(dir))) {
-                char one_why[PF_WHY_SIZE], path[4200];
-                bool new = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
-                uint64_t id = strtoull(e->d_name + (new ? strlen(PF_NEW_PREFIX) : 0), NULL, 10);
-                int one;
-
-                if (e->d_name[0] == '.' || !id)
-                        continue;
-                if (new) {
-                        status = unfinished_status(id);
-                        visit(&status, ctx);
-                        continue;
-                }
-                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                /* Under the lock no attach or detach is half done: a fence
-                 * missing pins is broken (reported; the rest are listed). */
-                one = fence_complete(path) ? status_one(&(struct pf_cgroup){ .id = id }, &status, one_why)
-                                           : -ENOENT;
-                if (one < 0)    /* shown as broken, among the others */
-                        status = (struct pf_fence_status){ .cgroup_id = id, .broken = true };
-                visit(&status, ctx);
-        }
-        if (dir)
-                closedir(dir);
-        close(lock);
-        return r;
-}
-
-/* ---- memory ---------------------------------------------------------------------- */
-
-static uint64_t memlock_of(int fd)
-{
-        char path[64], line[256];
-        unsigned long long bytes = 0;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-        f = fopen(path, "re");
-        while (f && fgets(line, sizeof(line), f))
-                if (sscanf(line, "memlock: %llu", &bytes) == 1)
-                        break;
-        if (f)
-                fclose(f);
-        return bytes;
-}
-
-static void visit_map(int fd, pf_map_visit visit, void *ctx)
-{
-        struct bpf_map_info info = { 0 };
-        uint32_t len = sizeof(info);
-
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
-                visit(info.id, info.name, memlock_of(fd), ctx);
-}
-
-int pf_bpf_fence_maps(const struct pf_cgroup *cgroup, pf_map_visit visit, void *ctx, char *why)
-{
-        for (size_t i = 0; i < COUNT(map_names); i++) {
-                int fd = open_pinned(cgroup, map_names[i], why);
-                bool outer = false;
-
-                for (int t = 0; t < TABLES; t++)
-                        outer = outer || strcmp(map_names[i], table_maps[t]) == 0;
-
-                if (fd < 0)
-                        return fd;
-                visit_map(fd, visit, ctx);
-                for (uint32_t generation = 0; outer && generation < PF_BPF_GENERATIONS; generation++) {
-                        uint32_t id;
-                        int inner;
-
-                        if (bpf_map_lookup_elem(fd, &generation, &id) < 0 || (inner = bpf_map_get_fd_by_id(id)) < 0)
-                                continue;
-                        visit_map(inner, visit, ctx);
-                        close(inner);
-                }
-                close(fd);
-        }
-        return 0;
-}
-
-/* ---- events ---------------------------------------------------------------------- */
-
-static volatile sig_atomic_t stop_events;
-
-static void on_stop(int sig)
-{
-        (void)sig;
-        stop_events = 1;
-}
-
-struct event_sink {
-        pf_event_visit visit;
-        void *ctx;
-        bool skip;              /* draining what was decided before we started */
-        unsigned left;          /* 0: no limit */
-};
-
-static void decode_event(const struct pf_bpf_event *e, struct pf_fence_event *out)
-{
-        static const char *const hooks[PF_BPF_HOOKS] = { "bind", "connect", "sendmsg" };
-
-        *out = (struct pf_fence_event){
-                .cgroup_id = e->cgroup_id, .pid = e->pid,
-                .call = e->hook < PF_BPF_HOOKS ? hooks[e->hook] : "?",
-                .proto = e->proto == PF_BPF_UDP ? PF_UDP : PF_TCP,
-                .action = (enum pf_action)(e->action % PF_BPF_ACTIONS),
-                .port = e->port, .target = e->target, .rule = e->rule,
-        };
-        out->err = out->action == PF_REFUSE ? e->err : 0;
-        memcpy(out->comm, e->comm, sizeof(e->comm));
-        out->comm[sizeof(e->comm)] = '\0';
-        if (e->family == PF_BPF_IPV6)
-                pf_addr_set_in6(&out->addr, (const struct in6_addr *)(const void *)e->addr);
-        else
-                pf_addr_set_in4(&out->addr, (const struct in_addr *)(const void *)e->addr);
-}
-
-static int on_event(void *ctx, void *data, size_t size)
-{
-        struct event_sink *sink = ctx;
-        struct pf_fence_event event;
-
-        if (size < sizeof(struct pf_bpf_event) || sink->skip)
-                return 0;
-        if (stop_events)
-                return -ECANCELED;      /* --count reached: leave the rest unread */
-        decode_event(data, &event);
-        sink->visit(&event, sink->ctx);
-        if (sink->left && --sink->left == 0)
-                stop_events = 1;
-        return 0;
-}
-
-/* A ring buffer has one consumer: two readers would each miss what the
- * other took. The second one is refused, by a lock per fence. */
-static int claim_events(const struct pf_cgroup *cgroup, char *why)
-{
-        char path[128];
-        struct stat st;
-        int fd;
-
-        snprintf(path, sizeof(path), "/run/portfence-events-%llu.lock", (unsigned long long)cgroup->id);
-        fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
-                close(fd);
-                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", path);
-        }
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                close(fd);
-                return pf_bpf_fail(-EBUSY, why, "another 'portfence cgroup events' (or 'cgroup learn') reads "
-                            "the events of %s: a fence's events go to one reader", cgroup->path[0] ?
-                            cgroup->path : "this fence");
-        }
-        return fd;
-}
-
-/* live[PF_BPF_LIVE_READER]: do the programs write events? A reader killed
- * before it says no leaves them writing, as if it read on. */
-static int set_reader(const struct pf_cgroup *cgroup, uint32_t reading, char *why)
-{
-        uint32_t which = PF_BPF_LIVE_READER;
-        int fd = open_pinned(cgroup, "live", why), r = 0;
-
-        if (fd < 0)
-                return fd;
-        if (bpf_map_update_elem(fd, &which, &reading, BPF_ANY) < 0)
-                r = pf_bpf_fail(-errno, why, "cannot ask the fence for its events: %s", strerror(errno));
-        close(fd);
-        return r;
-}
-
-int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
-                  char *why)
-{
-        char ignored[PF_WHY_SIZE];
-        struct event_sink sink = { .visit = visit, .ctx = ctx, .skip = true, .left = count };
-        struct sigaction sa = { .sa_handler = on_stop };
-        struct ring_buffer *rb;
-        int claim = claim_events(cgroup, why), fd, r = 0;
-
-        if (claim < 0)
-                return claim;
-        fd = open_pinned(cgroup, "events", why);
-        if (fd < 0) {
-                close(claim);
-                return fd;
-        }
-        rb = ring_buffer__new(fd, on_event, &sink, NULL);
-        if (!rb) {
-                close(fd);
-                close(claim);
-                return pf_bpf_fail(-errno, why, "cannot read the events: %s", strerror(errno));
-        }
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGALRM, &sa, NULL);  /* the caller's alarm(): a --duration */
-        ring_buffer__consume(rb);
-        sink.skip = false;
-        r = set_reader(cgroup, 1, why);
-        while (r == 0 && !stop_events) {
-                r = ring_buffer__poll(rb, 200);
-                if (r == -EINTR || r == -ECANCELED) {
-                        r = 0;
-                        continue;
-                }
-                if (r < 0) {
-                        r = pf_bpf_fail(r, why, "reading the events: %s", strerror(-r));
-                        break;
-                }
-                r = 0;
-        }
-        set_reader(cgroup, 0, ignored);
-        ring_buffer__free(rb);
-        close(fd);
-        close(claim);
-        return r;
 }
