@@ -248,17 +248,11 @@ static void as_landlock(const struct pf_portset *open, const struct pf_query *qu
                                           .guarded = v->guarded };
 }
 
-static void print_verdicts(const struct pf_policy *policy, struct pf_query *query,
-                           const struct port_arg *ports, int count, bool json, bool landlock)
+/* Each port of the arguments, decided: visit(port, proto, verdict, ctx). */
+static void each_verdict(const struct pf_policy *policy, struct pf_query *query, const struct port_arg *ports,
+                         int count, void (*visit)(unsigned port, const struct pf_query *query,
+                                                  struct pf_verdict *v, void *ctx), void *ctx)
 {
-        struct pf_portset open;
-        struct pf_json writer;
-
-        if (landlock)
-                pf_policy_landlock_tcp(policy, &open);
-        pf_json_init(&writer, stdout);
-        if (json)
-                pf_json_array_begin(&writer);
         for (int i = 0; i < count; i++) {
                 for (unsigned port = ports[i].lo; port <= ports[i].hi; port++) {
                         struct pf_verdict verdict;
@@ -266,11 +260,40 @@ static void print_verdicts(const struct pf_policy *policy, struct pf_query *quer
                         query->proto = ports[i].proto;
                         query->port = (uint16_t)port;
                         pf_decide(policy, query, &verdict);
-                        if (landlock)
-                                as_landlock(&open, query, &verdict);
-                        print_verdict(policy, port, ports[i].proto, &verdict, json ? &writer : NULL);
+                        visit(port, query, &verdict, ctx);
                 }
         }
+}
+
+struct verdict_printer {
+        const struct pf_policy *policy;
+        struct pf_json *json;           /* NULL: text */
+        bool landlock;
+        struct pf_portset open;         /* landlock: the ports it leaves open */
+};
+
+static void print_one(unsigned port, const struct pf_query *query, struct pf_verdict *v, void *ctx)
+{
+        struct verdict_printer *p = ctx;
+
+        if (p->landlock)
+                as_landlock(&p->open, query, v);
+        print_verdict(p->policy, port, query->proto, v, p->json);
+}
+
+static void print_verdicts(const struct pf_policy *policy, struct pf_query *query,
+                           const struct port_arg *ports, int count, bool json, bool landlock)
+{
+        struct verdict_printer printer = { .policy = policy, .landlock = landlock };
+        struct pf_json writer;
+
+        if (landlock)
+                pf_policy_landlock_tcp(policy, &printer.open);
+        pf_json_init(&writer, stdout);
+        printer.json = json ? &writer : NULL;
+        if (json)
+                pf_json_array_begin(&writer);
+        each_verdict(policy, query, ports, count, print_one, &printer);
         if (json)
                 pf_json_array_end(&writer);
 }
@@ -289,25 +312,21 @@ static void note_landlock(const struct pf_policy *policy)
 }
 
 /* --fail-on-guarded: each port a client may be handed, named; 1 if any. */
+static void name_if_guarded(unsigned port, const struct pf_query *query, struct pf_verdict *v, void *ctx)
+{
+        if (!v->guarded)
+                return;
+        fprintf(stderr, "portfence: check: %u/%s is guarded: inside the ephemeral range of this policy, a "
+                "client may be handed it\n", port, pf_proto_name(query->proto));
+        *(int *)ctx = 1;
+}
+
 static int name_guarded(const struct pf_policy *policy, struct pf_query *query, const struct port_arg *ports,
                         int count)
 {
         int guarded = 0;
 
-        for (int i = 0; i < count; i++) {
-                for (unsigned port = ports[i].lo; port <= ports[i].hi; port++) {
-                        struct pf_verdict verdict;
-
-                        query->proto = ports[i].proto;
-                        query->port = (uint16_t)port;
-                        pf_decide(policy, query, &verdict);
-                        if (!verdict.guarded)
-                                continue;
-                        fprintf(stderr, "portfence: check: %u/%s is guarded: inside the ephemeral range of "
-                                "this policy, a client may be handed it\n", port, pf_proto_name(ports[i].proto));
-                        guarded = 1;
-                }
-        }
+        each_verdict(policy, query, ports, count, name_if_guarded, &guarded);
         return guarded;
 }
 
