@@ -64,6 +64,23 @@ int pf_action_parse(const char *name, enum pf_action *out)
         return -EINVAL;
 }
 
+int pf_sockaddr_port(const struct sockaddr *addr, socklen_t len)
+{
+        if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+                return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+        if (addr && addr->sa_family == AF_INET6 && len >= PF_SIN6_LEN_MIN)
+                return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+        return -1;
+}
+
+void pf_sockaddr_set_port(struct sockaddr *addr, uint16_t port)
+{
+        if (addr->sa_family == AF_INET)
+                ((struct sockaddr_in *)(void *)addr)->sin_port = htons(port);
+        else
+                ((struct sockaddr_in6 *)(void *)addr)->sin6_port = htons(port);
+}
+
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in)
 {
         memset(addr, 0, sizeof(*addr));

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -208,6 +210,13 @@ int pf_errno_parse(const char *name, int *out);  /* 0, or -EINVAL for an unknown
 
 /* Fill a pf_addr from network-order data; maps ::ffff:a.b.c.d to IPv4. */
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in);
+/* The port of an AF_INET or AF_INET6 socket address of len bytes (an IPv6
+ * one as short as the kernel takes, without sin6_scope_id, included), or -1
+ * for anything else. */
+#define PF_SIN6_LEN_MIN ((socklen_t)offsetof(struct sockaddr_in6, sin6_scope_id))
+int pf_sockaddr_port(const struct sockaddr *addr, socklen_t len);
+/* Set the port of an AF_INET or AF_INET6 socket address (checked before). */
+void pf_sockaddr_set_port(struct sockaddr *addr, uint16_t port);
 void pf_addr_set_in6(struct pf_addr *addr, const struct in6_addr *in6);
 /* Parse "127.0.0.1", "::1" or "::ffff:10.0.0.1" into addr. */
 int pf_addr_parse(const char *text, struct pf_addr *addr);

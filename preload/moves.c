@@ -316,8 +316,7 @@ static const struct fd_move *listener_move(int listener, uint64_t inode)
         if (shim_real_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
             (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
                 return NULL;
-        real = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
-                                             : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+        real = (uint16_t)pf_sockaddr_port((struct sockaddr *)&ss, len);
         __atomic_store_n(&l->inode, 0, __ATOMIC_RELEASE);
         l->local_real = real;
         l->local_requested = test_bit(table->moved_to, real) ? find_way(inode, real) : 0;

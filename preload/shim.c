@@ -285,10 +285,6 @@ struct request {
         bool again;             /* sent on by an earlier call: nothing to decide or record */
 };
 
-/* The shortest IPv6 address the kernel takes: without sin6_scope_id
- * (SIN6_LEN_RFC2133). */
-#define PF_SIN6_LEN_MIN ((socklen_t)offsetof(struct sockaddr_in6, sin6_scope_id))
-
 /* Fill req from a caller's address; false for anything the shim does not
  * guard (NULL, short, other families, port 0), which then goes to libc. */
 static bool read_request(const struct sockaddr *addr, socklen_t len, struct request *req)
@@ -384,10 +380,7 @@ static socklen_t with_port(const struct sockaddr *addr, socklen_t len, uint16_t 
         socklen_t n = len < (socklen_t)sizeof(*copy) ? len : (socklen_t)sizeof(*copy);
 
         memcpy(copy, addr, (size_t)n);
-        if (copy->ss_family == AF_INET)
-                ((struct sockaddr_in *)(void *)copy)->sin_port = htons(port);
-        else
-                ((struct sockaddr_in6 *)(void *)copy)->sin6_port = htons(port);
+        pf_sockaddr_set_port((struct sockaddr *)copy, port);
         return n;
 }
 
@@ -497,19 +490,9 @@ static int bind_in_narrowed_range(int fd, const struct sockaddr *addr, socklen_t
         return r;
 }
 
-/* The port of an IPv4 or IPv6 address, -1 for anything else. */
-static int inet_port(const struct sockaddr *addr, socklen_t len)
-{
-        if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
-                return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-        if (addr && addr->sa_family == AF_INET6 && len >= PF_SIN6_LEN_MIN)
-                return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-        return -1;
-}
-
 static bool port_zero(const struct sockaddr *addr, socklen_t len)
 {
-        return inet_port(addr, len) == 0;
+        return pf_sockaddr_port(addr, len) == 0;
 }
 
 /* Learning: the bind as asked, and a record of it with the port it got. */
@@ -591,54 +574,68 @@ static void say_unfollowed_clients(void)
                       "reserve that port ('portfence export sysctl') or refuse it");
 }
 
-static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
+/* A guarded bind the policy has a say in: decided, met with what the
+ * namespace holds, and done. */
+static int bind_decided(const struct pf_policy *p, int fd, const struct sockaddr *addr, socklen_t len,
+                        struct request *req)
 {
-        const struct pf_policy *p;
         struct sockaddr_storage copy;
-        struct sockaddr_in as_inet;
         struct pf_verdict v;
-        struct request req;
-        int saved = errno, r, port = inet_port(addr, len);
+        int saved = errno, r;
 
-        /* The common case first: a port every bind may take, one bit. */
-        if (port > 0 && (p = shim_policy()) && !learning && pf_policy_plain_allow(p, (unsigned)port))
+        with_caller_program(req);
+        if (!decide_request(p, fd, req, &v))
                 return libc_bind(fd, addr, len);
-        addr = unspec_as_inet(fd, addr, len, &as_inet);
-        if (shim_policy() && learning)
-                return learn_bind(fd, addr, len);
-        if (port_zero(addr, len) && (p = shim_policy()) && range_narrowed(fd))
-                return bind_in_narrowed_range(fd, addr, len, p);
-        if (!read_request(addr, len, &req) || !(p = shim_policy()))
-                return libc_bind(fd, addr, len);
-        with_caller_program(&req);
-        if (!decide_request(p, fd, &req, &v))
-                return libc_bind(fd, addr, len);
-        meet_the_namespace(&req, &v);
+        meet_the_namespace(req, &v);
         switch (v.action) {
         case PF_ALLOW:
                 return libc_bind(fd, addr, len);
         case PF_REFUSE:
-                if (!socket_family_is(fd, req.family) || bound_already(fd))
+                if (!socket_family_is(fd, req->family) || bound_already(fd))
                         return libc_bind(fd, addr, len);        /* the kernel's own error */
-                log_decision("bind", &req, addr, &v, v.err, PF_LEVEL_INFO);
+                log_decision("bind", req, addr, &v, v.err, PF_LEVEL_INFO);
                 errno = v.err;
                 return -1;
         case PF_REMAP:
                 r = libc_bind(fd, (struct sockaddr *)&copy, with_port(addr, len, v.target, &copy));
                 if (r == 0)
-                        shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req.query.proto, req.port, v.target);
-                log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
-                if (r == 0 && !is_loopback(&req.query.addr))
+                        shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req->query.proto, req->port, v.target);
+                log_decision("bind", req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
+                if (r == 0 && !is_loopback(&req->query.addr))
                         say_unfollowed_clients();
                 break;
         default:        /* PF_LOG */
                 r = libc_bind(fd, addr, len);
-                log_decision("bind", &req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
+                log_decision("bind", req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
                 break;
         }
         if (r == 0)
                 errno = saved;
         return r;
+}
+
+/* The request is read once; the policy asked for once. */
+static int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+        const struct pf_policy *p = shim_policy();
+        struct sockaddr_in as_inet;
+        struct request req;
+        int port;
+
+        if (!p)
+                return libc_bind(fd, addr, len);
+        /* The common case first: a port every bind may take, one bit. */
+        port = pf_sockaddr_port(addr, len);
+        if (port > 0 && !learning && pf_policy_plain_allow(p, (unsigned)port))
+                return libc_bind(fd, addr, len);
+        addr = unspec_as_inet(fd, addr, len, &as_inet);
+        if (learning)
+                return learn_bind(fd, addr, len);
+        if (read_request(addr, len, &req))
+                return bind_decided(p, fd, addr, len, &req);
+        if (port_zero(addr, len) && range_narrowed(fd))
+                return bind_in_narrowed_range(fd, addr, len, p);
+        return libc_bind(fd, addr, len);
 }
 
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -714,10 +711,7 @@ static void take_client_port(const struct pf_policy *p, int fd)
 
                 memset(&ss, 0, sizeof(ss));     /* the wildcard address */
                 ss.ss_family = (sa_family_t)family;
-                if (family == AF_INET)
-                        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
-                else
-                        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+                pf_sockaddr_set_port((struct sockaddr *)&ss, (uint16_t)port);
                 if (libc_bind(fd, (struct sockaddr *)&ss, len) == 0) {
                         shim_log_text(PF_LEVEL_DEBUG, "connect: took a local port from client_ports");
                         break;
@@ -734,7 +728,7 @@ static int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
         struct sockaddr_storage copy;
         struct pf_verdict v;
         struct request req;
-        int saved = errno, r, port = inet_port(addr, len);
+        int saved = errno, r, port = pf_sockaddr_port(addr, len);
 
         /* The common case first: no server was moved from the port, one bit. */
         if (!client_first && (port <= 0 || !shim_moves_any_from((uint16_t)port)))
@@ -807,7 +801,7 @@ static uint16_t bound_port(int fd, int *family)
 {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
-        int saved = errno;
+        int saved = errno, port;
 
         *family = AF_UNSPEC;
         if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
@@ -815,11 +809,8 @@ static uint16_t bound_port(int fd, int *family)
                 return 0;
         }
         *family = ss.ss_family;
-        if (ss.ss_family == AF_INET)
-                return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
-        if (ss.ss_family == AF_INET6)
-                return ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
-        return 0;
+        port = pf_sockaddr_port((struct sockaddr *)&ss, len);
+        return port > 0 ? (uint16_t)port : 0;
 }
 
 /* A listener that was never bound gets an ephemeral port from the kernel:
@@ -899,10 +890,7 @@ static void restore_port(int fd, struct sockaddr *addr, socklen_t size, socklen_
             len > size || !read_request(addr, len, &req) ||
             !shim_moves_restore(fd, kind, req.port, &requested))
                 return;
-        if (req.family == AF_INET)
-                ((struct sockaddr_in *)(void *)addr)->sin_port = htons(requested);
-        else
-                ((struct sockaddr_in6 *)(void *)addr)->sin6_port = htons(requested);
+        pf_sockaddr_set_port(addr, requested);
 }
 
 static int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
