@@ -34,8 +34,12 @@ int fence_open_pinned(const struct pf_cgroup *cgroup, const char *name, char *wh
 /* Close every descriptor of fds that is open, and mark it closed (-1). */
 void fence_close_all(int *fds, size_t n);
 
-/* Every change of a fence holds this lock exclusively, a status shared: a
- * descriptor to close, or a negative errno with why. */
+/* One of root's lock files, opened (created 0600, no symlink followed,
+ * checked root's on its descriptor) and locked (flock how): a descriptor to
+ * close, or a negative errno with why (-EWOULDBLOCK, said by the caller,
+ * when LOCK_NB found it taken). */
+int fence_open_lock(const char *path, int how, char *why);
+/* Every change of a fence holds this one exclusively, a status shared. */
 int fence_lock(int how, char *why);
 /* Is the fence in dir whole (every pin there)? Its cgroup gone? */
 bool fence_complete(const char *dir);

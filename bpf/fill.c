@@ -196,7 +196,7 @@ static int make_table(const char *name, uint32_t size, const void *values, uint3
 
 /* The policy's tables as generation `generation` of the outer maps: those
  * of another fence of the same policy, or new ones. */
-static int put_tables(const struct pf_policy *p, const int outer[TABLES], uint32_t generation,
+static int put_tables(const struct pf_policy *p, uint64_t hash, const int outer[TABLES], uint32_t generation,
                       uint32_t *span_count, char *why)
 {
         static const char *const names[TABLES] = {
@@ -210,7 +210,7 @@ static int put_tables(const struct pf_policy *p, const int outer[TABLES], uint32
                 r = pf_bpf_build_blocks(t.spans, t.span_count, &t.blocks, why);
         if (r == 0)
                 r = pf_bpf_build_rules(p, &t.rules, &t.rule_count, why);
-        if (r == 0 && find_shared(&t, pf_policy_hash(p), fds) < 0) {
+        if (r == 0 && find_shared(&t, hash, fds) < 0) {
                 for (int i = 0; i < TABLES && r == 0; i++) {
                         uint32_t size, count;
                         const void *values = table_values(&t, i, &size, &count);
@@ -242,7 +242,7 @@ static void fill_locals(struct pf_bpf_settings *s)
         }
 }
 
-static int fill_settings(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
+static int fill_settings(const struct pf_policy *p, uint64_t hash, const char *policy_path, uint64_t fence_id,
                          int fd, uint32_t generation, uint32_t span_count, char *why)
 {
         struct pf_bpf_settings s = {
@@ -253,14 +253,14 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
                 .redirect_connect = pf_policy_redirect_connect(p),
                 .steer = pf_policy_steer(p),
                 .getsockname_requested = pf_policy_getsockname(p) == PF_GETSOCKNAME_REQUESTED,
-                .policy_hash = pf_policy_hash(p),
+                .policy_hash = hash,
         };
+        const struct pf_portset *plain = pf_policy_plain_allow_set(p);
 
         snprintf(s.policy_path, sizeof(s.policy_path), "%s", policy_path);
         fill_locals(&s);
-        for (unsigned port = 1; port <= PF_PORT_MAX; port++)
-                if (pf_policy_plain_allow(p, port))
-                        s.plain_allow[port / 64] |= 1ull << (port % 64);
+        _Static_assert(sizeof(s.plain_allow) == sizeof(plain->words), "one bit per port, both sides");
+        memcpy(s.plain_allow, plain->words, sizeof(s.plain_allow));
         if (bpf_map_update_elem(fd, &generation, &s, BPF_ANY) < 0)
                 return pf_bpf_fail(-errno, why, "cannot fill the settings map: %s", strerror(errno));
         return 0;
@@ -271,10 +271,11 @@ static int fill_settings(const struct pf_policy *p, const char *policy_path, uin
 int fence_fill_policy(const struct pf_policy *p, const char *policy_path, uint64_t fence_id,
                        const int outer[TABLES], int settings, uint32_t generation, char *why)
 {
+        uint64_t hash = pf_policy_hash(p);     /* hashes the whole compiled policy: once */
         uint32_t span_count = 0;
-        int r = put_tables(p, outer, generation, &span_count, why);
+        int r = put_tables(p, hash, outer, generation, &span_count, why);
 
         if (r == 0)
-                r = fill_settings(p, policy_path, fence_id, settings, generation, span_count, why);
+                r = fill_settings(p, hash, policy_path, fence_id, settings, generation, span_count, why);
         return r;
 }

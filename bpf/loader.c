@@ -50,14 +50,18 @@ _Static_assert(PF_BPF_TCP == PF_TCP && PF_BPF_UDP == PF_UDP && PF_BPF_PROTOS == 
 _Static_assert(PF_BPF_IPV4 == PF_IPV4 && PF_BPF_IPV6 == PF_IPV6, "BPF families are enum pf_family");
 _Static_assert(PF_BPF_COUNTERS == PF_FENCE_COUNTERS, "one counter per action, then the others");
 
-
 static bool verbose_libbpf;
 
-/* libbpf's chatter (the verifier's log among it) only under -v. */
+/* libbpf's warnings are shown; its chatter (the verifier's log among it)
+ * only under -v. Installed once, before any command reaches libbpf. */
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-        (void)level;
-        return verbose_libbpf ? vfprintf(stderr, fmt, ap) : 0;
+        return level == LIBBPF_WARN || verbose_libbpf ? vfprintf(stderr, fmt, ap) : 0;
+}
+
+__attribute__((constructor)) static void install_libbpf_print(void)
+{
+        libbpf_set_print(libbpf_print);
 }
 
 void fence_pin_dir(const struct pf_cgroup *cgroup, char *out, size_t size)
@@ -125,26 +129,31 @@ static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx);
  * exclusively and a status reads under it shared: two reloads never mix
  * policies, a status never reads half a fence. A descriptor to close, or
  * -1 with the reason in why. */
-int fence_lock(int how, char *why)
+int fence_open_lock(const char *path, int how, char *why)
 {
         struct stat st;
-        int fd = open(PF_FENCE_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 
         if (fd < 0)
-                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", PF_FENCE_LOCK, strerror(errno));
+                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
         if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
                 close(fd);
-                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", PF_FENCE_LOCK);
+                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", path);
         }
         while (flock(fd, how) < 0) {
-                if (errno != EINTR) {
-                        int r = -errno;
+                int r = -errno;
 
-                        close(fd);
-                        return pf_bpf_fail(r, why, "cannot lock '%s': %s", PF_FENCE_LOCK, strerror(-r));
-                }
+                if (r == -EINTR)
+                        continue;
+                close(fd);
+                return r == -EWOULDBLOCK ? r : pf_bpf_fail(r, why, "cannot lock '%s': %s", path, strerror(-r));
         }
         return fd;
+}
+
+int fence_lock(int how, char *why)
+{
+        return fence_open_lock(PF_FENCE_LOCK, how, why);
 }
 
 /* The programs skip their nesting check while the host has one fence:
@@ -525,7 +534,6 @@ int pf_bpf_attach(const struct pf_policy *policy, const char *policy_path,
         int lock, r;
 
         verbose_libbpf = verbose;
-        libbpf_set_print(libbpf_print);
         r = pf_bpf_ready(why);
         if (r < 0)
                 return r;
@@ -560,13 +568,14 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
                          const struct pf_cgroup *cgroup, char *why)
 {
         enum { SETTINGS = TABLES, LIVE, MAPS };       /* the tables' outer maps first */
-        static const char *const names[MAPS] = { "spans", "blocks", "rules", "settings", "live" };
         int fds[MAPS] = { -1, -1, -1, -1, -1 };
         uint32_t zero = 0, generation = 0, next;
         int r = 0;
 
         for (int i = 0; i < MAPS && r == 0; i++) {
-                fds[i] = fence_open_pinned(cgroup, names[i], why);
+                const char *name = i < TABLES ? fence_table_maps[i] : i == SETTINGS ? "settings" : "live";
+
+                fds[i] = fence_open_pinned(cgroup, name, why);
                 if (fds[i] < 0)
                         r = fds[i];
         }

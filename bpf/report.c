@@ -268,23 +268,14 @@ static int on_event(void *ctx, void *data, size_t size)
 static int claim_events(const struct pf_cgroup *cgroup, char *why)
 {
         char path[128];
-        struct stat st;
         int fd;
 
         snprintf(path, sizeof(path), "/run/portfence-events-%llu.lock", (unsigned long long)cgroup->id);
-        fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
-                close(fd);
-                return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", path);
-        }
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                close(fd);
+        fd = fence_open_lock(path, LOCK_EX | LOCK_NB, why);
+        if (fd == -EWOULDBLOCK)
                 return pf_bpf_fail(-EBUSY, why, "another 'portfence cgroup events' (or 'cgroup learn') reads "
                             "the events of %s: a fence's events go to one reader", cgroup->path[0] ?
                             cgroup->path : "this fence");
-        }
         return fd;
 }
 

@@ -280,3 +280,8 @@ bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port)
 {
         return pf_portset_has(&p->plain_allow, port);
 }
+
+const struct pf_portset *pf_policy_plain_allow_set(const struct pf_policy *p)
+{
+        return &p->plain_allow;
+}

@@ -185,6 +185,8 @@ enum pf_action pf_policy_rule_action(const struct pf_policy *policy, unsigned ru
  * caller (no rule with conditions covers it, no log): what pf_decide()
  * would say for every query, in one bit. */
 bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port);
+/* All of them at once (for the kernel programs' copy). */
+const struct pf_portset *pf_policy_plain_allow_set(const struct pf_policy *p);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 /* Does a cgroup fence steer new connections to a moved server's port to it? */
 bool pf_policy_steer(const struct pf_policy *policy);
