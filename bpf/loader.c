@@ -136,7 +136,7 @@ int fence_open_lock(const char *path, int how, char *why)
 
         if (fd < 0)
                 return pf_bpf_fail(-errno, why, "cannot open '%s': %s", path, strerror(errno));
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || !S_ISREG(st.st_mode)) {
+        if (fstat(fd, &st) < 0 || !pf_host_trusted(&st, S_IFREG, 0, false, 0)) {
                 close(fd);
                 return pf_bpf_fail(-EPERM, why, "'%s' is not root's own lock file", path);
         }

@@ -87,9 +87,6 @@ int pf_cli_parse_os(const char *command, const char *list, enum pf_proto proto,
 void pf_cli_verdict_reason(const struct pf_policy *policy, unsigned port, const struct pf_verdict *v,
                            char *buf, size_t size);
 
-/* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
-bool pf_cli_port_free(unsigned port, enum pf_proto proto);
-
 /* Parse an unsigned number in [min, max]; returns 0 or -1. */
 int pf_cli_parse_uint(const char *text, unsigned min, unsigned max, unsigned *out);
 

@@ -333,30 +333,6 @@ int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t c
 }
 
 /* Whether a server could bind port now, on the IPv4 and IPv6 wildcards. */
-bool pf_cli_port_free(unsigned port, enum pf_proto proto)
-{
-        int type = proto == PF_UDP ? SOCK_DGRAM : SOCK_STREAM;
-        struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
-                                    .sin6_addr = IN6ADDR_ANY_INIT };
-        int one = 1;
-        bool free4 = false, free6 = true;
-        int fd;
-
-        fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-        if (fd >= 0) {
-                free4 = bind(fd, (struct sockaddr *)&in4, sizeof(in4)) == 0;
-                close(fd);
-        }
-        fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
-        if (fd >= 0) {  /* no IPv6 on this host: nothing to collide with */
-                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-                free6 = bind(fd, (struct sockaddr *)&in6, sizeof(in6)) == 0 || errno != EADDRINUSE;
-                close(fd);
-        }
-        return free4 && free6;
-}
-
 void pf_cli_verdict_reason(const struct pf_policy *policy, unsigned port, const struct pf_verdict *v,
                            char *buf, size_t size)
 {

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 
 static void learn_help(FILE *f)
 {
@@ -180,8 +180,8 @@ static unsigned pick(const struct pf_policy *base, enum pf_proto proto, const st
                 if (pf_portset_has(pf_policy_guarded(base, PF_TCP), port) ||
                     pf_portset_has(pf_policy_guarded(base, PF_UDP), port) ||
                     pf_portset_has(&servers, port) || pf_portset_has(taken, port) ||
-                    getservbyport(htons((uint16_t)port), pf_proto_name(proto)) ||
-                    !pf_cli_port_free(port, proto))
+                    pf_host_port_named(port, proto) ||
+                    !pf_host_port_free(port, proto))
                         continue;
                 pf_portset_add(taken, port);
                 return port;

@@ -91,7 +91,7 @@ static int open_state_dir(const char *dir)
                 pf_error(COMMAND, "cannot open '%s': %s", dir, strerror(errno));
                 return -1;
         }
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 022)) {
+        if (fstat(fd, &st) < 0 || !pf_host_trusted(&st, S_IFDIR, 0, false, 0022)) {
                 pf_error(COMMAND, "cannot use '%s': not a directory only root can write", dir);
                 close(fd);
                 return -1;

@@ -81,8 +81,8 @@ static bool probe_port(const struct pf_policy *policy, struct pf_query *q, struc
                         continue;
                 q->port = (uint16_t)port;
                 pf_decide(policy, q, v);
-                if ((v->action == PF_REFUSE || v->action == PF_REMAP) && pf_cli_port_free(port, PF_TCP) &&
-                    (v->action != PF_REMAP || pf_cli_port_free(v->target, PF_TCP)))
+                if ((v->action == PF_REFUSE || v->action == PF_REMAP) && pf_host_port_free(port, PF_TCP) &&
+                    (v->action != PF_REMAP || pf_host_port_free(v->target, PF_TCP)))
                         return true;
         }
         return false;

@@ -3,13 +3,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
+#include <netdb.h>     /* endservent */
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 
 #define MAX_OS 64
 
@@ -309,9 +310,9 @@ int pf_cmd_suggest(int argc, char **argv)
         /* Every safe port once, from the first candidate round. */
         port = first_candidate(&a, &safe);
         for (left = pf_portset_count(&safe); left > 0 && found < a.n; left--, port = next_candidate(&safe, port)) {
-                if (getservbyport(htons((uint16_t)port), pf_proto_name(a.proto)))
+                if (pf_host_port_named(port, a.proto))
                         continue;
-                if (!pf_cli_port_free(port, a.proto))
+                if (!pf_host_port_free(port, a.proto))
                         continue;
                 if (a.json)
                         pf_json_uint(&writer, port);

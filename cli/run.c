@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "host.h"
 
 static void run_help(FILE *f)
 {
@@ -73,7 +74,7 @@ static int open_cache_dir(const char *command, char *path, size_t size)
                                                             : strerror(errno));
                 return -1;
         }
-        if (fstat(fd, &st) < 0 || st.st_uid != getuid() || (st.st_mode & 0022)) {
+        if (fstat(fd, &st) < 0 || !pf_host_trusted(&st, S_IFDIR, getuid(), false, 0022)) {
                 if (st.st_uid != getuid())
                         pf_error(command, "the cache directory '%s' belongs to uid %u, not to you (uid %u): "
                                  "someone made it before you; remove it (as its owner or root) or set "

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The compiled policy as a file: written whole and renamed, mapped back
  * read-only with every offset checked, named by its hash. */
+#include "host.h"
 #include "policy-internal.h"
 
 #include <errno.h>
@@ -126,7 +127,7 @@ int pf_policy_map_fd(int fd, const struct pf_policy **out)
         if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(struct pf_policy))
                 return -EINVAL;
         /* Written by this user or root, and by no one else since. */
-        if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 0022))
+        if (!pf_host_trusted(&st, S_IFREG, geteuid(), true, 0022))
                 return -EPERM;
         map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED)

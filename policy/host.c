@@ -8,6 +8,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,41 @@ int pf_host_reserved_write(const char *path, const struct pf_portset *set, char 
                 snprintf(why, PF_WHY_SIZE, "cannot write '%s': %s", path, strerror(-r));
         free(text);
         return r;
+}
+
+bool pf_host_trusted(const struct stat *st, mode_t type, uid_t owner, bool or_root, mode_t others_may_not)
+{
+        return (!type || (st->st_mode & S_IFMT) == type) && (st->st_uid == owner || (or_root && st->st_uid == 0)) &&
+               !(st->st_mode & others_may_not);
+}
+
+bool pf_host_port_free(unsigned port, enum pf_proto proto)
+{
+        int type = proto == PF_UDP ? SOCK_DGRAM : SOCK_STREAM;
+        struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+                                    .sin6_addr = IN6ADDR_ANY_INIT };
+        int one = 1;
+        bool free4 = false, free6 = true;
+        int fd;
+
+        fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+                free4 = bind(fd, (struct sockaddr *)&in4, sizeof(in4)) == 0;
+                close(fd);
+        }
+        fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {  /* no IPv6 on this host: nothing to collide with */
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+                free6 = bind(fd, (struct sockaddr *)&in6, sizeof(in6)) == 0 || errno != EADDRINUSE;
+                close(fd);
+        }
+        return free4 && free6;
+}
+
+bool pf_host_port_named(unsigned port, enum pf_proto proto)
+{
+        return getservbyport(htons((uint16_t)port), pf_proto_name(proto)) != NULL;
 }
 
 const char *pf_host_landlock_unusable(int abi)

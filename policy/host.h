@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "policy.h"
 
@@ -19,6 +20,18 @@ int pf_host_reserved_read(const char *path, struct pf_portset *out, char *why);
 /* Write set as the whole content of an ip_local_reserved_ports file (the
  * caller merges what is there). 0, or a negative errno with the reason. */
 int pf_host_reserved_write(const char *path, const struct pf_portset *set, char *why);
+
+/* The one check of a file portfence trusts, on its descriptor's stat: of
+ * type (S_IFREG, S_IFDIR; 0: any), owned by owner (or root too, with
+ * or_root), and with none of the mode bits of others_may_not (0022: no one
+ * else writes it; 0077: no one else reads or writes it). */
+bool pf_host_trusted(const struct stat *st, mode_t type, uid_t owner, bool or_root, mode_t others_may_not);
+
+/* Is port free now for a server of proto, on every address of both
+ * families (a bind to the wildcard succeeds)? */
+bool pf_host_port_free(unsigned port, enum pf_proto proto);
+/* Is port a named service of proto (/etc/services: getservbyport)? */
+bool pf_host_port_named(unsigned port, enum pf_proto proto);
 
 /* Landlock: why a kernel whose Landlock ABI is abi (or the negative errno
  * of asking it) cannot fence TCP binds, NULL if it can (ABI 4, Linux 6.7).

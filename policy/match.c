@@ -81,6 +81,14 @@ void pf_sockaddr_set_port(struct sockaddr *addr, uint16_t port)
                 ((struct sockaddr_in6 *)(void *)addr)->sin6_port = htons(port);
 }
 
+void pf_addr_wildcard_as_loopback(struct pf_addr *addr)
+{
+        if (addr->family == PF_IPV4 && addr->v4.s_addr == htonl(INADDR_ANY))
+                addr->v4.s_addr = htonl(INADDR_LOOPBACK);
+        else if (addr->family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&addr->v6))
+                addr->v6 = in6addr_loopback;
+}
+
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in)
 {
         memset(addr, 0, sizeof(*addr));

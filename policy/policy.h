@@ -212,6 +212,9 @@ int pf_errno_parse(const char *name, int *out);  /* 0, or -EINVAL for an unknown
 
 /* Fill a pf_addr from network-order data; maps ::ffff:a.b.c.d to IPv4. */
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in);
+/* The wildcard address as a destination: loopback, where a connect to it
+ * goes and every server on all addresses receives. Others unchanged. */
+void pf_addr_wildcard_as_loopback(struct pf_addr *addr);
 /* The port of an AF_INET or AF_INET6 socket address of len bytes (an IPv6
  * one as short as the kernel takes, without sin6_scope_id, included), or -1
  * for anything else. */

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "shim.h"
 
 extern char *program_invocation_short_name;
@@ -507,7 +508,7 @@ bool shim_learn_open(const char *path)
         int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 
         /* Only a regular file of this user: the environment may be hostile. */
-        if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+        if (fd >= 0 && (fstat(fd, &st) < 0 || !pf_host_trusted(&st, S_IFREG, geteuid(), false, 0))) {
                 close(fd);
                 fd = -1;
         }

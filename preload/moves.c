@@ -99,7 +99,7 @@ static int open_file(const char *policy_path)
         dirfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dirfd < 0)
                 return -1;
-        if (fstat(dirfd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 0022)) {
+        if (fstat(dirfd, &st) < 0 || !pf_host_trusted(&st, S_IFDIR, geteuid(), false, 0022)) {
                 close(dirfd);
                 return -1;
         }
@@ -117,8 +117,8 @@ static int open_file(const char *policy_path)
                 unlinkat(dirfd, tmp, 0);
         }
         close(dirfd);
-        if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-                        (st.st_mode & 0077) || st.st_size != (off_t)sizeof(struct moves_table))) {
+        if (fd >= 0 && (fstat(fd, &st) < 0 || !pf_host_trusted(&st, S_IFREG, geteuid(), false, 0077) ||
+                        st.st_size != (off_t)sizeof(struct moves_table))) {
                 close(fd);
                 fd = -1;
         }
@@ -414,8 +414,7 @@ static void diag_forget(void)
 /* The kernel's lookups in one exchange (never a dump: that walks every
  * bucket of the listening hash): does something receive at addr:port (bit
  * 0), and at addr:also (bit 1, when also is not 0)? The wildcard address
- * asks for loopback, where a connect to it goes and every server on all
- * addresses receives. A negative errno if the kernel cannot be asked. */
+ * asks for loopback. A negative errno if the kernel cannot be asked. */
 static int sockets_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t port, uint16_t also,
                       uint64_t inodes[2])
 {
@@ -423,10 +422,7 @@ static int sockets_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t 
         bool own;
         int found, fd;
 
-        if (at.family == PF_IPV4 && at.v4.s_addr == htonl(INADDR_ANY))
-                at.v4.s_addr = htonl(INADDR_LOOPBACK);
-        else if (at.family == PF_IPV6 && IN6_IS_ADDR_UNSPECIFIED(&at.v6))
-                at.v6 = in6addr_loopback;
+        pf_addr_wildcard_as_loopback(&at);
         inodes[1] = 0;
         fd = diag_take(&own);
         found = fd < 0 ? fd : pf_host_sockets_at(fd, proto, &at, (uint16_t[]){ port, also }, also ? 2 : 1, inodes);
