@@ -35,6 +35,10 @@ int pf_cli_dispatch(const char *prefix, const struct pf_command *table, size_t c
  * VERB 'SUBJECT': reason" or "bad WHAT 'SUBJECT': reason". */
 __attribute__((format(printf, 2, 3)))
 void pf_error(const char *command, const char *fmt, ...);
+/* "portfence: CMD: BEFORE'SUBJECT'REST": the subject, data a program or a
+ * user gave, escaped (pf_text); the rest formatted. */
+__attribute__((format(printf, 4, 5)))
+void pf_error_quoting(const char *command, const char *before, const char *subject, const char *fmt, ...);
 /* The same with "note: " or "warning: " after "CMD: ". */
 __attribute__((format(printf, 2, 3)))
 void pf_note(const char *command, const char *fmt, ...);

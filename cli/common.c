@@ -29,6 +29,19 @@ void pf_error(const char *command, const char *fmt, ...)
         va_end(ap);
 }
 
+void pf_error_quoting(const char *command, const char *before, const char *subject, const char *fmt, ...)
+{
+        va_list ap;
+
+        fprintf(stderr, "portfence: %s: %s'", command, before);
+        pf_text(stderr, subject);
+        fputc('\'', stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
 void pf_note(const char *command, const char *fmt, ...)
 {
         va_list ap;

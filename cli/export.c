@@ -289,9 +289,7 @@ static int check_unit_name(const char *command, const char *unit)
         size_t len = strlen(unit);
 
         if (len == 0 || len > 255 || strspn(unit, UNIT_CHARS) != len || !strchr(unit, '.')) {
-                fprintf(stderr, "portfence: %s: bad unit '", command);
-                pf_text(stderr, unit);
-                fprintf(stderr, "': expected a unit name such as nginx.service\n");
+                pf_error_quoting(command, "bad unit ", unit, ": expected a unit name such as nginx.service");
                 return -1;
         }
         return 0;

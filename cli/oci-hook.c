@@ -67,9 +67,7 @@ static int check_id(const char *id)
 {
         if (!*id || id[0] == '.' || strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                                 "0123456789_.-") != strlen(id)) {
-                fprintf(stderr, "portfence: %s: bad OCI state: container id '", COMMAND);
-                pf_text(stderr, id);
-                fprintf(stderr, "' is not a name\n");
+                pf_error_quoting(COMMAND, "bad OCI state: container id ", id, " is not a name");
                 return -1;
         }
         return 0;
@@ -111,9 +109,8 @@ static int policy_path(const struct hook_args *a, const struct pf_oci_state *sta
                 return 0;
         }
         if (pf_oci_policy_name_check(state->policy, why) < 0) {
-                fprintf(stderr, "portfence: %s: bad annotation %s='", COMMAND, PF_OCI_ANNOTATION_POLICY);
-                pf_text(stderr, state->policy);
-                fprintf(stderr, "': %s\n", why);
+                pf_error_quoting(COMMAND, "bad annotation " PF_OCI_ANNOTATION_POLICY "=", state->policy, ": %s",
+                                 why);
                 return -1;
         }
         if ((size_t)snprintf(out, size, "%s/%s.conf", a->policy_dir, state->policy) >= size) {
@@ -347,8 +344,7 @@ int pf_cmd_oci_hook(int argc, char **argv)
                 return hook_create(&a, &state);
         if (strcmp(state.status, "stopped") == 0)
                 return hook_stop(&a, &state);
-        fprintf(stderr, "portfence: %s: bad OCI state: status '", COMMAND);
-        pf_text(stderr, state.status);
-        fprintf(stderr, "': the hook runs at createRuntime (creating) and poststop (stopped)\n");
+        pf_error_quoting(COMMAND, "bad OCI state: status ", state.status,
+                         ": the hook runs at createRuntime (creating) and poststop (stopped)");
         return PF_EXIT_USAGE;
 }

@@ -206,7 +206,8 @@ static void warn_unreserved(const struct scan *sc, const struct netns *ns)
         char where[128];
 
         if (ns)
-                snprintf(where, sizeof(where), "netns %llu (pid %d)", (unsigned long long)ns->inode, (int)ns->pid);
+                snprintf(where, sizeof(where), "netns %llu (pid %d)", (unsigned long long)ns->inode,
+                         (int)ns->pid);
         else
                 snprintf(where, sizeof(where), "this network namespace");
         pf_cli_warn_unreserved("scan", sc->policy, where, false);

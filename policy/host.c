@@ -110,8 +110,9 @@ int pf_host_reserved_write(const char *path, const struct pf_portset *set, char 
 
 bool pf_host_trusted(const struct stat *st, mode_t type, uid_t owner, bool or_root, mode_t others_may_not)
 {
-        return (!type || (st->st_mode & S_IFMT) == type) && (st->st_uid == owner || (or_root && st->st_uid == 0)) &&
-               !(st->st_mode & others_may_not);
+        bool owned = st->st_uid == owner || (or_root && st->st_uid == 0);
+
+        return (!type || (st->st_mode & S_IFMT) == type) && owned && !(st->st_mode & others_may_not);
 }
 
 bool pf_host_port_free(unsigned port, enum pf_proto proto)
@@ -361,22 +362,38 @@ static size_t make_request(const struct pf_socket_query *q, uint32_t seq, struct
 /* One message of the answer: DUMP_DONE at its end, 0 to read on, or a
  * negative errno. Messages of other requests are skipped; an interrupted
  * dump (the table changed under it) is -EAGAIN, to be tried again. */
+/* The one check of a sock_diag answer message (of the right sequence,
+ * from the kernel): 1 with the socket it describes in *msg; 0 for the
+ * kernel's "no such socket" (ENOENT); or a negative errno (its error, or a
+ * message cut short or of another kind). */
+static int diag_answer(const struct nlmsghdr *h, const struct inet_diag_msg **msg)
+{
+        if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0)
+                        return -EIO;
+                return e->error == -ENOENT ? 0 : e->error;
+        }
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+                return -EIO;
+        *msg = NLMSG_DATA(h);
+        return 1;
+}
+
 static int dump_message(const struct nlmsghdr *h, uint32_t seq, pf_socket_visit visit, void *ctx)
 {
+        const struct inet_diag_msg *msg;
+        int r;
+
         if (h->nlmsg_seq != seq)
                 return 0;
         if (h->nlmsg_flags & NLM_F_DUMP_INTR)
                 return -EAGAIN;
         if (h->nlmsg_type == NLMSG_DONE)
                 return DUMP_DONE;
-        if (h->nlmsg_type == NLMSG_ERROR) {
-                const struct nlmsgerr *e = NLMSG_DATA(h);
-
-                return h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0 ? -EIO : e->error;
-        }
-        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
-                return -EIO;
-        return visit(NLMSG_DATA(h), ctx);
+        r = diag_answer(h, &msg);
+        return r > 0 ? visit(msg, ctx) : r == 0 ? -ENOENT : r;
 }
 
 int pf_host_diag_open(void)
@@ -446,17 +463,12 @@ static int dump_once(const struct pf_socket_query *q, pf_socket_visit visit, voi
  * 1 with its inode, 0 for none, or a negative errno. */
 static int socket_at_answer(const struct nlmsghdr *h, uint64_t *inode)
 {
-        if (h->nlmsg_type == NLMSG_ERROR) {
-                const struct nlmsgerr *e = NLMSG_DATA(h);
+        const struct inet_diag_msg *msg;
+        int r = diag_answer(h, &msg);
 
-                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)) || e->error >= 0)
-                        return -EIO;
-                return e->error == -ENOENT ? 0 : e->error;
-        }
-        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
-                return -EIO;
-        *inode = ((const struct inet_diag_msg *)NLMSG_DATA(h))->idiag_inode;
-        return 1;
+        if (r > 0)
+                *inode = msg->idiag_inode;
+        return r;
 }
 
 struct socket_at_request {

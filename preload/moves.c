@@ -425,7 +425,8 @@ static int sockets_at(enum pf_proto proto, const struct pf_addr *addr, uint16_t 
         pf_addr_wildcard_as_loopback(&at);
         inodes[1] = 0;
         fd = diag_take(&own);
-        found = fd < 0 ? fd : pf_host_sockets_at(fd, proto, &at, (uint16_t[]){ port, also }, also ? 2 : 1, inodes);
+        found = fd < 0 ? fd
+                       : pf_host_sockets_at(fd, proto, &at, (uint16_t[]){ port, also }, also ? 2 : 1, inodes);
         diag_give(fd, own);
         return found;
 }
