@@ -736,7 +736,8 @@ registered:
 
 /* The port the kernel chose in a narrowed range, decided as a bind of it:
  * one the policy refuses or moves is refused (it cannot be moved now); the
- * kernel then gives the port back. */
+ * kernel then gives the port back. pf_decide_chosen() of policy/, as the
+ * kernel must have it. */
 static __always_inline int check_chosen(struct bpf_sock *ctx, struct pf_bpf_sock *sk, struct request *r)
 {
         struct pf_bpf_settings *s;
@@ -976,6 +977,8 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
 
 /* ---- connect, sendmsg: follow remaps to local servers --------------------- */
 
+/* Is the destination this host's own? pf_addr_is_local() of policy/, as
+ * the kernel must have it. */
 static __always_inline bool is_local(const struct pf_bpf_settings *s, const struct request *r)
 {
         if (r->family == PF_BPF_IPV4) {

@@ -276,6 +276,16 @@ void pf_policy_log(const struct pf_policy *p, struct pf_log_settings *out)
         out->format = p->log_format;
 }
 
+void pf_decide_chosen(const struct pf_policy *policy, const struct pf_query *query, struct pf_verdict *out)
+{
+        pf_decide(policy, query, out);
+        if (out->action == PF_REMAP) {
+                out->action = PF_REFUSE;
+                out->target = 0;
+                out->err = pf_policy_refuse_errno(policy);
+        }
+}
+
 bool pf_policy_plain_allow(const struct pf_policy *p, unsigned port)
 {
         return pf_portset_has(&p->plain_allow, port);

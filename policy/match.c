@@ -81,6 +81,25 @@ void pf_sockaddr_set_port(struct sockaddr *addr, uint16_t port)
                 ((struct sockaddr_in6 *)(void *)addr)->sin6_port = htons(port);
 }
 
+bool pf_addr_is_local(const struct pf_addr *addr, const struct pf_addr *locals, unsigned count)
+{
+        static const uint8_t zero[16];
+
+        if (addr->family == PF_IPV4) {
+                uint32_t a = ntohl(addr->v4.s_addr);
+
+                if (a >> 24 == 127 || a == 0)
+                        return true;
+        } else if (IN6_IS_ADDR_LOOPBACK(&addr->v6) || memcmp(&addr->v6, zero, 16) == 0) {
+                return true;
+        }
+        for (unsigned i = 0; i < count; i++)
+                if (locals[i].family == addr->family &&
+                    memcmp(&locals[i].v6, &addr->v6, addr->family == PF_IPV4 ? sizeof(addr->v4) : sizeof(addr->v6)) == 0)
+                        return true;
+        return false;
+}
+
 void pf_addr_wildcard_as_loopback(struct pf_addr *addr)
 {
         if (addr->family == PF_IPV4 && addr->v4.s_addr == htonl(INADDR_ANY))

@@ -106,6 +106,12 @@ uint64_t pf_policy_hash(const struct pf_policy *policy);
 void pf_decide(const struct pf_policy *policy, const struct pf_query *query,
                struct pf_verdict *out);
 
+/* The decision for a port the kernel chose for a bind of port 0 in a range
+ * the program narrowed to it (IP_LOCAL_PORT_RANGE): a bind of that port,
+ * but one the policy moves is refused (the port is taken by then: it can
+ * no longer be moved). The cgroup programs' check_chosen() keeps a copy. */
+void pf_decide_chosen(const struct pf_policy *policy, const struct pf_query *query, struct pf_verdict *out);
+
 /* For enforcers that cannot call pf_decide() (the BPF programs): the rules
  * that can decide a bind of port, in order. Every step but the last has
  * conditions (family, address, program) to check per call; the last has
@@ -212,6 +218,10 @@ int pf_errno_parse(const char *name, int *out);  /* 0, or -EINVAL for an unknown
 
 /* Fill a pf_addr from network-order data; maps ::ffff:a.b.c.d to IPv4. */
 void pf_addr_set_in4(struct pf_addr *addr, const struct in_addr *in);
+/* Is a destination this host's own: loopback, the wildcard, or one of
+ * locals (this host's addresses, pf_host_local_addresses())? The cgroup
+ * programs' is_local() keeps a copy (the parity tests hold the two alike). */
+bool pf_addr_is_local(const struct pf_addr *addr, const struct pf_addr *locals, unsigned count);
 /* The wildcard address as a destination: loopback, where a connect to it
  * goes and every server on all addresses receives. Others unchanged. */
 void pf_addr_wildcard_as_loopback(struct pf_addr *addr);

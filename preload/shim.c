@@ -466,15 +466,16 @@ static int check_chosen_port(int fd, const struct pf_policy *p)
             !read_request((struct sockaddr *)&ss, len, &req))
                 return 0;
         with_caller_program(&req);
-        if (!decide_request(p, fd, &req, &v))
+        if (pf_policy_plain_allow(p, req.port) || !socket_proto(fd, &req.query.proto))
+                return 0;
+        pf_decide_chosen(p, &req.query, &v);
+        if (v.action == PF_ALLOW)
                 return 0;
         if (v.action == PF_LOG) {
                 log_decision("bind", &req, (struct sockaddr *)&ss, &v, 0, PF_LEVEL_INFO);
                 return 0;
         }
         unbind_by_replacing(fd);
-        v.action = PF_REFUSE;
-        v.err = pf_policy_refuse_errno(p);
         log_decision("bind", &req, (struct sockaddr *)&ss, &v, v.err, PF_LEVEL_INFO);
         errno = v.err;
         return -1;
@@ -647,22 +648,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 
 static bool is_local(const struct pf_addr *addr)
 {
-        static const uint8_t zero[16];
-
-        if (addr->family == PF_IPV4) {
-                uint32_t a = ntohl(addr->v4.s_addr);
-
-                if (a >> 24 == 127 || a == 0)
-                        return true;
-        } else if (IN6_IS_ADDR_LOOPBACK(&addr->v6) || memcmp(&addr->v6, zero, 16) == 0) {
-                return true;
-        }
-        for (unsigned i = 0; i < local_count; i++)
-                if (local_addrs[i].family == addr->family &&
-                    memcmp(&local_addrs[i].v6, &addr->v6,
-                           addr->family == PF_IPV4 ? sizeof(addr->v4) : sizeof(addr->v6)) == 0)
-                        return true;
-        return false;
+        return pf_addr_is_local(addr, local_addrs, local_count);
 }
 
 /* Where a local destination's server was moved to: the policy remaps its

@@ -127,6 +127,38 @@ static void test_decide_rules(void **state)
 
 /* default_action = remap: the port's offset in the guarded set, wrapped into
  * the pool; the same answer with or without a conditional rule in the way. */
+/* A port the kernel chose in a narrowed range: what the policy moves is
+ * refused with its errno (the port is taken already), the rest as decided. */
+static void test_chosen_port(void **state)
+{
+        static const char text[] = "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"refuse\";\n"
+                                   "refuse_errno = \"EACCES\";\n"
+                                   "rules = ( { ports = \"40001\"; action = \"remap\"; to = 7001; },\n"
+                                   "          { ports = \"40002\"; action = \"log\"; } );\n";
+        static const struct { unsigned port; enum pf_action action; int err; unsigned rule; } cases[] = {
+                { 40001, PF_REFUSE, EACCES, 1 }, { 40002, PF_LOG, 0, 2 }, { 40003, PF_REFUSE, EACCES, 0 },
+                { 8080, PF_ALLOW, 0, 0 },
+        };
+        struct pf_policy *policy = NULL;
+        struct pf_diag diag;
+
+        (void)state;
+        assert_int_equal(pf_policy_load_text(text, "chosen.conf", &policy, &diag), 0);
+        pf_diag_free(&diag);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct pf_query q = { .proto = PF_TCP, .port = (uint16_t)cases[i].port };
+                struct pf_verdict v;
+
+                assert_int_equal(pf_addr_parse("127.0.0.1", &q.addr), 0);
+                pf_decide_chosen(policy, &q, &v);
+                assert_int_equal(v.action, cases[i].action);
+                assert_int_equal(v.err, cases[i].err);
+                assert_int_equal(v.target, 0);
+                assert_int_equal(v.rule, cases[i].rule);
+        }
+        pf_policy_free(policy);
+}
+
 static void test_default_remap_wraps(void **state)
 {
         static const char text[] =
@@ -336,6 +368,7 @@ int main(void)
                 cmocka_unit_test(test_decide_rules),
                 cmocka_unit_test(test_program_match_on_the_comm),
                 cmocka_unit_test(test_default_remap_wraps),
+                cmocka_unit_test(test_chosen_port),
                 cmocka_unit_test(test_glob),
                 cmocka_unit_test(test_address_rules),
                 cmocka_unit_test(test_addr_set_in6_maps_v4),
