@@ -715,26 +715,12 @@ bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup)
 
 int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *ancestor)
 {
-        char mount[4096], why[PF_WHY_SIZE], dir[4200];
-        size_t len;
-        struct stat st;
+        struct pf_cgroup below = *cgroup;
 
-        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0 || !cgroup->path[0])
-                return -ENOENT;
-        len = strlen(mount);
-        snprintf(ancestor->path, sizeof(ancestor->path), "%s", cgroup->path);
-        for (;;) {
-                char *slash = strrchr(ancestor->path, '/');
-
-                if (!slash || (size_t)(slash - ancestor->path) < len)
-                        return -ENOENT;
-                *slash = '\0';
-                if (stat(ancestor->path, &st) < 0)
-                        return -ENOENT;
-                ancestor->id = st.st_ino;
-                ancestor->root = strlen(ancestor->path) == len;
-                fence_pin_dir(ancestor, dir, sizeof(dir));
-                if (access(dir, F_OK) == 0)
+        while (pf_cgroup_parent(&below, ancestor) == 0) {
+                if (pf_bpf_is_fenced(ancestor))
                         return 0;
+                below = *ancestor;
         }
+        return -ENOENT;
 }

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,31 +20,6 @@
 #include "tables.h"
 
 /* ---- status ---------------------------------------------------------------------- */
-
-static uint64_t wanted_id;
-static char found_path[4096];
-
-static int match_inode(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-        (void)ftw;
-        if (type == FTW_D && st->st_ino == wanted_id) {
-                snprintf(found_path, sizeof(found_path), "%s", path);
-                return 1;
-        }
-        return 0;
-}
-
-/* The cgroup directory whose inode is id, or "" when it is gone. */
-static const char *cgroup_path_of(uint64_t id)
-{
-        char mount[4096], why[PF_WHY_SIZE];
-
-        found_path[0] = '\0';
-        wanted_id = id;
-        if (pf_cgroup_mount(mount, sizeof(mount), why) == 0)
-                nftw(mount, match_inode, 32, FTW_PHYS | FTW_MOUNT);
-        return found_path;
-}
 
 static int read_counters(int fd, uint64_t totals[PF_FENCE_COUNTERS])
 {
@@ -86,7 +60,9 @@ static int status_one(const struct pf_cgroup *of, struct pf_fence_status *out, c
                 r = read_counters(counters, out->counters);
         if (r == 0) {
                 out->defunct = fence_defunct(id);
-                snprintf(out->cgroup, sizeof(out->cgroup), "%s", out->defunct ? "" : cgroup_path_of(id));
+                out->cgroup[0] = '\0';
+                if (!out->defunct)
+                        pf_cgroup_path_of_id(id, out->cgroup, sizeof(out->cgroup));
                 snprintf(out->policy, sizeof(out->policy), "%s", s.policy_path);
                 out->policy_hash = s.policy_hash;
         }

@@ -675,32 +675,14 @@ static int cgroup_learn_cmd(int argc, char **argv)
 
 /* ---- guard: one fence held for the life of a node agent ------------------ */
 
-/* The pod root of a Kubernetes node below the v2 mount: kubepods.slice with
- * the systemd cgroup driver, kubepods with cgroupfs. Read in this process's
- * cgroup namespace: an agent in a pod must enter the host's first. */
+/* The node's pod root (pf_cgroup_kubepods()), or -1 after saying why not. */
 static int find_kubepods(char *out, size_t size)
 {
-        static const char *const names[] = { "kubepods.slice", "kubepods" };
-        char mount[4096], why[PF_WHY_SIZE], path[4096 + 32];
-        struct stat st;
-        int found = 0;
+        char why[PF_WHY_SIZE];
 
-        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0) {
-                pf_error("cgroup guard", "%s", why);
-                return -1;
-        }
-        for (size_t i = 0; i < PF_COUNT(names); i++) {
-                snprintf(path, sizeof(path), "%s/%s", mount, names[i]);
-                if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && found++ == 0 &&
-                    (size_t)snprintf(out, size, "%s", path) >= size)
-                        return -1;
-        }
-        if (found == 1)
+        if (pf_cgroup_kubepods(out, size, why) == 0)
                 return 0;
-        pf_error("cgroup guard", found ? "both %s/kubepods.slice and %s/kubepods exist: name the pod root"
-                                       : "no %s/kubepods.slice or %s/kubepods: not a Kubernetes node, or "
-                                         "this process is not in the host's cgroup namespace",
-                 mount, mount);
+        pf_error("cgroup guard", "%s", why);
         return -1;
 }
 

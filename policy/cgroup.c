@@ -2,13 +2,16 @@
 /* Finding cgroup v2, for every part of portfence: its mount from
  * /proc/self/mountinfo (hybrid hosts mount it at /sys/fs/cgroup/unified, pure
  * v2 hosts at /sys/fs/cgroup), and the cgroup a user names. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 
 #include "cgroup.h"
 
@@ -159,4 +162,100 @@ int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why)
         out->id = st.st_ino;
         out->root = real[len] == '\0';
         return 0;
+}
+
+int pf_cgroup_parent(const struct pf_cgroup *cgroup, struct pf_cgroup *parent)
+{
+        char mount[4096], why[PF_WHY_SIZE];
+        struct stat st;
+        char *slash;
+        size_t len;
+
+        if (!cgroup->path[0] || cgroup->root || pf_cgroup_mount(mount, sizeof(mount), why) < 0)
+                return -ENOENT;
+        len = strlen(mount);
+        snprintf(parent->path, sizeof(parent->path), "%s", cgroup->path);
+        slash = strrchr(parent->path, '/');
+        if (!slash || (size_t)(slash - parent->path) < len)
+                return -ENOENT;
+        *slash = '\0';
+        if (stat(parent->path, &st) < 0)
+                return -errno;
+        parent->id = st.st_ino;
+        parent->root = strlen(parent->path) == len;
+        return 0;
+}
+
+/* Depth first below dir (an open descriptor, closed here) for the
+ * directory whose inode is id: 1 when found (its path in out), else 0. */
+static int find_inode_below(int dir, char *path, size_t len, size_t size, uint64_t id)
+{
+        DIR *d = fdopendir(dir);
+        struct dirent *e;
+        int found = 0;
+
+        if (!d) {
+                close(dir);
+                return 0;
+        }
+        while (!found && (e = readdir(d))) {
+                int below;
+
+                if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                        continue;
+                if ((size_t)snprintf(path + len, size - len, "/%s", e->d_name) >= size - len)
+                        continue;
+                if (e->d_ino == id)
+                        found = 1;
+                else if ((below = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
+                        found = find_inode_below(below, path, strlen(path), size, id);
+        }
+        if (!found)
+                path[len] = '\0';
+        closedir(d);
+        return found;
+}
+
+int pf_cgroup_path_of_id(uint64_t id, char *out, size_t size)
+{
+        char why[PF_WHY_SIZE];
+        struct stat st;
+        int dir;
+
+        out[0] = '\0';
+        if (pf_cgroup_mount(out, size, why) < 0)
+                return -ENOENT;
+        dir = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir >= 0 && fstat(dir, &st) == 0 && st.st_ino == id) {
+                close(dir);
+                return 0;       /* the root cgroup */
+        }
+        if (dir < 0 || !find_inode_below(dir, out, strlen(out), size, id)) {
+                out[0] = '\0';
+                return -ENOENT;
+        }
+        return 0;
+}
+
+int pf_cgroup_kubepods(char *out, size_t size, char *why)
+{
+        static const char *const names[] = { "kubepods.slice", "kubepods" };
+        char mount[4096], path[4096 + 32];
+        struct stat st;
+        int found = 0;
+
+        if (pf_cgroup_mount(mount, sizeof(mount), why) < 0)
+                return -ENOENT;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                snprintf(path, sizeof(path), "%s/%s", mount, names[i]);
+                if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && found++ == 0 &&
+                    (size_t)snprintf(out, size, "%s", path) >= size)
+                        return -ENAMETOOLONG;
+        }
+        if (found == 1)
+                return 0;
+        snprintf(why, PF_WHY_SIZE, found ? "both %.150s/kubepods.slice and %.150s/kubepods exist: name the pod root"
+                                         : "no %.150s/kubepods.slice or %.150s/kubepods: not a Kubernetes node, "
+                                           "or this process is not in the host's cgroup namespace", mount, mount);
+        return found ? -EEXIST : -ENOENT;
 }

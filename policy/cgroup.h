@@ -27,3 +27,14 @@ int pf_cgroup_of_pid(const char *pid, char *out, size_t size, char *why);
  * means the unit's), or id:N (the id 'portfence cgroup status' shows, for a cgroup that may be
  * gone). An empty argument (an unset variable?) is an error. */
 int pf_cgroup_resolve(const char *arg, struct pf_cgroup *out, char *why);
+/* The cgroup above cgroup (path, id, root), or -ENOENT at the v2 mount's
+ * root, for a cgroup given as id:N, or one gone. */
+int pf_cgroup_parent(const struct pf_cgroup *cgroup, struct pf_cgroup *parent);
+/* The directory of the cgroup whose id is id, found below the v2 mount as
+ * this process sees it: 0, or -ENOENT (out "") when it is gone. */
+int pf_cgroup_path_of_id(uint64_t id, char *out, size_t size);
+/* The pod root of a Kubernetes node below the v2 mount: kubepods.slice with
+ * the systemd cgroup driver, kubepods with cgroupfs, in this process's
+ * cgroup namespace (an agent in a pod must enter the host's first): 0, or
+ * a negative errno and why (neither, or both). */
+int pf_cgroup_kubepods(char *out, size_t size, char *why);
