@@ -31,6 +31,10 @@ void fence_building_dir(const struct pf_cgroup *cgroup, char *out, size_t size);
 int fence_open_map(const char *dir, const char *name);
 /* A map of cgroup's fence, or a negative errno with why (not fenced). */
 int fence_open_pinned(const struct pf_cgroup *cgroup, const char *name, char *why);
+/* Every fence pinned on this host, and every one an attach is building
+ * (PF_NEW_PREFIX<id>): visit(dir, id, building, ctx) for each until one
+ * returns non-zero, which is returned (0 when all were visited). */
+int fence_each(int (*visit)(const char *dir, uint64_t id, bool building, void *ctx), void *ctx);
 /* Close every descriptor of fds that is open, and mark it closed (-1). */
 void fence_close_all(int *fds, size_t n);
 

@@ -2,7 +2,6 @@
 /* Filling a fence's maps from a compiled policy: its tables, made whole
  * once per policy, frozen and shared by every fence of it; its settings;
  * the maps one for the host. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,49 +86,55 @@ static const void *table_values(const struct tables *t, int i, uint32_t *size, u
         }
 }
 
+struct shared_search {
+        const struct tables *t;
+        uint64_t hash;
+        int *fds;
+};
+
+/* Does the fence in dir use tables equal to ours? 1 with them in fds. */
+static int tables_of(const char *dir, uint64_t id, bool building, void *ctx)
+{
+        struct shared_search *want = ctx;
+        struct pf_bpf_settings s;
+        uint32_t zero = 0, generation;
+        int live, settings, outer[TABLES], found = 0;
+
+        (void)id;
+        if (building)
+                return 0;
+        live = fence_open_map(dir, "live");
+        settings = fence_open_map(dir, "settings");
+        for (int i = 0; i < TABLES; i++)
+                outer[i] = fence_open_map(dir, fence_table_maps[i]);
+        if (live >= 0 && settings >= 0 && bpf_map_lookup_elem(live, &zero, &generation) == 0 &&
+            (generation &= 1, bpf_map_lookup_elem(settings, &generation, &s) == 0) &&
+            s.magic == PF_BPF_MAGIC && s.policy_hash == want->hash && s.span_count == want->t->span_count) {
+                found = 1;
+                for (int i = 0; i < TABLES && found; i++) {
+                        uint32_t size, count;
+                        const void *values = table_values(want->t, i, &size, &count);
+
+                        want->fds[i] = table_if_equal(outer[i], generation, size, values, count);
+                        found = want->fds[i] >= 0;
+                }
+                if (!found)
+                        fence_close_all(want->fds, TABLES);
+        }
+        fence_close_all(outer, TABLES);
+        fence_close_all((int[]){ live, settings }, 2);
+        return found;
+}
+
 /* The tables another fence uses for this very policy (found by its hash,
  * taken only when equal value by value): 0 with fds[SPANS..RULES], or -1. */
 static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
 {
-        DIR *root = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        bool found = false;
+        struct shared_search want = { .t = t, .hash = hash, .fds = fds };
 
         for (int i = 0; i < TABLES; i++)
                 fds[i] = -1;
-        while (root && !found && (e = readdir(root))) {
-                char dir[4200];
-                struct pf_bpf_settings s;
-                uint32_t zero = 0, generation;
-                int live, settings, outer[TABLES];
-
-                if (!strtoull(e->d_name, NULL, 10))
-                        continue;       /* ".", "..", new-<id> */
-                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                live = fence_open_map(dir, "live");
-                settings = fence_open_map(dir, "settings");
-                for (int i = 0; i < TABLES; i++)
-                        outer[i] = fence_open_map(dir, fence_table_maps[i]);
-                if (live >= 0 && settings >= 0 && bpf_map_lookup_elem(live, &zero, &generation) == 0 &&
-                    (generation &= 1, bpf_map_lookup_elem(settings, &generation, &s) == 0) &&
-                    s.magic == PF_BPF_MAGIC && s.policy_hash == hash && s.span_count == t->span_count) {
-                        found = true;
-                        for (int i = 0; i < TABLES && found; i++) {
-                                uint32_t size, count;
-                                const void *values = table_values(t, i, &size, &count);
-
-                                fds[i] = table_if_equal(outer[i], generation, size, values, count);
-                                found = fds[i] >= 0;
-                        }
-                        if (!found)
-                                fence_close_all(fds, TABLES);
-                }
-                fence_close_all(outer, TABLES);
-                fence_close_all((int[]){ live, settings }, 2);
-        }
-        if (root)
-                closedir(root);
-        return found ? 0 : -1;
+        return fence_each(tables_of, &want) > 0 ? 0 : -1;
 }
 
 /* Some maps are one for the whole host: the registry of moved ports (a
@@ -139,32 +144,33 @@ static int find_shared(const struct tables *t, uint64_t hash, int fds[TABLES])
  * the fence that decided a call. Each fence
  * after the first costs nothing for them. Taken from
  * any fence that has one of the same shape. */
-void fence_share_host_map(struct bpf_map *moved, const char *name)
+struct host_map {
+        struct bpf_map *map;
+        const char *name;
+};
+
+/* Take the fence's map of that name if it has our shape: 1 when taken. */
+static int reuse_map_of(const char *dir, uint64_t id, bool building, void *ctx)
 {
-        DIR *root = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        bool shared = false;
+        struct host_map *want = ctx;
+        struct bpf_map_info info = { 0 };
+        uint32_t len = sizeof(info);
+        int fd, shared;
 
-        while (root && !shared && (e = readdir(root))) {
-                struct bpf_map_info info = { 0 };
-                uint32_t len = sizeof(info);
-                char dir[4200];
-                int fd;
+        (void)id;
+        if (building || (fd = fence_open_map(dir, want->name)) < 0)
+                return 0;
+        shared = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == bpf_map__type(want->map) &&
+                 info.key_size == bpf_map__key_size(want->map) &&
+                 info.value_size == bpf_map__value_size(want->map) &&
+                 info.max_entries == bpf_map__max_entries(want->map) && bpf_map__reuse_fd(want->map, fd) == 0;
+        close(fd);
+        return shared;
+}
 
-                if (!strtoull(e->d_name, NULL, 10))
-                        continue;
-                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                fd = fence_open_map(dir, name);
-                if (fd < 0)
-                        continue;
-                shared = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-                         info.type == bpf_map__type(moved) && info.key_size == bpf_map__key_size(moved) &&
-                         info.value_size == bpf_map__value_size(moved) &&
-                         info.max_entries == bpf_map__max_entries(moved) && bpf_map__reuse_fd(moved, fd) == 0;
-                close(fd);
-        }
-        if (root)
-                closedir(root);
+void fence_share_host_map(struct bpf_map *map, const char *name)
+{
+        fence_each(reuse_map_of, &(struct host_map){ .map = map, .name = name });
 }
 
 /* A new table holding values, frozen: from here on nothing changes it.

@@ -118,6 +118,27 @@ int fence_open_map(const char *dir, const char *name)
         return bpf_obj_get(path);
 }
 
+int fence_each(int (*visit)(const char *dir, uint64_t id, bool building, void *ctx), void *ctx)
+{
+        DIR *root = opendir(PF_BPF_PIN_ROOT);
+        struct dirent *e;
+        int r = 0;
+
+        while (root && r == 0 && (e = readdir(root))) {
+                bool building = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
+                uint64_t id = strtoull(e->d_name + (building ? strlen(PF_NEW_PREFIX) : 0), NULL, 10);
+                char dir[4200];
+
+                if (e->d_name[0] == '.' || !id)
+                        continue;
+                snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
+                r = visit(dir, id, building, ctx);
+        }
+        if (root)
+                closedir(root);
+        return r;
+}
+
 /* ---- one change at a time ------------------------------------------------- */
 
 static void unpin_all(const char *dir);
@@ -204,25 +225,34 @@ static bool fence_committed(const char *dir)
  * fence above would leave that cgroup's calls alone), one that died between
  * its commit and registering is added (until then a fence above decides
  * too). */
+struct scrub {
+        int fenced;             /* the host's list, from the first fence that has it */
+        char fence[4200];       /* that fence */
+};
+
+/* A committed fence missing from the host's list joins it. */
+static int register_committed(const char *dir, uint64_t id, bool building, void *ctx)
+{
+        struct scrub *sc = ctx;
+
+        if (building)
+                return 0;
+        if (sc->fenced < 0 && (sc->fenced = fence_open_map(dir, "fenced")) >= 0)
+                snprintf(sc->fence, sizeof(sc->fence), "%s", dir);
+        if (sc->fenced >= 0 && fence_committed(dir) && bpf_map_lookup_elem(sc->fenced, &id, &(uint8_t){ 0 }) < 0)
+                bpf_map_update_elem(sc->fenced, &id, &(uint8_t){ 1 }, BPF_ANY);
+        return 0;
+}
+
 static void scrub_fenced(void)
 {
-        DIR *dir = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        char path[4200], fence[4200] = "";
-        uint64_t key, next, id;
-        int fd = -1;
+        struct scrub sc = { .fenced = -1 };
+        char path[4200];
+        uint64_t key, next;
+        int fd;
 
-        while (dir && (e = readdir(dir))) {
-                if (!(id = strtoull(e->d_name, NULL, 10)))
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                if (fd < 0 && (fd = fence_open_map(path, "fenced")) >= 0)
-                        snprintf(fence, sizeof(fence), "%s", path);
-                if (fd >= 0 && fence_committed(path) && bpf_map_lookup_elem(fd, &id, &(uint8_t){ 0 }) < 0)
-                        bpf_map_update_elem(fd, &id, &(uint8_t){ 1 }, BPF_ANY);
-        }
-        if (dir)
-                closedir(dir);
+        fence_each(register_committed, &sc);
+        fd = sc.fenced;
         for (int r = fd < 0 ? -1 : bpf_map_get_next_key(fd, NULL, &next); r == 0;
              r = bpf_map_get_next_key(fd, &key, &next)) {
                 key = next;
@@ -232,30 +262,25 @@ static void scrub_fenced(void)
         }
         if (fd >= 0) {
                 close(fd);
-                count_fences_of(fence);
+                count_fences_of(sc.fence);
         }
 }
 
 /* What killed attaches left, found under the lock (no attach is under way):
  * fences still being built (PF_NEW_PREFIX<id>) and fences never committed.
  * Both are inert; removed. */
+static int remove_if_abandoned(const char *dir, uint64_t id, bool building, void *ctx)
+{
+        (void)id;
+        (void)ctx;
+        if (building || !fence_committed(dir))
+                unpin_all(dir);
+        return 0;
+}
+
 static void remove_abandoned(void)
 {
-        DIR *dir = opendir(PF_BPF_PIN_ROOT);
-        struct dirent *e;
-        char path[4200];
-
-        while (dir && (e = readdir(dir))) {
-                bool building = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
-
-                if (!building && !strtoull(e->d_name, NULL, 10))
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                if (building || !fence_committed(path))
-                        unpin_all(path);
-        }
-        if (dir)
-                closedir(dir);
+        fence_each(remove_if_abandoned, NULL);
         scrub_fenced();
 }
 
@@ -669,28 +694,31 @@ bool fence_defunct(uint64_t id)
         return defunct;
 }
 
+struct prune {
+        void (*removed)(uint64_t id, void *ctx);
+        void *ctx;
+        int count;
+};
+
+static int remove_if_defunct(const char *dir, uint64_t id, bool building, void *ctx)
+{
+        struct prune *pr = ctx;
+
+        if (building || !fence_defunct(id))
+                return 0;
+        unpin_all(dir);
+        if (pr->removed)
+                pr->removed(id, pr->ctx);
+        pr->count++;
+        return 0;
+}
+
 static int prune_locked(void (*removed)(uint64_t id, void *ctx), void *ctx)
 {
-        struct dirent *e;
-        DIR *dir = opendir(PF_BPF_PIN_ROOT);
-        char path[4200];
-        int count = 0;
+        struct prune pr = { .removed = removed, .ctx = ctx };
 
-        if (!dir)
-                return 0;
-        while ((e = readdir(dir))) {
-                uint64_t id = strtoull(e->d_name, NULL, 10);
-
-                if (e->d_name[0] == '.' || !id || !fence_defunct(id))
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                unpin_all(path);
-                if (removed)
-                        removed(id, ctx);
-                count++;
-        }
-        closedir(dir);
-        return count;
+        fence_each(remove_if_defunct, &pr);
+        return pr.count;
 }
 
 int pf_bpf_prune(void (*removed)(uint64_t id, void *ctx), void *ctx, char *why)

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* What fences say of themselves: status, the memory of their maps, their
  * events. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -81,12 +80,31 @@ static struct pf_fence_status unfinished_status(uint64_t id)
         return (struct pf_fence_status){ .cgroup_id = id, .unfinished = true, .broken = true };
 }
 
+struct status_walk {
+        pf_fence_visit visit;
+        void *ctx;
+};
+
+/* One fence's status for the caller: under the lock no attach or detach is
+ * half done, so a fence missing pins is broken (reported among the rest). */
+static int report_one(const char *dir, uint64_t id, bool building, void *ctx)
+{
+        struct status_walk *walk = ctx;
+        struct pf_fence_status status;
+        char why[PF_WHY_SIZE];
+
+        if (building)
+                status = unfinished_status(id);
+        else if (!fence_complete(dir) || status_one(&(struct pf_cgroup){ .id = id }, &status, why) < 0)
+                status = (struct pf_fence_status){ .cgroup_id = id, .broken = true };
+        walk->visit(&status, walk->ctx);
+        return 0;
+}
+
 int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx, char *why)
 {
         struct pf_fence_status status;
-        struct dirent *e;
         char building[4200];
-        DIR *dir;
         int r = 0, lock;
 
         if (access(PF_BPF_PIN_ROOT, F_OK) < 0 && !only)
@@ -104,31 +122,7 @@ int pf_bpf_status(const struct pf_cgroup *only, pf_fence_visit visit, void *ctx,
                 close(lock);
                 return r;
         }
-        dir = opendir(PF_BPF_PIN_ROOT);
-        while (dir && (e = readdir(dir))) {
-                char one_why[PF_WHY_SIZE], path[4200];
-                bool new = strncmp(e->d_name, PF_NEW_PREFIX, strlen(PF_NEW_PREFIX)) == 0;
-                uint64_t id = strtoull(e->d_name + (new ? strlen(PF_NEW_PREFIX) : 0), NULL, 10);
-                int one;
-
-                if (e->d_name[0] == '.' || !id)
-                        continue;
-                if (new) {
-                        status = unfinished_status(id);
-                        visit(&status, ctx);
-                        continue;
-                }
-                snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, e->d_name);
-                /* Under the lock no attach or detach is half done: a fence
-                 * missing pins is broken (reported; the rest are listed). */
-                one = fence_complete(path) ? status_one(&(struct pf_cgroup){ .id = id }, &status, one_why)
-                                           : -ENOENT;
-                if (one < 0)    /* shown as broken, among the others */
-                        status = (struct pf_fence_status){ .cgroup_id = id, .broken = true };
-                visit(&status, ctx);
-        }
-        if (dir)
-                closedir(dir);
+        fence_each(report_one, &(struct status_walk){ .visit = visit, .ctx = ctx });
         close(lock);
         return r;
 }
