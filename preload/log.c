@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "libc.h"
 #include "shim.h"
 
 extern char *program_invocation_short_name;
@@ -207,7 +208,7 @@ static int open_syslog(void)
         struct sockaddr_un sun = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
         int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        if (fd >= 0 && libc_connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
                 close(fd);
                 fd = -1;
         }

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "libc.h"
 #include "shim.h"
 
 #define MOVES_MAGIC 0x33564d50u         /* "PMV3" */
@@ -313,7 +314,7 @@ static const struct fd_move *listener_move(int listener, uint64_t inode)
                 return NULL;
         if (__atomic_load_n(&l->inode, __ATOMIC_ACQUIRE) == inode)
                 return l;
-        if (shim_real_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
+        if (libc_getsockname(listener, (struct sockaddr *)&ss, &len) < 0 ||
             (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
                 return NULL;
         real = (uint16_t)pf_sockaddr_port((struct sockaddr *)&ss, len);

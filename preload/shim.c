@@ -3,11 +3,11 @@
  * follows remaps on connect()/sendto()/sendmsg(), and reports the requested
  * ports back through getsockname()/getpeername()/recvfrom()/recvmsg().
  *
- * Three layers per call (as socket_wrapper does): libc_X() calls the real
- * symbol, pf_X() holds the logic, X() is the exported one-line forwarder.
+ * Three layers per call (as socket_wrapper does): libc_X() (libc.c) calls
+ * the real symbol, pf_X() holds the logic, X() is the exported one-line
+ * forwarder.
  * The call path takes no lock, allocates nothing, keeps errno on success and
  * is async-signal-safe; what it does not guard goes to libc untouched. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stddef.h>
 #include <fcntl.h>
@@ -20,134 +20,11 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "libc.h"
 #include "shim.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
-
-/* ---- the real functions ----------------------------------------------------- */
-
-enum real_symbol {
-        REAL_BIND, REAL_CONNECT, REAL_LISTEN, REAL_GETSOCKNAME, REAL_GETPEERNAME,
-        REAL_SENDTO, REAL_SENDMSG, REAL_RECVFROM, REAL_RECVMSG, REAL_ACCEPT, REAL_ACCEPT4,
-        REAL_COUNT
-};
-
-static const char *const real_names[REAL_COUNT] = {
-        "bind", "connect", "listen", "getsockname", "getpeername",
-        "sendto", "sendmsg", "recvfrom", "recvmsg", "accept", "accept4",
-};
-
-static void *real_functions[REAL_COUNT];
-static __thread int resolving __attribute__((tls_model("initial-exec")));
-
-/* The next definition of a symbol, resolved once. NULL while a resolution is
- * under way on this thread (dlsym itself may bind or connect): the caller
- * then makes the system call directly. */
-static void *real(enum real_symbol which)
-{
-        void *fn = __atomic_load_n(&real_functions[which], __ATOMIC_ACQUIRE);
-
-        if (fn || resolving)
-                return fn;
-        resolving = 1;
-        fn = dlsym(RTLD_NEXT, real_names[which]);
-        resolving = 0;
-        __atomic_store_n(&real_functions[which], fn, __ATOMIC_RELEASE);
-        return fn;
-}
-
-typedef int (*addr_fn)(int, const struct sockaddr *, socklen_t);
-typedef int (*name_fn)(int, struct sockaddr *, socklen_t *);
-typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
-typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
-typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
-typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
-
-static int libc_bind(int fd, const struct sockaddr *addr, socklen_t len)
-{
-        addr_fn fn = (addr_fn)real(REAL_BIND);
-
-        return fn ? fn(fd, addr, len) : (int)syscall(SYS_bind, fd, addr, len);
-}
-
-static int libc_connect(int fd, const struct sockaddr *addr, socklen_t len)
-{
-        addr_fn fn = (addr_fn)real(REAL_CONNECT);
-
-        return fn ? fn(fd, addr, len) : (int)syscall(SYS_connect, fd, addr, len);
-}
-
-static int libc_listen(int fd, int backlog)
-{
-        int (*fn)(int, int) = (int (*)(int, int))real(REAL_LISTEN);
-
-        return fn ? fn(fd, backlog) : (int)syscall(SYS_listen, fd, backlog);
-}
-
-static int libc_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
-{
-        name_fn fn = (name_fn)real(REAL_GETSOCKNAME);
-
-        return fn ? fn(fd, addr, len) : (int)syscall(SYS_getsockname, fd, addr, len);
-}
-
-int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
-{
-        return libc_getsockname(fd, addr, len);
-}
-
-static int libc_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
-{
-        name_fn fn = (name_fn)real(REAL_GETPEERNAME);
-
-        return fn ? fn(fd, addr, len) : (int)syscall(SYS_getpeername, fd, addr, len);
-}
-
-static ssize_t libc_sendto(int fd, const void *buf, size_t n, int flags,
-                           const struct sockaddr *addr, socklen_t len)
-{
-        sendto_fn fn = (sendto_fn)real(REAL_SENDTO);
-
-        return fn ? fn(fd, buf, n, flags, addr, len) : syscall(SYS_sendto, fd, buf, n, flags, addr, len);
-}
-
-static ssize_t libc_sendmsg(int fd, const struct msghdr *msg, int flags)
-{
-        sendmsg_fn fn = (sendmsg_fn)real(REAL_SENDMSG);
-
-        return fn ? fn(fd, msg, flags) : syscall(SYS_sendmsg, fd, msg, flags);
-}
-
-static ssize_t libc_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
-                             socklen_t *len)
-{
-        recvfrom_fn fn = (recvfrom_fn)real(REAL_RECVFROM);
-
-        return fn ? fn(fd, buf, n, flags, addr, len) : syscall(SYS_recvfrom, fd, buf, n, flags, addr, len);
-}
-
-static ssize_t libc_recvmsg(int fd, struct msghdr *msg, int flags)
-{
-        recvmsg_fn fn = (recvmsg_fn)real(REAL_RECVMSG);
-
-        return fn ? fn(fd, msg, flags) : syscall(SYS_recvmsg, fd, msg, flags);
-}
-
-static int libc_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-        int (*fn)(int, struct sockaddr *, socklen_t *, int) =
-                (int (*)(int, struct sockaddr *, socklen_t *, int))real(REAL_ACCEPT4);
-
-        return fn ? fn(fd, addr, len, flags) : (int)syscall(SYS_accept4, fd, addr, len, flags);
-}
-
-static int libc_accept(int fd, struct sockaddr *addr, socklen_t *len)
-{
-        name_fn fn = (name_fn)real(REAL_ACCEPT);
-
-        return fn ? fn(fd, addr, len) : libc_accept4(fd, addr, len, 0);
-}
 
 /* ---- the policy ------------------------------------------------------------- */
 
@@ -268,8 +145,7 @@ static const struct pf_policy *shim_policy(void)
 
 __attribute__((constructor)) static void shim_init(void)
 {
-        for (int i = 0; i < REAL_COUNT; i++)
-                real(i);
+        libc_resolve_all();
         shim_policy();
 }
 

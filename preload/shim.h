@@ -35,9 +35,6 @@ void shim_log_once(enum pf_log_level level, const char *kind, const char *text);
 /* true the first time kind is reported in this command tree (and marks it). */
 bool shim_mark_reported(const char *kind);
 
-/* The real getsockname(), for the files of the shim. */
-int shim_real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
-
 /* Learning ('portfence learn'): every bind goes through as asked, and is
  * written to the learn file as one JSON line with the port the kernel gave. */
 bool shim_learn_open(const char *path);
