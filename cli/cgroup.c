@@ -587,28 +587,9 @@ static int cgroup_events_cmd(int argc, char **argv)
  * moved while learning, and every guarded bind is an event. */
 static struct pf_policy *learning_policy(const struct pf_policy *base)
 {
-        struct pf_portset guarded = *pf_policy_guarded(base, PF_TCP);
         struct pf_policy *policy = NULL;
-        struct pf_diag diag;
-        size_t size;
-        char *ranges, *text = NULL;
 
-        pf_portset_union(&guarded, pf_policy_guarded(base, PF_UDP));
-        size = pf_portset_format(&guarded, NULL, 0) + 1;
-        ranges = malloc(size);
-        if (ranges && !pf_portset_empty(&guarded)) {
-                pf_portset_format(&guarded, ranges, size);
-                if (asprintf(&text, "version = 1;\nephemeral = \"%s\";\ndefault_action = \"log\";\n",
-                             ranges) < 0)
-                        text = NULL;
-        }
-        if (text && pf_policy_load_text(text, "(learning)", &policy, &diag) == 0)
-                pf_diag_free(&diag);
-        else if (text)
-                pf_diag_free(&diag);
-        free(ranges);
-        free(text);
-        return policy;
+        return pf_policy_log_only(base, &policy) == 0 ? policy : NULL;
 }
 
 static void learn_event(const struct pf_fence_event *e, void *ctx)

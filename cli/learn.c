@@ -87,10 +87,10 @@ static int record(struct learn_state *st, const char *line)
         char proto_name[8], port[8], bound[8], program[64], address[64];
         enum pf_proto proto;
 
-        if (!field(line, "proto", proto_name, sizeof(proto_name)) ||
-            !field(line, "port", port, sizeof(port)) || !field(line, "bound", bound, sizeof(bound)) ||
-            !field(line, "program", program, sizeof(program)) ||
-            !field(line, "address", address, sizeof(address)) || pf_proto_parse(proto_name, &proto) < 0)
+        if (!field(line, PF_LEARN_PROTO, proto_name, sizeof(proto_name)) ||
+            !field(line, PF_LEARN_PORT, port, sizeof(port)) || !field(line, PF_LEARN_BOUND, bound, sizeof(bound)) ||
+            !field(line, PF_LEARN_PROGRAM, program, sizeof(program)) ||
+            !field(line, PF_LEARN_ADDRESS, address, sizeof(address)) || pf_proto_parse(proto_name, &proto) < 0)
                 return 0;       /* not a line of ours: a bind cut by a kill */
         return pf_learn_add(st, proto, (unsigned)atoi(port), (unsigned)atoi(bound), program, address);
 }

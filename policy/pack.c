@@ -165,6 +165,25 @@ void pf_policy_free(struct pf_policy *p)
         free(p);
 }
 
+int pf_policy_log_only(const struct pf_policy *base, struct pf_policy **out)
+{
+        static const char strings[] = "\0(learning)";
+        struct pf_policy *head = calloc(1, sizeof(*head));
+        struct pf_policy_parts parts = {
+                .head = head, .strings = strings, .strings_size = sizeof(strings), .name = 1,
+        };
+
+        if (!head)
+                return -ENOMEM;
+        pf_policy_head_defaults(head);
+        head->default_action = PF_LOG;
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++)
+                head->guarded[proto] = base->guarded[proto];
+        pf_rank_domain_fill(head, false);       /* nothing is moved: no pool */
+        *out = pf_policy_pack(&parts);
+        return *out ? 0 : -ENOMEM;
+}
+
 int pf_policy_default(struct pf_policy **out, char *why)
 {
         static const char strings[] = "\0" PF_POLICY_BUILTIN;

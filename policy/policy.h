@@ -88,6 +88,19 @@ void pf_policy_free(struct pf_policy *policy);
 /* The built-in default without any file: guard this host's ephemeral range,
  * refuse. Returns 0, or a negative errno with a reason in why. */
 int pf_policy_default(struct pf_policy **out, char *why);
+/* The learn file ('portfence learn'): one JSON object per bind on a line,
+ * written by the shim, read by learn. Its keys, named once for both. */
+#define PF_LEARN_CALL "call"
+#define PF_LEARN_PROTO "proto"
+#define PF_LEARN_FAMILY "family"
+#define PF_LEARN_ADDRESS "address"
+#define PF_LEARN_PORT "port"           /* the port asked for */
+#define PF_LEARN_BOUND "bound"         /* the port the kernel gave */
+#define PF_LEARN_PID "pid"
+#define PF_LEARN_PROGRAM "program"
+/* A policy that guards what base guards and only logs: nothing refused or
+ * moved, every guarded bind said (learning). 0, or -ENOMEM. */
+int pf_policy_log_only(const struct pf_policy *base, struct pf_policy **out);
 
 /* A compiled policy as a file: written whole (to a temporary name, then
  * renamed, all below one directory descriptor), and mapped back read-only

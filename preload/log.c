@@ -527,21 +527,21 @@ void shim_learn_record(const char *call, enum pf_proto proto, const struct socka
         if (learn_out.fd < 0)
                 return;
         shim_format_addr(addr, text, sizeof(text));
-        put_str(&l, "{\"call\": \"");
+        put_str(&l, "{\"" PF_LEARN_CALL "\": \"");
         put_str(&l, call);
-        put_str(&l, "\", \"proto\": \"");
+        put_str(&l, "\", \"" PF_LEARN_PROTO "\": \"");
         put_str(&l, pf_proto_name(proto));
-        put_str(&l, "\", \"family\": \"");
+        put_str(&l, "\", \"" PF_LEARN_FAMILY "\": \"");
         put_str(&l, addr->sa_family == AF_INET6 ? "ipv6" : "ipv4");
-        put_str(&l, "\", \"address\": \"");
+        put_str(&l, "\", \"" PF_LEARN_ADDRESS "\": \"");
         put_str(&l, text);
-        put_str(&l, "\", \"port\": ");
+        put_str(&l, "\", \"" PF_LEARN_PORT "\": ");
         put_uint(&l, requested);
-        put_str(&l, ", \"bound\": ");
+        put_str(&l, ", \"" PF_LEARN_BOUND "\": ");
         put_uint(&l, bound);
-        put_str(&l, ", \"pid\": ");
+        put_str(&l, ", \"" PF_LEARN_PID "\": ");
         put_uint(&l, (unsigned long)getpid());
-        put_str(&l, ", \"program\": ");
+        put_str(&l, ", \"" PF_LEARN_PROGRAM "\": ");
         put_json_str(&l, program_invocation_short_name);
         put_str(&l, "}\n");
         while (still_own(&learn_out) && write(learn_out.fd, l.text, l.len) < 0 && errno == EINTR)

@@ -159,6 +159,33 @@ static void test_chosen_port(void **state)
         pf_policy_free(policy);
 }
 
+/* Learning's policy: the base's guarded ports, logged; nothing else. */
+static void test_log_only(void **state)
+{
+        static const char text[] = "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"remap\";\n"
+                                   "rules = ( { ports = \"8080\"; action = \"refuse\"; } );\n";
+        struct pf_policy *base = NULL, *learning = NULL;
+        struct pf_diag diag;
+        struct pf_query q = { .proto = PF_UDP };
+        struct pf_verdict v;
+
+        (void)state;
+        assert_int_equal(pf_policy_load_text(text, "base.conf", &base, &diag), 0);
+        pf_diag_free(&diag);
+        assert_int_equal(pf_policy_log_only(base, &learning), 0);
+        assert_int_equal(pf_addr_parse("0.0.0.0", &q.addr), 0);
+        for (unsigned port = 39999; port <= 40100; port++) {
+                q.port = (uint16_t)port;
+                pf_decide(learning, &q, &v);
+                assert_int_equal(v.action, port >= 40000 && port <= 40099 ? PF_LOG : PF_ALLOW);
+        }
+        q.port = 8080;
+        pf_decide(learning, &q, &v);
+        assert_int_equal(v.action, PF_ALLOW);      /* the base's rules are not learning's */
+        pf_policy_free(learning);
+        pf_policy_free(base);
+}
+
 static void test_default_remap_wraps(void **state)
 {
         static const char text[] =
@@ -369,6 +396,7 @@ int main(void)
                 cmocka_unit_test(test_program_match_on_the_comm),
                 cmocka_unit_test(test_default_remap_wraps),
                 cmocka_unit_test(test_chosen_port),
+                cmocka_unit_test(test_log_only),
                 cmocka_unit_test(test_glob),
                 cmocka_unit_test(test_address_rules),
                 cmocka_unit_test(test_addr_set_in6_maps_v4),
