@@ -1043,8 +1043,10 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
         struct decision d;
         __u16 target;
 
-        if (!s || !s->redirect_connect || plain_allow(s, r->port) || !is_local(s, r) ||
-            inner_fence_decides(ctx, s))
+        /* Which fence decides first: an inner one whose policy redirects
+         * nothing still decides for its sockets. */
+        if (!s || inner_fence_decides(ctx, s) || !s->redirect_connect || plain_allow(s, r->port) ||
+            !is_local(s, r))
                 return ALLOW_CALL;
         /* The registry first: most ports nobody was moved from, one lookup. */
         target = moved_target(ctx, r);

@@ -235,10 +235,10 @@ static bool socket_family_is(int fd, int family)
         return same;
 }
 
-/* Decide a request for the socket's protocol. Returns false (pass through)
- * for a port every bind may take (one bit, no system call) and for sockets
- * the shim does not guard; else the protocol is asked of the socket (one
- * getsockopt) and decided. */
+/* Decide a connect's destination for the socket's protocol. Returns false
+ * (pass through) for a port every bind may take (one bit, no system call),
+ * for sockets the shim does not guard and for an allowed port; else the
+ * protocol is asked of the socket (one getsockopt) and decided. */
 static bool decide_request(const struct pf_policy *p, int fd, struct request *req,
                            struct pf_verdict *out)
 {
@@ -461,9 +461,10 @@ static int bind_decided(const struct pf_policy *p, int fd, const struct sockaddr
         int saved = errno, r;
 
         with_caller_program(req);
-        if (!decide_request(p, fd, req, &v))
+        if (pf_policy_plain_allow(p, req->port) || !socket_proto(fd, &req->query.proto))
                 return libc_bind(fd, addr, len);
-        meet_the_namespace(req, &v);
+        pf_decide(p, &req->query, &v);
+        meet_the_namespace(req, &v);    /* an allowed port a moved server holds goes where it went */
         switch (v.action) {
         case PF_ALLOW:
                 return libc_bind(fd, addr, len);

@@ -600,6 +600,25 @@ class Lifecycle(CgroupTest):
         r = portfence("cgroup", "status", self.cgroup.path)
         self.assertNotIn("not reserved", r.stderr)
 
+    def test_an_inner_fence_that_redirects_nothing_still_decides_connects(self):
+        """A server moved by the parent's fence; a client in a child whose
+        policy follows no move: the child's fence decides its connect (it
+        goes as addressed), the parent's leaves it alone."""
+        text = ('version = 1;\nephemeral = "30000-30009";\nsteer = false;\nredirect_connect = %s;\n'
+                'rules = ( { ports = "30005"; action = "remap"; to = 7795; } );\n')
+        parent, child_policy = write_policy(text % "true"), write_policy(text % "false")
+        for path in (parent, child_policy):
+            self.addCleanup(os.unlink, path)
+        child = Cgroup(self.cgroup)
+        self.addCleanup(child.cleanup)
+        self.attach(parent)
+        self.assertEqual(child.attach(child_policy).returncode, 0)
+        server = self.start([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "30005", "listen", "ready", "wait"],
+                            ready="ready", preexec_fn=self.cgroup.enter)
+        self.assertEqual(self.cgroup.probe("tcp4", "connect", "127.0.0.1", "30005")[1], "connect 0 0")
+        self.assertEqual(child.probe("tcp4", "connect", "127.0.0.1", "30005")[1], "connect -1 ECONNREFUSED")
+        server.finish()
+
     def test_a_socket_is_decided_by_the_fences_of_the_cgroup_it_was_made_in(self):
         """The programs that run for a socket are those of the cgroup it was
         made in, whoever binds it (a socket passed over SCM_RIGHTS, a process

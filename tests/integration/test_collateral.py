@@ -373,6 +373,18 @@ class Collateral:
         self.assertEqual(client.stdout, f"peer {port}\n", client.stderr)
         self.assertIn(f"got hi on {port}", server.finish("")[0])
 
+    def test_a_rule_allowing_another_program_does_not_take_a_moved_port(self):
+        """A rule lets one program bind the port as asked; a server moved
+        from it first still holds it: that program's bind gets what the port
+        would give (EADDRINUSE), not the port itself."""
+        port = self.free_port(5450)
+        policy = write_policy(ALLOW_PROBE % port)
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
+        self.assertEqual(self.run_probe(policy, "tcp4", "bind", "127.0.0.1", str(port))[1:], ["bind -1 EADDRINUSE"])
+        server.stop()
+        self.assertEqual(self.run_probe(policy, "tcp4", "bind", "127.0.0.1", str(port))[1:], ["bind 0 0"])
+
 
 REMOTE_CONNECT = """
 import socket, sys
@@ -397,6 +409,14 @@ ephemeral = "host";
 default_action = "remap";
 remap_pool = "7000-7099";
 rules = ( { ports = "%d"; program = "python3*"; action = "remap"; to = 7177; } );
+"""
+
+# pf-probe may bind the port as asked; any other server is moved.
+ALLOW_PROBE = """version = 1;
+ephemeral = "host";
+default_action = "remap";
+remap_pool = "7000-7099";
+rules = ( { ports = "%d"; program = "pf-probe"; action = "allow"; } );
 """
 
 REFUSE_POLICY = """version = 1;
