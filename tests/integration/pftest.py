@@ -55,6 +55,12 @@ def preload(*libs):
     return ":".join(([ASAN_RUNTIME] if ASAN_RUNTIME else []) + list(libs))
 
 
+def fixture(name):
+    """The text of a policy in tests/policies/ (the ones several suites share)."""
+    with open(os.path.join(POLICIES, name)) as f:
+        return f.read()
+
+
 def write_policy(text):
     f = tempfile.NamedTemporaryFile("w", prefix="pf-test-", suffix=".conf", delete=False)
     f.write(text)

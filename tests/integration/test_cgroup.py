@@ -17,22 +17,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pftest  # noqa: E402
-from pftest import (main, POLICIES, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, SLOW, Cgroup, PolicyTest,  # noqa: E402
+from pftest import (main, POLICIES, fixture, SOURCE, BUILD, PIN_ROOT, PROBE_STATIC, SLOW, Cgroup, PolicyTest,  # noqa: E402
                     base_env, cgroup_mount, cgroup_skip_reason as skip_reason, fenced, port_listening,
                     portfence, scale, write_policy)
 
-POLICY = """version = 1;
-ephemeral = "20000-29999";
-default_action = "refuse";
-remap_pool = "7000-7099";
-rules = (
-  { ports = "20000-20099"; action = "remap"; to = 7400; },
-  { ports = "21000-21099"; action = "log"; },
-  { ports = "22000-22009"; action = "remap"; },
-  { ports = "23000"; address = "::1"; action = "allow"; },
-  { ports = "23001"; program = "pf-prob?"; action = "allow"; }
-);
-"""
+POLICY = fixture("enforce.conf")
 
 
 @unittest.skipIf(skip_reason(), skip_reason())
@@ -77,7 +66,7 @@ class Enforce(CgroupTest):
                                       "sockname", "ready", "wait")
                 lines = [p.stdout.readline().strip() for _ in range(6)]
                 self.assertEqual(lines[2:5], ["bind 0 0", "listen 0 0", f"sockname 0 0 {addr} {port}"])
-                self.assertTrue(port_listening(port - 20000 + 7400, "::1" if addr == "::1" else "127.0.0.1"))
+                self.assertTrue(port_listening(port - 20000 + 7200, "::1" if addr == "::1" else "127.0.0.1"))
                 # Steered: an unfenced client reaches it at the port it asked
                 # for, on the addresses it listens on only.
                 self.assertTrue(port_listening(port, "::1" if addr == "::1" else "127.0.0.1"))
@@ -506,13 +495,13 @@ class Lifecycle(CgroupTest):
         self.assertEqual({k: first[k] for k in ("program", "call", "proto", "port", "action", "errno")},
                          {"program": "pf-probe", "call": "bind", "proto": "tcp", "port": 25040,
                           "action": "refuse", "errno": "EADDRINUSE"})
-        self.assertEqual((second["action"], second["target"], second["rule"]), ("remap", 7450, 1))
+        self.assertEqual((second["action"], second["target"], second["rule"]), ("remap", 7250, 1))
         self.assertEqual(first["cgroup_id"], os.stat(self.cgroup.path).st_ino)
 
     def test_reload_under_a_bind_loop(self):
         """Every bind sees the old policy or the new one, never neither."""
         refuse = write_policy(POLICY + 'getsockname = "real";\n')
-        remap = write_policy(POLICY.replace('"20000-20099"; action = "remap"; to = 7400;',
+        remap = write_policy(POLICY.replace('"20000-20099"; action = "remap"; to = 7200;',
                                             '"25050"; action = "remap"; to = 7550;') +
                              'getsockname = "real";\n')
         self.addCleanup(os.unlink, refuse)
@@ -736,8 +725,8 @@ class Probe(CgroupTest):
         self.attach()
         r = self.status_probe()
         self.assertEqual((r.returncode, r.stdout),
-                         (0, f"{self.cgroup.path}: probe bind 127.0.0.1:20000/tcp: bound at 7400 (policy: remap -> "
-                             f"7400, fence of {self.cgroup.path}): decided as the policy says\n"), r.stderr)
+                         (0, f"{self.cgroup.path}: probe bind 127.0.0.1:20000/tcp: bound at 7200 (policy: remap -> "
+                             f"7200, fence of {self.cgroup.path}): decided as the policy says\n"), r.stderr)
         child = Cgroup(self.cgroup)
         self.addCleanup(child.cleanup)
         r = self.status_probe(child.path)
@@ -771,7 +760,7 @@ class Probe(CgroupTest):
             self.assertEqual(r.returncode, 0, r.stderr)
         r = self.status_probe()
         self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("probe bind 127.0.0.1:20000/tcp: bound at 20000 (policy: remap -> 7400", r.stdout)
+        self.assertIn("probe bind 127.0.0.1:20000/tcp: bound at 20000 (policy: remap -> 7200", r.stdout)
         self.assertIn("NOT decided as the policy says", r.stdout)
 
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")

@@ -13,19 +13,19 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pftest import (main, POLICIES, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
+from pftest import (main, POLICIES, fixture, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
                     lines, port_listening, portfence, preload, probe, write_policy)
 
-POLICY = """version = 1;
-ephemeral = "20000-29999";
-default_action = "refuse";
-remap_pool = "7000-7099";
-rules = (
-  { ports = "20000-20099"; action = "remap"; to = 7200; },
-  { ports = "21000-21099"; action = "log"; },
-  { ports = "22000-22009"; action = "remap"; }
-);
-"""
+POLICY = fixture("enforce.conf")
+
+
+def line_of(text, needle):
+    """The line of the policy text where needle first appears (what the log names)."""
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+REMAP_RULE_LINE = line_of(POLICY, '"20000-20099"')
+LOG_RULE_LINE = line_of(POLICY, '"21000-21099"')
 
 
 class ShimTest(PolicyTest):
@@ -105,7 +105,7 @@ class Remap(ShimTest):
     def test_log_action(self):
         r = probe("udp4", "bind", "127.0.0.1", "21001", policy=self.policy)
         self.assertEqual(lines(r)[1], "bind 0 0")
-        self.assertIn(f"bind 127.0.0.1:21001/udp: log [rule 2, {os.path.realpath(self.policy)}:7]", r.stderr)
+        self.assertIn(f"bind 127.0.0.1:21001/udp: log [rule 2, {os.path.realpath(self.policy)}:{LOG_RULE_LINE}]", r.stderr)
         r = probe("udp4", "bind", "127.0.0.1", "25001", policy=self.policy)
         self.assertIn("bind 127.0.0.1:25001/udp: refuse (EADDRINUSE) [default]", r.stderr)
 
@@ -121,7 +121,7 @@ class Remap(ShimTest):
                               "action": "remap", "target": 7250, "errno": None})
             self.assertGreater(event["time"], 1.6e9)
             self.assertEqual(event["pid"], int(event["pid"]))
-            self.assertEqual((event["rule"], event["source"]), (1, f"{os.path.realpath(policy)}:6"))
+            self.assertEqual((event["rule"], event["source"]), (1, f"{os.path.realpath(policy)}:{REMAP_RULE_LINE}"))
         finally:
             os.unlink(policy)
 
