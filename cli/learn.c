@@ -204,38 +204,6 @@ static unsigned next_safe_port(const struct pf_policy *base, enum pf_proto proto
         return pick(base, proto, &candidates, taken);
 }
 
-/* Where the learned rules go in the base's text: just after the "(" that
- * opens its rules list, or at the end when it has none. */
-static size_t insert_at(const char *text, bool *has_rules)
-{
-        const char *at = text;
-
-        *has_rules = false;
-        while ((at = strstr(at, "rules"))) {
-                const char *p = at + 5, *line = at;
-                bool word_start = at == text || at[-1] == '\n' || at[-1] == ' ' || at[-1] == '\t' ||
-                                  at[-1] == ';';
-                bool commented;
-
-                while (line > text && line[-1] != '\n')
-                        line--;
-                /* "rules" in a comment is not the setting */
-                commented = memchr(line, '#', (size_t)(at - line)) ||
-                            memmem(line, (size_t)(at - line), "//", 2);
-                p += strspn(p, " \t");
-                if (word_start && !commented && (*p == '=' || *p == ':')) {
-                        p++;
-                        p += strspn(p, " \t\n");
-                        if (*p == '(') {
-                                *has_rules = true;
-                                return (size_t)(p + 1 - text);
-                        }
-                }
-                at += 5;
-        }
-        return strlen(text);
-}
-
 static char *read_text(const char *path)
 {
         FILE *f = fopen(path, "re");
@@ -282,26 +250,39 @@ static int write_rules(FILE *out, const struct pf_policy *base, const struct lea
         return 0;
 }
 
-/* The base's text with the learned rules in it; NULL after an error. */
-static char *propose(const char *base_path, const struct pf_policy *base, const struct learn_state *st,
-                     unsigned *written)
+/* The directory of path, for its @include files; NULL for a bare name. */
+static char *directory_of(const char *path)
 {
-        char *text = strcmp(base_path, PF_POLICY_BUILTIN) == 0 ?
-                     strdup("# portfence's built-in default\nversion = 1;\nephemeral = \"host\";\n") :
-                     read_text(base_path);
-        char *result = NULL;
-        size_t size = 0, at;
-        bool has_rules;
-        FILE *out;
-        int r;
+        const char *slash = strrchr(path, '/');
 
-        if (!text)
-                return NULL;
-        at = insert_at(text, &has_rules);
-        out = open_memstream(&result, &size);
+        return slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : NULL;
+}
+
+/* The base's text with the learned rules in it, first in its rules list
+ * (the policy's parser says where that list opens), in *result; a negative
+ * errno after an error: -EXDEV when an @include'd file holds the list. */
+static int propose(const char *base_path, const struct pf_policy *base, const struct learn_state *st,
+                   unsigned *written, char **result)
+{
+        bool builtin = strcmp(base_path, PF_POLICY_BUILTIN) == 0;
+        char *text = builtin ? strdup("# portfence's built-in default\nversion = 1;\nephemeral = \"host\";\n")
+                             : read_text(base_path);
+        char *dir = builtin ? NULL : directory_of(base_path);
+        size_t size = 0, at = 0;
+        int has_rules, r;
+        FILE *out;
+
+        *result = NULL;
+        has_rules = text ? pf_policy_rules_opening(text, dir, &at) : -errno;
+        free(dir);
+        if (has_rules < 0) {
+                free(text);
+                return has_rules;
+        }
+        out = open_memstream(result, &size);
         if (!out) {
                 free(text);
-                return NULL;
+                return -errno;
         }
         fprintf(out, "%.*s", (int)at, text);
         if (!has_rules)
@@ -311,11 +292,10 @@ static char *propose(const char *base_path, const struct pf_policy *base, const 
         fclose(out);
         free(text);
         if (r < 0) {
-                free(result);
-                errno = -r;
-                return NULL;
+                free(*result);
+                *result = NULL;
         }
-        return result;
+        return r;
 }
 
 static void summary(const char *command, const struct learn_state *st, const struct pf_policy *base,
@@ -405,11 +385,22 @@ int pf_learn_finish(const char *command, const struct pf_policy *base, const str
                     const char *output)
 {
         unsigned written = 0;
-        char *text = propose(pf_policy_name(base), base, st, &written);
-        int r;
+        char *text;
+        int r = propose(pf_policy_name(base), base, st, &written, &text);
 
-        if (!text) {
-                pf_error(command, "cannot make the policy: %s", strerror(errno));
+        if (r == -EXDEV) {
+                pf_error(command, "the rules of %s are in an @include'd file: learn writes its rules "
+                         "into the policy's own list; move the list there, or add them by hand",
+                         pf_policy_name(base));
+                return PF_EXIT_USAGE;
+        }
+        if (r == -EINVAL) {
+                pf_error(command, "cannot find where the rules list of %s opens (is a comment between "
+                         "'rules =' and its '('?)", pf_policy_name(base));
+                return PF_EXIT_USAGE;
+        }
+        if (r < 0) {
+                pf_error(command, "cannot make the policy: %s", strerror(-r));
                 return PF_EXIT_FAILURE;
         }
         if (pf_cli_check_text(command, text) < 0) {

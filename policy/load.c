@@ -2,6 +2,7 @@
 /* Load and validate a libconfig policy file, then hand it to pack.c. */
 #include "policy-internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1038,6 +1039,63 @@ int pf_policy_load_text(const char *text, const char *name, struct pf_policy **o
         int r = start_diag(diag, name);
 
         return r < 0 ? r : load(read_text, text, text, NULL, name, out, diag);
+}
+
+/* After the name of the setting at the start of text's line `line`: its
+ * "=" or ":" and the "(" of a list, across blanks and line ends. */
+static const char *list_opening_at_line(const char *text, unsigned line, const char *name)
+{
+        size_t len = strlen(name);
+        const char *at = text;
+
+        for (unsigned n = 1; at && n < line; n++) {
+                at = strchr(at, '\n');
+                at = at ? at + 1 : NULL;
+        }
+        for (; at && *at && *at != '\n'; at++) {
+                const char *p = at + len;
+
+                if (strncmp(at, name, len) != 0 || (at > text && (isalnum((unsigned char)at[-1]) ||
+                                                                  at[-1] == '_' || at[-1] == '-')))
+                        continue;
+                p += strspn(p, " \t\r\n");
+                if (*p != '=' && *p != ':')
+                        continue;
+                p += 1 + strspn(p + 1, " \t\r\n");
+                if (*p == '(')
+                        return p + 1;
+        }
+        return NULL;
+}
+
+int pf_policy_rules_opening(const char *text, const char *include_dir, size_t *offset)
+{
+        const config_setting_t *rules;
+        const char *opening = NULL;
+        config_t cfg;
+        int r;
+
+        config_init(&cfg);
+        if (include_dir)
+                config_set_include_dir(&cfg, include_dir);
+        if (config_read_string(&cfg, text) != CONFIG_TRUE) {
+                config_destroy(&cfg);
+                return -EINVAL;
+        }
+        rules = config_setting_get_member(config_root_setting(&cfg), "rules");
+        if (!rules) {
+                *offset = strlen(text);
+                r = 0;
+        } else if (config_setting_source_file(rules)) {
+                r = -EXDEV;
+        } else {
+                opening = list_opening_at_line(text, line_of(rules), "rules");
+                r = opening ? 1 : -EINVAL;
+                if (opening)
+                        *offset = (size_t)(opening - text);
+        }
+        config_destroy(&cfg);
+        return r;
 }
 
 /* path opened for reading if it is a regular file: a FIFO would block the

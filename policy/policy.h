@@ -84,6 +84,12 @@ int pf_policy_load(const char *path, struct pf_policy **out, struct pf_diag *dia
 int pf_policy_load_text(const char *text, const char *name, struct pf_policy **out,
                         struct pf_diag *diag);
 void pf_policy_free(struct pf_policy *policy);
+/* Where rules go in a policy's text, as its parser sees it: the offset just
+ * after the "(" that opens the text's own 'rules' list (returns 1), or the
+ * end of the text when it has none (returns 0). -EXDEV when an @include'd
+ * file holds the list, -EINVAL when the text does not parse (the loader
+ * says why). include_dir: where its @include files are, or NULL. */
+int pf_policy_rules_opening(const char *text, const char *include_dir, size_t *offset);
 
 /* The built-in default without any file: guard this host's ephemeral range,
  * refuse. Returns 0, or a negative errno with a reason in why. */

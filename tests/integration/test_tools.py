@@ -394,6 +394,7 @@ class Export(ToolTest):
 
 LEARN_BASE = """version = 1;
 # rules = ( a list in a comment is not the setting )
+/* rules = ( nor is one in a block comment ) */
 ephemeral = "27000-27999";
 default_action = "refuse";
 rules = (
@@ -444,6 +445,22 @@ class Learn(ToolTest):
         for (port, proto, to) in rules:
             self.assertIn(f":{port}/{proto}: remap -> {to}", rerun.stderr)
         self.assertNotIn("refuse", rerun.stderr)
+
+    def test_rules_in_an_included_file_are_not_rewritten(self):
+        """learn writes into the policy's own rules list; one in an @include'd
+        file is said, and nothing is written."""
+        d = tempfile.mkdtemp(prefix="pf-learn-")
+        self.addCleanup(shutil.rmtree, d)
+        with open(os.path.join(d, "rules.inc"), "w") as f:
+            f.write('rules = ( { ports = "8080"; action = "allow"; } );\n')
+        base = os.path.join(d, "base.conf")
+        with open(base, "w") as f:
+            f.write(LEARN_BASE.split("rules = (\n")[0] + '@include "rules.inc"\n')
+        out = os.path.join(d, "out.conf")
+        r = portfence("learn", "-c", base, "-o", out, "--", sys.executable, "-c", BINDER)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(f"portfence: learn: the rules of {base} are in an @include'd file", r.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_duration_ends_a_server(self):
         r = portfence("learn", "-c", self.policy, "--duration", "1", "--", sys.executable, "-c",

@@ -459,6 +459,42 @@ static void test_map_rejects_damage(void **state)
         pf_policy_free(p);
 }
 
+/* Where learn writes its rules: after the "(" of the list the parser calls
+ * 'rules', never one in a comment or a string, across line ends. */
+static void test_rules_opening(void **state)
+{
+        static const struct { const char *text; int found; const char *after; } cases[] = {
+                { "version = 1;\n", 0, "" },
+                { "version = 1; rules = ( );\n", 1, " );\n" },
+                { "# rules = ( no\n/* rules = ( no */\nprograms = \"rules = (\";\nrules\n  =\n  (\n);\n",
+                  1, "\n);\n" },
+                { "version = 1;\nrules : ( { ports = \"80\"; action = \"allow\"; } );\n", 1,
+                  " { ports = \"80\"; action = \"allow\"; } );\n" },
+                { "version = 1;\nrules = (\n", -EINVAL, NULL },
+        };
+        char dir[] = "/tmp/pf-opening-XXXXXX";
+        size_t at;
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                print_message("%zu\n", i);
+                at = SIZE_MAX;
+                assert_int_equal(pf_policy_rules_opening(cases[i].text, NULL, &at), cases[i].found);
+                if (cases[i].after)
+                        assert_string_equal(cases[i].text + at, cases[i].after);
+        }
+        assert_non_null(mkdtemp(dir));
+        write_file(dir, "rules.conf", "rules = ( );\n");
+        assert_int_equal(pf_policy_rules_opening("version = 1;\n@include \"rules.conf\"\n", dir, &at), -EXDEV);
+        {
+                char path[512];
+
+                snprintf(path, sizeof(path), "%s/rules.conf", dir);
+                unlink(path);
+        }
+        rmdir(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -475,6 +511,7 @@ int main(void)
                 cmocka_unit_test(test_save_and_map),
                 cmocka_unit_test(test_include_errors_where_they_are),
                 cmocka_unit_test(test_map_rejects_damage),
+                cmocka_unit_test(test_rules_opening),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
