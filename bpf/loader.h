@@ -80,3 +80,15 @@ typedef void (*pf_event_visit)(const struct pf_fence_event *event, void *ctx);
  * or SIGALRM from the caller's alarm()) or count events. */
 int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit visit, void *ctx,
                   char *why);
+
+/* Steering for 'portfence run' as root: a program attached to this thread's
+ * network namespace gives every new TCP connection to a port a wrapped
+ * server asked for to the listener the shim moved and put in the map (the
+ * port it asked for, netns and fence 0: struct pf_bpf_steer_key). Both
+ * descriptors are inheritable (not close-on-exec): nothing is pinned, and
+ * steering ends when the last process holding them exits. */
+struct pf_run_steering {
+        int map_fd, link_fd;
+        uint32_t map_id;        /* the shim checks the descriptor names this map */
+};
+int pf_bpf_run_steering(struct pf_run_steering *out, char *why);

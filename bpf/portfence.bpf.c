@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "portfence-api.bpf.h"
+#include "steer.bpf.h"
 
 #define EPERM 1
 #define EADDRINUSE 98
@@ -189,9 +190,7 @@ static __always_inline bool read_proto(struct bpf_sock_addr *ctx, struct request
 /* The address family as the kernel will take it: its own error (EAFNOSUPPORT)
  * for any other, which the program must not pre-empt. An AF_INET socket
  * binds AF_UNSPEC with INADDR_ANY as AF_INET. */
-#define AF_UNSPEC 0
-#define AF_INET 2
-#define AF_INET6 10
+#define AF_UNSPEC 0     /* AF_INET and AF_INET6: steer.bpf.h */
 
 static __always_inline bool read_request4(struct bpf_sock_addr *ctx, struct request *r)
 {
@@ -931,34 +930,14 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
         return 1;
 }
 
-/* Would the listener take a connection to the lookup's local address? Its
- * own address, or the wildcard (IPv6's for IPv4 too, unless v6only: the
- * kernel refuses that assignment itself). */
-static __always_inline bool takes_destination(const struct bpf_sock *sk, const struct bpf_sk_lookup *ctx)
-{
-        if (sk->family == AF_INET)
-                return sk->src_ip4 == 0 || sk->src_ip4 == ctx->local_ip4;
-        if (!(sk->src_ip6[0] | sk->src_ip6[1] | sk->src_ip6[2] | sk->src_ip6[3]))
-                return true;
-        if (ctx->family == AF_INET)
-                return sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0xffff) &&
-                       sk->src_ip6[3] == ctx->local_ip4;
-        return sk->src_ip6[0] == ctx->local_ip6[0] && sk->src_ip6[1] == ctx->local_ip6[1] &&
-               sk->src_ip6[2] == ctx->local_ip6[2] && sk->src_ip6[3] == ctx->local_ip6[3];
-}
-
 /* A new connection to a port a server of this fence was moved from, in
- * the namespace the fence steers: to that server. Established flows never
- * come here (the kernel matches them first), so clients holding the port
- * keep theirs. */
+ * the namespace the fence steers: to that server. */
 SEC("sk_lookup")
 int pf_steer_lookup(struct bpf_sk_lookup *ctx)
 {
         __u32 zero = 0, generation;
         __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
         struct pf_bpf_steer_key key = { .proto = PF_BPF_TCP };
-        struct bpf_sock *sk;
-
         struct pf_bpf_settings *s = get_settings(&generation);
 
         if (ctx->protocol != IPPROTO_TCP || !netns || !*netns || !s || !s->steer)
@@ -966,12 +945,7 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
         key.netns = *netns;
         key.fence = s->fence_id;
         key.port = (__u16)ctx->local_port;
-        sk = bpf_map_lookup_elem(&steer, &key);
-        if (!sk)
-                return SK_PASS;
-        if (takes_destination(sk, ctx))
-                bpf_sk_assign(ctx, sk, 0);
-        bpf_sk_release(sk);
+        steer_to_listener(ctx, &steer, &key);
         return SK_PASS;
 }
 

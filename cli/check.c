@@ -102,15 +102,13 @@ static void note_pool_sharing(const struct pf_policy *policy)
  * follow it: said wherever the policy moves any. */
 static void note_unfollowed_clients(const struct pf_policy *policy)
 {
-        struct pf_pool_share share;
-        bool moves = pf_policy_pool_share(policy, &share) == 0 && share.sources > 0;
+        bool moves = pf_policy_moves_servers(policy);
 
-        for (unsigned rule = 1; !moves && rule <= pf_policy_rule_count(policy); rule++)
-                moves = pf_policy_rule_action(policy, rule) == PF_REMAP;
         if (moves && pf_policy_steer(policy))
                 pf_note("check", "a cgroup fence steers every new TCP connection to a moved server's port to "
                         "it, in the network namespace the fence was attached from (other hosts, published "
-                        "container ports, Services, unfenced programs). Otherwise a moved server is reached "
+                        "container ports, Services, unfenced programs); 'portfence run' as root does the same "
+                        "in the namespace it starts in. Otherwise a moved server is reached "
                         "at the port it asked for only by clients portfence runs or fences: UDP clients "
                         "elsewhere, and every client the shim does not run of a server the shim moved, "
                         "connect to that port and are refused. Where that matters, fence the server's "

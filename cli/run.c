@@ -13,6 +13,9 @@
 
 #include "cli.h"
 #include "host.h"
+#ifdef PF_HAVE_BPF
+#include "loader.h"
+#endif
 
 static void run_help(FILE *f)
 {
@@ -23,7 +26,10 @@ static void run_help(FILE *f)
                    "the policy's landlock = true) also restricts CMD and its children with\n"
                    "Landlock to binding the TCP ports the policy lets a server take: what the\n"
                    "shim cannot see (static and Go binaries, raw system calls, io_uring) gets\n"
-                   "EACCES for the rest, a remapped port included. The exit status is CMD's own.\n");
+                   "EACCES for the rest, a remapped port included. As root, with the policy's\n"
+                   "steer = true, new TCP connections to the port a moved server asked for reach\n"
+                   "it from anywhere (other hosts, namespaces, unwrapped programs) while CMD or\n"
+                   "a child of it runs. The exit status is CMD's own.\n");
 }
 
 /* The installed shim of this build's own library directory (its
@@ -252,6 +258,31 @@ int pf_run_environment(const char *command, const struct pf_policy *policy, char
         return PF_EXIT_OK;
 }
 
+/* As root, a policy that moves servers has them steered to (TCP): the
+ * program's map and link go to CMD as inherited descriptors, named to the
+ * shim in PORTFENCE_STEER ("FD:MAP_ID"). Where the kernel cannot, the moved
+ * servers are reached only by the clients the shim runs, which is said. */
+static void steer_moved_servers(const struct pf_policy *policy)
+{
+#ifdef PF_HAVE_BPF
+        struct pf_run_steering steering;
+        char why[PF_WHY_SIZE], value[32];
+
+        unsetenv("PORTFENCE_STEER");    /* only this run's own */
+        if (geteuid() != 0 || !pf_policy_steer(policy) || !pf_policy_moves_servers(policy))
+                return;
+        if (pf_bpf_run_steering(&steering, why) < 0) {
+                pf_note("run", "steering: %s: clients the shim does not run will not reach moved servers", why);
+                return;
+        }
+        snprintf(value, sizeof(value), "%d:%u", steering.map_fd, steering.map_id);
+        setenv("PORTFENCE_STEER", value, 1);
+#else
+        (void)policy;
+        unsetenv("PORTFENCE_STEER");
+#endif
+}
+
 /* --landlock fails where the kernel cannot; the policy's landlock = true
  * notes it and runs with the shim alone. */
 static int restrict_with_landlock(const struct pf_policy *policy, bool asked, bool verbose)
@@ -314,6 +345,8 @@ int pf_cmd_run(int argc, char **argv)
         if (!policy)
                 return PF_EXIT_USAGE;
         r = pf_run_environment("run", policy, NULL, 0);
+        if (r == PF_EXIT_OK)
+                steer_moved_servers(policy);
         if (r == PF_EXIT_OK && (landlock || pf_policy_landlock(policy)))
                 r = restrict_with_landlock(policy, landlock, verbose);
         pf_policy_free(policy);

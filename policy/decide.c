@@ -263,6 +263,16 @@ enum pf_action pf_policy_rule_action(const struct pf_policy *p, unsigned rule)
 }
 bool pf_policy_redirect_connect(const struct pf_policy *p) { return p->redirect_connect; }
 bool pf_policy_steer(const struct pf_policy *p) { return p->steer; }
+
+bool pf_policy_moves_servers(const struct pf_policy *p)
+{
+        for (unsigned rule = 1; rule <= p->rule_count; rule++)
+                if (pf_rules_of(p)[rule - 1].action == PF_REMAP)
+                        return true;
+        return p->default_action == PF_REMAP &&
+               (!pf_portset_empty(&p->guarded[PF_TCP]) || !pf_portset_empty(&p->guarded[PF_UDP]));
+}
+
 bool pf_policy_landlock(const struct pf_policy *p) { return p->landlock; }
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *p) { return p->getsockname; }
 enum pf_action pf_policy_unbound_listen(const struct pf_policy *p) { return p->unbound_listen; }

@@ -215,6 +215,8 @@ const struct pf_portset *pf_policy_plain_allow_set(const struct pf_policy *p);
 bool pf_policy_redirect_connect(const struct pf_policy *policy);
 /* Does a cgroup fence steer new connections to a moved server's port to it? */
 bool pf_policy_steer(const struct pf_policy *policy);
+/* May a bind be moved: a rule that remaps, or a default remap of guarded ports? */
+bool pf_policy_moves_servers(const struct pf_policy *policy);
 /* Does portfence run restrict its command with Landlock by default? */
 bool pf_policy_landlock(const struct pf_policy *policy);
 enum pf_getsockname pf_policy_getsockname(const struct pf_policy *policy);

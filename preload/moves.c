@@ -31,7 +31,7 @@
 #include "libc.h"
 #include "shim.h"
 
-#define MOVES_MAGIC 0x33564d50u         /* "PMV3" */
+#define MOVES_MAGIC 0x34564d50u         /* "PMV4" */
 #define MOVES_WAYS 4                    /* moved sockets remembered per real port */
 #define PORT_WORDS ((PF_PORT_MAX + 1) / 64)
 #define MAX_TRACKED_FDS (1 << 20)
@@ -53,6 +53,9 @@ struct moves_table {
          * that, whatever its own decision's target (a rule with conditions
          * may have sent the server elsewhere than the client's rule would). */
         uint16_t target_of[PF_PROTO_COUNT][PF_PORT_MAX + 1];
+        /* The network namespace (its inode) where the TCP server moved from
+         * a port is steered to: clients there connect as they ask. 0: none. */
+        uint32_t steered_netns[PF_PORT_MAX + 1];
         struct moves_way ways[PF_PORT_MAX + 1][MOVES_WAYS];     /* by real port */
 };
 
@@ -253,6 +256,8 @@ void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_prot
         if (!table)
                 return;
         if (kind == SHIM_MOVE_LOCAL) {
+                if (proto == PF_TCP)    /* not steered to until it listens */
+                        __atomic_store_n(&table->steered_netns[requested], 0, __ATOMIC_RELEASE);
                 __atomic_store_n(&table->target_of[proto][requested], real, __ATOMIC_RELEASE);
                 set_bit(table->moved_from[proto], requested);
                 __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
@@ -341,6 +346,31 @@ void shim_moves_inherit(int listener, int accepted)
                 *m = (struct fd_move){ .inode = inode, .local_requested = l->local_requested,
                                        .local_real = l->local_real };
         errno = saved;
+}
+
+uint16_t shim_moves_listening_from(int listener)
+{
+        const struct fd_move *l;
+        uint64_t inode;
+
+        if (!table || !fd_move_of(listener))
+                return 0;
+        inode = socket_inode(listener);
+        l = inode ? listener_move(listener, inode) : NULL;
+        return l ? l->local_requested : 0;
+}
+
+void shim_moves_steered(uint16_t requested, uint32_t netns)
+{
+        if (table)
+                __atomic_store_n(&table->steered_netns[requested], netns, __ATOMIC_RELEASE);
+}
+
+bool shim_moves_steered_here(uint16_t port)
+{
+        uint32_t steered = table ? __atomic_load_n(&table->steered_netns[port], __ATOMIC_ACQUIRE) : 0;
+
+        return steered && !test_bit(table->moved_from[PF_UDP], port) && steered == shim_steer_netns();
 }
 
 bool shim_moves_any_from(uint16_t port)
@@ -462,11 +492,14 @@ enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_
         errno = saved;
         if (found < 0)
                 return SHIM_BIND_FREE;  /* the kernel cannot be asked: the policy decides alone */
-        if (found & 1)
-                return SHIM_BIND_SERVER;
-        if ((found & 2) && inodes[1] && find_way(inodes[1], target) == port) {
+        /* The kernel's lookup runs steering programs too: a moved server
+         * steered to is found at the port it asked for, and holds it. */
+        if ((found & 2) && inodes[1] && find_way(inodes[1], target) == port &&
+            (!(found & 1) || inodes[0] == inodes[1])) {
                 *held = target;
                 return SHIM_BIND_HELD;
         }
+        if (found & 1)
+                return SHIM_BIND_SERVER;
         return SHIM_BIND_FREE;
 }

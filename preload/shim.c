@@ -92,6 +92,7 @@ static void load_policy(void)
 
         read_local_addresses();
         shim_moves_open(r == 0 ? path : NULL);
+        shim_steer_open();
         learning = secure_getenv("PORTFENCE_LEARN") && shim_learn_open(secure_getenv("PORTFENCE_LEARN"));
         if (r == 0) {
                 pf_policy_log(loaded, &log);
@@ -436,19 +437,27 @@ static bool is_loopback(const struct pf_addr *addr)
 }
 
 /* A server moved on an address others can reach: once per process, what
- * the shim cannot do for them. */
-static void say_unfollowed_clients(void)
+ * the shim cannot do for them (a TCP server steered to needs nothing). */
+static void say_unfollowed_clients(enum pf_proto proto)
 {
         static int said;
 
-        if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) || !shim_log_enabled(PF_LEVEL_WARN))
+        if ((proto == PF_TCP && shim_steer_active()) || !shim_log_enabled(PF_LEVEL_WARN) ||
+            __atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
                 return;
-        shim_log_text(PF_LEVEL_WARN, "a server moved on an address other hosts can reach: only clients "
-                      "portfence runs or fences follow it; clients on other hosts, in other network "
-                      "namespaces (published container ports) and local programs started without "
-                      "portfence connect to the port it asked for and are refused. Fence its cgroup "
-                      "instead ('portfence cgroup attach' steers TCP clients from anywhere to it), "
-                      "reserve that port ('portfence export sysctl') or refuse it");
+        if (shim_steer_active())
+                shim_log_text(PF_LEVEL_WARN, "a UDP server moved on an address other hosts can reach: only "
+                              "TCP is steered; UDP clients on other hosts, in other network namespaces and "
+                              "programs started without portfence send to the port it asked for. Reserve "
+                              "that port ('portfence export sysctl') or refuse it");
+        else
+                shim_log_text(PF_LEVEL_WARN, "a server moved on an address other hosts can reach: only clients "
+                              "portfence runs or fences follow it; clients on other hosts, in other network "
+                              "namespaces (published container ports) and local programs started without "
+                              "portfence connect to the port it asked for and are refused. Run it as root "
+                              "('portfence run' then steers TCP clients from anywhere to it), fence its cgroup "
+                              "('portfence cgroup attach' does the same), reserve that port ('portfence "
+                              "export sysctl') or refuse it");
 }
 
 /* A guarded bind the policy has a say in: decided, met with what the
@@ -480,7 +489,7 @@ static int bind_decided(const struct pf_policy *p, int fd, const struct sockaddr
                         shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req->query.proto, req->port, v.target);
                 log_decision("bind", req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
                 if (r == 0 && !is_loopback(&req->query.addr))
-                        say_unfollowed_clients();
+                        say_unfollowed_clients(req->query.proto);
                 break;
         default:        /* PF_LOG */
                 r = libc_bind(fd, addr, len);
@@ -541,8 +550,10 @@ static bool redirect_target(int fd, const struct sockaddr *addr, socklen_t len,
         const struct pf_policy *p;
         uint16_t again;
 
-        /* Most ports no server was ever moved from: one bit, nothing else. */
-        if (!read_request(addr, len, req) || !shim_moves_any_from(req->port) || !(p = shim_policy()) ||
+        /* Most ports no server was ever moved from: one bit, nothing else.
+         * One steered to here is reached at the port asked for. */
+        if (!read_request(addr, len, req) || !shim_moves_any_from(req->port) ||
+            shim_moves_steered_here(req->port) || !(p = shim_policy()) ||
             !pf_policy_redirect_connect(p) || !is_local(&req->query.addr))
                 return false;
         again = shim_moves_redirected(fd, req->port, &req->inode);
@@ -695,7 +706,7 @@ static int learn_listen(int fd, int backlog)
         return r;
 }
 
-static int pf_listen(int fd, int backlog)
+static int listen_decided(int fd, int backlog)
 {
         const struct pf_policy *p = shim_policy();
         enum pf_action action = p ? pf_policy_unbound_listen(p) : PF_ALLOW;
@@ -728,6 +739,29 @@ static int pf_listen(int fd, int backlog)
         if (r == 0)
                 shim_log_text(action == PF_LOG ? PF_LEVEL_INFO : PF_LEVEL_DEBUG,
                               "listen on an unbound socket: the kernel chose an ephemeral port");
+        return r;
+}
+
+/* A TCP listener this process moved, under 'portfence run' as root: put in
+ * the steering map, so that connections to the port it asked for reach it
+ * from anywhere. */
+static void steer_if_moved(int fd)
+{
+        uint16_t requested = shim_moves_listening_from(fd);
+        enum pf_proto proto;
+        int saved = errno;
+
+        if (requested && socket_proto(fd, &proto) && proto == PF_TCP && shim_steer_listener(fd, requested))
+                shim_moves_steered(requested, shim_steer_netns());
+        errno = saved;
+}
+
+static int pf_listen(int fd, int backlog)
+{
+        int r = listen_decided(fd, backlog);
+
+        if (r == 0 && shim_steer_active())
+                steer_if_moved(fd);
         return r;
 }
 

@@ -87,3 +87,20 @@ enum shim_bind_place {
 };
 enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_addr *addr, uint16_t port,
                                            uint16_t *held);
+/* The port a listener of this process was moved from (0: not moved). */
+uint16_t shim_moves_listening_from(int listener);
+/* A TCP listener moved from requested is steered to in the network
+ * namespace netns (steer.c); a new move from requested ends that. */
+void shim_moves_steered(uint16_t requested, uint32_t netns);
+/* Is the TCP server moved from port steered to in this process's network
+ * namespace, so that a client connects as it asked (and no UDP server was
+ * moved from it, which only a redirect reaches)? */
+bool shim_moves_steered_here(uint16_t port);
+
+/* Steering under 'portfence run' as root (steer.c): read PORTFENCE_STEER at
+ * load; is there steering; this process's network namespace; put a moved
+ * TCP listener in the steering map under the port it asked for. */
+void shim_steer_open(void);
+bool shim_steer_active(void);
+uint32_t shim_steer_netns(void);
+bool shim_steer_listener(int fd, uint16_t requested);

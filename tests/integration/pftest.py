@@ -89,6 +89,20 @@ def probe(*words, policy=None, env=None):
     return r
 
 
+def listener_bound_at(port):
+    """Is a TCP listener of this network namespace bound to port itself? (A
+    connect may reach a moved server there by steering: this asks where
+    sockets are, from /proc/net/tcp and tcp6.)"""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
 def port_listening(port, host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:

@@ -452,7 +452,7 @@ class ShimCollateral(Collateral, PolicyTest):
         port = self.free_port(4500)
         for level, expect in (("error", 0), ("info", 1), ("debug", 2)):
             with self.subTest(level=level):
-                policy = write_policy(open(SHIPPED).read().replace('level = "info"', f'level = "{level}"'))
+                policy = write_policy(NO_STEER.replace('level = "info"', f'level = "{level}"'))
                 self.addCleanup(os.unlink, policy)
                 code = textwrap.dedent(f"""
                     import socket
@@ -468,13 +468,15 @@ class ShimCollateral(Collateral, PolicyTest):
 
     def test_nonblocking_redirect_logs_einprogress(self):
         port = self.free_port(3700)
-        server = self.start_py(TCP_SERVER, str(port))
+        policy = write_policy(NO_STEER)         # a steered connect needs no redirect
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
         code = textwrap.dedent(f"""
             import socket
             c = socket.socket(); c.setblocking(False)
             print(c.connect_ex(("127.0.0.1", {port})) != 0)
         """)
-        r = fenced(SHIPPED, PYTHON, "-c", code, verbose=True)
+        r = fenced(policy, PYTHON, "-c", code, verbose=True)
         self.assertIn(f"connect 127.0.0.1:{port}/tcp: remap -> {target_of(port)} (EINPROGRESS)",
                       r.stderr)
         server.stop()
@@ -500,7 +502,9 @@ class ShimCollateral(Collateral, PolicyTest):
         """Making a sock_diag socket costs more than its lookups: a process
         keeps one for every connect that follows a move."""
         port = self.free_port(4900)
-        server = self.start_py(TCP_SERVER, str(port))
+        policy = write_policy(NO_STEER)         # a steered connect asks nothing
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
         trace = tempfile.mktemp(prefix="pf-strace-")
         self.addCleanup(lambda: os.path.exists(trace) and os.unlink(trace))
         code = textwrap.dedent(f"""
@@ -509,7 +513,7 @@ class ShimCollateral(Collateral, PolicyTest):
                 socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
             print("reached 5")
         """)
-        r = fenced(SHIPPED, "strace", "-f", "-e", "trace=socket", "-o", trace, PYTHON, "-c", code)
+        r = fenced(policy, "strace", "-f", "-e", "trace=socket", "-o", trace, PYTHON, "-c", code)
         self.assertEqual(r.stdout, "reached 5\n", r.stderr)
         with open(trace) as f:
             self.assertEqual(len([line for line in f if "NETLINK_SOCK_DIAG" in line]), 1)
@@ -520,7 +524,9 @@ class ShimCollateral(Collateral, PolicyTest):
         socket at that number: the shim asks the kernel on a new one, and
         the program's socket receives nothing."""
         port = self.free_port(5000)
-        server = self.start_py(TCP_SERVER, str(port))
+        policy = write_policy(NO_STEER)         # a steered connect asks nothing
+        self.addCleanup(os.unlink, policy)
+        server = self.start_py(TCP_SERVER, str(port), policy=policy)
         code = textwrap.dedent(f"""
             import os, socket
             def reach():
@@ -539,7 +545,7 @@ class ShimCollateral(Collateral, PolicyTest):
                 print("received nothing")
             print("taken", len(shims))
         """)
-        r = self.run_py(code)
+        r = self.run_py(code, policy=policy)
         self.assertEqual(r.stdout, "received nothing\ntaken 1\n", r.stderr)
         server.stop()
 

@@ -14,7 +14,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from pftest import (main, POLICIES, fixture, ASAN_RUNTIME, BUILD, Background, PolicyTest, base_env, fenced,  # noqa: E402
-                    lines, port_listening, portfence, preload, probe, write_policy)
+                    lines, listener_bound_at, port_listening, portfence, preload, probe, write_policy)
 
 POLICY = fixture("enforce.conf")
 
@@ -68,15 +68,18 @@ class Remap(ShimTest):
                 self.assertEqual(p.lines[2:5], ["bind 0 0", "listen 0 0",
                                                 f"sockname 0 0 {addr} {real - 7200 + 20000}"])
                 self.assertTrue(port_listening(real, "::1" if addr == "::1" else "127.0.0.1"))
-                self.assertFalse(port_listening(real - 7200 + 20000))
+                self.assertFalse(listener_bound_at(real - 7200 + 20000))
                 p.finish()
 
     def test_a_server_moved_beyond_loopback_hears_who_cannot_follow(self):
-        """Once per process, where the address is one others can reach."""
+        """Once per process, where the address is one others can reach (and
+        nothing steers: as root, 'run' steers TCP unless steer = false)."""
         warning = "only clients portfence runs or fences follow it"
+        unsteered = write_policy(POLICY + "steer = false;\n")
+        self.addCleanup(os.unlink, unsteered)
         for addr, said in (("127.0.0.1", 0), ("0.0.0.0", 1)):
             with self.subTest(addr=addr):
-                r = fenced(self.policy, BUILD["probe"], "tcp4", "bind", addr, "20010",
+                r = fenced(unsteered, BUILD["probe"], "tcp4", "bind", addr, "20010",
                            "tcp4", "bind", addr, "20011")
                 self.assertEqual(r.stderr.count(warning), said, r.stderr)
 
@@ -590,7 +593,7 @@ class RealPrograms(ShimTest):
     def test_python_http_server(self):
         self.start([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-m",
                     "http.server", "--bind", "127.0.0.1", "20090"], ready_port=7290)
-        self.assertFalse(port_listening(20090))
+        self.assertFalse(listener_bound_at(20090))
         self.assertEqual(self.curl(20090).stdout, "200")
 
     @unittest.skipUnless(shutil.which("busybox"), "needs busybox")

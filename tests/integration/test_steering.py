@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Moved servers stay reachable: a cgroup fence steers every new TCP
-connection to the port a server asked for to where it was moved, from
-another host (a network namespace joined by a veth pair), through DNAT (as a
-Service's virtual IP is), and from local processes nobody fenced; flows that
-were there first keep going where they went."""
+"""Moved servers stay reachable: a cgroup fence, and 'portfence run' as
+root, steer every new TCP connection to the port a server asked for to where
+it was moved, from another host (a network namespace joined by a veth pair),
+through DNAT (as a Service's virtual IP is), and from local processes nobody
+fenced; flows that were there first keep going where they went."""
+import json
 import os
 import shutil
 import socket
@@ -110,8 +111,9 @@ class Peer:
         subprocess.run(["ip", "link", "del", "pfs0"], capture_output=True)
 
 
-class Steering(PolicyTest):
-    POLICY = POLICY
+class SteeringCases:
+    """The cases, for an enforcer that starts a server (serve) as it fences
+    it, with the policy's steering on or off."""
 
     def setUp(self):
         super().setUp()
@@ -120,17 +122,13 @@ class Steering(PolicyTest):
             self.skipTest(reason)
         self.peer = Peer()
         self.addCleanup(self.peer.cleanup)
-        self.cgroup = Cgroup()
-        self.addCleanup(self.cgroup.cleanup)
-        r = self.cgroup.attach(self.policy)
-        self.assertEqual(r.returncode, 0, r.stderr)
-
-    def serve(self, address, port, connections):
-        return self.start([sys.executable, "-c", SERVER, address, str(port), str(connections)],
-                          ready="ready", preexec_fn=self.cgroup.enter)
 
     def assert_reached(self, client, port):
         self.assertEqual(client.stdout, f"peer {port} ok\n", client.stderr)
+
+    def local_client(self, port):
+        return subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
     def test_clients_on_another_host_reach_a_moved_server(self):
         """TCP over IPv4 and IPv6, to a dual-stack server: the client and the
@@ -159,9 +157,7 @@ class Steering(PolicyTest):
         self.addCleanup(subprocess.run, ["nft", "delete", "table", "ip", "pftest_steering"], capture_output=True)
         server = self.serve("0.0.0.0", PORT + 1, 2)
         self.assert_reached(self.peer.python(CLIENT, SERVICE, "80"), 80)
-        local = subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 1)],
-                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
-        self.assert_reached(local, PORT + 1)
+        self.assert_reached(self.local_client(PORT + 1), PORT + 1)
         lines, _ = server.finish("")
         self.assertEqual(lines[1:], [f"got hi on {PORT + 1}"] * 2)
 
@@ -169,9 +165,7 @@ class Steering(PolicyTest):
         server = self.serve("127.0.0.1", PORT + 2, 1)
         far = self.peer.python(CLIENT, HOST4, str(PORT + 2))
         self.assertIn("ConnectionRefusedError", far.stderr)
-        self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 2)],
-                                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env()),
-                            PORT + 2)
+        self.assert_reached(self.local_client(PORT + 2), PORT + 2)
         server.finish("")
 
     def test_a_client_holding_the_port_keeps_its_flow(self):
@@ -198,10 +192,35 @@ class Steering(PolicyTest):
             self.assertTrue(port_listening(TARGET + 3))
             client.sendall(b"again")
             self.assertEqual(client.recv(5), b"again")
-            self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 3)],
-                                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env()),
-                                PORT + 3)
+            self.assert_reached(self.local_client(PORT + 3), PORT + 3)
             server.finish("")
+
+    def test_steer_false_leaves_other_hosts_refused(self):
+        policy = write_policy(POLICY + "steer = false;\n")
+        self.addCleanup(os.unlink, policy)
+        server = self.serve("0.0.0.0", PORT + 5, 1, policy=policy)
+        far = self.peer.python(CLIENT, HOST4, str(PORT + 5))
+        self.assertIn("ConnectionRefusedError", far.stderr)
+        server.stop()
+
+
+class Steering(SteeringCases, PolicyTest):
+    """A cgroup fence: steered in the namespace it was attached from."""
+    POLICY = POLICY
+
+    def setUp(self):
+        super().setUp()
+        self.cgroup = Cgroup()
+        self.addCleanup(self.cgroup.cleanup)
+        r = self.cgroup.attach(self.policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def serve(self, address, port, connections, policy=None):
+        if policy:
+            r = portfence("cgroup", "reload", "-c", policy, self.cgroup.path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return self.start([sys.executable, "-c", SERVER, address, str(port), str(connections)],
+                          ready="ready", preexec_fn=self.cgroup.enter)
 
     def test_steering_ends_with_the_fence(self):
         server = self.serve("0.0.0.0", PORT + 4, 1)
@@ -212,15 +231,65 @@ class Steering(PolicyTest):
         self.assertIn("ConnectionRefusedError", far.stderr)
         server.stop()
 
-    def test_steer_false_leaves_other_hosts_refused(self):
-        policy = write_policy(POLICY + "steer = false;\n")
-        self.addCleanup(os.unlink, policy)
-        r = portfence("cgroup", "reload", "-c", policy, self.cgroup.path)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        server = self.serve("0.0.0.0", PORT + 5, 1)
-        far = self.peer.python(CLIENT, HOST4, str(PORT + 5))
+
+def steering_links():
+    """The sk_lookup links attached to this network namespace (bpftool)."""
+    r = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, timeout=TIMEOUT)
+    here = os.stat("/proc/self/ns/net").st_ino
+    return [link["id"] for link in json.loads(r.stdout or "[]")
+            if link.get("attach_type") == "sk_lookup" and link.get("netns_ino") == here]
+
+
+class RunSteering(SteeringCases, PolicyTest):
+    """'portfence run' as root: steered in the namespace it started in, while
+    the command (or a child of it) runs."""
+    POLICY = POLICY
+
+    def serve(self, address, port, connections, policy=None):
+        return self.start([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c",
+                           SERVER, address, str(port), str(connections)], ready="ready")
+
+    def test_a_wrapped_client_connects_as_asked(self):
+        """Where the server is steered to, a wrapped client needs no redirect
+        (none is logged) and reaches it at the port it asked for."""
+        server = self.serve("0.0.0.0", PORT + 6, 1)
+        r = subprocess.run([BUILD["portfence"], "run", "-v", "-c", self.policy, "--", sys.executable, "-c", CLIENT,
+                            "127.0.0.1", str(PORT + 6)], capture_output=True, text=True, timeout=TIMEOUT,
+                           env=base_env())
+        self.assert_reached(r, PORT + 6)
+        self.assertNotIn(": connect ", r.stderr)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], [f"got hi on {PORT + 6}"])
+
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_steering_ends_with_the_command(self):
+        """Nothing is pinned: the link goes with the last process that holds
+        it, and a kill leaves nothing behind."""
+        before = steering_links()
+        server = self.serve("0.0.0.0", PORT + 4, 1)
+        self.assertEqual(len(steering_links()), len(before) + 1)
+        server.proc.kill()
+        server.proc.wait()
+        for _ in range(100):
+            if steering_links() == before:
+                break
+            time.sleep(0.05)
+        self.assertEqual(steering_links(), before)
+        far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
         self.assertIn("ConnectionRefusedError", far.stderr)
-        server.stop()
+
+    def test_a_moved_udp_server_hears_that_it_is_not_steered(self):
+        """Only TCP is steered: a UDP server moved on an address others can
+        reach is told so, a TCP one is not told anything."""
+        r = subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c",
+                            "import socket\n"
+                            f"socket.socket().bind(('0.0.0.0', {PORT + 7}))\n"
+                            f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('0.0.0.0', {PORT + 8}))\n"],
+                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr.count("a UDP server moved on an address other hosts can reach: only TCP "
+                                        "is steered"), 1, r.stderr)
+        self.assertNotIn("only clients portfence runs or fences follow it", r.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/* Steering under 'portfence run' as root. run attaches a BPF sk_lookup
+ * program to its network namespace and hands the command the program's
+ * SOCKHASH as an inherited descriptor, named in PORTFENCE_STEER ("FD:ID").
+ * A TCP listener the shim moved goes into that map when it listens, keyed
+ * by the port it asked for: every new connection to that port then reaches
+ * it, from other hosts and namespaces and from programs the shim does not
+ * run, and local clients connect as they asked, with no redirect. The map
+ * drops a socket when it closes. Without the variable (not root, a kernel
+ * that cannot), nothing here runs. */
+#include <errno.h>
+#include <linux/bpf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "portfence-api.bpf.h"
+#include "shim.h"
+
+static struct {
+        int fd;                 /* -1: no steering */
+        uint32_t map_id;        /* the map run made: the descriptor is checked against it */
+        uint32_t netns;         /* the inode of this process's network namespace, read once */
+} steering = { .fd = -1 };
+
+static long sys_bpf(int cmd, union bpf_attr *attr)
+{
+        return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
+
+void shim_steer_open(void)
+{
+        const char *value = secure_getenv("PORTFENCE_STEER");
+        int fd;
+        unsigned id;
+        char end;
+
+        if (!value || sscanf(value, "%d:%u%c", &fd, &id, &end) != 2 || fd < 3)
+                return;
+        steering.fd = fd;
+        steering.map_id = id;
+}
+
+bool shim_steer_active(void)
+{
+        return steering.fd >= 0;
+}
+
+uint32_t shim_steer_netns(void)
+{
+        uint32_t netns = __atomic_load_n(&steering.netns, __ATOMIC_RELAXED);
+        struct stat st;
+        int saved = errno;
+
+        if (!netns && stat("/proc/self/ns/net", &st) == 0) {
+                netns = (uint32_t)st.st_ino;
+                __atomic_store_n(&steering.netns, netns, __ATOMIC_RELAXED);
+        }
+        errno = saved;
+        return netns;
+}
+
+/* The descriptor still names run's map: the program may have closed it and
+ * reused its number. */
+static bool steering_map_is_ours(void)
+{
+        struct bpf_map_info info = { 0 };
+        union bpf_attr attr = { 0 };
+
+        attr.info.bpf_fd = (uint32_t)steering.fd;
+        attr.info.info_len = sizeof(info);
+        attr.info.info = (uint64_t)(uintptr_t)&info;
+        return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && info.id == steering.map_id &&
+               info.type == BPF_MAP_TYPE_SOCKHASH;
+}
+
+bool shim_steer_listener(int fd, uint16_t requested)
+{
+        struct pf_bpf_steer_key key = { .port = requested, .proto = PF_BPF_TCP };
+        uint64_t socket = (uint64_t)fd;
+        union bpf_attr attr = { 0 };
+        int saved = errno;
+        bool steered;
+
+        if (!steering_map_is_ours()) {
+                errno = saved;
+                return false;
+        }
+        attr.map_fd = (uint32_t)steering.fd;
+        attr.key = (uint64_t)(uintptr_t)&key;
+        attr.value = (uint64_t)(uintptr_t)&socket;
+        attr.flags = BPF_ANY;
+        steered = sys_bpf(BPF_MAP_UPDATE_ELEM, &attr) == 0;
+        errno = saved;
+        return steered;
+}
