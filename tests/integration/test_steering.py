@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import unittest
@@ -249,15 +250,21 @@ class RunSteering(SteeringCases, PolicyTest):
         return self.start([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c",
                            SERVER, address, str(port), str(connections)], ready="ready")
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace")
     def test_a_wrapped_client_connects_as_asked(self):
-        """Where the server is steered to, a wrapped client needs no redirect
-        (none is logged) and reaches it at the port it asked for."""
+        """Where the server is steered to, a wrapped client reaches it at the
+        port it asked for with no redirect (none is logged) and no question
+        to the kernel (strace sees no sock_diag socket)."""
         server = self.serve("0.0.0.0", PORT + 6, 1)
-        r = subprocess.run([BUILD["portfence"], "run", "-v", "-c", self.policy, "--", sys.executable, "-c", CLIENT,
-                            "127.0.0.1", str(PORT + 6)], capture_output=True, text=True, timeout=TIMEOUT,
-                           env=base_env())
+        trace = tempfile.mktemp(prefix="pf-strace-")
+        self.addCleanup(lambda: os.path.exists(trace) and os.unlink(trace))
+        r = subprocess.run([BUILD["portfence"], "run", "-v", "-c", self.policy, "--", "strace", "-f", "-e",
+                            "trace=socket", "-o", trace, sys.executable, "-c", CLIENT, "127.0.0.1", str(PORT + 6)],
+                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
         self.assert_reached(r, PORT + 6)
         self.assertNotIn(": connect ", r.stderr)
+        with open(trace) as f:
+            self.assertEqual([line for line in f if "NETLINK_SOCK_DIAG" in line], [])
         lines, _ = server.finish("")
         self.assertEqual(lines[1:], [f"got hi on {PORT + 6}"])
 
