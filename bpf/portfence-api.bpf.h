@@ -179,9 +179,11 @@ struct pf_bpf_moved_back {
 struct pf_bpf_steer_key {
         __u64 netns;
         __u64 fence;            /* the id of the fence that moved the listener */
+        __u32 addr[4];          /* the address it is bound to, as sockets hold it (IPv4: addr[0]); 0: any */
         __u16 port;             /* the port it asked for */
         __u8 proto;             /* PF_BPF_TCP */
-        __u8 pad[5];
+        __u8 family;            /* AF_INET or AF_INET6: a server may listen on both, as two sockets */
+        __u8 pad[4];
 };
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences

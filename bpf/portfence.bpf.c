@@ -923,8 +923,17 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
         if (s && s->fence_id == sk->mover) {
                 struct pf_bpf_steer_key key = {
                         .netns = sk->key.netns, .fence = s->fence_id, .port = sk->key.port, .proto = PF_BPF_TCP,
+                        .family = (__u8)skops->family,
                 };
 
+                if (skops->family == AF_INET) {
+                        key.addr[0] = skops->local_ip4;
+                } else {
+                        key.addr[0] = skops->local_ip6[0];
+                        key.addr[1] = skops->local_ip6[1];
+                        key.addr[2] = skops->local_ip6[2];
+                        key.addr[3] = skops->local_ip6[3];
+                }
                 bpf_sock_hash_update(skops, &steer, &key, BPF_ANY);
         }
         return 1;

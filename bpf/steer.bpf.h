@@ -1,39 +1,59 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering, as both sk_lookup programs do it (a fence's and the one
  * 'portfence run' attaches as root): a new connection to the port a server
- * asked for goes to that server's listener, found in a SOCKHASH by the key
- * the caller makes. Established flows never come here (the kernel matches
- * them first), so clients holding the port keep theirs. */
+ * asked for goes to that server's listener, found in a SOCKHASH by that
+ * port, the caller's keys, and the listener's family and address (a server
+ * may listen at the port on several: IPv4 and IPv6-only, two addresses).
+ * Established flows never come here (the kernel matches them first), so
+ * clients holding the port keep theirs. */
 #pragma once
 
 #define AF_INET 2
 #define AF_INET6 10
 
-/* Would the listener take a connection to the lookup's local address? Its
- * own address, or the wildcard (IPv6's for IPv4 too, unless v6only: the
- * kernel refuses that assignment itself). */
-static __always_inline bool takes_destination(const struct bpf_sock *sk, const struct bpf_sk_lookup *ctx)
-{
-        if (sk->family == AF_INET)
-                return sk->src_ip4 == 0 || sk->src_ip4 == ctx->local_ip4;
-        if (!(sk->src_ip6[0] | sk->src_ip6[1] | sk->src_ip6[2] | sk->src_ip6[3]))
-                return true;
-        if (ctx->family == AF_INET)
-                return sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0xffff) &&
-                       sk->src_ip6[3] == ctx->local_ip4;
-        return sk->src_ip6[0] == ctx->local_ip6[0] && sk->src_ip6[1] == ctx->local_ip6[1] &&
-               sk->src_ip6[2] == ctx->local_ip6[2] && sk->src_ip6[3] == ctx->local_ip6[3];
-}
-
-/* The listener map holds under key, if any, takes the connection. */
-static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *map,
-                                              const struct pf_bpf_steer_key *key)
+/* The listener under key, if the kernel lets it take the connection (an
+ * IPv6-only one refuses IPv4). */
+static __always_inline bool steer_to(struct bpf_sk_lookup *ctx, void *map, const struct pf_bpf_steer_key *key)
 {
         struct bpf_sock *sk = bpf_map_lookup_elem(map, key);
+        long r;
 
         if (!sk)
-                return;
-        if (takes_destination(sk, ctx))
-                bpf_sk_assign(ctx, sk, 0);
+                return false;
+        r = bpf_sk_assign(ctx, sk, 0);
         bpf_sk_release(sk);
+        return r == 0;
+}
+
+/* The listener for the lookup's destination, as the kernel would choose
+ * among sockets bound at the port: one bound to that address, else to the
+ * wildcard; for IPv4, then an IPv6 one bound to the mapped address or to
+ * the wildcard (dual-stack). key: its port, proto, netns and fence set. */
+static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *map, struct pf_bpf_steer_key *key)
+{
+        key->family = (__u8)ctx->family;
+        if (ctx->family == AF_INET) {
+                key->addr[0] = ctx->local_ip4;
+                if (steer_to(ctx, map, key))
+                        return;
+                key->addr[0] = 0;
+                if (steer_to(ctx, map, key))
+                        return;
+                key->family = AF_INET6;
+                key->addr[2] = bpf_htonl(0xffff);
+                key->addr[3] = ctx->local_ip4;
+                if (steer_to(ctx, map, key))
+                        return;
+                key->addr[2] = key->addr[3] = 0;
+                steer_to(ctx, map, key);
+                return;
+        }
+        key->addr[0] = ctx->local_ip6[0];
+        key->addr[1] = ctx->local_ip6[1];
+        key->addr[2] = ctx->local_ip6[2];
+        key->addr[3] = ctx->local_ip6[3];
+        if (steer_to(ctx, map, key))
+                return;
+        key->addr[0] = key->addr[1] = key->addr[2] = key->addr[3] = 0;
+        steer_to(ctx, map, key);
 }

@@ -10,12 +10,15 @@
  * that cannot), nothing here runs. */
 #include <errno.h>
 #include <linux/bpf.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "libc.h"
 #include "portfence-api.bpf.h"
 #include "shim.h"
 
@@ -76,15 +79,34 @@ static bool steering_map_is_ours(void)
                info.type == BPF_MAP_TYPE_SOCKHASH;
 }
 
+/* The key of a listener: the port it asked for, its family and address. */
+static bool listener_key(int fd, uint16_t requested, struct pf_bpf_steer_key *key)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        *key = (struct pf_bpf_steer_key){ .port = requested, .proto = PF_BPF_TCP };
+        if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return false;
+        key->family = (uint8_t)ss.ss_family;
+        if (ss.ss_family == AF_INET)
+                memcpy(key->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        else if (ss.ss_family == AF_INET6)
+                memcpy(key->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        else
+                return false;
+        return true;
+}
+
 bool shim_steer_listener(int fd, uint16_t requested)
 {
-        struct pf_bpf_steer_key key = { .port = requested, .proto = PF_BPF_TCP };
+        struct pf_bpf_steer_key key;
         uint64_t socket = (uint64_t)fd;
         union bpf_attr attr = { 0 };
         int saved = errno;
         bool steered;
 
-        if (!steering_map_is_ours()) {
+        if (!listener_key(fd, requested, &key) || !steering_map_is_ours()) {
                 errno = saved;
                 return false;
         }

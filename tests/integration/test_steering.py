@@ -49,6 +49,22 @@ while answered < int(sys.argv[3]):
         a.sendall(b"ok"); answered += 1
     a.close()
 """
+# A server listening at the port twice, as redis and nginx do: IPv4 on one
+# socket, IPv6 only on another. It answers N clients, whichever they reach.
+TWO_FAMILIES = """
+import select, socket, sys
+port = int(sys.argv[1])
+four = socket.socket(); four.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+four.bind(("0.0.0.0", port)); four.listen()
+six = socket.socket(socket.AF_INET6); six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+six.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); six.bind(("::", port)); six.listen()
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    ready, _, _ = select.select([four, six], [], [], 10)
+    a, _ = ready[0].accept(); a.settimeout(10)
+    print("got", a.recv(2).decode(), "on", "ipv6" if ready[0] is six else "ipv4", a.getsockname()[1], flush=True)
+    a.sendall(b"ok"); a.close()
+"""
 # A client: the port its connection reports, and the server's answer.
 CLIENT = """
 import socket, sys
@@ -124,6 +140,9 @@ class SteeringCases:
         self.peer = Peer()
         self.addCleanup(self.peer.cleanup)
 
+    def serve(self, address, port, connections, policy=None):
+        return self.serve_code(SERVER, address, port, connections, policy=policy)
+
     def assert_reached(self, client, port):
         self.assertEqual(client.stdout, f"peer {port} ok\n", client.stderr)
 
@@ -140,6 +159,18 @@ class SteeringCases:
         self.assert_reached(self.peer.python(CLIENT, HOST6, str(PORT)), PORT)
         lines, _ = server.finish("")
         self.assertEqual(lines[1:], [f"got hi on {PORT}"] * 2)
+
+    def test_a_server_on_two_sockets_is_reached_on_each(self):
+        """An IPv4 listener and an IPv6-only one at the same port, both
+        moved: each family's clients reach their own."""
+        server = self.serve_code(TWO_FAMILIES, PORT + 9, 4)
+        self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT + 9)), PORT + 9)
+        self.assert_reached(self.peer.python(CLIENT, HOST6, str(PORT + 9)), PORT + 9)
+        self.assert_reached(self.local_client(PORT + 9), PORT + 9)
+        self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "::1", str(PORT + 9)], capture_output=True,
+                                           text=True, timeout=TIMEOUT, env=base_env()), PORT + 9)
+        lines, _ = server.finish("")
+        self.assertEqual(sorted(lines[1:]), sorted([f"got hi on ipv4 {PORT + 9}", f"got hi on ipv6 {PORT + 9}"] * 2))
 
     def test_an_unfenced_local_client_and_a_service_ip_reach_it(self):
         """A virtual IP DNAT'ed to the fenced host's port (nftables, as
@@ -216,12 +247,11 @@ class Steering(SteeringCases, PolicyTest):
         r = self.cgroup.attach(self.policy)
         self.assertEqual(r.returncode, 0, r.stderr)
 
-    def serve(self, address, port, connections, policy=None):
+    def serve_code(self, code, *args, policy=None):
         if policy:
             r = portfence("cgroup", "reload", "-c", policy, self.cgroup.path)
             self.assertEqual(r.returncode, 0, r.stderr)
-        return self.start([sys.executable, "-c", SERVER, address, str(port), str(connections)],
-                          ready="ready", preexec_fn=self.cgroup.enter)
+        return self.start([sys.executable, "-c", code, *map(str, args)], ready="ready", preexec_fn=self.cgroup.enter)
 
     def test_steering_ends_with_the_fence(self):
         server = self.serve("0.0.0.0", PORT + 4, 1)
@@ -246,9 +276,9 @@ class RunSteering(SteeringCases, PolicyTest):
     the command (or a child of it) runs."""
     POLICY = POLICY
 
-    def serve(self, address, port, connections, policy=None):
+    def serve_code(self, code, *args, policy=None):
         return self.start([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c",
-                           SERVER, address, str(port), str(connections)], ready="ready")
+                           code, *map(str, args)], ready="ready")
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace")
     def test_a_wrapped_client_connects_as_asked(self):
