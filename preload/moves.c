@@ -65,6 +65,7 @@ struct fd_move {
         uint16_t local_requested, local_real;
         uint16_t peer_requested, peer_real;
         uint8_t peer_proto;
+        uint8_t steered;                /* a listener steered to: its connections come at the port asked for */
         uint32_t peer_checked;          /* coarse seconds: when the kernel last said the move holds */
 };
 
@@ -83,6 +84,10 @@ static uint32_t coarse_seconds(void)
 static struct moves_table *table;
 static struct fd_move *fd_moves;
 static unsigned fd_limit;
+/* TCP sockets this process moved and has not put in the steering map: while
+ * there are none under steering, an accepted socket needs nothing recorded
+ * (its connection came addressed to the port asked for). */
+static int unsteered_tcp_moves;
 /* The file beside the compiled policy: DIR/HASH.pfc -> DIR/HASH.moves, in a
  * directory that only this user can write. */
 static int open_file(const char *policy_path)
@@ -256,8 +261,10 @@ void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_prot
         if (!table)
                 return;
         if (kind == SHIM_MOVE_LOCAL) {
-                if (proto == PF_TCP)    /* not steered to until it listens */
+                if (proto == PF_TCP) {  /* not steered to until it listens */
                         __atomic_store_n(&table->steered_netns[requested], 0, __ATOMIC_RELEASE);
+                        __atomic_fetch_add(&unsteered_tcp_moves, 1, __ATOMIC_RELAXED);
+                }
                 __atomic_store_n(&table->target_of[proto][requested], real, __ATOMIC_RELEASE);
                 set_bit(table->moved_from[proto], requested);
                 __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
@@ -324,6 +331,7 @@ static const struct fd_move *listener_move(int listener, uint64_t inode)
                 return NULL;
         real = (uint16_t)pf_sockaddr_port((struct sockaddr *)&ss, len);
         __atomic_store_n(&l->inode, 0, __ATOMIC_RELEASE);
+        l->steered = 0;
         l->local_real = real;
         l->local_requested = test_bit(table->moved_to, real) ? find_way(inode, real) : 0;
         __atomic_store_n(&l->inode, inode, __ATOMIC_RELEASE);
@@ -337,11 +345,12 @@ void shim_moves_inherit(int listener, int accepted)
         int saved = errno;
         uint64_t inode;
 
-        if (!table || !m || !__atomic_load_n(&table->any_local, __ATOMIC_ACQUIRE))
+        if (!table || !m || !__atomic_load_n(&table->any_local, __ATOMIC_ACQUIRE) ||
+            (shim_steer_active() && __atomic_load_n(&unsteered_tcp_moves, __ATOMIC_RELAXED) <= 0))
                 return;
         inode = socket_inode(listener);
         l = inode ? listener_move(listener, inode) : NULL;
-        inode = l && l->local_requested ? socket_inode(accepted) : 0;
+        inode = l && l->local_requested && !l->steered ? socket_inode(accepted) : 0;
         if (inode)
                 *m = (struct fd_move){ .inode = inode, .local_requested = l->local_requested,
                                        .local_real = l->local_real };
@@ -360,10 +369,17 @@ uint16_t shim_moves_listening_from(int listener)
         return l ? l->local_requested : 0;
 }
 
-void shim_moves_steered(uint16_t requested, uint32_t netns)
+void shim_moves_steered(int listener, uint16_t requested, uint32_t netns)
 {
-        if (table)
-                __atomic_store_n(&table->steered_netns[requested], netns, __ATOMIC_RELEASE);
+        struct fd_move *l = fd_move_of(listener);
+
+        if (!table)
+                return;
+        __atomic_store_n(&table->steered_netns[requested], netns, __ATOMIC_RELEASE);
+        if (l && !l->steered) {         /* filled for this listener by shim_moves_listening_from() */
+                l->steered = 1;
+                __atomic_fetch_sub(&unsteered_tcp_moves, 1, __ATOMIC_RELAXED);
+        }
 }
 
 bool shim_moves_steered_here(uint16_t port)

@@ -752,7 +752,7 @@ static void steer_if_moved(int fd)
         int saved = errno;
 
         if (requested && socket_proto(fd, &proto) && proto == PF_TCP && shim_steer_listener(fd, requested))
-                shim_moves_steered(requested, shim_steer_netns());
+                shim_moves_steered(fd, requested, shim_steer_netns());
         errno = saved;
 }
 

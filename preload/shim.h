@@ -90,8 +90,9 @@ enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_
 /* The port a listener of this process was moved from (0: not moved). */
 uint16_t shim_moves_listening_from(int listener);
 /* A TCP listener moved from requested is steered to in the network
- * namespace netns (steer.c); a new move from requested ends that. */
-void shim_moves_steered(uint16_t requested, uint32_t netns);
+ * namespace netns (steer.c): its connections come addressed to requested,
+ * and are not recorded when accepted. A new move from requested ends that. */
+void shim_moves_steered(int listener, uint16_t requested, uint32_t netns);
 /* Is the TCP server moved from port steered to in this process's network
  * namespace, so that a client connects as it asked (and no UDP server was
  * moved from it, which only a redirect reaches)? */

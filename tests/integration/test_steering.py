@@ -28,7 +28,7 @@ PORT, TARGET = 40000, 7040
 POLICY = f"""version = 1;
 ephemeral = "host";
 default_action = "refuse";
-rules = ( {{ ports = "{PORT}-{PORT + 9}"; action = "remap"; to = {TARGET}; }} );
+rules = ( {{ ports = "{PORT}-{PORT + 19}"; action = "remap"; to = {TARGET}; }} );
 """
 
 # A server in the fenced cgroup: it answers N clients and says, for each,
@@ -297,6 +297,26 @@ class RunSteering(SteeringCases, PolicyTest):
             self.assertEqual([line for line in f if "NETLINK_SOCK_DIAG" in line], [])
         lines, _ = server.finish("")
         self.assertEqual(lines[1:], [f"got hi on {PORT + 6}"])
+
+    @unittest.skipUnless(shutil.which("strace"), "needs strace")
+    def test_a_steered_server_accepts_with_no_system_call_added(self):
+        """Its connections come addressed to the port it asked for: the
+        shim records nothing per accept (strace, attached once the server
+        listens, sees no fstat per accept)."""
+        server = self.serve("0.0.0.0", PORT + 10, 5)
+        trace = tempfile.mktemp(prefix="pf-strace-")
+        self.addCleanup(lambda: os.path.exists(trace) and os.unlink(trace))
+        tracer = subprocess.Popen(["strace", "-f", "-e", "trace=fstat,newfstatat,statx", "-o", trace,
+                                   "-p", str(server.proc.pid)], stderr=subprocess.PIPE, text=True)
+        self.addCleanup(tracer.kill)
+        self.assertIn("attached", tracer.stderr.readline())
+        for _ in range(5):
+            self.assert_reached(self.local_client(PORT + 10), PORT + 10)
+        server.finish("")
+        tracer.wait(timeout=TIMEOUT)
+        with open(trace) as f:
+            stats = [line for line in f if "stat" in line]
+        self.assertLess(len(stats), 5, stats)   # the server's own, at exit: not one per accept
 
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
     def test_steering_ends_with_the_command(self):
