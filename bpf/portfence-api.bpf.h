@@ -210,12 +210,14 @@ struct pf_bpf_decided {
 #define PF_BPF_MOVES_PER_FENCE 1024
 
 /* Counts of the whole host, host[PF_BPF_HOST_*]: the fenced cgroups (the
- * loader writes it under its lock; with one, no fence is nested) and the
+ * loader writes it under its lock; with one, no fence is nested), the
  * sockets in peers[] (the programs keep it; with none, no name call or
- * release looks there). */
+ * release looks there) and the sockets in moved[] (with none, no bind or
+ * connect looks there). */
 #define PF_BPF_HOST_FENCES 0
 #define PF_BPF_HOST_PEERS 1
-#define PF_BPF_HOST_COUNTS 2
+#define PF_BPF_HOST_MOVES 2
+#define PF_BPF_HOST_COUNTS 3
 
 /* Where a redirected socket's destination went, for its name calls: the
  * slot of peers[] its socket cookie picks, claimed with one compare-and-

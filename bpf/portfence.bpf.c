@@ -483,15 +483,27 @@ static __always_inline void emit(const struct request *r, const struct decision 
         bpf_ringbuf_submit(e, 0);
 }
 
+/* The count of sockets in moved[] on the host, NULL when it cannot be read. */
+static __always_inline __s32 *host_moves(void)
+{
+        __u32 which = PF_BPF_HOST_MOVES;
+
+        return bpf_map_lookup_elem(&host, &which);
+}
+
 /* Where a fenced server asked for port r->port went, if one did and still
- * holds its socket in this network namespace; 0 otherwise. */
+ * holds its socket in this network namespace; 0 otherwise. While no socket
+ * on the host is moved, one array read answers. */
 static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
 {
-        struct pf_bpf_moved_key key = {
-                .netns = bpf_get_netns_cookie(ctx), .port = r->port, .proto = r->proto,
-        };
-        struct pf_bpf_moved *m = bpf_map_lookup_elem(&moved, &key);
+        struct pf_bpf_moved_key key = { .port = r->port, .proto = r->proto };
+        __s32 *count = host_moves();
+        struct pf_bpf_moved *m;
 
+        if (count && *count <= 0)
+                return 0;
+        key.netns = bpf_get_netns_cookie(ctx);
+        m = bpf_map_lookup_elem(&moved, &key);
         return m && m->sockets > 0 ? m->target : 0;
 }
 
@@ -695,6 +707,14 @@ static __always_inline __u32 *fence_moves(void)
         return bpf_map_lookup_elem(&live, &which);
 }
 
+static __always_inline void count_host_move(__s32 change)
+{
+        __s32 *count = host_moves();
+
+        if (count)
+                __sync_fetch_and_add(count, change);
+}
+
 /* Count a remapped socket in moved[] once its bind succeeded: 0, or the
  * errno its bind fails with. The key is the arbiter between binds of one
  * port racing each other: the first target written holds it; a socket
@@ -726,6 +746,7 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
 registered:
         register_back(sk);
         sk->registered = 1;
+        count_host_move(1);
         if (moves) {
                 __sync_fetch_and_add(moves, 1);
                 sk->counted = 1;
@@ -896,6 +917,7 @@ int pf_sock_release(struct bpf_sock *ctx)
                 }
         }
         sk->registered = 0;
+        count_host_move(-1);
         return ALLOW_CALL;
 }
 
