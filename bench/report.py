@@ -51,7 +51,8 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="portfence-bench-")
         self.policies = {}
         for name, text in (("error", POLICY.replace("LEVEL", "error")), ("warn", POLICY.replace("LEVEL", "warn")),
-                           ("conditional", CONDITIONAL.replace("LEVEL", "error"))):
+                           ("conditional", CONDITIONAL.replace("LEVEL", "error")),
+                           ("unsteered", POLICY.replace("LEVEL", "error") + "steer = false;\n")):
             path = os.path.join(self.tmp, f"bench-{name}.conf")
             with open(path, "w") as f:
                 f.write(text)
@@ -195,7 +196,7 @@ class Bench:
 
     def kernel_rows(self):
         if os.geteuid() != 0 or not self.cgroup_mount() or not shutil.which("bpftool"):
-            for path in ("cgroup bind4, allowed", "cgroup bind4, remapped", "cgroup connect4, redirected",
+            for path in ("cgroup bind4, allowed", "cgroup bind4, remapped", "cgroup connect4 to a moved server",
                          "cgroup bind4, 2 conditional rules"):
                 self.row(path, "not measured (needs root, cgroup v2 and bpftool)", "-", None)
             return
@@ -223,13 +224,21 @@ class Bench:
                     ("cgroup post_bind4 after a remap", "post_bind4", BIND, 20001, None),
                     ("cgroup post_bind4 after an allowed bind (for scale: a program that "
                      "only looks up its socket's storage)", "post_bind4", BIND, 8080, None),
-                    ("cgroup connect4, redirected", "connect4", CONNECT_MOVED, 20003, 300),
+                    ("cgroup connect4 to a moved server, steered (no redirect)", "connect4", CONNECT_MOVED, 20003,
+                     300),
                     ("cgroup connect4, not redirected (guarded, nothing moved)", "connect4", CONNECT_REFUSED,
                      20002, None)):
                 ns = self.ns_per_run(cgroup, program, loop, port, n if loop == BIND else n // 4)
                 above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
                 self.row(path, f"{ns:.0f} ns{above}", f"<= {target} ns" if target else "-",
                          ns <= target if target else None)
+            self.unfence(cgroup)
+            cgroup = None
+            cgroup = self.fence(self.policies["unsteered"])
+            ns = self.ns_per_run(cgroup, "connect4", CONNECT_MOVED, 20003, n // 4)
+            above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
+            self.row("cgroup connect4 to a moved server, redirected (steer = false)", f"{ns:.0f} ns{above}",
+                     "<= 300 ns", ns <= 300)
         finally:
             if cgroup:
                 self.unfence(cgroup)
