@@ -3,11 +3,12 @@
  * program to its network namespace and hands the command the program's
  * SOCKHASH as an inherited descriptor, named in PORTFENCE_STEER ("FD:ID").
  * A TCP listener the shim moved goes into that map when it listens, keyed
- * by the port it asked for: every new connection to that port then reaches
- * it, from other hosts and namespaces and from programs the shim does not
- * run, and local clients connect as they asked, with no redirect. The map
- * drops a socket when it closes. Without the variable (not root, a kernel
- * that cannot), nothing here runs. */
+ * by the port it asked for, its family and its address (bpf/steer.bpf.h
+ * looks them up): every new connection to that port then reaches it, from
+ * other hosts and namespaces and from programs the shim does not run, and
+ * local clients connect as they asked, with no redirect. The map drops a
+ * socket when it closes. Without the variable (not root, a kernel that
+ * cannot), nothing here runs. */
 #include <errno.h>
 #include <linux/bpf.h>
 #include <netinet/in.h>
@@ -33,10 +34,14 @@ static long sys_bpf(int cmd, union bpf_attr *attr)
         return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
 }
 
+static bool steering_map_is_ours(void);
+
+/* At load: steering only if the descriptor named is run's map still (a
+ * daemon may have closed it before it exec'd this program). */
 void shim_steer_open(void)
 {
         const char *value = secure_getenv("PORTFENCE_STEER");
-        int fd;
+        int fd, saved = errno;
         unsigned id;
         char end;
 
@@ -44,6 +49,9 @@ void shim_steer_open(void)
                 return;
         steering.fd = fd;
         steering.map_id = id;
+        if (!steering_map_is_ours())
+                steering.fd = -1;
+        errno = saved;
 }
 
 bool shim_steer_active(void)

@@ -335,6 +335,20 @@ class RunSteering(SteeringCases, PolicyTest):
         far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
         self.assertIn("ConnectionRefusedError", far.stderr)
 
+    def test_a_program_that_lost_the_map_is_not_steered_and_hears_it(self):
+        """A daemon that closes the descriptors it inherited, then execs: its
+        moved TCP server is not steered, and says who cannot follow it."""
+        code = textwrap.dedent(f"""
+            import os, sys
+            os.close(int(os.environ["PORTFENCE_STEER"].split(":")[0]))
+            os.execv(sys.executable, [sys.executable, "-c",
+                     "import socket; s = socket.socket(); s.bind(('0.0.0.0', {PORT + 11})); s.listen()"])
+        """)
+        r = subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("only clients portfence runs or fences follow it", r.stderr)
+
     def test_a_moved_udp_server_hears_that_it_is_not_steered(self):
         """Only TCP is steered: a UDP server moved on an address others can
         reach is told so, a TCP one is not told anything."""
