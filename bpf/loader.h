@@ -83,8 +83,9 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
 
 /* Steering for 'portfence run' as root: a program attached to this thread's
  * network namespace gives every new TCP connection to a port a wrapped
- * server asked for to the listener the shim moved and put in the map (the
- * port it asked for, netns and fence 0: struct pf_bpf_steer_key). Both
+ * server asked for to the listener the shim moved and put in the map
+ * (struct pf_bpf_steer_key: the port it asked for, the listener's family
+ * and address, netns and fence 0). Both
  * descriptors are inheritable (not close-on-exec): nothing is pinned, and
  * steering ends when the last process holding them exits. */
 struct pf_run_steering {

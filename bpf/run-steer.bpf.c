@@ -3,9 +3,9 @@
  * moved in run_steer[] when it listens (key: the port it asked for, its
  * family and address; netns and fence 0), and this program, attached to the
  * network namespace run started in, gives it every new connection to that
- * port, from other hosts, other namespaces and unwrapped processes. Nothing is pinned: the
- * command and its children hold the map and the link by inherited
- * descriptors, and steering ends with the last of them. */
+ * port, from other hosts, other namespaces and unwrapped processes. Nothing
+ * is pinned: the command and its children hold the map and the link by
+ * inherited descriptors, and steering ends with the last of them. */
 #include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/in.h>
