@@ -216,6 +216,19 @@ def cgroup_skip_reason():
     return None
 
 
+def run_steers():
+    """Does 'portfence run' steer here (root, a kernel and build that can)?
+    Then a server its shim moves is reached at the port it asked for by
+    every TCP client, not only by the wrapped ones the policy redirects."""
+    policy = write_policy('version = 1;\nephemeral = "20000-20009";\ndefault_action = "remap";\n')
+    try:
+        r = subprocess.run([BUILD["portfence"], "run", "-c", policy, "--", "sh", "-c", 'echo "$PORTFENCE_STEER"'],
+                           capture_output=True, text=True, env=base_env(), timeout=TIMEOUT)
+    finally:
+        os.unlink(policy)
+    return r.returncode == 0 and r.stdout.strip() != ""
+
+
 class Cgroup:
     """A fresh cgroup below the v2 mount; processes run inside it."""
     count = 0

@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from pftest import (main, scale, BUILD, Cgroup, PolicyTest, base_env, cgroup_mount, cgroup_skip_reason,  # noqa: E402
-                    fenced, lines, portfence, write_policy)
+                    fenced, lines, portfence, run_steers, write_policy)
 
 SEED = int(os.environ.get("PF_PARITY_SEED", str(int(time.time()))))
 POLICIES = int(os.environ.get("PF_PARITY_POLICIES", str(scale(6, 48))))
@@ -181,6 +181,10 @@ class Parity(PolicyTest):
 
 
 class ShimParity(Parity):
+    def setUp(self):
+        super().setUp()
+        self.steers = run_steers()      # as root
+
     def test_check_and_shim_agree(self):
         self.compare(lambda policy, *words: lines(fenced(policy, BUILD["probe"], *words)),
                      lambda policy, *words: self.start([BUILD["portfence"], "run", "-c", policy, "--",
