@@ -146,8 +146,8 @@ class SteeringCases:
     def assert_reached(self, client, port):
         self.assertEqual(client.stdout, f"peer {port} ok\n", client.stderr)
 
-    def local_client(self, port):
-        return subprocess.run([sys.executable, "-c", CLIENT, "127.0.0.1", str(port)],
+    def local_client(self, port, host="127.0.0.1"):
+        return subprocess.run([sys.executable, "-c", CLIENT, host, str(port)],
                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
     def test_clients_on_another_host_reach_a_moved_server(self):
@@ -167,8 +167,7 @@ class SteeringCases:
         self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT + 9)), PORT + 9)
         self.assert_reached(self.peer.python(CLIENT, HOST6, str(PORT + 9)), PORT + 9)
         self.assert_reached(self.local_client(PORT + 9), PORT + 9)
-        self.assert_reached(subprocess.run([sys.executable, "-c", CLIENT, "::1", str(PORT + 9)], capture_output=True,
-                                           text=True, timeout=TIMEOUT, env=base_env()), PORT + 9)
+        self.assert_reached(self.local_client(PORT + 9, "::1"), PORT + 9)
         lines, _ = server.finish("")
         self.assertEqual(sorted(lines[1:]), sorted([f"got hi on ipv4 {PORT + 9}", f"got hi on ipv6 {PORT + 9}"] * 2))
 
