@@ -35,7 +35,7 @@ static const char *const fence_hook_names[] = {
 };
 const char *const fence_map_names[] = {
         "spans", "blocks", "rules", "settings", "live", "events", "counters", "moved", "moved_back", "fenced",
-        "host", "peers", "decided", "steer", "steer_netns",
+        "host", "peers", "decided", "steer", "steer_netns", "steered_ports",
 };
 const size_t fence_map_count = COUNT(fence_map_names);
 /* Pins of fences made by older versions, removed with the rest. */
@@ -506,6 +506,7 @@ static int attach_locked(const struct pf_policy *policy, const char *policy_path
         fence_share_host_map(skel->maps.peers, "peers");
         fence_share_host_map(skel->maps.decided, "decided");
         fence_share_host_map(skel->maps.steer, "steer");
+        fence_share_host_map(skel->maps.steered_ports, "steered_ports");
         r = portfence_bpf__load(skel);
         if (r < 0) {
                 r = pf_bpf_fail(r, why, "the kernel refused the BPF programs: %s (a kernel with cgroup "

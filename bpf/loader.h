@@ -89,7 +89,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
  * descriptors are inheritable (not close-on-exec): nothing is pinned, and
  * steering ends when the last process holding them exits. */
 struct pf_run_steering {
-        int map_fd, link_fd;
-        uint32_t map_id;        /* the shim checks the descriptor names this map */
+        int map_fd, ports_fd, link_fd;  /* the socket map, the steered ports (PF_BPF_STEERED_PORTS) */
+        uint32_t map_id, ports_id;      /* the shim checks the descriptors name these maps */
 };
 int pf_bpf_run_steering(struct pf_run_steering *out, char *why);

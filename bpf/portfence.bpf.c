@@ -111,6 +111,14 @@ struct {
 } steer SEC(".maps");
 
 struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_STEERED_PORTS);
+        __type(key, __u32);
+        __type(value, __u8);
+} steered_ports SEC(".maps");
+
+struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
         __uint(max_entries, 1);
         __type(key, __u32);
@@ -947,6 +955,8 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
                         .netns = sk->key.netns, .fence = s->fence_id, .port = sk->key.port, .proto = PF_BPF_TCP,
                         .family = (__u8)skops->family,
                 };
+                __u32 port = sk->key.port;
+                __u8 one = 1;
 
                 if (skops->family == AF_INET) {
                         key.addr[0] = skops->local_ip4;
@@ -956,6 +966,8 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
                         key.addr[2] = skops->local_ip6[2];
                         key.addr[3] = skops->local_ip6[3];
                 }
+                /* The port first: a lookup never skips a listener in the map. */
+                bpf_map_update_elem(&steered_ports, &port, &one, BPF_ANY);
                 bpf_sock_hash_update(skops, &steer, &key, BPF_ANY);
         }
         return 1;
@@ -976,7 +988,7 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
         key.netns = *netns;
         key.fence = s->fence_id;
         key.port = (__u16)ctx->local_port;
-        steer_to_listener(ctx, &steer, &key);
+        steer_to_listener(ctx, &steer, &steered_ports, &key);
         return SK_PASS;
 }
 

@@ -25,12 +25,20 @@ struct {
         __type(value, __u64);
 } run_steer SEC(".maps");
 
+struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_STEERED_PORTS);
+        __type(key, __u32);
+        __type(value, __u8);
+} run_steered_ports SEC(".maps");
+
 SEC("sk_lookup")
 int pf_run_steer_lookup(struct bpf_sk_lookup *ctx)
 {
         struct pf_bpf_steer_key key = { .port = (__u16)ctx->local_port, .proto = PF_BPF_TCP };
 
         if (ctx->protocol == IPPROTO_TCP)
-                steer_to_listener(ctx, &run_steer, &key);
+                steer_to_listener(ctx, &run_steer, &run_steered_ports, &key);
         return SK_PASS;
 }

@@ -20,15 +20,23 @@ static int inheritable(int fd)
         return fcntl(fd, F_DUPFD, 3);
 }
 
-int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
+/* The map's id, 0 if it cannot be read. */
+static uint32_t map_id(const struct bpf_map *map)
 {
         struct bpf_map_info info = {};
         uint32_t len = sizeof(info);
+
+        return bpf_obj_get_info_by_fd(bpf_map__fd(map), &info, &len) == 0 ? info.id : 0;
+}
+
+int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
+{
+        int *const fds[] = { &out->map_fd, &out->ports_fd, &out->link_fd };
         struct run_steer_bpf *skel;
         struct bpf_link *link;
         int netns, r = 0;
 
-        out->map_fd = out->link_fd = -1;
+        out->map_fd = out->ports_fd = out->link_fd = -1;
         skel = run_steer_bpf__open_and_load();
         if (!skel)
                 return pf_bpf_fail(-errno, why, "cannot load the steering program: %s", strerror(errno));
@@ -39,21 +47,23 @@ int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
                                 strerror(errno));
         if (netns >= 0)
                 close(netns);
-        if (r == 0 && bpf_obj_get_info_by_fd(bpf_map__fd(skel->maps.run_steer), &info, &len) < 0)
-                r = pf_bpf_fail(-errno, why, "cannot read the steering map: %s", strerror(errno));
         if (r == 0) {
+                out->map_id = map_id(skel->maps.run_steer);
+                out->ports_id = map_id(skel->maps.run_steered_ports);
                 out->map_fd = inheritable(bpf_map__fd(skel->maps.run_steer));
+                out->ports_fd = inheritable(bpf_map__fd(skel->maps.run_steered_ports));
                 out->link_fd = inheritable(bpf_link__fd(link));
-                out->map_id = info.id;
-                if (out->map_fd < 0 || out->link_fd < 0)
+                if (!out->map_id || !out->ports_id)
+                        r = pf_bpf_fail(-errno, why, "cannot read the steering maps: %s", strerror(errno));
+                else if (out->map_fd < 0 || out->ports_fd < 0 || out->link_fd < 0)
                         r = pf_bpf_fail(-errno, why, "%s", strerror(errno));
         }
         if (r < 0) {
-                if (out->map_fd >= 0)
-                        close(out->map_fd);
-                if (out->link_fd >= 0)
-                        close(out->link_fd);
-                out->map_fd = out->link_fd = -1;
+                for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+                        if (*fds[i] >= 0)
+                                close(*fds[i]);
+                        *fds[i] = -1;
+                }
         } else {
                 bpf_link__disconnect(link);     /* out->link_fd keeps it attached */
         }

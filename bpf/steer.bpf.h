@@ -28,9 +28,15 @@ static __always_inline bool steer_to(struct bpf_sk_lookup *ctx, void *map, const
 /* The listener for the lookup's destination, as the kernel would choose
  * among sockets bound at the port: one bound to that address, else to the
  * wildcard; for IPv4, then an IPv6 one bound to the mapped address or to
- * the wildcard (dual-stack). key: its port, proto, netns and fence set. */
-static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *map, struct pf_bpf_steer_key *key)
+ * the wildcard (dual-stack). key: its port, proto, netns and fence set;
+ * ports: PF_BPF_STEERED_PORTS's map. */
+static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *map, void *ports,
+                                              struct pf_bpf_steer_key *key)
 {
+        __u32 port = key->port;
+
+        if (!bpf_map_lookup_elem(ports, &port))
+                return;
         key->family = (__u8)ctx->family;
         if (ctx->family == AF_INET) {
                 key->addr[0] = ctx->local_ip4;

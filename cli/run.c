@@ -259,14 +259,15 @@ int pf_run_environment(const char *command, const struct pf_policy *policy, char
 }
 
 /* As root, a policy that moves servers has them steered to (TCP): the
- * program's map and link go to CMD as inherited descriptors, named to the
- * shim in PORTFENCE_STEER ("FD:MAP_ID"). Where the kernel cannot, the moved
- * servers are reached only by the clients the shim runs, which is said. */
+ * program's maps and link go to CMD as inherited descriptors, the maps
+ * named to the shim in PORTFENCE_STEER ("FD:ID:FD:ID"). Where the kernel
+ * cannot, the moved servers are reached only by the clients the shim runs,
+ * which is said. */
 static void steer_moved_servers(const struct pf_policy *policy)
 {
 #ifdef PF_HAVE_BPF
         struct pf_run_steering steering;
-        char why[PF_WHY_SIZE], value[32];
+        char why[PF_WHY_SIZE], value[64];
 
         unsetenv("PORTFENCE_STEER");    /* only this run's own */
         if (geteuid() != 0 || !pf_policy_steer(policy) || !pf_policy_moves_servers(policy))
@@ -275,7 +276,8 @@ static void steer_moved_servers(const struct pf_policy *policy)
                 pf_note("run", "steering: %s: clients the shim does not run will not reach moved servers", why);
                 return;
         }
-        snprintf(value, sizeof(value), "%d:%u", steering.map_fd, steering.map_id);
+        snprintf(value, sizeof(value), "%d:%u:%d:%u", steering.map_fd, steering.map_id, steering.ports_fd,
+                 steering.ports_id);
         setenv("PORTFENCE_STEER", value, 1);
 #else
         (void)policy;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering under 'portfence run' as root. run attaches a BPF sk_lookup
  * program to its network namespace and hands the command the program's
- * SOCKHASH as an inherited descriptor, named in PORTFENCE_STEER ("FD:ID").
+ * SOCKHASH and its set of steered ports as inherited descriptors, named in
+ * PORTFENCE_STEER ("FD:ID:FD:ID").
  * A TCP listener the shim moved goes into that map when it listens, keyed
  * by the port it asked for, its family and its address (bpf/steer.bpf.h
  * looks them up): every new connection to that port then reaches it, from
@@ -24,33 +25,38 @@
 #include "shim.h"
 
 static struct {
-        int fd;                 /* -1: no steering */
-        uint32_t map_id;        /* the map run made: the descriptor is checked against it */
+        int fd;                 /* the socket map; -1: no steering */
+        int ports_fd;           /* the ports steered from (PF_BPF_STEERED_PORTS) */
+        uint32_t map_id;        /* the maps run made: the descriptors are checked against them */
+        uint32_t ports_id;
         uint32_t netns;         /* the inode of this process's network namespace, read once */
-} steering = { .fd = -1 };
+} steering = { .fd = -1, .ports_fd = -1 };
 
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
         return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
 }
 
-static bool steering_map_is_ours(void);
+static bool steering_maps_are_ours(void);
 
-/* At load: steering only if the descriptor named is run's map still (a
- * daemon may have closed it before it exec'd this program). */
+/* At load: steering only if the descriptors named are run's maps still (a
+ * daemon may have closed them before it exec'd this program). */
 void shim_steer_open(void)
 {
         const char *value = secure_getenv("PORTFENCE_STEER");
-        int fd, saved = errno;
-        unsigned id;
+        int fd, ports_fd, saved = errno;
+        unsigned id, ports_id;
         char end;
 
-        if (!value || sscanf(value, "%d:%u%c", &fd, &id, &end) != 2 || fd < 3)
+        if (!value || sscanf(value, "%d:%u:%d:%u%c", &fd, &id, &ports_fd, &ports_id, &end) != 4 || fd < 3 ||
+            ports_fd < 3)
                 return;
         steering.fd = fd;
         steering.map_id = id;
-        if (!steering_map_is_ours())
-                steering.fd = -1;
+        steering.ports_fd = ports_fd;
+        steering.ports_id = ports_id;
+        if (!steering_maps_are_ours())
+                steering.fd = steering.ports_fd = -1;
         errno = saved;
 }
 
@@ -73,18 +79,34 @@ uint32_t shim_steer_netns(void)
         return netns;
 }
 
-/* The descriptor still names run's map: the program may have closed it and
- * reused its number. */
-static bool steering_map_is_ours(void)
+/* fd names the map id of that type: the program may have closed run's
+ * descriptor and reused its number. */
+static bool map_is(int fd, uint32_t id, uint32_t type)
 {
         struct bpf_map_info info = { 0 };
         union bpf_attr attr = { 0 };
 
-        attr.info.bpf_fd = (uint32_t)steering.fd;
+        attr.info.bpf_fd = (uint32_t)fd;
         attr.info.info_len = sizeof(info);
         attr.info.info = (uint64_t)(uintptr_t)&info;
-        return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && info.id == steering.map_id &&
-               info.type == BPF_MAP_TYPE_SOCKHASH;
+        return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && info.id == id && info.type == type;
+}
+
+static bool steering_maps_are_ours(void)
+{
+        return map_is(steering.fd, steering.map_id, BPF_MAP_TYPE_SOCKHASH) &&
+               map_is(steering.ports_fd, steering.ports_id, BPF_MAP_TYPE_HASH);
+}
+
+static int map_update(int fd, const void *key, const void *value)
+{
+        union bpf_attr attr = { 0 };
+
+        attr.map_fd = (uint32_t)fd;
+        attr.key = (uint64_t)(uintptr_t)key;
+        attr.value = (uint64_t)(uintptr_t)value;
+        attr.flags = BPF_ANY;
+        return (int)sys_bpf(BPF_MAP_UPDATE_ELEM, &attr);
 }
 
 /* The key of a listener: the port it asked for, its family and address. */
@@ -110,19 +132,14 @@ bool shim_steer_listener(int fd, uint16_t requested)
 {
         struct pf_bpf_steer_key key;
         uint64_t socket = (uint64_t)fd;
-        union bpf_attr attr = { 0 };
+        uint32_t port = requested;
+        uint8_t one = 1;
         int saved = errno;
         bool steered;
 
-        if (!listener_key(fd, requested, &key) || !steering_map_is_ours()) {
-                errno = saved;
-                return false;
-        }
-        attr.map_fd = (uint32_t)steering.fd;
-        attr.key = (uint64_t)(uintptr_t)&key;
-        attr.value = (uint64_t)(uintptr_t)&socket;
-        attr.flags = BPF_ANY;
-        steered = sys_bpf(BPF_MAP_UPDATE_ELEM, &attr) == 0;
+        /* The port first: a lookup never skips a listener in the map. */
+        steered = listener_key(fd, requested, &key) && steering_maps_are_ours() &&
+                  map_update(steering.ports_fd, &port, &one) == 0 && map_update(steering.fd, &key, &socket) == 0;
         errno = saved;
         return steered;
 }
