@@ -103,20 +103,9 @@ struct {
         __type(value, struct pf_bpf_moved_back);
 } moved_back SEC(".maps");
 
-struct {
-        __uint(type, BPF_MAP_TYPE_SOCKHASH);
-        __uint(max_entries, PF_BPF_STEER_MAX);
-        __type(key, struct pf_bpf_steer_key);
-        __type(value, __u64);
-} steer SEC(".maps");
+struct steer_map steer SEC(".maps");
 
-struct {
-        __uint(type, BPF_MAP_TYPE_HASH);
-        __uint(map_flags, BPF_F_NO_PREALLOC);
-        __uint(max_entries, PF_BPF_STEERED_PORTS);
-        __type(key, __u32);
-        __type(value, __u8);
-} steered_ports SEC(".maps");
+struct steered_ports_map steered_ports SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);

@@ -18,20 +18,9 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-struct {
-        __uint(type, BPF_MAP_TYPE_SOCKHASH);
-        __uint(max_entries, PF_BPF_STEER_MAX);
-        __type(key, struct pf_bpf_steer_key);
-        __type(value, __u64);
-} run_steer SEC(".maps");
+struct steer_map run_steer SEC(".maps");
 
-struct {
-        __uint(type, BPF_MAP_TYPE_HASH);
-        __uint(map_flags, BPF_F_NO_PREALLOC);
-        __uint(max_entries, PF_BPF_STEERED_PORTS);
-        __type(key, __u32);
-        __type(value, __u8);
-} run_steered_ports SEC(".maps");
+struct steered_ports_map run_steered_ports SEC(".maps");
 
 SEC("sk_lookup")
 int pf_run_steer_lookup(struct bpf_sk_lookup *ctx)

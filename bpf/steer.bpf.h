@@ -11,6 +11,23 @@
 #define AF_INET 2
 #define AF_INET6 10
 
+/* Each steering program has a map of listeners and one of the ports some
+ * listener was steered from (PF_BPF_STEERED_PORTS). */
+struct steer_map {
+        __uint(type, BPF_MAP_TYPE_SOCKHASH);
+        __uint(max_entries, PF_BPF_STEER_MAX);
+        __type(key, struct pf_bpf_steer_key);
+        __type(value, __u64);
+};
+
+struct steered_ports_map {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_STEERED_PORTS);
+        __type(key, __u32);
+        __type(value, __u8);
+};
+
 /* The listener under key, if the kernel lets it take the connection (an
  * IPv6-only one refuses IPv4). */
 static __always_inline bool steer_to(struct bpf_sk_lookup *ctx, void *map, const struct pf_bpf_steer_key *key)
