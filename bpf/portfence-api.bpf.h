@@ -189,8 +189,13 @@ struct pf_bpf_steer_key {
         __u16 port;             /* the port it asked for */
         __u8 proto;             /* PF_BPF_TCP */
         __u8 family;            /* AF_INET or AF_INET6: a server may listen on both, as two sockets */
-        __u8 pad[4];
+        __u8 slot;              /* < PF_BPF_STEER_SLOTS: members of one SO_REUSEPORT group */
+        __u8 pad[3];
 };
+/* Listeners kept per port, family and address: a SO_REUSEPORT group is
+ * reached (the kernel picks among its members) while one of the members in
+ * a slot still listens; a closed one frees its slot for the next. */
+#define PF_BPF_STEER_SLOTS 4
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
  * the innermost fence of a socket's cgroup decides its calls: its program,

@@ -957,7 +957,11 @@ int pf_sock_ops(struct bpf_sock_ops *skops)
                 }
                 /* The port first: a lookup never skips a listener in the map. */
                 bpf_map_update_elem(&steered_ports, &port, &one, BPF_ANY);
-                bpf_sock_hash_update(skops, &steer, &key, BPF_ANY);
+                for (int slot = 0; slot < PF_BPF_STEER_SLOTS; slot++) {
+                        key.slot = (__u8)slot;
+                        if (bpf_sock_hash_update(skops, &steer, &key, BPF_NOEXIST) == 0)
+                                break;
+                }
         }
         return 1;
 }

@@ -28,18 +28,26 @@ struct steered_ports_map {
         __type(value, __u8);
 };
 
-/* The listener under key, if the kernel lets it take the connection (an
- * IPv6-only one refuses IPv4). */
-static __always_inline bool steer_to(struct bpf_sk_lookup *ctx, void *map, const struct pf_bpf_steer_key *key)
+/* A listener under key in one of its slots, if the kernel lets it take the
+ * connection (an IPv6-only one refuses IPv4; a member of a SO_REUSEPORT
+ * group stands for the group). */
+static __always_inline bool steer_to(struct bpf_sk_lookup *ctx, void *map, struct pf_bpf_steer_key *key)
 {
-        struct bpf_sock *sk = bpf_map_lookup_elem(map, key);
-        long r;
+        for (int slot = 0; slot < PF_BPF_STEER_SLOTS; slot++) {
+                struct bpf_sock *sk;
+                long r;
 
-        if (!sk)
-                return false;
-        r = bpf_sk_assign(ctx, sk, 0);
-        bpf_sk_release(sk);
-        return r == 0;
+                key->slot = (__u8)slot;
+                sk = bpf_map_lookup_elem(map, key);
+                if (!sk)
+                        continue;
+                r = bpf_sk_assign(ctx, sk, 0);
+                bpf_sk_release(sk);
+                if (r == 0)
+                        return true;
+        }
+        key->slot = 0;
+        return false;
 }
 
 /* The listener for the lookup's destination, as the kernel would choose

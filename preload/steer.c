@@ -98,15 +98,25 @@ static bool steering_maps_are_ours(void)
                map_is(steering.ports_fd, steering.ports_id, BPF_MAP_TYPE_HASH);
 }
 
-static int map_update(int fd, const void *key, const void *value)
+static int map_update(int fd, const void *key, const void *value, uint64_t flags)
 {
         union bpf_attr attr = { 0 };
 
         attr.map_fd = (uint32_t)fd;
         attr.key = (uint64_t)(uintptr_t)key;
         attr.value = (uint64_t)(uintptr_t)value;
-        attr.flags = BPF_ANY;
+        attr.flags = flags;
         return (int)sys_bpf(BPF_MAP_UPDATE_ELEM, &attr);
+}
+
+/* The listener in the first free slot of its key (all taken: the group it
+ * belongs to is reached through the others). */
+static bool insert_listener(struct pf_bpf_steer_key *key, uint64_t socket)
+{
+        for (key->slot = 0; key->slot < PF_BPF_STEER_SLOTS; key->slot++)
+                if (map_update(steering.fd, key, &socket, BPF_NOEXIST) == 0)
+                        return true;
+        return false;
 }
 
 /* The key of a listener: the port it asked for, its family and address. */
@@ -139,7 +149,7 @@ bool shim_steer_listener(int fd, uint16_t requested)
 
         /* The port first: a lookup never skips a listener in the map. */
         steered = listener_key(fd, requested, &key) && steering_maps_are_ours() &&
-                  map_update(steering.ports_fd, &port, &one) == 0 && map_update(steering.fd, &key, &socket) == 0;
+                  map_update(steering.ports_fd, &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
         errno = saved;
         return steered;
 }

@@ -65,6 +65,24 @@ for _ in range(int(sys.argv[2])):
     print("got", a.recv(2).decode(), "on", "ipv6" if ready[0] is six else "ipv4", a.getsockname()[1], flush=True)
     a.sendall(b"ok"); a.close()
 """
+# A SO_REUSEPORT group of three listeners in one process: the first and the
+# last to listen close when told (a line on stdin), the middle one answers N
+# clients.
+REUSEPORT_GROUP = """
+import socket, sys
+def member():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); return s
+first, middle, last = member(), member(), member()
+print("ready", flush=True)
+sys.stdin.readline()
+first.close(); last.close()
+print("closed", flush=True)
+for _ in range(int(sys.argv[2])):
+    a, _ = middle.accept(); a.settimeout(10)
+    print("got", a.recv(2).decode(), "on", a.getsockname()[1], flush=True)
+    a.sendall(b"ok"); a.close()
+"""
 # A client: the port its connection reports, and the server's answer.
 CLIENT = """
 import socket, sys
@@ -170,6 +188,19 @@ class SteeringCases:
         self.assert_reached(self.local_client(PORT + 9, "::1"), PORT + 9)
         lines, _ = server.finish("")
         self.assertEqual(sorted(lines[1:]), sorted([f"got hi on ipv4 {PORT + 9}", f"got hi on ipv6 {PORT + 9}"] * 2))
+
+    def test_a_reuseport_group_is_reached_while_a_member_listens(self):
+        """The members that listened first and last close: the group is
+        still reached through the one left, from the other host and
+        locally."""
+        server = self.serve_code(REUSEPORT_GROUP, PORT + 12, 2)
+        server.proc.stdin.write("\n")
+        server.proc.stdin.flush()
+        self.assertEqual(server.proc.stdout.readline(), "closed\n")
+        self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT + 12)), PORT + 12)
+        self.assert_reached(self.local_client(PORT + 12), PORT + 12)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[-2:], [f"got hi on {PORT + 12}"] * 2)
 
     def test_an_unfenced_local_client_and_a_service_ip_reach_it(self):
         """A virtual IP DNAT'ed to the fenced host's port (nftables, as
