@@ -469,9 +469,11 @@ static int bind_decided(const struct pf_policy *p, int fd, const struct sockaddr
         struct pf_verdict v;
         int saved = errno, r;
 
-        with_caller_program(req);
+        /* Plain ports were let through by pf_bind() already, but for an
+         * AF_UNSPEC address, whose port is read only now. */
         if (pf_policy_plain_allow(p, req->port) || !socket_proto(fd, &req->query.proto))
                 return libc_bind(fd, addr, len);
+        with_caller_program(req);
         pf_decide(p, &req->query, &v);
         meet_the_namespace(req, &v);    /* an allowed port a moved server holds goes where it went */
         switch (v.action) {

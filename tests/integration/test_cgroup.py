@@ -37,6 +37,18 @@ class CgroupTest(PolicyTest):
         r = self.cgroup.attach(policy or self.policy)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def nested_fences(self, parent_text, child_text):
+        """This cgroup fenced by one policy, a child of it by another: the child."""
+        parent, child_policy = write_policy(parent_text), write_policy(child_text)
+        for path in (parent, child_policy):
+            self.addCleanup(os.unlink, path)
+        child = Cgroup(self.cgroup)
+        self.addCleanup(child.cleanup)
+        self.attach(parent)
+        r = child.attach(child_policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return child
+
 
 class Enforce(CgroupTest):
     def test_refuse_remap_allow_log(self):
@@ -595,13 +607,7 @@ class Lifecycle(CgroupTest):
         goes as addressed), the parent's leaves it alone."""
         text = ('version = 1;\nephemeral = "30000-30009";\nsteer = false;\nredirect_connect = %s;\n'
                 'rules = ( { ports = "30005"; action = "remap"; to = 7795; } );\n')
-        parent, child_policy = write_policy(text % "true"), write_policy(text % "false")
-        for path in (parent, child_policy):
-            self.addCleanup(os.unlink, path)
-        child = Cgroup(self.cgroup)
-        self.addCleanup(child.cleanup)
-        self.attach(parent)
-        self.assertEqual(child.attach(child_policy).returncode, 0)
+        child = self.nested_fences(text % "true", text % "false")
         server = self.start([BUILD["probe"], "tcp4", "bind", "127.0.0.1", "30005", "listen", "ready", "wait"],
                             ready="ready", preexec_fn=self.cgroup.enter)
         self.assertEqual(self.cgroup.probe("tcp4", "connect", "127.0.0.1", "30005")[1], "connect 0 0")
@@ -613,16 +619,10 @@ class Lifecycle(CgroupTest):
         made in, whoever binds it (a socket passed over SCM_RIGHTS, a process
         that moved): the innermost fence of that cgroup decides, and no
         other fence steps aside for one whose programs do not run."""
-        parent = write_policy('version = 1;\nephemeral = "30000-30009";\nrefuse_errno = "EACCES";\n'
-                              'rules = ( { ports = "30005"; action = "refuse"; } );\n')
-        child_policy = write_policy('version = 1;\nephemeral = "30000-30009";\n'
-                                    'rules = ( { ports = "30005"; action = "allow"; } );\n')
-        for path in (parent, child_policy):
-            self.addCleanup(os.unlink, path)
-        child = Cgroup(self.cgroup)
-        self.addCleanup(child.cleanup)
-        self.attach(parent)
-        self.assertEqual(child.attach(child_policy).returncode, 0)
+        child = self.nested_fences('version = 1;\nephemeral = "30000-30009";\nrefuse_errno = "EACCES";\n'
+                                   'rules = ( { ports = "30005"; action = "refuse"; } );\n',
+                                   'version = 1;\nephemeral = "30000-30009";\n'
+                                   'rules = ( { ports = "30005"; action = "allow"; } );\n')
         code = ("import errno, os, socket, sys\n"
                 "s = socket.socket()\n"
                 "open(os.path.join(sys.argv[1], 'cgroup.procs'), 'w').write(str(os.getpid()))\n"
