@@ -186,6 +186,32 @@ static void test_log_only(void **state)
         pf_policy_free(base);
 }
 
+/* Whether a policy may move a server: what run's steering and check's note
+ * are decided by. */
+static void test_moves_servers(void **state)
+{
+        static const struct { const char *text; bool moves; } cases[] = {
+                { "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"refuse\";\n", false },
+                { "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"remap\";\n", true },
+                { "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"refuse\";\n"
+                  "rules = ( { ports = \"40005\"; action = \"remap\"; to = 7005; } );\n", true },
+                { "version = 1;\nephemeral = \"40000-40099\";\ndefault_action = \"allow\";\n"
+                  "rules = ( { ports = \"40005\"; action = \"log\"; } );\n", false },
+        };
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct pf_policy *policy = NULL;
+                struct pf_diag diag;
+
+                print_message("%zu\n", i);
+                assert_int_equal(pf_policy_load_text(cases[i].text, "moves.conf", &policy, &diag), 0);
+                pf_diag_free(&diag);
+                assert_int_equal(pf_policy_moves_servers(policy), cases[i].moves);
+                pf_policy_free(policy);
+        }
+}
+
 static void test_default_remap_wraps(void **state)
 {
         static const char text[] =
@@ -397,6 +423,7 @@ int main(void)
                 cmocka_unit_test(test_default_remap_wraps),
                 cmocka_unit_test(test_chosen_port),
                 cmocka_unit_test(test_log_only),
+                cmocka_unit_test(test_moves_servers),
                 cmocka_unit_test(test_glob),
                 cmocka_unit_test(test_address_rules),
                 cmocka_unit_test(test_addr_set_in6_maps_v4),
