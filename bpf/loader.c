@@ -38,6 +38,25 @@ const char *const fence_map_names[] = {
         "host", "peers", "decided", "steer", "steer_netns", "steered_ports",
 };
 const size_t fence_map_count = COUNT(fence_map_names);
+/* The tc programs that steer UDP (steer.bpf.h), linked to each interface
+ * of the namespace the attach runs in and pinned as NAME-IFINDEX. */
+static const struct {
+        const char *name;
+        int attach_type;
+} fence_wire[] = { { "udp_in", PF_BPF_TCX_INGRESS }, { "udp_out", PF_BPF_TCX_EGRESS } };
+
+/* A pin of one of them: "udp_in-3" (bpffs takes no dot in a name). */
+static bool is_wire_pin(const char *pin)
+{
+        for (size_t i = 0; i < COUNT(fence_wire); i++) {
+                size_t n = strlen(fence_wire[i].name);
+
+                if (strncmp(pin, fence_wire[i].name, n) == 0 && pin[n] == '-')
+                        return true;
+        }
+        return false;
+}
+
 /* Pins of fences made by older versions, removed with the rest. */
 static const char *const fence_old_map_names[] = { "verdicts" };
 
@@ -348,11 +367,36 @@ static void unregister(const char *dir)
         }
 }
 
+/* The links of the tc programs, one pin per interface. */
+static void unpin_wire(const char *dir)
+{
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        char path[4400];
+
+        while (d && (e = readdir(d))) {
+                int fd;
+
+                if (!is_wire_pin(e->d_name))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                fd = bpf_obj_get(path);
+                if (fd >= 0) {
+                        bpf_link_detach(fd);
+                        close(fd);
+                }
+                unlink(path);
+        }
+        if (d)
+                closedir(d);
+}
+
 static void unpin_all(const char *dir)
 {
         char path[4200];
 
         unregister(dir);
+        unpin_wire(dir);
         for (size_t i = 0; i < COUNT(fence_hook_names); i++) {
                 int fd;
 
@@ -405,6 +449,37 @@ static int set_steering(struct portfence_bpf *skel, char *why)
         return 0;
 }
 
+struct wire_pins {
+        const char *dir;
+        const char *name;
+};
+
+static int pin_wire_link(int link, unsigned ifindex, void *ctx, char *why)
+{
+        const struct wire_pins *w = ctx;
+        char path[4400];
+        int r = 0;
+
+        snprintf(path, sizeof(path), "%s/%s-%u", w->dir, w->name, ifindex);
+        if (bpf_obj_pin(link, path) < 0)
+                r = pf_bpf_fail(-errno, why, "cannot pin '%s': %s", path, strerror(errno));
+        close(link);
+        return r;
+}
+
+/* Links the tc program prog to every interface it steers on, if it is one. */
+static int attach_wire(struct bpf_program *prog, const char *name, const char *dir, char *why)
+{
+        for (size_t i = 0; i < COUNT(fence_wire); i++) {
+                struct wire_pins pins = { dir, name };
+
+                if (strcmp(name, fence_wire[i].name) == 0)
+                        return pf_bpf_link_interfaces(bpf_program__fd(prog), fence_wire[i].attach_type,
+                                                      pin_wire_link, &pins, why);
+        }
+        return pf_bpf_fail(-EINVAL, why, "no interface for the tc program '%s'", name);
+}
+
 /* Every program to its hook: the cgroup's, and the sk_lookup program to
  * the network namespace the attach runs in. */
 static struct bpf_link *attach_program(struct bpf_program *prog, int cgroup_fd)
@@ -430,9 +505,16 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
 
         bpf_object__for_each_program(prog, skel->obj) {
                 const char *name = bpf_program__name(prog) + 3;        /* "pf_bind4" */
-                struct bpf_link *link = attach_program(prog, cgroup_fd);
+                struct bpf_link *link;
                 int r;
 
+                if (bpf_program__type(prog) == BPF_PROG_TYPE_SCHED_CLS) {
+                        r = attach_wire(prog, name, dir, why);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                link = attach_program(prog, cgroup_fd);
                 if (!link)
                         return pf_bpf_fail(-errno, why, "cannot attach '%s': %s", name, strerror(errno));
                 r = snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) ?

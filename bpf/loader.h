@@ -13,6 +13,17 @@
 
 #define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
 
+/* The kernel's tc attach points of bpf_link_create() (Linux 6.6), which
+ * older UAPI headers do not name. */
+#define PF_BPF_TCX_INGRESS 46
+#define PF_BPF_TCX_EGRESS 47
+
+/* prog_fd (a tc program) linked at attach_type to every interface of this
+ * thread's network namespace with an Ethernet header or loopback; keep()
+ * takes each link's descriptor (and closes it) or fails with why. */
+typedef int (*pf_wire_keep)(int link_fd, unsigned ifindex, void *ctx, char *why);
+int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_keep keep, void *ctx, char *why);
+
 /* The bpffs fences are pinned in, mounted at /sys/fs/bpf if it is not and
  * this is the host's mount namespace (pins in a private one would end with
  * it): 0; 1 when it was mounted where that could not be told (why holds the
@@ -85,11 +96,19 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
  * network namespace gives every new TCP connection to a port a wrapped
  * server asked for to the listener the shim moved and put in the map
  * (struct pf_bpf_steer_key: the port it asked for, the listener's family
- * and address, netns and fence 0). Both
- * descriptors are inheritable (not close-on-exec): nothing is pinned, and
- * steering ends when the last process holding them exits. */
+ * and address, netns and fence 0); tc programs on the namespace's
+ * interfaces do the same for datagrams to a UDP socket the shim moved and
+ * described (its storage, its port). Every descriptor is inheritable (not
+ * close-on-exec): nothing is pinned, and steering ends when the last
+ * process holding them exits. The shim is told the maps, in this order, as
+ * PORTFENCE_STEER ("FD:ID" for each, joined by ':'). */
+enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_MAPS };
 struct pf_run_steering {
-        int map_fd, ports_fd, link_fd;  /* the socket map, the steered ports (PF_BPF_STEERED_PORTS) */
-        uint32_t map_id, ports_id;      /* the shim checks the descriptors name these maps */
+        int map_fd[PF_RUN_MAPS];
+        uint32_t map_id[PF_RUN_MAPS];   /* the shim checks the descriptors name these maps */
+        int *link_fds;                  /* the sk_lookup link, then one per interface and direction */
+        size_t links;
 };
 int pf_bpf_run_steering(struct pf_run_steering *out, char *why);
+/* Every descriptor of it closed. */
+void pf_bpf_run_steering_close(struct pf_run_steering *s);

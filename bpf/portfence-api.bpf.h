@@ -154,7 +154,8 @@ struct pf_bpf_moved_key {
 struct pf_bpf_moved {
         __s32 sockets;          /* live sockets moved away from the port */
         __u16 target;           /* where they were moved */
-        __u16 pad;
+        __u8 steered;           /* UDP: its mover's tc programs steer datagrams to the port to it */
+        __u8 pad;
 };
 
 /* The way back, for MPTCP: its bind and connect run on the subflow, its name

@@ -491,17 +491,24 @@ static __always_inline __s32 *host_moves(void)
 /* Where a fenced server asked for port r->port went, if one did and still
  * holds its socket in this network namespace; 0 otherwise. While no socket
  * on the host is moved, one array read answers. */
-static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
+static __always_inline struct pf_bpf_moved *moved_entry(struct bpf_sock_addr *ctx, const struct request *r)
 {
         struct pf_bpf_moved_key key = { .port = r->port, .proto = r->proto };
         __s32 *count = host_moves();
         struct pf_bpf_moved *m;
 
         if (count && *count <= 0)
-                return 0;
+                return NULL;
         key.netns = bpf_get_netns_cookie(ctx);
         m = bpf_map_lookup_elem(&moved, &key);
-        return m && m->sockets > 0 ? m->target : 0;
+        return m && m->sockets > 0 ? m : NULL;
+}
+
+static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
+{
+        struct pf_bpf_moved *m = moved_entry(ctx, r);
+
+        return m ? m->target : 0;
 }
 
 /* A socket of this network namespace bound to the destination as asked (a
@@ -717,6 +724,17 @@ static __always_inline void count_host_move(__s32 change)
  * port racing each other: the first target written holds it; a socket
  * moved elsewhere in the same instant gets what the port would have given
  * it (EADDRINUSE). No room (the registry full) refuses, as the policy does. */
+/* Will this fence's tc programs steer the moved datagram socket sk? Only
+ * in the namespace it steers (where they are linked), when its policy
+ * steers. */
+static __always_inline __u8 steers_datagrams_of(const struct pf_bpf_sock *sk, const struct pf_bpf_settings *s)
+{
+        __u32 zero = 0;
+        __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
+
+        return sk->proto == PF_BPF_UDP && s->steer && netns && *netns && *netns == sk->key.netns;
+}
+
 static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk,
                                           const struct pf_bpf_settings *s)
 {
@@ -727,6 +745,13 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
         sk->key.netns = bpf_get_netns_cookie(ctx);
         sk->key.port = sk->asked;
         sk->key.proto = sk->proto;
+        first.steered = steers_datagrams_of(sk, s);
+        if (first.steered) {            /* the port first: pf_udp_in() never skips the socket */
+                __u32 port = sk->asked;
+                __u8 one = 1;
+
+                bpf_map_update_elem(&steered_ports, &port, &one, BPF_ANY);
+        }
         m = bpf_map_lookup_elem(&moved, &sk->key);
         if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0)
                 goto registered;
@@ -739,6 +764,7 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
         if (m->sockets > 0 && m->target != sk->moved_to)
                 return EADDRINUSE;
         m->target = sk->moved_to;
+        m->steered = first.steered;
         __sync_fetch_and_add(&m->sockets, 1);
 registered:
         register_back(sk);
@@ -985,6 +1011,50 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
         return SK_PASS;
 }
 
+/* A datagram to a port a UDP server of this host was moved from, arriving
+ * at an interface of the namespace the fence steers: to that server, if
+ * this fence moved it (steer.bpf.h). */
+SEC("tc")
+int pf_udp_in(struct __sk_buff *skb)
+{
+        struct pf_bpf_moved_key key = { .proto = PF_BPF_UDP };
+        __u32 zero = 0, generation;
+        struct pf_bpf_settings *s;
+        struct pf_bpf_moved *m;
+        struct datagram d;
+        __u64 *netns;
+
+        key.port = steered_destination(skb, &d, &steered_ports);
+        if (!key.port)
+                return TCX_NEXT;
+        netns = bpf_map_lookup_elem(&steer_netns, &zero);
+        s = get_settings(&generation);
+        if (!netns || !*netns || !s || !s->steer)
+                return TCX_NEXT;
+        key.netns = *netns;
+        m = bpf_map_lookup_elem(&moved, &key);
+        if (m && m->sockets > 0 && m->steered)
+                steer_datagram(skb, &d, key.port, m->target, &socks);
+        return TCX_NEXT;
+}
+
+/* What a UDP server this fence moved sends leaves from the port it asked
+ * for. */
+SEC("tc")
+int pf_udp_out(struct __sk_buff *skb)
+{
+        struct pf_bpf_sock *moved = moved_sender(skb, &socks);
+        struct pf_bpf_settings *s;
+        __u32 generation;
+
+        if (!moved)
+                return TCX_NEXT;
+        s = get_settings(&generation);
+        if (s && s->steer)
+                unmove_source(skb, moved);
+        return TCX_NEXT;
+}
+
 /* ---- connect, sendmsg: follow remaps to local servers --------------------- */
 
 /* Is the destination this host's own? pf_addr_is_local() of policy/, as
@@ -1050,6 +1120,7 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
 {
         __u32 generation;
         struct pf_bpf_settings *s = get_settings(&generation);
+        struct pf_bpf_moved *m;
         struct decision d;
         __u16 target;
 
@@ -1059,9 +1130,10 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, struct request 
             !is_local(s, r))
                 return ALLOW_CALL;
         /* The registry first: most ports nobody was moved from, one lookup. */
-        target = moved_target(ctx, r);
-        if (!target)
-                return ALLOW_CALL;
+        m = moved_entry(ctx, r);
+        if (!m || m->steered)
+                return ALLOW_CALL;      /* steered: reached at the port asked for, as from anywhere */
+        target = m->target;
         r->with_program = 0;
         decide(s, generation, r, &d);
         if (d.action != PF_BPF_REMAP || destination_bound(ctx, r))

@@ -3,8 +3,11 @@
  * moved in run_steer[] when it listens (key: the port it asked for, its
  * family and address; netns and fence 0), and this program, attached to the
  * network namespace run started in, gives it every new connection to that
- * port, from other hosts, other namespaces and unwrapped processes. Nothing
- * is pinned: the command and its children hold the map and the link by
+ * port, from other hosts, other namespaces and unwrapped processes. A UDP
+ * socket it moved gets the ports in its storage (run_socks[]) and the port
+ * it asked for in run_udp_targets[] when it binds: the tc programs, linked
+ * to the namespace's interfaces, steer its datagrams (steer.bpf.h). Nothing
+ * is pinned: the command and its children hold the maps and the links by
  * inherited descriptors, and steering ends with the last of them. */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -22,6 +25,22 @@ struct steer_map run_steer SEC(".maps");
 
 struct steered_ports_map run_steered_ports SEC(".maps");
 
+struct {
+        __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __type(key, int);
+        __type(value, struct pf_bpf_sock);
+} run_socks SEC(".maps");
+
+/* The port a UDP server asked for -> the one it holds. */
+struct {
+        __uint(type, BPF_MAP_TYPE_HASH);
+        __uint(map_flags, BPF_F_NO_PREALLOC);
+        __uint(max_entries, PF_BPF_STEERED_PORTS);
+        __type(key, __u32);
+        __type(value, __u16);
+} run_udp_targets SEC(".maps");
+
 SEC("sk_lookup")
 int pf_run_steer_lookup(struct bpf_sk_lookup *ctx)
 {
@@ -30,4 +49,26 @@ int pf_run_steer_lookup(struct bpf_sk_lookup *ctx)
         if (ctx->protocol == IPPROTO_TCP)
                 steer_to_listener(ctx, &run_steer, &run_steered_ports, &key);
         return SK_PASS;
+}
+
+SEC("tc")
+int pf_run_udp_in(struct __sk_buff *skb)
+{
+        struct datagram d;
+        __u32 port = steered_destination(skb, &d, &run_steered_ports);
+        __u16 *target = port ? bpf_map_lookup_elem(&run_udp_targets, &port) : NULL;
+
+        if (target)
+                steer_datagram(skb, &d, (__u16)port, *target, &run_socks);
+        return TCX_NEXT;
+}
+
+SEC("tc")
+int pf_run_udp_out(struct __sk_buff *skb)
+{
+        struct pf_bpf_sock *moved = moved_sender(skb, &run_socks);
+
+        if (moved)
+                unmove_source(skb, moved);
+        return TCX_NEXT;
 }

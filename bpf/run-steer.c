@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering for 'portfence run' as root: run-steer.bpf.c loaded and linked to
- * the network namespace run starts in, its map and link left to the command
- * as inherited descriptors (see pf_bpf_run_steering()). */
+ * the network namespace run starts in (sk_lookup) and to its interfaces
+ * (tc), its maps and links left to the command as inherited descriptors
+ * (see pf_bpf_run_steering()). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,45 +31,81 @@ static uint32_t map_id(const struct bpf_map *map)
         return bpf_obj_get_info_by_fd(bpf_map__fd(map), &info, &len) == 0 ? info.id : 0;
 }
 
-int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
+/* A link kept for the command (keep() of pf_bpf_link_interfaces()). */
+static int keep_link(int link, unsigned ifindex, void *ctx, char *why)
 {
-        int *const fds[] = { &out->map_fd, &out->ports_fd, &out->link_fd };
-        struct run_steer_bpf *skel;
-        struct bpf_link *link;
-        int netns, r = 0;
+        struct pf_run_steering *out = ctx;
+        int *grown = realloc(out->link_fds, (out->links + 1) * sizeof(*grown)), fd;
 
-        out->map_fd = out->ports_fd = out->link_fd = -1;
-        skel = run_steer_bpf__open_and_load();
-        if (!skel)
-                return pf_bpf_fail(-errno, why, "cannot load the steering program: %s", strerror(errno));
-        netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        link = netns < 0 ? NULL : bpf_program__attach_netns(skel->progs.pf_run_steer_lookup, netns);
+        (void)ifindex;
+        fd = grown ? inheritable(link) : -1;
+        close(link);
+        if (grown)
+                out->link_fds = grown;
+        if (fd < 0)
+                return pf_bpf_fail(-ENOMEM, why, "cannot keep a steering link: %s", strerror(errno));
+        out->link_fds[out->links++] = fd;
+        return 0;
+}
+
+static int attach_lookup(struct run_steer_bpf *skel, struct pf_run_steering *out, char *why)
+{
+        int netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC), r;
+        struct bpf_link *link = netns < 0 ? NULL : bpf_program__attach_netns(skel->progs.pf_run_steer_lookup, netns);
+
         if (!link)
                 r = pf_bpf_fail(-errno, why, "cannot attach the steering program to this network namespace: %s",
                                 strerror(errno));
+        else
+                r = keep_link(dup(bpf_link__fd(link)), 0, out, why);
         if (netns >= 0)
                 close(netns);
-        if (r == 0) {
-                out->map_id = map_id(skel->maps.run_steer);
-                out->ports_id = map_id(skel->maps.run_steered_ports);
-                out->map_fd = inheritable(bpf_map__fd(skel->maps.run_steer));
-                out->ports_fd = inheritable(bpf_map__fd(skel->maps.run_steered_ports));
-                out->link_fd = inheritable(bpf_link__fd(link));
-                if (!out->map_id || !out->ports_id)
-                        r = pf_bpf_fail(-errno, why, "cannot read the steering maps: %s", strerror(errno));
-                else if (out->map_fd < 0 || out->ports_fd < 0 || out->link_fd < 0)
-                        r = pf_bpf_fail(-errno, why, "%s", strerror(errno));
+        bpf_link__destroy(link);        /* detaches only if no descriptor was kept */
+        return r;
+}
+
+void pf_bpf_run_steering_close(struct pf_run_steering *s)
+{
+        for (size_t i = 0; i < PF_RUN_MAPS; i++) {
+                if (s->map_fd[i] >= 0)
+                        close(s->map_fd[i]);
+                s->map_fd[i] = -1;
         }
-        if (r < 0) {
-                for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
-                        if (*fds[i] >= 0)
-                                close(*fds[i]);
-                        *fds[i] = -1;
-                }
-        } else {
-                bpf_link__disconnect(link);     /* out->link_fd keeps it attached */
+        for (size_t i = 0; i < s->links; i++)
+                close(s->link_fds[i]);
+        free(s->link_fds);
+        s->link_fds = NULL;
+        s->links = 0;
+}
+
+int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
+{
+        struct run_steer_bpf *skel;
+        int r;
+
+        *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1 } };
+        skel = run_steer_bpf__open_and_load();
+        if (!skel)
+                return pf_bpf_fail(-errno, why, "cannot load the steering program: %s", strerror(errno));
+        const struct bpf_map *maps[PF_RUN_MAPS] = {
+                [PF_RUN_STEER] = skel->maps.run_steer, [PF_RUN_PORTS] = skel->maps.run_steered_ports,
+                [PF_RUN_SOCKS] = skel->maps.run_socks, [PF_RUN_UDP_TARGETS] = skel->maps.run_udp_targets,
+        };
+        r = attach_lookup(skel, out, why);
+        if (r == 0)
+                r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_in), PF_BPF_TCX_INGRESS,
+                                           keep_link, out, why);
+        if (r == 0)
+                r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS,
+                                           keep_link, out, why);
+        for (size_t i = 0; r == 0 && i < PF_RUN_MAPS; i++) {
+                out->map_id[i] = map_id(maps[i]);
+                out->map_fd[i] = inheritable(bpf_map__fd(maps[i]));
+                if (!out->map_id[i] || out->map_fd[i] < 0)
+                        r = pf_bpf_fail(-errno, why, "cannot keep the steering maps: %s", strerror(errno));
         }
-        bpf_link__destroy(link);
+        if (r < 0)
+                pf_bpf_run_steering_close(out);
         run_steer_bpf__destroy(skel);
         return r;
 }

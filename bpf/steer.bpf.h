@@ -8,6 +8,10 @@
  * clients holding the port keep theirs. */
 #pragma once
 
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -87,4 +91,182 @@ static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *m
                 return;
         key->addr[0] = key->addr[1] = key->addr[2] = key->addr[3] = 0;
         steer_to(ctx, map, key);
+}
+
+/* ---- UDP: tc programs on the namespace's interfaces ------------------------ */
+
+/* A datagram socket cannot join a socket map from a cgroup program, and its
+ * replies leave from the port it holds. So UDP is steered on the wire: a tc
+ * ingress program gives a datagram addressed to the port a server asked for
+ * to the moved socket (bpf_sk_assign: the kernel delivers it there), and a
+ * tc egress program writes the port asked for as the source of what the
+ * moved socket sends, so that connected clients take its answers. Both read
+ * the socket's storage (struct pf_bpf_sock: requested, bound), which its
+ * mover wrote: nothing is steered to or from a socket that is not moved,
+ * and the storage goes with the socket. Interfaces with an Ethernet header
+ * (and loopback) only: the headers are read at fixed offsets. */
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define TCX_NEXT (-1)           /* the next program on the interface decides */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+struct datagram {
+        struct bpf_sock_tuple tuple;    /* as the kernel's lookup takes it */
+        __u32 udp;                      /* the UDP header's offset */
+        __be16 source, dest;            /* its ports */
+        __u8 family;                    /* AF_INET, AF_INET6 */
+};
+
+/* d: the datagram's addresses and ports, if skb is one UDP datagram (not a
+ * fragment, no IPv6 extension header) over IPv4 or IPv6. */
+static __always_inline bool read_datagram(struct __sk_buff *skb, struct datagram *d)
+{
+        struct udphdr udp;
+
+        if (skb->protocol == bpf_htons(ETH_P_IP)) {
+                struct iphdr ip;
+
+                if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.protocol != IPPROTO_UDP ||
+                    (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) || ip.ihl < 5)
+                        return false;
+                d->family = AF_INET;
+                d->udp = ETH_HLEN + ip.ihl * 4;
+                d->tuple.ipv4.saddr = ip.saddr;
+                d->tuple.ipv4.daddr = ip.daddr;
+        } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+                struct ipv6hdr ip;
+
+                if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.nexthdr != IPPROTO_UDP)
+                        return false;
+                d->family = AF_INET6;
+                d->udp = ETH_HLEN + sizeof(ip);
+                __builtin_memcpy(d->tuple.ipv6.saddr, &ip.saddr, 16);
+                __builtin_memcpy(d->tuple.ipv6.daddr, &ip.daddr, 16);
+        } else {
+                return false;
+        }
+        if (bpf_skb_load_bytes(skb, d->udp, &udp, sizeof(udp)) < 0)
+                return false;
+        d->source = udp.source;
+        d->dest = udp.dest;
+        if (d->family == AF_INET) {
+                d->tuple.ipv4.sport = udp.source;
+                d->tuple.ipv4.dport = udp.dest;
+        } else {
+                d->tuple.ipv6.sport = udp.source;
+                d->tuple.ipv6.dport = udp.dest;
+        }
+        return true;
+}
+
+/* The kernel's lookup of the datagram, as if it were addressed to port. */
+static __always_inline void set_dport(struct datagram *d, __u16 port)
+{
+        if (d->family == AF_INET)
+                d->tuple.ipv4.dport = bpf_htons(port);
+        else
+                d->tuple.ipv6.dport = bpf_htons(port);
+}
+
+/* The socket the kernel would give the datagram, as addressed now. */
+static __always_inline struct bpf_sock *lookup_datagram(struct __sk_buff *skb, struct datagram *d)
+{
+        if (d->family == AF_INET)
+                return bpf_sk_lookup_udp(skb, &d->tuple, sizeof(d->tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+        return bpf_sk_lookup_udp(skb, &d->tuple, sizeof(d->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+}
+
+/* Is the datagram for this host? One that is routed through it (from a
+ * container to another host, say) must never meet a local socket: the
+ * kernel drops a forwarded packet that has one. The route is asked only
+ * where the interface forwards. */
+static __always_inline bool for_this_host(struct __sk_buff *skb, const struct datagram *d)
+{
+        struct bpf_fib_lookup fib = { .ifindex = skb->ingress_ifindex };
+
+        if (d->family == AF_INET) {
+                fib.family = AF_INET;
+                fib.ipv4_src = d->tuple.ipv4.saddr;
+                fib.ipv4_dst = d->tuple.ipv4.daddr;
+        } else {
+                fib.family = AF_INET6;
+                __builtin_memcpy(fib.ipv6_src, d->tuple.ipv6.saddr, 16);
+                __builtin_memcpy(fib.ipv6_dst, d->tuple.ipv6.daddr, 16);
+        }
+        switch (bpf_fib_lookup(skb, &fib, sizeof(fib), 0)) {
+        case BPF_FIB_LKUP_RET_NOT_FWDED:        /* local (or no route at all) */
+        case BPF_FIB_LKUP_RET_FWD_DISABLED:     /* the interface forwards nothing */
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* A datagram to port (requested) that no socket at that port takes (a
+ * connected client holding it keeps its flow, a server that really binds it
+ * its traffic) goes to the socket moved from it to target: the one the
+ * kernel would choose at target for this datagram, if its mover wrote that
+ * it asked for port. socks: the storage map of its mover. */
+static __always_inline void steer_datagram(struct __sk_buff *skb, struct datagram *d, __u16 port, __u16 target,
+                                           void *socks)
+{
+        struct pf_bpf_sock *moved;
+        struct bpf_sock *sk;
+
+        sk = lookup_datagram(skb, d);
+        if (sk) {
+                bpf_sk_release(sk);
+                return;
+        }
+        if (!for_this_host(skb, d))
+                return;
+        set_dport(d, target);
+        sk = lookup_datagram(skb, d);
+        if (!sk)
+                return;
+        moved = bpf_sk_storage_get(socks, sk, 0, 0);
+        if (moved && moved->requested == port && moved->bound == target)
+                bpf_sk_assign(skb, sk, 0);
+        bpf_sk_release(sk);
+}
+
+/* The port the datagram is addressed to, if some socket was ever steered
+ * from it (ports: PF_BPF_STEERED_PORTS's map); 0 otherwise. */
+static __always_inline __u16 steered_destination(struct __sk_buff *skb, struct datagram *d, void *ports)
+{
+        __u32 port;
+
+        if (!read_datagram(skb, d))
+                return 0;
+        port = bpf_ntohs(d->dest);
+        return bpf_map_lookup_elem(ports, &port) ? (__u16)port : 0;
+}
+
+/* The moved datagram socket a packet leaves from, if it is one. */
+static __always_inline struct pf_bpf_sock *moved_sender(struct __sk_buff *skb, void *socks)
+{
+        struct bpf_sock *sk = skb->sk;
+        struct pf_bpf_sock *moved;
+
+        if (!sk)
+                return NULL;    /* forwarded: no socket of this host sent it */
+        sk = bpf_sk_fullsock(sk);
+        if (!sk || sk->protocol != IPPROTO_UDP)
+                return NULL;
+        moved = bpf_sk_storage_get(socks, sk, 0, 0);
+        return moved && moved->requested ? moved : NULL;
+}
+
+/* What a moved datagram socket sends leaves from the port it asked for. */
+static __always_inline void unmove_source(struct __sk_buff *skb, const struct pf_bpf_sock *moved)
+{
+        __be16 from = bpf_htons(moved->bound), to = bpf_htons(moved->requested);
+        struct datagram d;
+
+        if (!read_datagram(skb, &d) || d.source != from)
+                return;
+        bpf_l4_csum_replace(skb, d.udp + 6, from, to, BPF_F_MARK_MANGLED_0 | sizeof(to));
+        bpf_skb_store_bytes(skb, d.udp, &to, sizeof(to), 0);
 }

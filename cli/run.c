@@ -258,16 +258,16 @@ int pf_run_environment(const char *command, const struct pf_policy *policy, char
         return PF_EXIT_OK;
 }
 
-/* As root, a policy that moves servers has them steered to (TCP): the
- * program's maps and link go to CMD as inherited descriptors, the maps
- * named to the shim in PORTFENCE_STEER ("FD:ID:FD:ID"). Where the kernel
+/* As root, a policy that moves servers has them steered to: the programs'
+ * maps and links go to CMD as inherited descriptors, the maps named to the
+ * shim in PORTFENCE_STEER ("FD:ID", four times). Where the kernel
  * cannot, the moved servers are reached only by the clients the shim runs,
  * which is said. */
 static void steer_moved_servers(const struct pf_policy *policy)
 {
 #ifdef PF_HAVE_BPF
         struct pf_run_steering steering;
-        char why[PF_WHY_SIZE], value[64];
+        char why[PF_WHY_SIZE], value[96];
 
         unsetenv("PORTFENCE_STEER");    /* only this run's own */
         if (geteuid() != 0 || !pf_policy_steer(policy) || !pf_policy_moves_servers(policy))
@@ -276,9 +276,12 @@ static void steer_moved_servers(const struct pf_policy *policy)
                 pf_note("run", "steering: %s: clients the shim does not run will not reach moved servers", why);
                 return;
         }
-        snprintf(value, sizeof(value), "%d:%u:%d:%u", steering.map_fd, steering.map_id, steering.ports_fd,
-                 steering.ports_id);
+        value[0] = '\0';
+        for (size_t i = 0; i < PF_RUN_MAPS; i++)
+                snprintf(value + strlen(value), sizeof(value) - strlen(value), "%s%d:%u", i ? ":" : "",
+                         steering.map_fd[i], steering.map_id[i]);
         setenv("PORTFENCE_STEER", value, 1);
+        free(steering.link_fds);        /* the links stay open for CMD; only the list goes */
 #else
         (void)policy;
         unsetenv("PORTFENCE_STEER");

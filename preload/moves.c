@@ -31,7 +31,7 @@
 #include "libc.h"
 #include "shim.h"
 
-#define MOVES_MAGIC 0x34564d50u         /* "PMV4" */
+#define MOVES_MAGIC 0x35564d50u         /* "PMV5" */
 #define MOVES_WAYS 4                    /* moved sockets remembered per real port */
 #define PORT_WORDS ((PF_PORT_MAX + 1) / 64)
 #define MAX_TRACKED_FDS (1 << 20)
@@ -53,9 +53,9 @@ struct moves_table {
          * that, whatever its own decision's target (a rule with conditions
          * may have sent the server elsewhere than the client's rule would). */
         uint16_t target_of[PF_PROTO_COUNT][PF_PORT_MAX + 1];
-        /* The network namespace (its inode) where the TCP server moved from
-         * a port is steered to: clients there connect as they ask. 0: none. */
-        uint32_t steered_netns[PF_PORT_MAX + 1];
+        /* The network namespace (its inode) where the server moved from a
+         * port is steered to: clients there connect as they ask. 0: none. */
+        uint32_t steered_netns[PF_PROTO_COUNT][PF_PORT_MAX + 1];
         struct moves_way ways[PF_PORT_MAX + 1][MOVES_WAYS];     /* by real port */
 };
 
@@ -261,10 +261,10 @@ void shim_moves_record(int fd, uint64_t inode, enum shim_move kind, enum pf_prot
         if (!table)
                 return;
         if (kind == SHIM_MOVE_LOCAL) {
-                if (proto == PF_TCP) {  /* not steered to until it listens */
-                        __atomic_store_n(&table->steered_netns[requested], 0, __ATOMIC_RELEASE);
+                /* not steered to until it listens (TCP) or is described (UDP) */
+                __atomic_store_n(&table->steered_netns[proto][requested], 0, __ATOMIC_RELEASE);
+                if (proto == PF_TCP)
                         __atomic_fetch_add(&unsteered_tcp_moves, 1, __ATOMIC_RELAXED);
-                }
                 __atomic_store_n(&table->target_of[proto][requested], real, __ATOMIC_RELEASE);
                 set_bit(table->moved_from[proto], requested);
                 __atomic_store_n(&table->any_local, 1, __ATOMIC_RELEASE);
@@ -369,14 +369,14 @@ uint16_t shim_moves_listening_from(int listener)
         return l ? l->local_requested : 0;
 }
 
-void shim_moves_steered(int listener, uint16_t requested, uint32_t netns)
+void shim_moves_steered(int fd, enum pf_proto proto, uint16_t requested, uint32_t netns)
 {
-        struct fd_move *l = fd_move_of(listener);
+        struct fd_move *l = fd_move_of(fd);
 
         if (!table)
                 return;
-        __atomic_store_n(&table->steered_netns[requested], netns, __ATOMIC_RELEASE);
-        if (l && !l->steered) {         /* filled for this listener by shim_moves_listening_from() */
+        __atomic_store_n(&table->steered_netns[proto][requested], netns, __ATOMIC_RELEASE);
+        if (proto == PF_TCP && l && !l->steered) {      /* filled by shim_moves_listening_from() */
                 l->steered = 1;
                 __atomic_fetch_sub(&unsteered_tcp_moves, 1, __ATOMIC_RELAXED);
         }
@@ -384,9 +384,22 @@ void shim_moves_steered(int listener, uint16_t requested, uint32_t netns)
 
 bool shim_moves_steered_here(uint16_t port)
 {
-        uint32_t steered = table ? __atomic_load_n(&table->steered_netns[port], __ATOMIC_ACQUIRE) : 0;
+        uint32_t here = 0;
 
-        return steered && !test_bit(table->moved_from[PF_UDP], port) && steered == shim_steer_netns();
+        if (!table)
+                return false;
+        for (int proto = 0; proto < PF_PROTO_COUNT; proto++) {
+                uint32_t steered;
+
+                if (!test_bit(table->moved_from[proto], port))
+                        continue;
+                steered = __atomic_load_n(&table->steered_netns[proto][port], __ATOMIC_ACQUIRE);
+                if (!here)
+                        here = shim_steer_netns();
+                if (!steered || steered != here)
+                        return false;
+        }
+        return here != 0;
 }
 
 bool shim_moves_any_from(uint16_t port)

@@ -436,8 +436,19 @@ static bool is_loopback(const struct pf_addr *addr)
         return addr->family == PF_IPV4 ? ntohl(addr->v4.s_addr) >> 24 == 127 : IN6_IS_ADDR_LOOPBACK(&addr->v6);
 }
 
-/* A server moved on an address others can reach: once per process, what
- * the shim cannot do for them (a TCP server steered to needs nothing). */
+/* A UDP socket this process moved, under 'portfence run' as root: its
+ * datagrams are steered to it from now on. */
+static bool steer_datagrams(int fd, uint16_t requested, uint16_t target)
+{
+        if (!shim_steer_active() || !shim_steer_datagrams(fd, requested, target))
+                return false;
+        shim_moves_steered(fd, PF_UDP, requested, shim_steer_netns());
+        return true;
+}
+
+/* A server moved on an address others can reach and not steered to: once
+ * per process, what the shim cannot do for its clients. (A TCP server under
+ * steering is steered to when it listens.) */
 static void say_unfollowed_clients(enum pf_proto proto)
 {
         static int said;
@@ -446,8 +457,8 @@ static void say_unfollowed_clients(enum pf_proto proto)
             __atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
                 return;
         if (shim_steer_active())
-                shim_log_text(PF_LEVEL_WARN, "a UDP server moved on an address other hosts can reach: only "
-                              "TCP is steered; UDP clients on other hosts, in other network namespaces and "
+                shim_log_text(PF_LEVEL_WARN, "a UDP server moved on an address other hosts can reach could not "
+                              "be steered to: UDP clients on other hosts, in other network namespaces and "
                               "programs started without portfence send to the port it asked for. Reserve "
                               "that port ('portfence export sysctl') or refuse it");
         else
@@ -490,7 +501,8 @@ static int bind_decided(const struct pf_policy *p, int fd, const struct sockaddr
                 if (r == 0)
                         shim_moves_record(fd, 0, SHIM_MOVE_LOCAL, req->query.proto, req->port, v.target);
                 log_decision("bind", req, addr, &v, r < 0 ? errno : 0, PF_LEVEL_INFO);
-                if (r == 0 && !is_loopback(&req->query.addr))
+                if (r == 0 && !(req->query.proto == PF_UDP && steer_datagrams(fd, req->port, v.target)) &&
+                    !is_loopback(&req->query.addr))
                         say_unfollowed_clients(req->query.proto);
                 break;
         default:        /* PF_LOG */
@@ -754,7 +766,7 @@ static void steer_if_moved(int fd)
         int saved = errno;
 
         if (requested && socket_proto(fd, &proto) && proto == PF_TCP && shim_steer_listener(fd, requested))
-                shim_moves_steered(fd, requested, shim_steer_netns());
+                shim_moves_steered(fd, PF_TCP, requested, shim_steer_netns());
         errno = saved;
 }
 

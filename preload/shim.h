@@ -89,19 +89,22 @@ enum shim_bind_place shim_moves_bind_place(enum pf_proto proto, const struct pf_
                                            uint16_t *held);
 /* The port a listener of this process was moved from (0: not moved). */
 uint16_t shim_moves_listening_from(int listener);
-/* A TCP listener moved from requested is steered to in the network
- * namespace netns (steer.c): its connections come addressed to requested,
- * and are not recorded when accepted. A new move from requested ends that. */
-void shim_moves_steered(int listener, uint16_t requested, uint32_t netns);
-/* Is the TCP server moved from port steered to in this process's network
- * namespace, so that a client connects as it asked (and no UDP server was
- * moved from it, which only a redirect reaches)? */
+/* A server moved from requested (fd: a TCP listener, a UDP socket) is
+ * steered to in the network namespace netns (steer.c): its connections and
+ * datagrams come addressed to requested, and accepted ones are not
+ * recorded. A new move from requested ends that. */
+void shim_moves_steered(int fd, enum pf_proto proto, uint16_t requested, uint32_t netns);
+/* Is every server moved from port (TCP, UDP) steered to in this process's
+ * network namespace, so that a client connects or sends as it asked, of
+ * either protocol, before it is asked which one it speaks? */
 bool shim_moves_steered_here(uint16_t port);
 
 /* Steering under 'portfence run' as root (steer.c): read PORTFENCE_STEER at
  * load; is there steering; this process's network namespace; put a moved
- * TCP listener in the steering map under the port it asked for. */
+ * TCP listener in the steering map under the port it asked for; describe a
+ * moved UDP socket to the programs that steer datagrams. */
 void shim_steer_open(void);
 bool shim_steer_active(void);
 uint32_t shim_steer_netns(void);
 bool shim_steer_listener(int fd, uint16_t requested);
+bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target);

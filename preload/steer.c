@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering under 'portfence run' as root. run attaches a BPF sk_lookup
- * program to its network namespace and hands the command the program's
- * SOCKHASH and its set of steered ports as inherited descriptors, named in
- * PORTFENCE_STEER ("FD:ID:FD:ID").
+ * program to its network namespace and tc programs to its interfaces, and
+ * hands the command their maps as inherited descriptors, named in
+ * PORTFENCE_STEER ("FD:ID" for each of enum pf_run_map, joined by ':').
  * A TCP listener the shim moved goes into that map when it listens, keyed
  * by the port it asked for, its family and its address (bpf/steer.bpf.h
  * looks them up): every new connection to that port then reaches it, from
  * other hosts and namespaces and from programs the shim does not run, and
  * local clients connect as they asked, with no redirect. The map drops a
- * socket when it closes. Without the variable (not root, a kernel that
+ * socket when it closes. A UDP socket the shim moved is described when it
+ * binds (its storage: the ports; the port it asked for -> where it is): the
+ * tc programs deliver datagrams to that port to it, and its answers leave
+ * from that port (bpf/steer.bpf.h). Without the variable (not root, a kernel that
  * cannot), nothing here runs. */
 #include <errno.h>
 #include <linux/bpf.h>
@@ -24,13 +27,17 @@
 #include "portfence-api.bpf.h"
 #include "shim.h"
 
+enum { STEER, PORTS, SOCKS, UDP_TARGETS, MAPS };  /* enum pf_run_map's order */
+
+static const uint32_t map_types[MAPS] = {
+        BPF_MAP_TYPE_SOCKHASH, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SK_STORAGE, BPF_MAP_TYPE_HASH,
+};
+
 static struct {
-        int fd;                 /* the socket map; -1: no steering */
-        int ports_fd;           /* the ports steered from (PF_BPF_STEERED_PORTS) */
-        uint32_t map_id;        /* the maps run made: the descriptors are checked against them */
-        uint32_t ports_id;
+        int fd[MAPS];           /* -1: no steering */
+        uint32_t id[MAPS];      /* the maps run made: the descriptors are checked against them */
         uint32_t netns;         /* the inode of this process's network namespace, read once */
-} steering = { .fd = -1, .ports_fd = -1 };
+} steering = { .fd = { -1, -1, -1, -1 } };
 
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
@@ -44,25 +51,28 @@ static bool steering_maps_are_ours(void);
 void shim_steer_open(void)
 {
         const char *value = secure_getenv("PORTFENCE_STEER");
-        int fd, ports_fd, saved = errno;
-        unsigned id, ports_id;
+        int fd[MAPS], saved = errno;
+        unsigned id[MAPS];
         char end;
 
-        if (!value || sscanf(value, "%d:%u:%d:%u%c", &fd, &id, &ports_fd, &ports_id, &end) != 4 || fd < 3 ||
-            ports_fd < 3)
+        if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2], &id[2],
+                             &fd[3], &id[3], &end) != 2 * MAPS)
                 return;
-        steering.fd = fd;
-        steering.map_id = id;
-        steering.ports_fd = ports_fd;
-        steering.ports_id = ports_id;
+        for (int i = 0; i < MAPS; i++) {
+                if (fd[i] < 3)
+                        return;
+                steering.fd[i] = fd[i];
+                steering.id[i] = id[i];
+        }
         if (!steering_maps_are_ours())
-                steering.fd = steering.ports_fd = -1;
+                for (int i = 0; i < MAPS; i++)
+                        steering.fd[i] = -1;
         errno = saved;
 }
 
 bool shim_steer_active(void)
 {
-        return steering.fd >= 0;
+        return steering.fd[STEER] >= 0;
 }
 
 uint32_t shim_steer_netns(void)
@@ -94,8 +104,10 @@ static bool map_is(int fd, uint32_t id, uint32_t type)
 
 static bool steering_maps_are_ours(void)
 {
-        return map_is(steering.fd, steering.map_id, BPF_MAP_TYPE_SOCKHASH) &&
-               map_is(steering.ports_fd, steering.ports_id, BPF_MAP_TYPE_HASH);
+        for (int i = 0; i < MAPS; i++)
+                if (!map_is(steering.fd[i], steering.id[i], map_types[i]))
+                        return false;
+        return true;
 }
 
 static int map_update(int fd, const void *key, const void *value, uint64_t flags)
@@ -114,7 +126,7 @@ static int map_update(int fd, const void *key, const void *value, uint64_t flags
 static bool insert_listener(struct pf_bpf_steer_key *key, uint64_t socket)
 {
         for (key->slot = 0; key->slot < PF_BPF_STEER_SLOTS; key->slot++)
-                if (map_update(steering.fd, key, &socket, BPF_NOEXIST) == 0)
+                if (map_update(steering.fd[STEER], key, &socket, BPF_NOEXIST) == 0)
                         return true;
         return false;
 }
@@ -149,7 +161,24 @@ bool shim_steer_listener(int fd, uint16_t requested)
 
         /* The port first: a lookup never skips a listener in the map. */
         steered = listener_key(fd, requested, &key) && steering_maps_are_ours() &&
-                  map_update(steering.ports_fd, &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
+                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
+        errno = saved;
+        return steered;
+}
+
+bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
+{
+        struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
+        uint32_t port = requested;
+        uint8_t one = 1;
+        int saved = errno;
+        bool steered;
+
+        /* The socket and its port before the gate: a datagram let through
+         * it always finds them. */
+        steered = steering_maps_are_ours() && map_update(steering.fd[SOCKS], &fd, &moved, BPF_ANY) == 0 &&
+                  map_update(steering.fd[UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
+                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0;
         errno = saved;
         return steered;
 }

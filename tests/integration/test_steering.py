@@ -22,6 +22,7 @@ from pftest import (main, BUILD, TIMEOUT, Cgroup, PolicyTest, base_env, cgroup_s
                     port_listening, portfence, write_policy)
 
 HOST4, PEER4, HOST6, PEER6 = "10.251.0.1", "10.251.0.2", "fd00:251::1", "fd00:251::2"
+FAR_HOST4, FAR4 = "10.252.0.1", "10.252.0.2"   # a host routed to through this one
 SERVICE = "10.96.0.10"          # a virtual IP, DNAT'ed to the fenced host as a Service's is
 PORT, TARGET = 40000, 7040
 
@@ -83,12 +84,44 @@ for _ in range(int(sys.argv[2])):
     print("got", a.recv(2).decode(), "on", a.getsockname()[1], flush=True)
     a.sendall(b"ok"); a.close()
 """
+# A UDP server: it answers N datagrams and says, for each, the port its
+# socket reports and what the client sent.
+UDP_SERVER = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+for _ in range(int(sys.argv[3])):
+    data, peer = s.recvfrom(16)
+    print("got", data.decode(), "on", s.getsockname()[1], flush=True)
+    s.sendto(b"ok", peer)
+"""
+# A connected UDP client, which takes answers from the port it sent to only:
+# the port it reports, and the server's answer.
+UDP_CLIENT = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+c = socket.socket(family, socket.SOCK_DGRAM); c.settimeout(5)
+c.connect((sys.argv[1], int(sys.argv[2])))
+c.send(b"hi"); print("peer", c.getpeername()[1], c.recv(2).decode())
+"""
 # A client: the port its connection reports, and the server's answer.
 CLIENT = """
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
 c.sendall(b"hi"); print("peer", c.getpeername()[1], c.recv(2).decode())
 """
+
+
+def port_bound_udp(port):
+    """Is a UDP socket of this namespace bound at port?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
 
 
 def setup_skip_reason():
@@ -104,30 +137,37 @@ def setup_skip_reason():
 
 
 class Peer:
-    """Another host: a network namespace joined to this one by a veth pair."""
+    """Another host: a network namespace joined to this one by a veth pair
+    (pfs0 here, pfs1 there). A second one (index 1: pfs2, pfs3) sits on
+    another subnet, reached from the first through this host."""
 
-    def __init__(self):
+    def __init__(self, index=0):
+        here, there = f"pfs{2 * index}", f"pfs{2 * index + 1}"
+        self.host4, self.address4 = (HOST4, PEER4) if index == 0 else (FAR_HOST4, FAR4)
         self.holder = subprocess.Popen(["unshare", "-n", "sleep", "600"])
         self.pid = self.holder.pid
+        self.link = here
         for _ in range(100):
             if os.readlink(f"/proc/{self.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
                 break
             time.sleep(0.01)
         self.sh(f"""
-            ip link add pfs0 type veth peer name pfs1 netns {self.pid}
-            sysctl -qw net.ipv6.conf.pfs0.accept_dad=0
-            ip addr add {HOST4}/24 dev pfs0
-            ip -6 addr add {HOST6}/64 dev pfs0 nodad
-            ip link set pfs0 up
+            ip link add {here} type veth peer name {there} netns {self.pid}
+            sysctl -qw net.ipv6.conf.{here}.accept_dad=0
+            ip addr add {self.host4}/24 dev {here}
+            ip link set {here} up
         """)
+        if index == 0:
+            self.sh(f"ip -6 addr add {HOST6}/64 dev {here} nodad")
         self.sh(f"""
             ip link set lo up
-            sysctl -qw net.ipv6.conf.pfs1.accept_dad=0
-            ip addr add {PEER4}/24 dev pfs1
-            ip -6 addr add {PEER6}/64 dev pfs1 nodad
-            ip link set pfs1 up
-            ip route add {SERVICE}/32 via {HOST4}
+            sysctl -qw net.ipv6.conf.{there}.accept_dad=0
+            ip addr add {self.address4}/24 dev {there}
+            ip link set {there} up
+            ip route add default via {self.host4}
         """, inside=True)
+        if index == 0:
+            self.sh(f"ip -6 addr add {PEER6}/64 dev {there} nodad", inside=True)
 
     def sh(self, script, inside=False):
         cmd = (["nsenter", "-t", str(self.pid), "-n"] if inside else []) + ["sh", "-euc", textwrap.dedent(script)]
@@ -143,7 +183,7 @@ class Peer:
     def cleanup(self):
         self.holder.kill()
         self.holder.wait()
-        subprocess.run(["ip", "link", "del", "pfs0"], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
 
 
 class SteeringCases:
@@ -223,6 +263,76 @@ class SteeringCases:
         lines, _ = server.finish("")
         self.assertEqual(lines[1:], [f"got hi on {PORT + 1}"] * 2)
 
+    def local_udp_client(self, port, host="127.0.0.1"):
+        return subprocess.run([sys.executable, "-c", UDP_CLIENT, host, str(port)],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+
+    def test_udp_clients_on_another_host_reach_a_moved_server(self):
+        """UDP over IPv4 and IPv6, to a dual-stack server, and from local
+        processes nobody runs or fences: each datagram reaches it, and its
+        answers come from the port the client sent to (a connected client
+        takes no other)."""
+        server = self.serve_code(UDP_SERVER, "::", PORT + 13, 4)
+        self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 13)), PORT + 13)
+        self.assert_reached(self.peer.python(UDP_CLIENT, HOST6, str(PORT + 13)), PORT + 13)
+        self.assert_reached(self.local_udp_client(PORT + 13), PORT + 13)
+        self.assert_reached(self.local_udp_client(PORT + 13, "::1"), PORT + 13)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], [f"got hi on {PORT + 13}"] * 4)
+
+    def test_a_udp_client_holding_the_port_keeps_its_flow(self):
+        """A connected UDP client of this host sits on the port, talking to
+        the other host: a server binds the port, is moved and steered, and
+        the client's datagrams still come back to it."""
+        far = subprocess.Popen(["nsenter", "-t", str(self.peer.pid), "-n", sys.executable, "-c", textwrap.dedent("""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9000))
+            print("ready", flush=True)
+            for _ in range(2):
+                data, peer = s.recvfrom(5); s.sendto(data, peer)
+        """)], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(far.kill)
+        self.assertEqual(far.stdout.readline(), "ready\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind((HOST4, PORT + 14))
+            client.settimeout(10)
+            client.connect((PEER4, 9000))
+            client.send(b"first")
+            self.assertEqual(client.recv(5), b"first")
+            server = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 14, 1)
+            self.assertTrue(port_bound_udp(TARGET + 14))
+            client.send(b"again")
+            self.assertEqual(client.recv(5), b"again")
+            self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 14)), PORT + 14)
+            server.finish("")
+
+    def test_a_udp_client_under_the_enforcer_sends_as_asked(self):
+        """Where the server is steered to, a client the enforcer runs sends
+        to the port it asked for (a redirected one would be connected to
+        the port the server holds, and drop answers from the other)."""
+        server = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 15, 2)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 15), PORT + 15)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, HOST4, PORT + 15), PORT + 15)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], [f"got hi on {PORT + 15}"] * 2)
+
+    def test_datagrams_routed_through_this_host_pass_by(self):
+        """A datagram from one host to another, routed through this one, to
+        the port a server here was moved from, is forwarded, not taken."""
+        far = Peer(1)
+        self.addCleanup(far.cleanup)
+        forwarding = subprocess.run(["sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True).stdout
+        subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        self.addCleanup(subprocess.run, ["sysctl", "-qw", f"net.ipv4.ip_forward={forwarding.strip()}"])
+        receiver = subprocess.Popen(["nsenter", "-t", str(far.pid), "-n", sys.executable, "-c", UDP_SERVER,
+                                     "0.0.0.0", str(PORT + 16), "1"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(receiver.kill)
+        self.assertEqual(receiver.stdout.readline(), "ready\n")
+        server = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 16, 1)
+        self.assert_reached(self.peer.python(UDP_CLIENT, FAR4, str(PORT + 16)), PORT + 16)
+        self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 16)), PORT + 16)
+        server.finish("")
+
     def test_a_loopback_server_is_not_reached_from_another_host(self):
         server = self.serve("127.0.0.1", PORT + 2, 1)
         far = self.peer.python(CLIENT, HOST4, str(PORT + 2))
@@ -283,14 +393,23 @@ class Steering(SteeringCases, PolicyTest):
             self.assertEqual(r.returncode, 0, r.stderr)
         return self.start([sys.executable, "-c", code, *map(str, args)], ready="ready", preexec_fn=self.cgroup.enter)
 
+    def enforced_client(self, code, *args):
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], preexec_fn=self.cgroup.enter,
+                              capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+
     def test_steering_ends_with_the_fence(self):
         server = self.serve("0.0.0.0", PORT + 4, 1)
+        datagrams = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 4, 1)
         r = portfence("cgroup", "detach", self.cgroup.path)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(port_listening(TARGET + 4))
+        self.assertTrue(port_bound_udp(TARGET + 4))
         far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
         self.assertIn("ConnectionRefusedError", far.stderr)
+        far = self.peer.python(UDP_CLIENT, HOST4, str(PORT + 4))
+        self.assertIn("ConnectionRefusedError", far.stderr)
         server.stop()
+        datagrams.stop()
 
 
 def steering_links():
@@ -301,6 +420,24 @@ def steering_links():
             if link.get("attach_type") == "sk_lookup" and link.get("netns_ino") == here]
 
 
+def held_links(pid, link_type):
+    """The ids of the BPF links of link_type a process holds (fdinfo)."""
+    ids = []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        if info.get("link_type") == link_type:
+            ids.append(info["link_id"])
+    return ids
+
+
+def link_exists(link_id):
+    return subprocess.run(["bpftool", "link", "show", "id", link_id], capture_output=True).returncode == 0
+
+
 class RunSteering(SteeringCases, PolicyTest):
     """'portfence run' as root: steered in the namespace it started in, while
     the command (or a child of it) runs."""
@@ -309,6 +446,10 @@ class RunSteering(SteeringCases, PolicyTest):
     def serve_code(self, code, *args, policy=None):
         return self.start([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c",
                            code, *map(str, args)], ready="ready")
+
+    def enforced_client(self, code, *args):
+        return subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c", code,
+                               *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace")
     def test_a_wrapped_client_connects_as_asked(self):
@@ -365,6 +506,50 @@ class RunSteering(SteeringCases, PolicyTest):
         far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
         self.assertIn("ConnectionRefusedError", far.stderr)
 
+    @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
+    def test_datagram_steering_ends_with_the_command(self):
+        """The tc links (one per interface and direction: lo, pfs0) go with
+        the command too, and a UDP socket bound at the port the killed
+        server held is not taken for it."""
+        server = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 17, 1)
+        links = held_links(server.proc.pid, "tcx")
+        self.assertEqual(len(links), 4, links)
+        server.proc.kill()
+        server.proc.wait()
+        for _ in range(100):
+            if not any(map(link_exists, links)):
+                break
+            time.sleep(0.05)
+        self.assertEqual([link for link in links if link_exists(link)], [])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("0.0.0.0", TARGET + 17))
+            stranger.settimeout(0.5)
+            far = self.peer.python(UDP_CLIENT, HOST4, str(PORT + 17))
+            self.assertIn("ConnectionRefusedError", far.stderr)
+            self.assertRaises(socket.timeout, stranger.recv, 2)
+
+    def test_a_closed_udp_server_leaves_nothing_to_its_port(self):
+        """The command lives on, its moved UDP socket closed: another
+        socket bound where it was is not given its datagrams."""
+        server = self.start([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c", textwrap.dedent(f"""
+            import socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {PORT + 18}))
+            print("ready", flush=True)
+            sys.stdin.readline(); s.close()
+            print("closed", flush=True)
+            sys.stdin.readline()
+        """)], ready="ready")
+        server.proc.stdin.write("\n")
+        server.proc.stdin.flush()
+        self.assertEqual(server.proc.stdout.readline(), "closed\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("0.0.0.0", TARGET + 18))
+            stranger.settimeout(0.5)
+            far = self.peer.python(UDP_CLIENT, HOST4, str(PORT + 18))
+            self.assertIn("ConnectionRefusedError", far.stderr)
+            self.assertRaises(socket.timeout, stranger.recv, 2)
+        server.finish()
+
     def test_a_program_that_lost_the_map_is_not_steered_and_hears_it(self):
         """A daemon that closes the descriptors it inherited, then execs: its
         moved TCP server is not steered, and says who cannot follow it."""
@@ -379,19 +564,17 @@ class RunSteering(SteeringCases, PolicyTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("only clients portfence runs or fences follow it", r.stderr)
 
-    def test_a_moved_udp_server_hears_that_it_is_not_steered(self):
-        """Only TCP is steered: a UDP server moved on an address others can
-        reach is told so, a TCP one is not told anything."""
+    def test_moved_servers_under_steering_hear_nothing(self):
+        """TCP and UDP are both steered: neither server is told that clients
+        will not follow it."""
         r = subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c",
                             "import socket\n"
                             f"socket.socket().bind(('0.0.0.0', {PORT + 7}))\n"
                             f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('0.0.0.0', {PORT + 8}))\n"],
                            capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stderr.count("a UDP server moved on an address other hosts can reach: only TCP "
-                                        "is steered"), 1, r.stderr)
-        self.assertNotIn("only clients portfence runs or fences follow it", r.stderr)
-
+        self.assertNotIn("steered", r.stderr)
+        self.assertNotIn("follow", r.stderr)
 
 if __name__ == "__main__":
     main()
