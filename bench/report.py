@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 POLICY = """version = 1;
@@ -172,6 +173,81 @@ class Bench:
         pin = f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{program}"
         return self.ns_per_run_of(lambda: self.pinned_stats(pin, "link"), cgroup, loop, port, n)
 
+    def in_cgroup(self, cgroup, code, *args, **kw):
+        def enter():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], preexec_fn=enter, **kw)
+
+    def wire_rows(self, cgroup, n, floor):
+        """The fence's tc programs on loopback (its UDP steering): what every
+        packet pays with no UDP server moved, with one moved, and what a
+        steered datagram and a moved server's answer pay."""
+        pins = {name: f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{name}-1" for name in ("udp_in", "udp_out")}
+        stats = {name: (lambda pin=pin: self.pinned_stats(pin, "link")) for name, pin in pins.items()}
+
+        def row(path, ns, target):
+            above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
+            self.row(path, f"{ns:.0f} ns{above}", f"<= {target} ns", ns <= target)
+
+        def per_packet(name, traffic):
+            t0, c0 = stats[name]()
+            traffic()
+            t1, c1 = stats[name]()
+            return (t1 - t0) / (c1 - c0) if c1 > c0 else float("nan")
+
+        for name in ("udp_in", "udp_out"):
+            ns = self.ns_per_run_of(stats[name], cgroup, CONNECT_MOVED, 20003, n // 4)
+            row(f"tc {name} per packet, no UDP server moved (TCP connects on loopback)", ns, 80)
+        # A moved UDP server (20005 -> 7305) that reads, and sends count
+        # datagrams to a sink when told.
+        count = n
+        server = self.in_cgroup(cgroup, textwrap.dedent("""
+            import socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 20005))
+            print("ready", flush=True)
+            for line in sys.stdin:
+                if line.strip() == "send":
+                    sink = int(sys.stdin.readline())
+                    for _ in range(int(sys.argv[1])):
+                        s.sendto(b"x", ("127.0.0.1", sink))
+                    print("sent", flush=True)
+                else:
+                    s.settimeout(0.2)
+                    try:
+                        while True:
+                            s.recv(16)
+                    except OSError:
+                        print("drained", flush=True)
+        """), count, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            server.stdout.readline()
+            ns = self.ns_per_run_of(stats["udp_in"], cgroup, CONNECT_MOVED, 20003, n // 4)
+            row("tc udp_in per packet, a UDP server moved (TCP connects on loopback)", ns, 120)
+
+            def datagrams_to_the_moved_port():
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                    for _ in range(count):
+                        c.sendto(b"x", ("127.0.0.1", 20005))
+                server.stdin.write("drain\n")
+                server.stdin.flush()
+                server.stdout.readline()
+            ns = per_packet("udp_in", datagrams_to_the_moved_port)
+            row("tc udp_in per datagram steered to a moved server (unfenced sender)", ns, 700)
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+                sink.bind(("127.0.0.1", 0))
+
+                def answers_of_the_moved_server():
+                    server.stdin.write(f"send\n{sink.getsockname()[1]}\n")
+                    server.stdin.flush()
+                    server.stdout.readline()
+                ns = per_packet("udp_out", answers_of_the_moved_server)
+            row("tc udp_out per datagram a moved server sends (source port rewritten)", ns, 300)
+        finally:
+            server.kill()
+            server.wait()
+
     def empty_program_ns(self, n):
         """bpf_stats' figure for a bind4 program that does nothing: the floor
         under every kernel row (running and timing a program), None when the
@@ -232,6 +308,7 @@ class Bench:
                 above = f" ({ns - floor:.0f} above the floor)" if floor is not None else ""
                 self.row(path, f"{ns:.0f} ns{above}", f"<= {target} ns" if target else "-",
                          ns <= target if target else None)
+            self.wire_rows(cgroup, n, floor)
             self.unfence(cgroup)
             cgroup = None
             cgroup = self.fence(self.policies["unsteered"])

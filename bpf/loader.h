@@ -102,7 +102,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
  * close-on-exec): nothing is pinned, and steering ends when the last
  * process holding them exits. The shim is told the maps, in this order, as
  * PORTFENCE_STEER ("FD:ID" for each, joined by ':'). */
-enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_MAPS };
+enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
 struct pf_run_steering {
         int map_fd[PF_RUN_MAPS];
         uint32_t map_id[PF_RUN_MAPS];   /* the shim checks the descriptors name these maps */

@@ -109,11 +109,14 @@ struct pf_bpf_rule {
  * events', 'cgroup learn'): without one, none is written (a reader skips
  * what came before it anyway), and the counters alone tell what was
  * decided. live[2] counts the fence's sockets in the host's registry of
- * moves (moved[]), at most PF_BPF_MOVES_PER_FENCE. */
+ * moves (moved[]), at most PF_BPF_MOVES_PER_FENCE; live[3] those of them
+ * that are UDP sockets its tc programs steer to: with none, those programs
+ * end after one read, whatever the packet. */
 #define PF_BPF_LIVE_GENERATION 0
 #define PF_BPF_LIVE_READER 1
 #define PF_BPF_LIVE_MOVES 2
-#define PF_BPF_LIVE_WORDS 3
+#define PF_BPF_LIVE_DATAGRAMS 3
+#define PF_BPF_LIVE_WORDS 4
 #define PF_BPF_LIVE_INERT 2     /* in live[0]: the attach has not committed */
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
 
@@ -258,7 +261,8 @@ struct pf_bpf_sock {
         __u8 narrowed;          /* IP_LOCAL_PORT_RANGE set: a port-0 bind is the program's choice */
         __u8 check_chosen;      /* a port-0 bind of a narrowed socket in flight */
         __u8 counted;           /* counted in the mover's live[PF_BPF_LIVE_MOVES] */
-        __u8 pad[3];
+        __u8 steered;           /* UDP: counted in its mover's live[PF_BPF_LIVE_DATAGRAMS] */
+        __u8 pad[2];
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */
         __u64 mover;            /* the fence that moved it (its id), which registers it */
         struct pf_bpf_moved_key key;

@@ -711,6 +711,14 @@ static __always_inline __u32 *fence_moves(void)
         return bpf_map_lookup_elem(&live, &which);
 }
 
+/* The count of UDP sockets this fence's tc programs steer to. */
+static __always_inline __u32 *fence_datagrams(void)
+{
+        __u32 which = PF_BPF_LIVE_DATAGRAMS;
+
+        return bpf_map_lookup_elem(&live, &which);
+}
+
 static __always_inline void count_host_move(__s32 change)
 {
         __s32 *count = host_moves();
@@ -773,6 +781,14 @@ registered:
         if (moves) {
                 __sync_fetch_and_add(moves, 1);
                 sk->counted = 1;
+        }
+        if (first.steered) {
+                __u32 *datagrams = fence_datagrams();
+
+                if (datagrams) {
+                        __sync_fetch_and_add(datagrams, 1);
+                        sk->steered = 1;
+                }
         }
         return 0;
 }
@@ -922,6 +938,13 @@ int pf_sock_release(struct bpf_sock *ctx)
                 return ALLOW_CALL;      /* not moved itself: an accepted connection */
         if (sk->counted)
                 uncount_move(sk);
+        if (sk->steered) {
+                __u32 *datagrams = fence_datagrams();
+
+                if (datagrams && *datagrams > 0)
+                        __sync_fetch_and_add(datagrams, -1);
+                sk->steered = 0;
+        }
         if (!sk->registered)
                 return ALLOW_CALL;
         m = bpf_map_lookup_elem(&moved, &sk->key);
@@ -1011,6 +1034,14 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
         return SK_PASS;
 }
 
+/* Has this fence a UDP socket to steer to? Most packets end here. */
+static __always_inline bool steers_datagrams(void)
+{
+        __u32 *datagrams = fence_datagrams();
+
+        return datagrams && *datagrams > 0;
+}
+
 /* A datagram to a port a UDP server of this host was moved from, arriving
  * at an interface of the namespace the fence steers: to that server, if
  * this fence moved it (steer.bpf.h). */
@@ -1024,6 +1055,8 @@ int pf_udp_in(struct __sk_buff *skb)
         struct datagram d;
         __u64 *netns;
 
+        if (!steers_datagrams())
+                return TCX_NEXT;
         key.port = steered_destination(skb, &d, &steered_ports);
         if (!key.port)
                 return TCX_NEXT;
@@ -1043,10 +1076,13 @@ int pf_udp_in(struct __sk_buff *skb)
 SEC("tc")
 int pf_udp_out(struct __sk_buff *skb)
 {
-        struct pf_bpf_sock *moved = moved_sender(skb, &socks);
         struct pf_bpf_settings *s;
+        struct pf_bpf_sock *moved;
         __u32 generation;
 
+        if (!steers_datagrams())
+                return TCX_NEXT;
+        moved = moved_sender(skb, &socks);
         if (!moved)
                 return TCX_NEXT;
         s = get_settings(&generation);

@@ -32,6 +32,22 @@ struct {
         __type(value, struct pf_bpf_sock);
 } run_socks SEC(".maps");
 
+/* [0]: 1 once the shim described a UDP socket; until then the tc programs
+ * end after this one read, whatever the packet. */
+struct {
+        __uint(type, BPF_MAP_TYPE_ARRAY);
+        __uint(max_entries, 1);
+        __type(key, __u32);
+        __type(value, __u32);
+} run_datagrams SEC(".maps");
+
+static __always_inline bool steers_datagrams(void)
+{
+        __u32 zero = 0, *any = bpf_map_lookup_elem(&run_datagrams, &zero);
+
+        return any && *any;
+}
+
 /* The port a UDP server asked for -> the one it holds. */
 struct {
         __uint(type, BPF_MAP_TYPE_HASH);
@@ -55,9 +71,13 @@ SEC("tc")
 int pf_run_udp_in(struct __sk_buff *skb)
 {
         struct datagram d;
-        __u32 port = steered_destination(skb, &d, &run_steered_ports);
-        __u16 *target = port ? bpf_map_lookup_elem(&run_udp_targets, &port) : NULL;
+        __u16 *target;
+        __u32 port;
 
+        if (!steers_datagrams())
+                return TCX_NEXT;
+        port = steered_destination(skb, &d, &run_steered_ports);
+        target = port ? bpf_map_lookup_elem(&run_udp_targets, &port) : NULL;
         if (target)
                 steer_datagram(skb, &d, (__u16)port, *target, &run_socks);
         return TCX_NEXT;
@@ -66,7 +86,7 @@ int pf_run_udp_in(struct __sk_buff *skb)
 SEC("tc")
 int pf_run_udp_out(struct __sk_buff *skb)
 {
-        struct pf_bpf_sock *moved = moved_sender(skb, &run_socks);
+        struct pf_bpf_sock *moved = steers_datagrams() ? moved_sender(skb, &run_socks) : NULL;
 
         if (moved)
                 unmove_source(skb, moved);

@@ -83,13 +83,14 @@ int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
         struct run_steer_bpf *skel;
         int r;
 
-        *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1 } };
+        *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1, -1 } };
         skel = run_steer_bpf__open_and_load();
         if (!skel)
                 return pf_bpf_fail(-errno, why, "cannot load the steering program: %s", strerror(errno));
         const struct bpf_map *maps[PF_RUN_MAPS] = {
                 [PF_RUN_STEER] = skel->maps.run_steer, [PF_RUN_PORTS] = skel->maps.run_steered_ports,
                 [PF_RUN_SOCKS] = skel->maps.run_socks, [PF_RUN_UDP_TARGETS] = skel->maps.run_udp_targets,
+                [PF_RUN_DATAGRAMS] = skel->maps.run_datagrams,
         };
         r = attach_lookup(skel, out, why);
         if (r == 0)

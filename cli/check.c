@@ -105,14 +105,15 @@ static void note_unfollowed_clients(const struct pf_policy *policy)
         bool moves = pf_policy_moves_servers(policy);
 
         if (moves && pf_policy_steer(policy))
-                pf_note("check", "a cgroup fence steers every new TCP connection to a moved server's port to "
-                        "it, in the network namespace the fence was attached from (other hosts, published "
-                        "container ports, Services, unfenced programs); 'portfence run' as root does the same "
-                        "in the namespace it starts in. Otherwise a moved server is reached "
-                        "at the port it asked for only by clients portfence runs or fences: UDP clients "
-                        "elsewhere, and every client the shim does not run of a server the shim moved, "
-                        "connect to that port and are refused. Where that matters, fence the server's "
-                        "cgroup, reserve its port ('portfence export sysctl') or refuse it");
+                pf_note("check", "a cgroup fence steers every new TCP connection and UDP datagram to a moved "
+                        "server's port to it, in the network namespace the fence was attached from (other "
+                        "hosts, published container ports, Services, unfenced programs); 'portfence run' as "
+                        "root does the same in the namespace it starts in. Otherwise a moved server is "
+                        "reached at the port it asked for only by clients portfence runs or fences: every "
+                        "client the shim does not run of a server an unprivileged 'run' moved, and UDP "
+                        "clients behind a DNAT inside the server's own namespace, send to that port and are "
+                        "refused. Where that matters, fence the server's cgroup, reserve its port "
+                        "('portfence export sysctl') or refuse it");
         else if (moves)
                 pf_note("check", "steer = false: a moved server is reached at the port it asked for only by "
                         "clients portfence runs or fences: clients on other hosts, in other network "

@@ -27,17 +27,17 @@
 #include "portfence-api.bpf.h"
 #include "shim.h"
 
-enum { STEER, PORTS, SOCKS, UDP_TARGETS, MAPS };  /* enum pf_run_map's order */
+enum { STEER, PORTS, SOCKS, UDP_TARGETS, DATAGRAMS, MAPS };       /* enum pf_run_map's order */
 
 static const uint32_t map_types[MAPS] = {
-        BPF_MAP_TYPE_SOCKHASH, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SK_STORAGE, BPF_MAP_TYPE_HASH,
+        BPF_MAP_TYPE_SOCKHASH, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SK_STORAGE, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY,
 };
 
 static struct {
         int fd[MAPS];           /* -1: no steering */
         uint32_t id[MAPS];      /* the maps run made: the descriptors are checked against them */
         uint32_t netns;         /* the inode of this process's network namespace, read once */
-} steering = { .fd = { -1, -1, -1, -1 } };
+} steering = { .fd = { -1, -1, -1, -1, -1 } };
 
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
@@ -55,8 +55,8 @@ void shim_steer_open(void)
         unsigned id[MAPS];
         char end;
 
-        if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2], &id[2],
-                             &fd[3], &id[3], &end) != 2 * MAPS)
+        if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2],
+                             &id[2], &fd[3], &id[3], &fd[4], &id[4], &end) != 2 * MAPS)
                 return;
         for (int i = 0; i < MAPS; i++) {
                 if (fd[i] < 3)
@@ -169,16 +169,17 @@ bool shim_steer_listener(int fd, uint16_t requested)
 bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 {
         struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
-        uint32_t port = requested;
+        uint32_t port = requested, zero = 0, yes = 1;
         uint8_t one = 1;
         int saved = errno;
         bool steered;
 
-        /* The socket and its port before the gate: a datagram let through
-         * it always finds them. */
+        /* The socket and its port before the gates: a datagram let through
+         * them always finds them. */
         steered = steering_maps_are_ours() && map_update(steering.fd[SOCKS], &fd, &moved, BPF_ANY) == 0 &&
                   map_update(steering.fd[UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
-                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0;
+                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0 &&
+                  map_update(steering.fd[DATAGRAMS], &zero, &yes, BPF_ANY) == 0;
         errno = saved;
         return steered;
 }

@@ -39,15 +39,16 @@ OCI_STAGES = {"prestart", "createRuntime", "createContainer", "startContainer", 
 OCI_WHEN = {"always", "annotations", "commands", "hasBindMounts"}
 
 
-def listening_ports(pid):
-    """The local ports of pid's TCP listeners, from /proc (its own netns)."""
+def listening_ports(pid, proto="tcp"):
+    """The local ports of pid's TCP listeners (or bound UDP sockets), from
+    /proc (its own netns)."""
     ports = set()
-    for name in ("tcp", "tcp6"):
+    for name in (proto, proto + "6"):
         try:
             with open(f"/proc/{pid}/net/{name}") as f:
                 for line in f.readlines()[1:]:
                     fields = line.split()
-                    if fields[3] == "0A":
+                    if proto == "udp" or fields[3] == "0A":
                         ports.add(int(fields[1].split(":")[1], 16))
         except OSError:
             pass
@@ -728,6 +729,36 @@ class Containers(PolicyTest):
         self.assertEqual(lines[lines.index("ready") + 1:],
                          ["accept 0 0", "recv 2 0 hi", f"sockname 0 0 {address} 40000",
                           "accept 0 0", "recv 2 0 hi"], err)
+
+    def test_a_published_udp_port_reaches_a_moved_server(self):
+        """The same for UDP: datagrams to the published port and to the
+        container's address reach the moved server, and its answers come
+        back from the port they went to (connected clients take no other)."""
+        self.install_hook("portfence-always.json")
+        shutil.copy(SHIPPED, os.path.join(self.policies, "shipped.conf"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            host_port = s.getsockname()[1]
+        c = self.start(self.podman("/bin/probe", "udp4", "bind", "0.0.0.0", "40001", "sockname", "ready",
+                                   "echo", "echo", "wait", annotation="shipped", network="bridge",
+                                   options=["-i", "-p", f"127.0.0.1:{host_port}:40001/udp"]), ready="ready")
+        inspect = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
+                                  self.name], capture_output=True, text=True, timeout=60).stdout.split()
+        self.assertEqual(len(inspect), 2, "no container address")
+        pid, address = int(inspect[0]), inspect[1]
+        moved = listening_ports(pid, "udp")
+        self.assertEqual(len(moved), 1, moved)
+        self.assertNotIn(40001, moved)
+        for destination in (("127.0.0.1", host_port), (address, 40001)):
+            with self.subTest(destination=destination):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.settimeout(10)
+                    client.connect(destination)
+                    client.send(b"hi")
+                    self.assertEqual(client.recv(2), b"hi")
+        lines, err = c.finish()
+        self.assertIn("sockname 0 0 0.0.0.0 40001", lines, err)
+        self.assertEqual(len([line for line in lines if line.startswith("echo 2 0 ")]), 2, lines)
 
     def test_hook_reserves_server_ports_in_the_containers_namespace(self):
         """From its first instruction, a container's ip_local_reserved_ports
