@@ -738,9 +738,12 @@ static __always_inline void count_host_move(__s32 change)
 static __always_inline __u8 steers_datagrams_of(const struct pf_bpf_sock *sk, const struct pf_bpf_settings *s)
 {
         __u32 zero = 0;
-        __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
+        __u64 *netns;
 
-        return sk->proto == PF_BPF_UDP && s->steer && netns && *netns && *netns == sk->key.netns;
+        if (sk->proto != PF_BPF_UDP || !s->steer)
+                return 0;
+        netns = bpf_map_lookup_elem(&steer_netns, &zero);
+        return netns && *netns && *netns == sk->key.netns;
 }
 
 static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk,
@@ -754,12 +757,6 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
         sk->key.port = sk->asked;
         sk->key.proto = sk->proto;
         first.steered = steers_datagrams_of(sk, s);
-        if (first.steered) {            /* the port first: pf_udp_in() never skips the socket */
-                __u32 port = sk->asked;
-                __u8 one = 1;
-
-                bpf_map_update_elem(&steered_ports, &port, &one, BPF_ANY);
-        }
         m = bpf_map_lookup_elem(&moved, &sk->key);
         if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0)
                 goto registered;
@@ -1044,27 +1041,25 @@ static __always_inline bool steers_datagrams(void)
 
 /* A datagram to a port a UDP server of this host was moved from, arriving
  * at an interface of the namespace the fence steers: to that server, if
- * this fence moved it (steer.bpf.h). */
+ * this fence moved it (steer.bpf.h). Whether a UDP socket is steered is
+ * decided once, when it is moved (the policy's steer then): its clients
+ * were told so by the registry, and a reload does not take it back. */
 SEC("tc")
 int pf_udp_in(struct __sk_buff *skb)
 {
         struct pf_bpf_moved_key key = { .proto = PF_BPF_UDP };
-        __u32 zero = 0, generation;
-        struct pf_bpf_settings *s;
         struct pf_bpf_moved *m;
         struct datagram d;
+        __u32 zero = 0;
         __u64 *netns;
 
-        if (!steers_datagrams())
-                return TCX_NEXT;
-        key.port = steered_destination(skb, &d, &steered_ports);
-        if (!key.port)
+        if (!steers_datagrams() || !read_datagram(skb, &d))
                 return TCX_NEXT;
         netns = bpf_map_lookup_elem(&steer_netns, &zero);
-        s = get_settings(&generation);
-        if (!netns || !*netns || !s || !s->steer)
+        if (!netns || !*netns)
                 return TCX_NEXT;
         key.netns = *netns;
+        key.port = bpf_ntohs(d.dest);
         m = bpf_map_lookup_elem(&moved, &key);
         if (m && m->sockets > 0 && m->steered)
                 steer_datagram(skb, &d, key.port, m->target, &socks);
@@ -1076,17 +1071,12 @@ int pf_udp_in(struct __sk_buff *skb)
 SEC("tc")
 int pf_udp_out(struct __sk_buff *skb)
 {
-        struct pf_bpf_settings *s;
         struct pf_bpf_sock *moved;
-        __u32 generation;
 
         if (!steers_datagrams())
                 return TCX_NEXT;
         moved = moved_sender(skb, &socks);
-        if (!moved)
-                return TCX_NEXT;
-        s = get_settings(&generation);
-        if (s && s->steer)
+        if (moved && moved->steered)
                 unmove_source(skb, moved);
         return TCX_NEXT;
 }

@@ -76,8 +76,10 @@ int pf_run_udp_in(struct __sk_buff *skb)
 
         if (!steers_datagrams())
                 return TCX_NEXT;
-        port = steered_destination(skb, &d, &run_steered_ports);
-        target = port ? bpf_map_lookup_elem(&run_udp_targets, &port) : NULL;
+        if (!read_datagram(skb, &d))
+                return TCX_NEXT;
+        port = bpf_ntohs(d.dest);
+        target = bpf_map_lookup_elem(&run_udp_targets, &port);
         if (target)
                 steer_datagram(skb, &d, (__u16)port, *target, &run_socks);
         return TCX_NEXT;

@@ -232,18 +232,6 @@ static __always_inline void steer_datagram(struct __sk_buff *skb, struct datagra
         bpf_sk_release(sk);
 }
 
-/* The port the datagram is addressed to, if some socket was ever steered
- * from it (ports: PF_BPF_STEERED_PORTS's map); 0 otherwise. */
-static __always_inline __u16 steered_destination(struct __sk_buff *skb, struct datagram *d, void *ports)
-{
-        __u32 port;
-
-        if (!read_datagram(skb, d))
-                return 0;
-        port = bpf_ntohs(d->dest);
-        return bpf_map_lookup_elem(ports, &port) ? (__u16)port : 0;
-}
-
 /* The moved datagram socket a packet leaves from, if it is one. */
 static __always_inline struct pf_bpf_sock *moved_sender(struct __sk_buff *skb, void *socks)
 {

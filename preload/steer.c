@@ -170,15 +170,13 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 {
         struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
         uint32_t port = requested, zero = 0, yes = 1;
-        uint8_t one = 1;
         int saved = errno;
         bool steered;
 
-        /* The socket and its port before the gates: a datagram let through
-         * them always finds them. */
+        /* The socket, then its port, then the gate: a datagram let through
+         * it always finds them. */
         steered = steering_maps_are_ours() && map_update(steering.fd[SOCKS], &fd, &moved, BPF_ANY) == 0 &&
                   map_update(steering.fd[UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
-                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0 &&
                   map_update(steering.fd[DATAGRAMS], &zero, &yes, BPF_ANY) == 0;
         errno = saved;
         return steered;
