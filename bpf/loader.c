@@ -454,13 +454,27 @@ struct wire_pins {
         const char *name;
 };
 
+static void wire_pin_path(const struct wire_pins *w, unsigned ifindex, char *path, size_t size)
+{
+        snprintf(path, size, "%s/%s-%u", w->dir, w->name, ifindex);
+}
+
+/* An interface the program is not linked to yet. */
+static bool wire_unpinned(unsigned ifindex, void *ctx)
+{
+        char path[4400];
+
+        wire_pin_path(ctx, ifindex, path, sizeof(path));
+        return access(path, F_OK) < 0;
+}
+
 static int pin_wire_link(int link, unsigned ifindex, void *ctx, char *why)
 {
         const struct wire_pins *w = ctx;
         char path[4400];
         int r = 0;
 
-        snprintf(path, sizeof(path), "%s/%s-%u", w->dir, w->name, ifindex);
+        wire_pin_path(w, ifindex, path, sizeof(path));
         if (bpf_obj_pin(link, path) < 0)
                 r = pf_bpf_fail(-errno, why, "cannot pin '%s': %s", path, strerror(errno));
         close(link);
@@ -474,7 +488,7 @@ static int attach_wire(struct bpf_program *prog, const char *name, const char *d
                 struct wire_pins pins = { dir, name };
 
                 if (strcmp(name, fence_wire[i].name) == 0)
-                        return pf_bpf_link_interfaces(bpf_program__fd(prog), fence_wire[i].attach_type,
+                        return pf_bpf_link_interfaces(bpf_program__fd(prog), fence_wire[i].attach_type, NULL,
                                                       pin_wire_link, &pins, why);
         }
         return pf_bpf_fail(-EINVAL, why, "no interface for the tc program '%s'", name);
@@ -699,6 +713,66 @@ static int reload_locked(const struct pf_policy *policy, const char *policy_path
         return r;
 }
 
+/* The program a pin of the fence in dir links, found by the pin's name
+ * prefix ("udp_in"): -1 if none is pinned. */
+static int wire_program(const char *dir, const char *name)
+{
+        size_t n = strlen(name);
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        int prog = -1;
+
+        while (d && prog < 0 && (e = readdir(d))) {
+                struct bpf_link_info info = { 0 };
+                uint32_t len = sizeof(info);
+                char path[4200 + sizeof(e->d_name)];
+                int link;
+
+                if (strncmp(e->d_name, name, n) != 0 || e->d_name[n] != '-')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                link = bpf_obj_get(path);
+                if (link >= 0 && bpf_obj_get_info_by_fd(link, &info, &len) == 0)
+                        prog = bpf_prog_get_fd_by_id(info.prog_id);
+                if (link >= 0)
+                        close(link);
+        }
+        if (d)
+                closedir(d);
+        return prog;
+}
+
+/* Interfaces added to the steered namespace since the fence was attached
+ * get its UDP programs too, when this runs in that namespace (elsewhere it
+ * cannot tell them, and leaves them). */
+static int link_new_interfaces(const struct pf_cgroup *cgroup, char *why)
+{
+        uint64_t steered = 0, here = netns_cookie();
+        uint32_t zero = 0;
+        char dir[4200];
+        int netns, r = 0;
+
+        fence_pin_dir(cgroup, dir, sizeof(dir));
+        netns = fence_open_map(dir, "steer_netns");
+        if (netns >= 0) {
+                bpf_map_lookup_elem(netns, &zero, &steered);
+                close(netns);
+        }
+        if (!steered || steered != here)
+                return 0;
+        for (size_t i = 0; i < COUNT(fence_wire) && r == 0; i++) {
+                struct wire_pins pins = { dir, fence_wire[i].name };
+                int prog = wire_program(dir, fence_wire[i].name);
+
+                if (prog < 0)
+                        continue;       /* none pinned: a fence of an older version */
+                r = pf_bpf_link_interfaces(prog, fence_wire[i].attach_type, wire_unpinned, pin_wire_link, &pins,
+                                           why);
+                close(prog);
+        }
+        return r;
+}
+
 bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup)
 {
         char dir[4200], building[4200];
@@ -722,6 +796,8 @@ int pf_bpf_reload(const struct pf_policy *policy, const char *policy_path,
         }
         remove_abandoned();
         r = reload_locked(policy, policy_path, cgroup, why);
+        if (r == 0)
+                r = link_new_interfaces(cgroup, why);
         close(lock);
         return r;
 }

@@ -19,10 +19,13 @@
 #define PF_BPF_TCX_EGRESS 47
 
 /* prog_fd (a tc program) linked at attach_type to every interface of this
- * thread's network namespace with an Ethernet header or loopback; keep()
- * takes each link's descriptor (and closes it) or fails with why. */
+ * thread's network namespace with an Ethernet header or loopback (that
+ * wanted() wants, if given); keep() takes each link's descriptor (and
+ * closes it) or fails with why. */
+typedef bool (*pf_wire_wanted)(unsigned ifindex, void *ctx);
 typedef int (*pf_wire_keep)(int link_fd, unsigned ifindex, void *ctx, char *why);
-int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_keep keep, void *ctx, char *why);
+int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_wanted wanted, pf_wire_keep keep, void *ctx,
+                           char *why);
 
 /* The bpffs fences are pinned in, mounted at /sys/fs/bpf if it is not and
  * this is the host's mount namespace (pins in a private one would end with

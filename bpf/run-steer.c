@@ -95,10 +95,10 @@ int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
         r = attach_lookup(skel, out, why);
         if (r == 0)
                 r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_in), PF_BPF_TCX_INGRESS,
-                                           keep_link, out, why);
+                                           NULL, keep_link, out, why);
         if (r == 0)
                 r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS,
-                                           keep_link, out, why);
+                                           NULL, keep_link, out, why);
         for (size_t i = 0; r == 0 && i < PF_RUN_MAPS; i++) {
                 out->map_id[i] = map_id(maps[i]);
                 out->map_fd[i] = inheritable(bpf_map__fd(maps[i]));

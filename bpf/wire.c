@@ -29,7 +29,8 @@ static bool has_ethernet_header(int sock, const char *name)
         return ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER || ifr.ifr_hwaddr.sa_family == ARPHRD_LOOPBACK;
 }
 
-int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_keep keep, void *ctx, char *why)
+int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_wanted wanted, pf_wire_keep keep, void *ctx,
+                           char *why)
 {
         struct if_nameindex *names = if_nameindex();
         int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r = 0;
@@ -39,7 +40,7 @@ int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_keep keep, void
         for (struct if_nameindex *i = names; r == 0 && i && i->if_index; i++) {
                 int link;
 
-                if (!has_ethernet_header(sock, i->if_name))
+                if (!has_ethernet_header(sock, i->if_name) || (wanted && !wanted(i->if_index, ctx)))
                         continue;
                 link = bpf_link_create(prog_fd, (int)i->if_index, attach_type, NULL);
                 if (link < 0) {

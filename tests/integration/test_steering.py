@@ -397,6 +397,20 @@ class Steering(SteeringCases, PolicyTest):
         return subprocess.run([sys.executable, "-c", code, *map(str, args)], preexec_fn=self.cgroup.enter,
                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
+    def test_a_reload_steers_on_interfaces_added_since(self):
+        """UDP is steered on the interfaces there were at the attach: one
+        added later (another host behind it) is steered on from the next
+        reload."""
+        far = Peer(1)
+        self.addCleanup(far.cleanup)
+        server = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 19, 1)
+        before = far.python(UDP_CLIENT, FAR_HOST4, str(PORT + 19))
+        self.assertIn("ConnectionRefusedError", before.stderr)
+        r = portfence("cgroup", "reload", "-c", self.policy, self.cgroup.path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_reached(far.python(UDP_CLIENT, FAR_HOST4, str(PORT + 19)), PORT + 19)
+        server.finish("")
+
     def test_steering_ends_with_the_fence(self):
         server = self.serve("0.0.0.0", PORT + 4, 1)
         datagrams = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 4, 1)
