@@ -733,14 +733,15 @@ static __always_inline void count_host_move(__s32 change)
  * moved elsewhere in the same instant gets what the port would have given
  * it (EADDRINUSE). No room (the registry full) refuses, as the policy does. */
 /* Will this fence's tc programs steer the moved datagram socket sk? Only
- * in the namespace it steers (where they are linked), when its policy
- * steers. */
-static __always_inline __u8 steers_datagrams_of(const struct pf_bpf_sock *sk, const struct pf_bpf_settings *s)
+ * UDP (they read no UDP-Lite header), in the namespace it steers (where
+ * they are linked), when its policy steers. */
+static __always_inline __u8 steers_datagrams_of(struct bpf_sock *ctx, const struct pf_bpf_sock *sk,
+                                                const struct pf_bpf_settings *s)
 {
         __u32 zero = 0;
         __u64 *netns;
 
-        if (sk->proto != PF_BPF_UDP || !s->steer)
+        if (ctx->protocol != IPPROTO_UDP || !s->steer)
                 return 0;
         netns = bpf_map_lookup_elem(&steer_netns, &zero);
         return netns && *netns && *netns == sk->key.netns;
@@ -756,7 +757,7 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
         sk->key.netns = bpf_get_netns_cookie(ctx);
         sk->key.port = sk->asked;
         sk->key.proto = sk->proto;
-        first.steered = steers_datagrams_of(sk, s);
+        first.steered = steers_datagrams_of(ctx, sk, s);
         m = bpf_map_lookup_elem(&moved, &sk->key);
         if (!m && bpf_map_update_elem(&moved, &sk->key, &first, BPF_NOEXIST) == 0)
                 goto registered;

@@ -170,8 +170,15 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 {
         struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
         uint32_t port = requested, zero = 0, yes = 1;
-        int saved = errno;
+        int saved = errno, protocol = 0;
+        socklen_t len = sizeof(protocol);
         bool steered;
+
+        /* UDP only: the programs read no UDP-Lite header */
+        if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0 || protocol != IPPROTO_UDP) {
+                errno = saved;
+                return false;
+        }
 
         /* The socket, then its port, then the gate: a datagram let through
          * it always finds them. */

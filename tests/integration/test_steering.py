@@ -578,6 +578,17 @@ class RunSteering(SteeringCases, PolicyTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("only clients portfence runs or fences follow it", r.stderr)
 
+    def test_a_moved_udp_lite_server_hears_that_it_is_not_steered(self):
+        """The tc programs read UDP headers only: a UDP-Lite server moved
+        on an address others can reach is told its clients will not follow."""
+        r = subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c",
+                            "import socket\n"
+                            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)\n"
+                            f"s.bind(('0.0.0.0', {PORT + 8}))\n"],
+                           capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("a UDP server moved on an address other hosts can reach could not be steered to", r.stderr)
+
     def test_moved_servers_under_steering_hear_nothing(self):
         """TCP and UDP are both steered: neither server is told that clients
         will not follow it."""
