@@ -10,6 +10,7 @@
 
 #include "cgroup.h"
 #include "policy.h"
+#include "portfence-api.bpf.h"
 
 #define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
 
@@ -104,8 +105,7 @@ int pf_bpf_events(const struct pf_cgroup *cgroup, unsigned count, pf_event_visit
  * described (its storage, its port). Every descriptor is inheritable (not
  * close-on-exec): nothing is pinned, and steering ends when the last
  * process holding them exits. The shim is told the maps, in this order, as
- * PORTFENCE_STEER ("FD:ID" for each, joined by ':'). */
-enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
+ * PORTFENCE_STEER ("FD:ID" for each of enum pf_run_map, joined by ':'). */
 struct pf_run_steering {
         int map_fd[PF_RUN_MAPS];
         uint32_t map_id[PF_RUN_MAPS];   /* the shim checks the descriptors name these maps */

@@ -201,6 +201,10 @@ struct pf_bpf_steer_key {
  * a slot still listens; a closed one frees its slot for the next. */
 #define PF_BPF_STEER_SLOTS 4
 
+/* The maps of 'portfence run''s steering (bpf/run-steer.bpf.c), in the
+ * order PORTFENCE_STEER names them to the shim. */
+enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
+
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
  * the innermost fence of a socket's cgroup decides its calls: its program,
  * the first to run, leaves its mark in decided[] (per CPU, the slot of the

@@ -488,9 +488,9 @@ static __always_inline __s32 *host_moves(void)
         return bpf_map_lookup_elem(&host, &which);
 }
 
-/* Where a fenced server asked for port r->port went, if one did and still
- * holds its socket in this network namespace; 0 otherwise. While no socket
- * on the host is moved, one array read answers. */
+/* The registry's entry for port r->port, if a fenced server asked for it
+ * and still holds its socket in this network namespace; NULL otherwise.
+ * While no socket on the host is moved, one array read answers. */
 static __always_inline struct pf_bpf_moved *moved_entry(struct bpf_sock_addr *ctx, const struct request *r)
 {
         struct pf_bpf_moved_key key = { .port = r->port, .proto = r->proto };
@@ -504,6 +504,7 @@ static __always_inline struct pf_bpf_moved *moved_entry(struct bpf_sock_addr *ct
         return m && m->sockets > 0 ? m : NULL;
 }
 
+/* Where it went, 0 if nowhere. */
 static __always_inline __u16 moved_target(struct bpf_sock_addr *ctx, const struct request *r)
 {
         struct pf_bpf_moved *m = moved_entry(ctx, r);
@@ -727,11 +728,6 @@ static __always_inline void count_host_move(__s32 change)
                 __sync_fetch_and_add(count, change);
 }
 
-/* Count a remapped socket in moved[] once its bind succeeded: 0, or the
- * errno its bind fails with. The key is the arbiter between binds of one
- * port racing each other: the first target written holds it; a socket
- * moved elsewhere in the same instant gets what the port would have given
- * it (EADDRINUSE). No room (the registry full) refuses, as the policy does. */
 /* Will this fence's tc programs steer the moved datagram socket sk? Only
  * UDP (they read no UDP-Lite header), in the namespace it steers (where
  * they are linked), when its policy steers. */
@@ -747,6 +743,11 @@ static __always_inline __u8 steers_datagrams_of(struct bpf_sock *ctx, const stru
         return netns && *netns && *netns == sk->key.netns;
 }
 
+/* Count a remapped socket in moved[] once its bind succeeded: 0, or the
+ * errno its bind fails with. The key is the arbiter between binds of one
+ * port racing each other: the first target written holds it; a socket
+ * moved elsewhere in the same instant gets what the port would have given
+ * it (EADDRINUSE). No room (the registry full) refuses, as the policy does. */
 static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_sock *sk,
                                           const struct pf_bpf_settings *s)
 {

@@ -260,9 +260,9 @@ int pf_run_environment(const char *command, const struct pf_policy *policy, char
 
 /* As root, a policy that moves servers has them steered to: the programs'
  * maps and links go to CMD as inherited descriptors, the maps named to the
- * shim in PORTFENCE_STEER ("FD:ID" for each, enum pf_run_map's order). Where the kernel
- * cannot, the moved servers are reached only by the clients the shim runs,
- * which is said. */
+ * shim in PORTFENCE_STEER ("FD:ID" for each, enum pf_run_map's order).
+ * Where the kernel cannot, the moved servers are reached only by the
+ * clients the shim runs, which is said. */
 static void steer_moved_servers(const struct pf_policy *policy)
 {
 #ifdef PF_HAVE_BPF

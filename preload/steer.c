@@ -11,8 +11,8 @@
  * socket when it closes. A UDP socket the shim moved is described when it
  * binds (its storage: the ports; the port it asked for -> where it is): the
  * tc programs deliver datagrams to that port to it, and its answers leave
- * from that port (bpf/steer.bpf.h). Without the variable (not root, a kernel that
- * cannot), nothing here runs. */
+ * from that port (bpf/steer.bpf.h). Without the variable (not root, a
+ * kernel that cannot), nothing here runs. */
 #include <errno.h>
 #include <linux/bpf.h>
 #include <netinet/in.h>
@@ -27,15 +27,15 @@
 #include "portfence-api.bpf.h"
 #include "shim.h"
 
-enum { STEER, PORTS, SOCKS, UDP_TARGETS, DATAGRAMS, MAPS };       /* enum pf_run_map's order */
-
-static const uint32_t map_types[MAPS] = {
-        BPF_MAP_TYPE_SOCKHASH, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SK_STORAGE, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY,
+static const uint32_t map_types[PF_RUN_MAPS] = {
+        [PF_RUN_STEER] = BPF_MAP_TYPE_SOCKHASH, [PF_RUN_PORTS] = BPF_MAP_TYPE_HASH,
+        [PF_RUN_SOCKS] = BPF_MAP_TYPE_SK_STORAGE, [PF_RUN_UDP_TARGETS] = BPF_MAP_TYPE_HASH,
+        [PF_RUN_DATAGRAMS] = BPF_MAP_TYPE_ARRAY,
 };
 
 static struct {
-        int fd[MAPS];           /* -1: no steering */
-        uint32_t id[MAPS];      /* the maps run made: the descriptors are checked against them */
+        int fd[PF_RUN_MAPS];           /* -1: no steering */
+        uint32_t id[PF_RUN_MAPS];      /* the maps run made: the descriptors are checked against them */
         uint32_t netns;         /* the inode of this process's network namespace, read once */
 } steering = { .fd = { -1, -1, -1, -1, -1 } };
 
@@ -51,28 +51,28 @@ static bool steering_maps_are_ours(void);
 void shim_steer_open(void)
 {
         const char *value = secure_getenv("PORTFENCE_STEER");
-        int fd[MAPS], saved = errno;
-        unsigned id[MAPS];
+        int fd[PF_RUN_MAPS], saved = errno;
+        unsigned id[PF_RUN_MAPS];
         char end;
 
         if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2],
-                             &id[2], &fd[3], &id[3], &fd[4], &id[4], &end) != 2 * MAPS)
+                             &id[2], &fd[3], &id[3], &fd[4], &id[4], &end) != 2 * PF_RUN_MAPS)
                 return;
-        for (int i = 0; i < MAPS; i++) {
+        for (int i = 0; i < PF_RUN_MAPS; i++) {
                 if (fd[i] < 3)
                         return;
                 steering.fd[i] = fd[i];
                 steering.id[i] = id[i];
         }
         if (!steering_maps_are_ours())
-                for (int i = 0; i < MAPS; i++)
+                for (int i = 0; i < PF_RUN_MAPS; i++)
                         steering.fd[i] = -1;
         errno = saved;
 }
 
 bool shim_steer_active(void)
 {
-        return steering.fd[STEER] >= 0;
+        return steering.fd[PF_RUN_STEER] >= 0;
 }
 
 uint32_t shim_steer_netns(void)
@@ -104,7 +104,7 @@ static bool map_is(int fd, uint32_t id, uint32_t type)
 
 static bool steering_maps_are_ours(void)
 {
-        for (int i = 0; i < MAPS; i++)
+        for (int i = 0; i < PF_RUN_MAPS; i++)
                 if (!map_is(steering.fd[i], steering.id[i], map_types[i]))
                         return false;
         return true;
@@ -126,7 +126,7 @@ static int map_update(int fd, const void *key, const void *value, uint64_t flags
 static bool insert_listener(struct pf_bpf_steer_key *key, uint64_t socket)
 {
         for (key->slot = 0; key->slot < PF_BPF_STEER_SLOTS; key->slot++)
-                if (map_update(steering.fd[STEER], key, &socket, BPF_NOEXIST) == 0)
+                if (map_update(steering.fd[PF_RUN_STEER], key, &socket, BPF_NOEXIST) == 0)
                         return true;
         return false;
 }
@@ -161,7 +161,7 @@ bool shim_steer_listener(int fd, uint16_t requested)
 
         /* The port first: a lookup never skips a listener in the map. */
         steered = listener_key(fd, requested, &key) && steering_maps_are_ours() &&
-                  map_update(steering.fd[PORTS], &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
+                  map_update(steering.fd[PF_RUN_PORTS], &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
         errno = saved;
         return steered;
 }
@@ -182,9 +182,9 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 
         /* The socket, then its port, then the gate: a datagram let through
          * it always finds them. */
-        steered = steering_maps_are_ours() && map_update(steering.fd[SOCKS], &fd, &moved, BPF_ANY) == 0 &&
-                  map_update(steering.fd[UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
-                  map_update(steering.fd[DATAGRAMS], &zero, &yes, BPF_ANY) == 0;
+        steered = steering_maps_are_ours() && map_update(steering.fd[PF_RUN_SOCKS], &fd, &moved, BPF_ANY) == 0 &&
+                  map_update(steering.fd[PF_RUN_UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
+                  map_update(steering.fd[PF_RUN_DATAGRAMS], &zero, &yes, BPF_ANY) == 0;
         errno = saved;
         return steered;
 }
