@@ -520,6 +520,17 @@ class RunSteering(SteeringCases, PolicyTest):
         far = self.peer.python(CLIENT, HOST4, str(PORT + 4))
         self.assertIn("ConnectionRefusedError", far.stderr)
 
+    def assert_a_stranger_at_the_target_hears_nothing(self, port):
+        """A UDP socket nobody moved, bound where port's server was moved
+        to: datagrams from the other host to port are refused, and it gets
+        none of them."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("0.0.0.0", TARGET + port - PORT))
+            stranger.settimeout(0.5)
+            far = self.peer.python(UDP_CLIENT, HOST4, str(port))
+            self.assertIn("ConnectionRefusedError", far.stderr)
+            self.assertRaises(socket.timeout, stranger.recv, 2)
+
     @unittest.skipUnless(shutil.which("bpftool"), "needs bpftool")
     def test_datagram_steering_ends_with_the_command(self):
         """The tc links (one per interface and direction: lo, pfs0) go with
@@ -535,12 +546,7 @@ class RunSteering(SteeringCases, PolicyTest):
                 break
             time.sleep(0.05)
         self.assertEqual([link for link in links if link_exists(link)], [])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
-            stranger.bind(("0.0.0.0", TARGET + 17))
-            stranger.settimeout(0.5)
-            far = self.peer.python(UDP_CLIENT, HOST4, str(PORT + 17))
-            self.assertIn("ConnectionRefusedError", far.stderr)
-            self.assertRaises(socket.timeout, stranger.recv, 2)
+        self.assert_a_stranger_at_the_target_hears_nothing(PORT + 17)
 
     def test_a_closed_udp_server_leaves_nothing_to_its_port(self):
         """The command lives on, its moved UDP socket closed: another
@@ -556,12 +562,7 @@ class RunSteering(SteeringCases, PolicyTest):
         server.proc.stdin.write("\n")
         server.proc.stdin.flush()
         self.assertEqual(server.proc.stdout.readline(), "closed\n")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
-            stranger.bind(("0.0.0.0", TARGET + 18))
-            stranger.settimeout(0.5)
-            far = self.peer.python(UDP_CLIENT, HOST4, str(PORT + 18))
-            self.assertIn("ConnectionRefusedError", far.stderr)
-            self.assertRaises(socket.timeout, stranger.recv, 2)
+        self.assert_a_stranger_at_the_target_hears_nothing(PORT + 18)
         server.finish()
 
     def test_a_program_that_lost_the_map_is_not_steered_and_hears_it(self):
