@@ -511,11 +511,24 @@ static struct bpf_link *attach_program(struct bpf_program *prog, int cgroup_fd)
         return link;
 }
 
+/* live[PF_BPF_LIVE_WIRE]: are the tc programs linked? */
+static int set_wire(int live, bool linked, char *why)
+{
+        uint32_t which = PF_BPF_LIVE_WIRE, value = linked;
+
+        if (bpf_map_update_elem(live, &which, &value, BPF_ANY) < 0)
+                return pf_bpf_fail(-errno, why, "cannot write the fence's UDP steering: %s", strerror(errno));
+        return 0;
+}
+
+/* Every program linked and pinned: a kernel that links no tc programs
+ * (before Linux 6.6) leaves UDP unsteered, which live[] says. */
 static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char *dir, char *why)
 {
         struct bpf_program *prog;
         struct bpf_map *map;
         char path[4200];
+        bool wire = true;
 
         bpf_object__for_each_program(prog, skel->obj) {
                 const char *name = bpf_program__name(prog) + 3;        /* "pf_bind4" */
@@ -523,8 +536,10 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 int r;
 
                 if (bpf_program__type(prog) == BPF_PROG_TYPE_SCHED_CLS) {
-                        r = attach_wire(prog, name, dir, why);
-                        if (r < 0)
+                        r = wire ? attach_wire(prog, name, dir, why) : 0;
+                        if (r == -EOPNOTSUPP)
+                                wire = false;
+                        else if (r < 0)
                                 return r;
                         continue;
                 }
@@ -549,7 +564,7 @@ static int attach_and_pin(struct portfence_bpf *skel, int cgroup_fd, const char 
                 if (r < 0)
                         return pf_bpf_fail(r, why, "cannot pin '%s': %s", path, strerror(-r));
         }
-        return 0;
+        return set_wire(bpf_map__fd(skel->maps.live), wire, why);
 }
 
 /* live[PF_BPF_LIVE_GENERATION] = value. */
@@ -771,6 +786,21 @@ static int link_new_interfaces(const struct pf_cgroup *cgroup, char *why)
                 close(prog);
         }
         return r;
+}
+
+bool pf_bpf_fence_steers_datagrams(const struct pf_cgroup *cgroup)
+{
+        uint32_t which = PF_BPF_LIVE_WIRE, wire = 0;
+        char dir[4200];
+        int live;
+
+        fence_pin_dir(cgroup, dir, sizeof(dir));
+        live = fence_open_map(dir, "live");
+        if (live >= 0) {
+                bpf_map_lookup_elem(live, &which, &wire);
+                close(live);
+        }
+        return wire == 1;
 }
 
 bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup)

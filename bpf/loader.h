@@ -22,7 +22,8 @@
 /* prog_fd (a tc program) linked at attach_type to every interface of this
  * thread's network namespace with an Ethernet header or loopback (that
  * wanted() wants, if given); keep() takes each link's descriptor (and
- * closes it) or fails with why. */
+ * closes it) or fails with why. -EOPNOTSUPP: the kernel links no tc
+ * programs (before Linux 6.6), nothing was linked. */
 typedef bool (*pf_wire_wanted)(unsigned ifindex, void *ctx);
 typedef int (*pf_wire_keep)(int link_fd, unsigned ifindex, void *ctx, char *why);
 int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_wanted wanted, pf_wire_keep keep, void *ctx,
@@ -65,6 +66,8 @@ bool pf_bpf_is_fenced(const struct pf_cgroup *cgroup);
 /* Did an attach of cgroup die before its commit, leaving what decides
  * nothing (detach removes it, attach replaces it)? */
 bool pf_bpf_attach_unfinished(const struct pf_cgroup *cgroup);
+/* Are the fence's tc programs linked, so that it steers UDP (Linux 6.6)? */
+bool pf_bpf_fence_steers_datagrams(const struct pf_cgroup *cgroup);
 /* The nearest ancestor of cgroup (by path) that is fenced, whose programs
  * run for cgroup too: 0 and *ancestor, or -ENOENT. */
 int pf_bpf_fencing_ancestor(const struct pf_cgroup *cgroup, struct pf_cgroup *ancestor);
@@ -112,6 +115,7 @@ struct pf_run_steering {
         int *link_fds;                  /* the sk_lookup link, then one per interface and direction */
         size_t links;
 };
+/* 0, 1 when UDP is not steered (the note in why), or -errno. */
 int pf_bpf_run_steering(struct pf_run_steering *out, char *why);
 /* Every descriptor of it closed. */
 void pf_bpf_run_steering_close(struct pf_run_steering *s);

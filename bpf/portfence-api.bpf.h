@@ -111,12 +111,15 @@ struct pf_bpf_rule {
  * decided. live[2] counts the fence's sockets in the host's registry of
  * moves (moved[]), at most PF_BPF_MOVES_PER_FENCE; live[3] those of them
  * that are UDP sockets its tc programs steer to: with none, those programs
- * end after one read, whatever the packet. */
+ * end after one read, whatever the packet. live[4] is 1 once the loader
+ * linked those programs (a kernel before Linux 6.6 cannot): without it, no
+ * UDP socket is steered to. */
 #define PF_BPF_LIVE_GENERATION 0
 #define PF_BPF_LIVE_READER 1
 #define PF_BPF_LIVE_MOVES 2
 #define PF_BPF_LIVE_DATAGRAMS 3
-#define PF_BPF_LIVE_WORDS 4
+#define PF_BPF_LIVE_WIRE 4
+#define PF_BPF_LIVE_WORDS 5
 #define PF_BPF_LIVE_INERT 2     /* in live[0]: the attach has not committed */
 #define PF_BPF_PORT_WORDS 1024   /* 65536 ports, a bit each */
 
@@ -202,7 +205,12 @@ struct pf_bpf_steer_key {
 #define PF_BPF_STEER_SLOTS 4
 
 /* The maps of 'portfence run''s steering (bpf/run-steer.bpf.c), in the
- * order PORTFENCE_STEER names them to the shim. */
+ * order PORTFENCE_STEER names them to the shim. run_datagrams[] holds two
+ * words: PF_RUN_ANY_DATAGRAM (the shim sets it when it describes its first
+ * UDP socket) and PF_RUN_WIRE (run sets it once its tc programs are
+ * linked; without it the shim describes no UDP socket). */
+#define PF_RUN_ANY_DATAGRAM 0
+#define PF_RUN_WIRE 1
 enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences

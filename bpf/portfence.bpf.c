@@ -729,18 +729,21 @@ static __always_inline void count_host_move(__s32 change)
 }
 
 /* Will this fence's tc programs steer the moved datagram socket sk? Only
- * UDP (they read no UDP-Lite header), in the namespace it steers (where
- * they are linked), when its policy steers. */
+ * UDP (they read no UDP-Lite header), where they are linked (the namespace
+ * it steers, on a kernel that links them), when its policy steers. */
 static __always_inline __u8 steers_datagrams_of(struct bpf_sock *ctx, const struct pf_bpf_sock *sk,
                                                 const struct pf_bpf_settings *s)
 {
         __u32 zero = 0;
         __u64 *netns;
 
+        __u32 which = PF_BPF_LIVE_WIRE, *wire;
+
         if (ctx->protocol != IPPROTO_UDP || !s->steer)
                 return 0;
+        wire = bpf_map_lookup_elem(&live, &which);
         netns = bpf_map_lookup_elem(&steer_netns, &zero);
-        return netns && *netns && *netns == sk->key.netns;
+        return wire && *wire && netns && *netns && *netns == sk->key.netns;
 }
 
 /* Count a remapped socket in moved[] once its bind succeeded: 0, or the

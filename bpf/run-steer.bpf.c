@@ -32,18 +32,19 @@ struct {
         __type(value, struct pf_bpf_sock);
 } run_socks SEC(".maps");
 
-/* [0]: 1 once the shim described a UDP socket; until then the tc programs
- * end after this one read, whatever the packet. */
+/* [PF_RUN_ANY_DATAGRAM]: 1 once the shim described a UDP socket; until then
+ * the tc programs end after this one read, whatever the packet.
+ * [PF_RUN_WIRE]: 1 once run linked them. */
 struct {
         __uint(type, BPF_MAP_TYPE_ARRAY);
-        __uint(max_entries, 1);
+        __uint(max_entries, 2);
         __type(key, __u32);
         __type(value, __u32);
 } run_datagrams SEC(".maps");
 
 static __always_inline bool steers_datagrams(void)
 {
-        __u32 zero = 0, *any = bpf_map_lookup_elem(&run_datagrams, &zero);
+        __u32 zero = PF_RUN_ANY_DATAGRAM, *any = bpf_map_lookup_elem(&run_datagrams, &zero);
 
         return any && *any;
 }

@@ -78,9 +78,21 @@ void pf_bpf_run_steering_close(struct pf_run_steering *s)
         s->links = 0;
 }
 
+/* The tc programs on every interface, both ways (-EOPNOTSUPP: the kernel
+ * links none). */
+static int link_wire(struct run_steer_bpf *skel, struct pf_run_steering *out, char *why)
+{
+        int r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_in), PF_BPF_TCX_INGRESS, NULL,
+                                       keep_link, out, why);
+
+        return r < 0 ? r : pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS,
+                                                  NULL, keep_link, out, why);
+}
+
 int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
 {
         struct run_steer_bpf *skel;
+        bool wire;
         int r;
 
         *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1, -1 } };
@@ -94,17 +106,19 @@ int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
         };
         r = attach_lookup(skel, out, why);
         if (r == 0)
-                r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_in), PF_BPF_TCX_INGRESS,
-                                           NULL, keep_link, out, why);
-        if (r == 0)
-                r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS,
-                                           NULL, keep_link, out, why);
-        for (size_t i = 0; r == 0 && i < PF_RUN_MAPS; i++) {
+                r = link_wire(skel, out, why);
+        wire = r == 0;
+        if (r == -EOPNOTSUPP)
+                r = 1;          /* TCP alone, and the note in why */
+        for (size_t i = 0; r >= 0 && i < PF_RUN_MAPS; i++) {
                 out->map_id[i] = map_id(maps[i]);
                 out->map_fd[i] = inheritable(bpf_map__fd(maps[i]));
                 if (!out->map_id[i] || out->map_fd[i] < 0)
                         r = pf_bpf_fail(-errno, why, "cannot keep the steering maps: %s", strerror(errno));
         }
+        if (r >= 0 && wire && bpf_map_update_elem(bpf_map__fd(skel->maps.run_datagrams), &(uint32_t){ PF_RUN_WIRE },
+                                                  &(uint32_t){ 1 }, BPF_ANY) < 0)
+                r = pf_bpf_fail(-errno, why, "cannot write the steering maps: %s", strerror(errno));
         if (r < 0)
                 pf_bpf_run_steering_close(out);
         run_steer_bpf__destroy(skel);

@@ -34,6 +34,7 @@ int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_wanted wanted, 
 {
         struct if_nameindex *names = if_nameindex();
         int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r = 0;
+        unsigned linked = 0;
 
         if (!names || sock < 0)
                 r = pf_bpf_fail(-errno, why, "cannot list this namespace's interfaces: %s", strerror(errno));
@@ -43,11 +44,17 @@ int pf_bpf_link_interfaces(int prog_fd, int attach_type, pf_wire_wanted wanted, 
                 if (!has_ethernet_header(sock, i->if_name) || (wanted && !wanted(i->if_index, ctx)))
                         continue;
                 link = bpf_link_create(prog_fd, (int)i->if_index, attach_type, NULL);
+                if (link < 0 && errno == EINVAL && !linked) {
+                        r = pf_bpf_fail(-EOPNOTSUPP, why, "this kernel links no tc programs (Linux 6.6 or later "
+                                        "does): UDP is not steered");
+                        break;
+                }
                 if (link < 0) {
                         r = pf_bpf_fail(-errno, why, "cannot link UDP steering to interface '%s': %s",
                                         i->if_name, strerror(errno));
                         break;
                 }
+                linked++;
                 r = keep(link, i->if_index, ctx, why);
         }
         if (names)

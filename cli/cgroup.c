@@ -179,6 +179,16 @@ static struct pf_policy *fence_setup(const char *command, int argc, char **argv,
         return policy;
 }
 
+/* A fence whose policy moves servers, on a kernel that links no tc
+ * programs: its UDP servers are not steered to, which is said. */
+static void note_unsteered_datagrams(const char *command, const struct pf_policy *policy,
+                                     const struct pf_cgroup *cgroup)
+{
+        if (pf_policy_steer(policy) && pf_policy_moves_servers(policy) && !pf_bpf_fence_steers_datagrams(cgroup))
+                pf_note(command, "this kernel links no tc programs (Linux 6.6 or later does): a UDP server the "
+                        "fence moves is reached at the port it asked for by fenced clients alone");
+}
+
 static int cgroup_attach(int argc, char **argv, bool reload)
 {
         const char *command = reload ? "cgroup reload" : "cgroup attach";
@@ -200,6 +210,8 @@ static int cgroup_attach(int argc, char **argv, bool reload)
                            "processes placed in their cgroups are not matched to cgroup v2 programs");
         r = reload ? pf_bpf_reload(policy, source, &cgroup, why)
                    : pf_bpf_attach(policy, source, &cgroup, a.verbose, why);
+        if (r == 0)
+                note_unsteered_datagrams(command, policy, &cgroup);
         pf_policy_free(policy);
         if (r < 0) {
                 pf_error(command, "%s", why);
@@ -680,6 +692,8 @@ static int guard_fence(const struct pf_policy *policy, const char *source, const
                 done = "fence taken over";
         }
         r = reload ? pf_bpf_reload(policy, source, cgroup, why) : pf_bpf_attach(policy, source, cgroup, false, why);
+        if (r == 0)
+                note_unsteered_datagrams("cgroup guard", policy, cgroup);
         if (r == 0) {
                 pf_text(stdout, cgroup->path);
                 printf(": %s with %s\n", done, source[0] ? source : PF_POLICY_BUILTIN);

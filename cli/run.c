@@ -268,14 +268,19 @@ static void steer_moved_servers(const struct pf_policy *policy)
 #ifdef PF_HAVE_BPF
         struct pf_run_steering steering;
         char why[PF_WHY_SIZE], value[128];
+        int r;
 
         unsetenv("PORTFENCE_STEER");    /* only this run's own */
         if (geteuid() != 0 || !pf_policy_steer(policy) || !pf_policy_moves_servers(policy))
                 return;
-        if (pf_bpf_run_steering(&steering, why) < 0) {
+        r = pf_bpf_run_steering(&steering, why);
+        if (r < 0) {
                 pf_note("run", "steering: %s: clients the shim does not run will not reach moved servers", why);
                 return;
         }
+        if (r == 1)
+                pf_note("run", "steering: %s: clients the shim does not run will not reach moved UDP servers",
+                        why);
         value[0] = '\0';
         for (size_t i = 0; i < PF_RUN_MAPS; i++)
                 snprintf(value + strlen(value), sizeof(value) - strlen(value), "%s%d:%u", i ? ":" : "",

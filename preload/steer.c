@@ -121,6 +121,17 @@ static int map_update(int fd, const void *key, const void *value, uint64_t flags
         return (int)sys_bpf(BPF_MAP_UPDATE_ELEM, &attr);
 }
 
+static bool map_holds(int fd, uint32_t key, uint32_t value)
+{
+        union bpf_attr attr = { 0 };
+        uint32_t found = 0;
+
+        attr.map_fd = (uint32_t)fd;
+        attr.key = (uint64_t)(uintptr_t)&key;
+        attr.value = (uint64_t)(uintptr_t)&found;
+        return sys_bpf(BPF_MAP_LOOKUP_ELEM, &attr) == 0 && found == value;
+}
+
 /* The listener in the first free slot of its key (all taken: the group it
  * belongs to is reached through the others). */
 static bool insert_listener(struct pf_bpf_steer_key *key, uint64_t socket)
@@ -169,13 +180,15 @@ bool shim_steer_listener(int fd, uint16_t requested)
 bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 {
         struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
-        uint32_t port = requested, zero = 0, yes = 1;
+        uint32_t port = requested, any = PF_RUN_ANY_DATAGRAM, yes = 1;
         int saved = errno, protocol = 0;
         socklen_t len = sizeof(protocol);
         bool steered;
 
-        /* UDP only: the programs read no UDP-Lite header */
-        if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0 || protocol != IPPROTO_UDP) {
+        /* UDP only (the programs read no UDP-Lite header), where run linked
+         * the programs (a kernel before Linux 6.6 links none) */
+        if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0 || protocol != IPPROTO_UDP ||
+            !map_holds(steering.fd[PF_RUN_DATAGRAMS], PF_RUN_WIRE, 1)) {
                 errno = saved;
                 return false;
         }
@@ -184,7 +197,7 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
          * it always finds them. */
         steered = steering_maps_are_ours() && map_update(steering.fd[PF_RUN_SOCKS], &fd, &moved, BPF_ANY) == 0 &&
                   map_update(steering.fd[PF_RUN_UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
-                  map_update(steering.fd[PF_RUN_DATAGRAMS], &zero, &yes, BPF_ANY) == 0;
+                  map_update(steering.fd[PF_RUN_DATAGRAMS], &any, &yes, BPF_ANY) == 0;
         errno = saved;
         return steered;
 }

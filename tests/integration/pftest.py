@@ -17,7 +17,7 @@ BUILD = {
     for name, var in (("portfence", "PORTFENCE"), ("shim", "PF_SHIM"), ("probe", "PF_PROBE"),
                       ("stress", "PF_STRESS"), ("signal", "PF_SIGNAL"),
                       ("libconfig", "PF_LIBCONFIG"), ("ctor", "PF_CTOR_LIB"),
-                      ("stack", "PF_STACK_LIB"))
+                      ("stack", "PF_STACK_LIB"), ("notcx", "PF_NOTCX_LIB"))
 }
 SOURCE = os.environ.get("PF_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
 POLICIES = os.path.join(SOURCE, "tests", "policies")     # fixtures shared by every suite

@@ -19,7 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 import pftest  # noqa: E402
 from pftest import (main, BUILD, TIMEOUT, Cgroup, PolicyTest, base_env, cgroup_skip_reason,  # noqa: E402
-                    port_listening, portfence, write_policy)
+                    port_listening, portfence, preload, write_policy)
 
 HOST4, PEER4, HOST6, PEER6 = "10.251.0.1", "10.251.0.2", "fd00:251::1", "fd00:251::2"
 FAR_HOST4, FAR4 = "10.252.0.1", "10.252.0.2"   # a host routed to through this one
@@ -106,6 +106,8 @@ c = socket.socket(family, socket.SOCK_DGRAM); c.settimeout(5)
 c.connect((sys.argv[1], int(sys.argv[2])))
 c.send(b"hi"); print("peer", c.getpeername()[1], c.recv(2).decode())
 """
+# A kernel before Linux 6.6, for tc links alone (tests/integration/libpf-notcx.c).
+WITHOUT_TC_LINKS = {"LD_PRELOAD": preload(BUILD["notcx"])}
 # A client: the port its connection reports, and the server's answer.
 CLIENT = """
 import socket, sys
@@ -411,6 +413,23 @@ class Steering(SteeringCases, PolicyTest):
         self.assert_reached(far.python(UDP_CLIENT, FAR_HOST4, str(PORT + 19)), PORT + 19)
         server.finish("")
 
+    def test_a_kernel_without_tc_links_steers_tcp_alone(self):
+        """Where no tc program can be linked, the fence is made all the same
+        and says UDP is not steered: a moved UDP server is refused to the
+        other host and reached by fenced clients, redirected; TCP is
+        steered."""
+        self.assertEqual(portfence("cgroup", "detach", self.cgroup.path).returncode, 0)
+        r = portfence("cgroup", "attach", "-c", self.policy, self.cgroup.path, env=WITHOUT_TC_LINKS)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("this kernel links no tc programs", r.stderr)
+        datagrams = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 5, 1)
+        self.assertIn("ConnectionRefusedError", self.peer.python(UDP_CLIENT, HOST4, str(PORT + 5)).stderr)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 5), PORT + 5)
+        server = self.serve("0.0.0.0", PORT + 5, 1)
+        self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT + 5)), PORT + 5)
+        datagrams.finish("")
+        server.finish("")
+
     def test_steering_ends_with_the_fence(self):
         server = self.serve("0.0.0.0", PORT + 4, 1)
         datagrams = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 4, 1)
@@ -578,6 +597,22 @@ class RunSteering(SteeringCases, PolicyTest):
                            capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("only clients portfence runs or fences follow it", r.stderr)
+
+    def test_a_kernel_without_tc_links_steers_tcp_alone(self):
+        """Where no tc program can be linked, run says UDP is not steered and
+        steers TCP; a moved UDP server hears it, is refused to the other
+        host and reached by wrapped clients, redirected."""
+        datagrams = self.start([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c",
+                                UDP_SERVER, "0.0.0.0", str(PORT + 5), "1"], env=WITHOUT_TC_LINKS, ready="ready")
+        self.assertIn("ConnectionRefusedError", self.peer.python(UDP_CLIENT, HOST4, str(PORT + 5)).stderr)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 5), PORT + 5)
+        _, err = datagrams.finish("")
+        self.assertIn("this kernel links no tc programs", err)
+        self.assertIn("a UDP server moved on an address other hosts can reach could not be steered to", err)
+        server = self.start([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c", SERVER,
+                             "0.0.0.0", str(PORT + 5), "1"], env=WITHOUT_TC_LINKS, ready="ready")
+        self.assert_reached(self.peer.python(CLIENT, HOST4, str(PORT + 5)), PORT + 5)
+        server.finish("")
 
     def test_a_moved_udp_lite_server_hears_that_it_is_not_steered(self):
         """The tc programs read UDP headers only: a UDP-Lite server moved
