@@ -194,7 +194,7 @@ struct pf_bpf_steer_key {
         __u64 fence;            /* the id of the fence that moved the listener */
         __u32 addr[4];          /* the address it is bound to, as sockets hold it (IPv4: addr[0]); 0: any */
         __u16 port;             /* the port it asked for */
-        __u8 proto;             /* PF_BPF_TCP */
+        __u8 proto;             /* PF_BPF_TCP, PF_BPF_UDP */
         __u8 family;            /* AF_INET or AF_INET6: a server may listen on both, as two sockets */
         __u8 slot;              /* < PF_BPF_STEER_SLOTS: members of one SO_REUSEPORT group */
         __u8 pad[3];
@@ -206,12 +206,12 @@ struct pf_bpf_steer_key {
 
 /* The maps of 'portfence run''s steering (bpf/run-steer.bpf.c), in the
  * order PORTFENCE_STEER names them to the shim. run_datagrams[] holds two
- * words: PF_RUN_ANY_DATAGRAM (the shim sets it when it describes its first
- * UDP socket) and PF_RUN_WIRE (run sets it once its tc programs are
- * linked; without it the shim describes no UDP socket). */
+ * words: PF_RUN_ANY_DATAGRAM (the shim sets it when it steers its first UDP
+ * socket) and PF_RUN_WIRE (run sets it once its tc program is linked;
+ * without it the shim steers no UDP socket). */
 #define PF_RUN_ANY_DATAGRAM 0
 #define PF_RUN_WIRE 1
-enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_UDP_TARGETS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
+enum pf_run_map { PF_RUN_STEER, PF_RUN_PORTS, PF_RUN_SOCKS, PF_RUN_DATAGRAMS, PF_RUN_MAPS };
 
 /* Every fenced cgroup of the host, by id: fenced[id] = 1. With nested fences
  * the innermost fence of a socket's cgroup decides its calls: its program,
@@ -274,7 +274,8 @@ struct pf_bpf_sock {
         __u8 check_chosen;      /* a port-0 bind of a narrowed socket in flight */
         __u8 counted;           /* counted in the mover's live[PF_BPF_LIVE_MOVES] */
         __u8 steered;           /* UDP: counted in its mover's live[PF_BPF_LIVE_DATAGRAMS] */
-        __u8 pad[2];
+        __u8 hashed;            /* UDP: in the steering map (steer.bpf.h) */
+        __u8 pad[1];
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */
         __u64 mover;            /* the fence that moved it (its id), which registers it */
         struct pf_bpf_moved_key key;

@@ -1024,11 +1024,13 @@ int pf_steer_lookup(struct bpf_sk_lookup *ctx)
 {
         __u32 zero = 0, generation;
         __u64 *netns = bpf_map_lookup_elem(&steer_netns, &zero);
-        struct pf_bpf_steer_key key = { .proto = PF_BPF_TCP };
+        struct pf_bpf_steer_key key = { .proto = ctx->protocol == IPPROTO_UDP ? PF_BPF_UDP : PF_BPF_TCP };
         struct pf_bpf_settings *s = get_settings(&generation);
 
-        if (ctx->protocol != IPPROTO_TCP || !netns || !*netns || !s || !s->steer)
+        if ((ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP) || !netns || !*netns || !s)
                 return SK_PASS;
+        if (key.proto == PF_BPF_TCP && !s->steer)
+                return SK_PASS; /* a UDP socket is steered as it was when it moved */
         key.netns = *netns;
         key.fence = s->fence_id;
         key.port = (__u16)ctx->local_port;
@@ -1045,17 +1047,19 @@ static __always_inline bool steers_datagrams(void)
 }
 
 /* A datagram to a port a UDP server of this host was moved from, arriving
- * at an interface of the namespace the fence steers: to that server, if
- * this fence moved it (steer.bpf.h). Whether a UDP socket is steered is
+ * at an interface of the namespace the fence steers: that server joins the
+ * steering map, if this fence moved it (steer.bpf.h). Whether a UDP socket is steered is
  * decided once, when it is moved (the policy's steer then): its clients
  * were told so by the registry, and a reload does not take it back. */
 SEC("tc")
 int pf_udp_in(struct __sk_buff *skb)
 {
         struct pf_bpf_moved_key key = { .proto = PF_BPF_UDP };
+        struct pf_bpf_steer_key steering = {};
+        struct pf_bpf_settings *s;
+        __u32 zero = 0, generation;
         struct pf_bpf_moved *m;
         struct datagram d;
-        __u32 zero = 0;
         __u64 *netns;
 
         if (!steers_datagrams() || !read_datagram(skb, &d))
@@ -1066,8 +1070,12 @@ int pf_udp_in(struct __sk_buff *skb)
         key.netns = *netns;
         key.port = bpf_ntohs(d.dest);
         m = bpf_map_lookup_elem(&moved, &key);
-        if (m && m->sockets > 0 && m->steered)
-                steer_datagram(skb, &d, key.port, m->target, &socks);
+        s = m && m->sockets > 0 && m->steered ? get_settings(&generation) : NULL;
+        if (!s)
+                return TCX_NEXT;
+        steering.netns = *netns;
+        steering.fence = s->fence_id;
+        hash_moved_socket(skb, &d, key.port, m->target, &socks, &steer, &steered_ports, &steering);
         return TCX_NEXT;
 }
 

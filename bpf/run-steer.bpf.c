@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering for 'portfence run' as root: the shim puts each TCP listener it
- * moved in run_steer[] when it listens (key: the port it asked for, its
- * family and address; netns and fence 0), and this program, attached to the
- * network namespace run started in, gives it every new connection to that
- * port, from other hosts, other namespaces and unwrapped processes. A UDP
- * socket it moved gets the ports in its storage (run_socks[]) and the port
- * it asked for in run_udp_targets[] when it binds: the tc programs, linked
- * to the namespace's interfaces, steer its datagrams (steer.bpf.h). Nothing
- * is pinned: the command and its children hold the maps and the links by
- * inherited descriptors, and steering ends with the last of them. */
+ * moved in run_steer[] when it listens, and each UDP socket it moved when it
+ * binds (key: the port it asked for, its family and address; netns and
+ * fence 0), and this program, attached to the network namespace run started
+ * in, gives it every new connection and datagram to that port, from other
+ * hosts, other namespaces and unwrapped processes. A moved UDP socket's
+ * storage (run_socks[]) holds its ports: the tc egress program, linked to
+ * the namespace's interfaces, sends its answers from the port it asked for
+ * (steer.bpf.h). Nothing is pinned: the command and its children hold the
+ * maps and the links by inherited descriptors, and steering ends with the
+ * last of them. */
 #include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -49,41 +50,16 @@ static __always_inline bool steers_datagrams(void)
         return any && *any;
 }
 
-/* The port a UDP server asked for -> the one it holds. */
-struct {
-        __uint(type, BPF_MAP_TYPE_HASH);
-        __uint(map_flags, BPF_F_NO_PREALLOC);
-        __uint(max_entries, PF_BPF_STEERED_PORTS);
-        __type(key, __u32);
-        __type(value, __u16);
-} run_udp_targets SEC(".maps");
-
 SEC("sk_lookup")
 int pf_run_steer_lookup(struct bpf_sk_lookup *ctx)
 {
-        struct pf_bpf_steer_key key = { .port = (__u16)ctx->local_port, .proto = PF_BPF_TCP };
+        struct pf_bpf_steer_key key = {
+                .port = (__u16)ctx->local_port, .proto = ctx->protocol == IPPROTO_UDP ? PF_BPF_UDP : PF_BPF_TCP,
+        };
 
-        if (ctx->protocol == IPPROTO_TCP)
+        if (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_UDP)
                 steer_to_listener(ctx, &run_steer, &run_steered_ports, &key);
         return SK_PASS;
-}
-
-SEC("tc")
-int pf_run_udp_in(struct __sk_buff *skb)
-{
-        struct datagram d;
-        __u16 *target;
-        __u32 port;
-
-        if (!steers_datagrams())
-                return TCX_NEXT;
-        if (!read_datagram(skb, &d))
-                return TCX_NEXT;
-        port = bpf_ntohs(d.dest);
-        target = bpf_map_lookup_elem(&run_udp_targets, &port);
-        if (target)
-                steer_datagram(skb, &d, (__u16)port, *target, &run_socks);
-        return TCX_NEXT;
 }
 
 SEC("tc")

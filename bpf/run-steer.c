@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Steering for 'portfence run' as root: run-steer.bpf.c loaded and linked to
- * the network namespace run starts in (sk_lookup) and to its interfaces
- * (tc), its maps and links left to the command as inherited descriptors
+ * the network namespace run starts in (sk_lookup) and to its interfaces (tc
+ * egress), its maps and links left to the command as inherited descriptors
  * (see pf_bpf_run_steering()). */
 #include <errno.h>
 #include <fcntl.h>
@@ -78,15 +78,12 @@ void pf_bpf_run_steering_close(struct pf_run_steering *s)
         s->links = 0;
 }
 
-/* The tc programs on every interface, both ways (-EOPNOTSUPP: the kernel
- * links none). */
+/* The tc egress program on every interface (-EOPNOTSUPP: the kernel links
+ * none). */
 static int link_wire(struct run_steer_bpf *skel, struct pf_run_steering *out, char *why)
 {
-        int r = pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_in), PF_BPF_TCX_INGRESS, NULL,
-                                       keep_link, out, why);
-
-        return r < 0 ? r : pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS,
-                                                  NULL, keep_link, out, why);
+        return pf_bpf_link_interfaces(bpf_program__fd(skel->progs.pf_run_udp_out), PF_BPF_TCX_EGRESS, NULL,
+                                      keep_link, out, why);
 }
 
 int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
@@ -95,14 +92,13 @@ int pf_bpf_run_steering(struct pf_run_steering *out, char *why)
         bool wire;
         int r;
 
-        *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1, -1 } };
+        *out = (struct pf_run_steering){ .map_fd = { -1, -1, -1, -1 } };
         skel = run_steer_bpf__open_and_load();
         if (!skel)
                 return pf_bpf_fail(-errno, why, "cannot load the steering program: %s", strerror(errno));
         const struct bpf_map *maps[PF_RUN_MAPS] = {
                 [PF_RUN_STEER] = skel->maps.run_steer, [PF_RUN_PORTS] = skel->maps.run_steered_ports,
-                [PF_RUN_SOCKS] = skel->maps.run_socks, [PF_RUN_UDP_TARGETS] = skel->maps.run_udp_targets,
-                [PF_RUN_DATAGRAMS] = skel->maps.run_datagrams,
+                [PF_RUN_SOCKS] = skel->maps.run_socks, [PF_RUN_DATAGRAMS] = skel->maps.run_datagrams,
         };
         r = attach_lookup(skel, out, why);
         if (r == 0)

@@ -96,15 +96,17 @@ static __always_inline void steer_to_listener(struct bpf_sk_lookup *ctx, void *m
 /* ---- UDP: tc programs on the namespace's interfaces ------------------------ */
 
 /* A datagram socket cannot join a socket map from a cgroup program, and its
- * replies leave from the port it holds. So UDP is steered on the wire: a tc
- * ingress program gives a datagram addressed to the port a server asked for
- * to the moved socket (bpf_sk_assign: the kernel delivers it there), and a
- * tc egress program writes the port asked for as the source of what the
- * moved socket sends, so that connected clients take its answers. Both read
- * the socket's storage (struct pf_bpf_sock: requested, bound), which its
- * mover wrote: nothing is steered to or from a socket that is not moved,
- * and the storage goes with the socket. Interfaces with an Ethernet header
- * (and loopback) only: the headers are read at fixed offsets. */
+ * replies leave from the port it holds. So a fence's tc ingress program puts
+ * a moved UDP socket in the steering map when the first datagram to the
+ * port it asked for arrives (the shim, under 'portfence run', does it from
+ * user space when the socket binds), and the sk_lookup program steers to it
+ * as to a listener; a tc egress program writes the port asked for as the
+ * source of what the moved socket sends, so that connected clients take its
+ * answers. Both read the socket's storage (struct pf_bpf_sock: requested,
+ * bound), which its mover wrote: nothing is steered to or from a socket
+ * that is not moved, and the storage goes with the socket. Interfaces with
+ * an Ethernet header (and loopback) only: the headers are read at fixed
+ * offsets. */
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -178,57 +180,52 @@ static __always_inline struct bpf_sock *lookup_datagram(struct __sk_buff *skb, s
         return bpf_sk_lookup_udp(skb, &d->tuple, sizeof(d->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
 }
 
-/* Is the datagram for this host? One that is routed through it (from a
- * container to another host, say) must never meet a local socket: the
- * kernel drops a forwarded packet that has one. The route is asked only
- * where the interface forwards. */
-static __always_inline bool for_this_host(struct __sk_buff *skb, const struct datagram *d)
-{
-        struct bpf_fib_lookup fib = { .ifindex = skb->ingress_ifindex };
-
-        if (d->family == AF_INET) {
-                fib.family = AF_INET;
-                fib.ipv4_src = d->tuple.ipv4.saddr;
-                fib.ipv4_dst = d->tuple.ipv4.daddr;
-        } else {
-                fib.family = AF_INET6;
-                __builtin_memcpy(fib.ipv6_src, d->tuple.ipv6.saddr, 16);
-                __builtin_memcpy(fib.ipv6_dst, d->tuple.ipv6.daddr, 16);
-        }
-        switch (bpf_fib_lookup(skb, &fib, sizeof(fib), 0)) {
-        case BPF_FIB_LKUP_RET_NOT_FWDED:        /* local (or no route at all) */
-        case BPF_FIB_LKUP_RET_FWD_DISABLED:     /* the interface forwards nothing */
-                return true;
-        default:
-                return false;
-        }
-}
-
-/* A datagram to port (requested) that no socket at that port takes (a
- * connected client holding it keeps its flow, a server that really binds it
- * its traffic) goes to the socket moved from it to target: the one the
- * kernel would choose at target for this datagram, if its mover wrote that
- * it asked for port. socks: the storage map of its mover. */
-static __always_inline void steer_datagram(struct __sk_buff *skb, struct datagram *d, __u16 port, __u16 target,
-                                           void *socks)
+/* A datagram to port (requested), moved to target: the moved socket the
+ * kernel would choose at target for it, if its mover wrote that it asked
+ * for port (socks: the mover's storage map), joins the steering map (map,
+ * ports: as steer_to_listener() reads them) under key (its netns and fence
+ * set), where the sk_lookup program finds it for this datagram and every
+ * later one. The kernel's own lookup then delivers: connected sockets
+ * (a client holding the port) first, after netfilter (DNAT) and only for
+ * datagrams this host receives. Once is enough: the socket's storage
+ * remembers it; the map drops the socket when it closes. */
+static __always_inline void hash_moved_socket(struct __sk_buff *skb, struct datagram *d, __u16 port, __u16 target,
+                                              void *socks, void *map, void *ports, struct pf_bpf_steer_key *key)
 {
         struct pf_bpf_sock *moved;
         struct bpf_sock *sk;
+        __u32 marked = port;
+        __u8 one = 1;
 
-        sk = lookup_datagram(skb, d);
-        if (sk) {
-                bpf_sk_release(sk);
-                return;
-        }
-        if (!for_this_host(skb, d))
-                return;
         set_dport(d, target);
         sk = lookup_datagram(skb, d);
         if (!sk)
                 return;
         moved = bpf_sk_storage_get(socks, sk, 0, 0);
-        if (moved && moved->requested == port && moved->bound == target)
-                bpf_sk_assign(skb, sk, 0);
+        if (!moved || moved->requested != port || moved->bound != target || moved->hashed) {
+                bpf_sk_release(sk);
+                return;
+        }
+        key->port = port;
+        key->proto = PF_BPF_UDP;
+        key->family = (__u8)sk->family;
+        if (sk->family == AF_INET) {
+                key->addr[0] = sk->src_ip4;
+        } else {
+                key->addr[0] = sk->src_ip6[0];
+                key->addr[1] = sk->src_ip6[1];
+                key->addr[2] = sk->src_ip6[2];
+                key->addr[3] = sk->src_ip6[3];
+        }
+        /* The port first: a lookup never skips a socket in the map. */
+        bpf_map_update_elem(ports, &marked, &one, BPF_ANY);
+        for (int slot = 0; slot < PF_BPF_STEER_SLOTS; slot++) {
+                key->slot = (__u8)slot;
+                if (bpf_map_update_elem(map, key, sk, BPF_NOEXIST) == 0) {
+                        moved->hashed = 1;
+                        break;
+                }
+        }
         bpf_sk_release(sk);
 }
 

@@ -110,9 +110,9 @@ static void note_unfollowed_clients(const struct pf_policy *policy)
                         "hosts, published container ports, Services, unfenced programs); 'portfence run' as "
                         "root does the same in the namespace it starts in. Otherwise a moved server is "
                         "reached at the port it asked for only by clients portfence runs or fences: every "
-                        "client the shim does not run of a server an unprivileged 'run' moved, and UDP "
-                        "clients behind a DNAT inside the server's own namespace, send to that port and are "
-                        "refused. Where that matters, fence the server's cgroup, reserve its port "
+                        "client the shim does not run of a server an unprivileged 'run' moved, and a fenced "
+                        "UDP server's clients behind a DNAT inside its own namespace until a datagram "
+                        "addressed to its port arrived, send to that port and are refused. Where that matters, fence the server's cgroup, reserve its port "
                         "('portfence export sysctl') or refuse it");
         else if (moves)
                 pf_note("check", "steer = false: a moved server is reached at the port it asked for only by "

@@ -8,10 +8,9 @@
  * looks them up): every new connection to that port then reaches it, from
  * other hosts and namespaces and from programs the shim does not run, and
  * local clients connect as they asked, with no redirect. The map drops a
- * socket when it closes. A UDP socket the shim moved is described when it
- * binds (its storage: the ports; the port it asked for -> where it is): the
- * tc programs deliver datagrams to that port to it, and its answers leave
- * from that port (bpf/steer.bpf.h). Without the variable (not root, a
+ * socket when it closes. A UDP socket the shim moved goes into the map when
+ * it binds, its storage holding its ports: the tc egress program sends its
+ * answers from the port it asked for (bpf/steer.bpf.h). Without the variable (not root, a
  * kernel that cannot), nothing here runs. */
 #include <errno.h>
 #include <linux/bpf.h>
@@ -29,15 +28,14 @@
 
 static const uint32_t map_types[PF_RUN_MAPS] = {
         [PF_RUN_STEER] = BPF_MAP_TYPE_SOCKHASH, [PF_RUN_PORTS] = BPF_MAP_TYPE_HASH,
-        [PF_RUN_SOCKS] = BPF_MAP_TYPE_SK_STORAGE, [PF_RUN_UDP_TARGETS] = BPF_MAP_TYPE_HASH,
-        [PF_RUN_DATAGRAMS] = BPF_MAP_TYPE_ARRAY,
+        [PF_RUN_SOCKS] = BPF_MAP_TYPE_SK_STORAGE, [PF_RUN_DATAGRAMS] = BPF_MAP_TYPE_ARRAY,
 };
 
 static struct {
         int fd[PF_RUN_MAPS];           /* -1: no steering */
         uint32_t id[PF_RUN_MAPS];      /* the maps run made: the descriptors are checked against them */
         uint32_t netns;         /* the inode of this process's network namespace, read once */
-} steering = { .fd = { -1, -1, -1, -1, -1 } };
+} steering = { .fd = { -1, -1, -1, -1 } };
 
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
@@ -55,8 +53,8 @@ void shim_steer_open(void)
         unsigned id[PF_RUN_MAPS];
         char end;
 
-        if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2],
-                             &id[2], &fd[3], &id[3], &fd[4], &id[4], &end) != 2 * PF_RUN_MAPS)
+        if (!value || sscanf(value, "%d:%u:%d:%u:%d:%u:%d:%u%c", &fd[0], &id[0], &fd[1], &id[1], &fd[2], &id[2],
+                             &fd[3], &id[3], &end) != 2 * PF_RUN_MAPS)
                 return;
         for (int i = 0; i < PF_RUN_MAPS; i++) {
                 if (fd[i] < 3)
@@ -142,13 +140,14 @@ static bool insert_listener(struct pf_bpf_steer_key *key, uint64_t socket)
         return false;
 }
 
-/* The key of a listener: the port it asked for, its family and address. */
-static bool listener_key(int fd, uint16_t requested, struct pf_bpf_steer_key *key)
+/* The key of a listener (or UDP socket): the port it asked for, its family
+ * and address. */
+static bool listener_key(int fd, uint16_t requested, uint8_t proto, struct pf_bpf_steer_key *key)
 {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
 
-        *key = (struct pf_bpf_steer_key){ .port = requested, .proto = PF_BPF_TCP };
+        *key = (struct pf_bpf_steer_key){ .port = requested, .proto = proto };
         if (libc_getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
                 return false;
         key->family = (uint8_t)ss.ss_family;
@@ -171,7 +170,7 @@ bool shim_steer_listener(int fd, uint16_t requested)
         bool steered;
 
         /* The port first: a lookup never skips a listener in the map. */
-        steered = listener_key(fd, requested, &key) && steering_maps_are_ours() &&
+        steered = listener_key(fd, requested, PF_BPF_TCP, &key) && steering_maps_are_ours() &&
                   map_update(steering.fd[PF_RUN_PORTS], &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
         errno = saved;
         return steered;
@@ -183,6 +182,9 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
         uint32_t port = requested, any = PF_RUN_ANY_DATAGRAM, yes = 1;
         int saved = errno, protocol = 0;
         socklen_t len = sizeof(protocol);
+        struct pf_bpf_steer_key key;
+        uint64_t socket = (uint64_t)fd;
+        uint8_t one = 1;
         bool steered;
 
         /* UDP only (the programs read no UDP-Lite header), where run linked
@@ -193,11 +195,13 @@ bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
                 return false;
         }
 
-        /* The socket, then its port, then the gate: a datagram let through
-         * it always finds them. */
-        steered = steering_maps_are_ours() && map_update(steering.fd[PF_RUN_SOCKS], &fd, &moved, BPF_ANY) == 0 &&
-                  map_update(steering.fd[PF_RUN_UDP_TARGETS], &port, &target, BPF_ANY) == 0 &&
-                  map_update(steering.fd[PF_RUN_DATAGRAMS], &any, &yes, BPF_ANY) == 0;
+        /* Its storage and the egress gate before it is found: its first
+         * answer leaves from the port asked for; then the port, then the
+         * socket, as for a listener. */
+        steered = listener_key(fd, requested, PF_BPF_UDP, &key) && steering_maps_are_ours() &&
+                  map_update(steering.fd[PF_RUN_SOCKS], &fd, &moved, BPF_ANY) == 0 &&
+                  map_update(steering.fd[PF_RUN_DATAGRAMS], &any, &yes, BPF_ANY) == 0 &&
+                  map_update(steering.fd[PF_RUN_PORTS], &port, &one, BPF_ANY) == 0 && insert_listener(&key, socket);
         errno = saved;
         return steered;
 }
