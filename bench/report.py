@@ -184,6 +184,7 @@ class Bench:
         packet pays with no UDP server moved, with one moved, and what a
         steered datagram and a moved server's answer pay."""
         pins = {name: f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/{name}-1" for name in ("udp_in", "udp_out")}
+        pins["steer_lookup"] = f"/sys/fs/bpf/portfence/{os.stat(cgroup).st_ino}/steer_lookup"
         stats = {name: (lambda pin=pin: self.pinned_stats(pin, "link")) for name, pin in pins.items()}
 
         def row(path, ns, target):
@@ -232,8 +233,11 @@ class Bench:
                 server.stdin.write("drain\n")
                 server.stdin.flush()
                 server.stdout.readline()
+            datagrams_to_the_moved_port()      # the first puts the server in the steering map
             ns = per_packet("udp_in", datagrams_to_the_moved_port)
-            row("tc udp_in per datagram steered to a moved server (unfenced sender)", ns, 700)
+            row("tc udp_in per datagram to a moved server's port (the server in the map)", ns, 250)
+            ns = per_packet("steer_lookup", datagrams_to_the_moved_port)
+            row("sk_lookup per datagram steered to a moved server", ns, 700)
 
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
                 sink.bind(("127.0.0.1", 0))

@@ -161,8 +161,10 @@ struct pf_bpf_moved {
         __s32 sockets;          /* live sockets moved away from the port */
         __u16 target;           /* where they were moved */
         __u8 steered;           /* UDP: its mover's tc programs steer datagrams to the port to it */
-        __u8 pad;
+        __u8 hashed;            /* UDP: PF_BPF_HASHED_IPV4/6, a socket of the family is in the steering map */
 };
+#define PF_BPF_HASHED_IPV4 1
+#define PF_BPF_HASHED_IPV6 2
 
 /* The way back, for MPTCP: its bind and connect run on the subflow, its name
  * calls on the MPTCP socket, which has no storage of ours. moved_back[key

@@ -775,6 +775,7 @@ static __always_inline int register_moved(struct bpf_sock *ctx, struct pf_bpf_so
                 return EADDRINUSE;
         m->target = sk->moved_to;
         m->steered = first.steered;
+        m->hashed = 0;          /* this socket is not in the steering map yet */
         __sync_fetch_and_add(&m->sockets, 1);
 registered:
         register_back(sk);
@@ -1061,6 +1062,7 @@ int pf_udp_in(struct __sk_buff *skb)
         struct pf_bpf_moved *m;
         struct datagram d;
         __u64 *netns;
+        __u8 hashed;
 
         if (!steers_datagrams() || !read_datagram(skb, &d))
                 return TCX_NEXT;
@@ -1070,12 +1072,18 @@ int pf_udp_in(struct __sk_buff *skb)
         key.netns = *netns;
         key.port = bpf_ntohs(d.dest);
         m = bpf_map_lookup_elem(&moved, &key);
-        s = m && m->sockets > 0 && m->steered ? get_settings(&generation) : NULL;
+        hashed = d.family == AF_INET ? PF_BPF_HASHED_IPV4 : PF_BPF_HASHED_IPV6;
+        /* Most datagrams to the port find its socket of their family in the
+         * map already: one lookup. */
+        s = m && m->sockets > 0 && m->steered && !(m->hashed & hashed) ? get_settings(&generation) : NULL;
         if (!s)
                 return TCX_NEXT;
         steering.netns = *netns;
         steering.fence = s->fence_id;
-        hash_moved_socket(skb, &d, key.port, m->target, &socks, &steer, &steered_ports, &steering);
+        /* A bit lost to a race with the other family's first datagram is
+         * set again by the next one: the socket says it is in the map. */
+        if (hash_moved_socket(skb, &d, key.port, m->target, &socks, &steer, &steered_ports, &steering))
+                m->hashed |= hashed;
         return TCX_NEXT;
 }
 

@@ -188,8 +188,9 @@ static __always_inline struct bpf_sock *lookup_datagram(struct __sk_buff *skb, s
  * later one. The kernel's own lookup then delivers: connected sockets
  * (a client holding the port) first, after netfilter (DNAT) and only for
  * datagrams this host receives. Once is enough: the socket's storage
- * remembers it; the map drops the socket when it closes. */
-static __always_inline void hash_moved_socket(struct __sk_buff *skb, struct datagram *d, __u16 port, __u16 target,
+ * remembers it; the map drops the socket when it closes. Is the socket the
+ * datagram's family finds at target in the map now? */
+static __always_inline bool hash_moved_socket(struct __sk_buff *skb, struct datagram *d, __u16 port, __u16 target,
                                               void *socks, void *map, void *ports, struct pf_bpf_steer_key *key)
 {
         struct pf_bpf_sock *moved;
@@ -200,11 +201,11 @@ static __always_inline void hash_moved_socket(struct __sk_buff *skb, struct data
         set_dport(d, target);
         sk = lookup_datagram(skb, d);
         if (!sk)
-                return;
+                return false;
         moved = bpf_sk_storage_get(socks, sk, 0, 0);
         if (!moved || moved->requested != port || moved->bound != target || moved->hashed) {
                 bpf_sk_release(sk);
-                return;
+                return moved && moved->hashed;
         }
         key->port = port;
         key->proto = PF_BPF_UDP;
@@ -227,6 +228,7 @@ static __always_inline void hash_moved_socket(struct __sk_buff *skb, struct data
                 }
         }
         bpf_sk_release(sk);
+        return moved->hashed;
 }
 
 /* The moved datagram socket a packet leaves from, if it is one. */

@@ -97,6 +97,20 @@ for _ in range(int(sys.argv[3])):
     print("got", data.decode(), "on", s.getsockname()[1], flush=True)
     s.sendto(b"ok", peer)
 """
+# The same at one port twice: IPv4 on one socket, IPv6 only on another.
+UDP_TWO_FAMILIES = """
+import select, socket, sys
+port = int(sys.argv[1])
+four = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); four.bind(("0.0.0.0", port))
+six = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); six.bind(("::", port))
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    ready, _, _ = select.select([four, six], [], [], 10)
+    data, peer = ready[0].recvfrom(16)
+    print("got", data.decode(), "on", "ipv6" if ready[0] is six else "ipv4", flush=True)
+    ready[0].sendto(b"ok", peer)
+"""
 # A connected UDP client, which takes answers from the port it sent to only:
 # the port it reports, and the server's answer.
 UDP_CLIENT = """
@@ -302,6 +316,15 @@ class SteeringCases:
         self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 6)), PORT + 6)
         self.assert_reached(self.local_udp_client(PORT + 6), PORT + 6)
         server.finish("")
+
+    def test_a_udp_server_on_two_sockets_is_reached_on_each(self):
+        """An IPv4 socket and an IPv6-only one at the same port, both moved:
+        each family's datagrams reach their own, first and later ones."""
+        server = self.serve_code(UDP_TWO_FAMILIES, PORT + 9, 4)
+        for host in (HOST4, HOST6, HOST4, HOST6):
+            self.assert_reached(self.peer.python(UDP_CLIENT, host, str(PORT + 9)), PORT + 9)
+        lines, _ = server.finish("")
+        self.assertEqual(lines[1:], ["got hi on ipv4", "got hi on ipv6"] * 2)
 
     def test_a_udp_client_holding_the_port_keeps_its_flow(self):
         """A connected UDP client of this host sits on the port, talking to
