@@ -275,7 +275,7 @@ struct pf_bpf_sock {
         __u8 narrowed;          /* IP_LOCAL_PORT_RANGE set: a port-0 bind is the program's choice */
         __u8 check_chosen;      /* a port-0 bind of a narrowed socket in flight */
         __u8 counted;           /* counted in the mover's live[PF_BPF_LIVE_MOVES] */
-        __u8 steered;           /* UDP: counted in its mover's live[PF_BPF_LIVE_DATAGRAMS] */
+        __u8 steered;           /* UDP: steered to (a fence's: counted in live[PF_BPF_LIVE_DATAGRAMS]) */
         __u8 hashed;            /* UDP: in the steering map (steer.bpf.h) */
         __u8 pad[1];
         __u64 cookie;           /* of the registered socket: accepted clones share the rest */

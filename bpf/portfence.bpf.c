@@ -1097,7 +1097,7 @@ int pf_udp_out(struct __sk_buff *skb)
         if (!steers_datagrams())
                 return TCX_NEXT;
         moved = moved_sender(skb, &socks);
-        if (moved && moved->steered)
+        if (moved)
                 unmove_source(skb, moved);
         return TCX_NEXT;
 }

@@ -205,7 +205,7 @@ static __always_inline bool hash_moved_socket(struct __sk_buff *skb, struct data
         moved = bpf_sk_storage_get(socks, sk, 0, 0);
         if (!moved || moved->requested != port || moved->bound != target || moved->hashed) {
                 bpf_sk_release(sk);
-                return moved && moved->hashed;
+                return moved && moved->hashed && moved->requested == port && moved->bound == target;
         }
         key->port = port;
         key->proto = PF_BPF_UDP;
@@ -231,7 +231,9 @@ static __always_inline bool hash_moved_socket(struct __sk_buff *skb, struct data
         return moved->hashed;
 }
 
-/* The moved datagram socket a packet leaves from, if it is one. */
+/* The steered datagram socket a packet leaves from, if it is one (its
+ * mover marks it steered: the fence's programs when it moves, the shim when
+ * it puts it in run's map). */
 static __always_inline struct pf_bpf_sock *moved_sender(struct __sk_buff *skb, void *socks)
 {
         struct bpf_sock *sk = skb->sk;
@@ -243,7 +245,7 @@ static __always_inline struct pf_bpf_sock *moved_sender(struct __sk_buff *skb, v
         if (!sk || sk->protocol != IPPROTO_UDP)
                 return NULL;
         moved = bpf_sk_storage_get(socks, sk, 0, 0);
-        return moved && moved->requested ? moved : NULL;
+        return moved && moved->steered ? moved : NULL;
 }
 
 /* What a moved datagram socket sends leaves from the port it asked for. */

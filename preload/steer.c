@@ -178,7 +178,7 @@ bool shim_steer_listener(int fd, uint16_t requested)
 
 bool shim_steer_datagrams(int fd, uint16_t requested, uint16_t target)
 {
-        struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP };
+        struct pf_bpf_sock moved = { .requested = requested, .bound = target, .proto = PF_BPF_UDP, .steered = 1 };
         uint32_t port = requested, any = PF_RUN_ANY_DATAGRAM, yes = 1;
         int saved = errno, protocol = 0;
         socklen_t len = sizeof(protocol);

@@ -420,6 +420,11 @@ class SteeringCases:
         far = self.peer.python(CLIENT, HOST4, str(PORT + 5))
         self.assertIn("ConnectionRefusedError", far.stderr)
         server.stop()
+        # a UDP server moved unsteered answers its redirected clients from
+        # where it is, as they expect
+        datagrams = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 5, 1, policy=policy)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 5, policy=policy), PORT + 5)
+        datagrams.finish("")
 
 
 class Steering(SteeringCases, PolicyTest):
@@ -439,7 +444,8 @@ class Steering(SteeringCases, PolicyTest):
             self.assertEqual(r.returncode, 0, r.stderr)
         return self.start([sys.executable, "-c", code, *map(str, args)], ready="ready", preexec_fn=self.cgroup.enter)
 
-    def enforced_client(self, code, *args):
+    def enforced_client(self, code, *args, policy=None):
+        """A client in the fenced cgroup (the fence holds the policy)."""
         return subprocess.run([sys.executable, "-c", code, *map(str, args)], preexec_fn=self.cgroup.enter,
                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
@@ -524,8 +530,8 @@ class RunSteering(SteeringCases, PolicyTest):
         return self.start([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c",
                            code, *map(str, args)], ready="ready")
 
-    def enforced_client(self, code, *args):
-        return subprocess.run([BUILD["portfence"], "run", "-c", self.policy, "--", sys.executable, "-c", code,
+    def enforced_client(self, code, *args, policy=None):
+        return subprocess.run([BUILD["portfence"], "run", "-c", policy or self.policy, "--", sys.executable, "-c", code,
                                *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace")
