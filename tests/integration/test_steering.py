@@ -449,6 +449,21 @@ class Steering(SteeringCases, PolicyTest):
         return subprocess.run([sys.executable, "-c", code, *map(str, args)], preexec_fn=self.cgroup.enter,
                               capture_output=True, text=True, timeout=TIMEOUT, env=base_env())
 
+    def test_a_reload_turning_steer_off_keeps_earlier_udp_servers_steered(self):
+        """A UDP server moved while the policy steered stays steered; one
+        moved after a reload to steer = false is not: the other host is
+        refused, and a fenced client, redirected, takes its answers from
+        where it is."""
+        before = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 15, 1)
+        policy = write_policy(POLICY + "steer = false;\n")
+        self.addCleanup(os.unlink, policy)
+        after = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 16, 1, policy=policy)
+        self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 15)), PORT + 15)
+        self.assertIn("ConnectionRefusedError", self.peer.python(UDP_CLIENT, HOST4, str(PORT + 16)).stderr)
+        self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 16), PORT + 16)
+        before.finish("")
+        after.finish("")
+
     def test_a_reload_steers_on_interfaces_added_since(self):
         """UDP is steered on the interfaces there were at the attach: one
         added later (another host behind it) is steered on from the next
