@@ -458,9 +458,10 @@ class Steering(SteeringCases, PolicyTest):
         policy = write_policy(POLICY + "steer = false;\n")
         self.addCleanup(os.unlink, policy)
         after = self.serve_code(UDP_SERVER, "0.0.0.0", PORT + 16, 1, policy=policy)
-        self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 15)), PORT + 15)
-        self.assertIn("ConnectionRefusedError", self.peer.python(UDP_CLIENT, HOST4, str(PORT + 16)).stderr)
+        # while the earlier one is steered (its answers are rewritten)
         self.assert_reached(self.enforced_client(UDP_CLIENT, "127.0.0.1", PORT + 16), PORT + 16)
+        self.assertIn("ConnectionRefusedError", self.peer.python(UDP_CLIENT, HOST4, str(PORT + 16)).stderr)
+        self.assert_reached(self.peer.python(UDP_CLIENT, HOST4, str(PORT + 15)), PORT + 15)
         before.finish("")
         after.finish("")
 
